@@ -1,0 +1,14 @@
+"""Prefect flows and deployments: the only package that imports prefect.
+
+Prefect settings that must be in place before prefect is imported are defaulted here:
+no telemetry (the network is closed), a generous start-up timeout for the temporary server,
+and a project-local PREFECT_HOME so `make ui` shows the runs of `make demo`.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_HOME", str(Path("var/prefect").resolve()))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,48 @@
+"""The runtime that task runs share within one process.
+
+Engines, sessions and SMTP clients are never task arguments (they are not data and would be
+hashed for cache keys); tasks look the runtime up here, and only small values — an id
+range, an ISO timestamp — cross task boundaries.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings, load_settings
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+_settings: Settings | None = None
+
+
+def use_settings(settings: Settings) -> None:
+    """Make the next ``runtime()`` call use these settings (the CLI and demo call this)."""
+    global _settings, _current
+    with _lock:
+        if _current is not None and _settings is not settings:
+            _current.close()
+            _current = None
+        _settings = settings
+
+
+def runtime() -> Runtime:
+    """The process's runtime, opened (config validated, migrations applied) on first use."""
+    global _current, _settings
+    with _lock:
+        if _current is None:
+            if _settings is None:
+                _settings = load_settings()
+            _current = Runtime.open(_settings)
+        return _current
+
+
+def reload() -> Runtime:
+    """Re-read the config (each flow run starts with the file as it is now)."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.close()
+            _current = None
+    return runtime()

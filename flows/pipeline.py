@@ -1,0 +1,170 @@
+"""The flows ops watch in the Prefect UI. Each body reads like a table of contents:
+load the config, plan batches, act on them (one task per batch), publish what happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows import tasks
+from flows.context import reload, runtime
+from leadflow.engine import record_run
+from leadflow.summaries import (
+    merge_advance,
+    merge_delivery,
+    tick_markdown,
+)
+from leadflow.timeutil import parse_instant, utcnow
+
+
+def _run_name() -> str:
+    now = flow_run.parameters.get("now") or "now"
+    return f"{flow_run.flow_name} @ {now}"
+
+
+def _start(now: str | None) -> str:
+    """Validate the config as it is on disk now and fix the instant this run acts at."""
+    reload()
+    return (parse_instant(now) if now else utcnow()).isoformat()
+
+
+def step_intake(now: str) -> dict[str, Any]:
+    return tasks.import_inbox(now)
+
+
+def step_score(now: str) -> dict[str, Any]:
+    ranges = tasks.plan_score(now)
+    results = tasks.score_batch.map(ranges, unmapped(now)).result()
+    return {
+        "batches": len(ranges),
+        "rescored": sum(r["rescored"] for r in results),
+        "changed": sum(r["changed"] for r in results),
+    }
+
+
+def step_callbacks(now: str) -> dict[str, Any]:
+    ranges = tasks.plan_callbacks(now)
+    return merge_advance(tasks.revive_batch.map(ranges, unmapped(now)).result(), len(ranges))
+
+
+def step_advance(now: str) -> dict[str, Any]:
+    ranges = tasks.plan_advance(now)
+    return merge_advance(tasks.advance_batch.map(ranges, unmapped(now)).result(), len(ranges))
+
+
+def step_deliver(now: str, kind: str) -> dict[str, Any]:
+    unknown = tasks.reconcile(now)
+    ranges = tasks.plan_delivery(now, kind)
+    results = tasks.deliver_batch.map(ranges, unmapped(now), unmapped(kind)).result()
+    merged = merge_delivery(results, len(ranges))
+    merged["unknown_reconciled"] = len(unknown)
+    return merged
+
+
+def step_report(now: str) -> dict[str, Any]:
+    return tasks.compute_report(now)
+
+
+def _publish(kind: str, now: str, summary: dict[str, Any]) -> None:
+    logger = get_run_logger()
+    logger.info("%s at %s: %s", kind, now, summary.get("summary", ""))
+    create_markdown_artifact(
+        key=f"{kind}-summary",
+        markdown=tick_markdown(kind, now, summary),
+        description=f"What the {kind} run at {now} did",
+    )
+    record_run(runtime(), kind, now=parse_instant(now), summary=summary)
+
+
+@flow(name="intake", flow_run_name=_run_name, timeout_seconds=3600)
+def intake_flow(now: str | None = None) -> dict[str, Any]:
+    """Import files dropped into the inbox folder."""
+    at = _start(now)
+    result = {"intake": step_intake(at)}
+    _publish("intake", at, result)
+    return result
+
+
+@flow(name="score", flow_run_name=_run_name, timeout_seconds=3600)
+def score_flow(now: str | None = None) -> dict[str, Any]:
+    """Rescore leads with new data or events, and refresh decay."""
+    at = _start(now)
+    result = {"score": step_score(at)}
+    _publish("score", at, result)
+    return result
+
+
+@flow(name="advance", flow_run_name=_run_name, timeout_seconds=3600)
+def advance_flow(now: str | None = None) -> dict[str, Any]:
+    """Move due leads between stages, apply SLAs and cadence outcomes."""
+    at = _start(now)
+    result = {"advance": step_advance(at)}
+    _publish("advance", at, result)
+    return result
+
+
+@flow(name="nurture", flow_run_name=_run_name, timeout_seconds=3600)
+def nurture_flow(now: str | None = None) -> dict[str, Any]:
+    """Send due cadence emails."""
+    at = _start(now)
+    result = {"nurture": step_deliver(at, "cadence")}
+    _publish("nurture", at, result)
+    return result
+
+
+@flow(name="callbacks", flow_run_name=_run_name, timeout_seconds=3600)
+def callbacks_flow(now: str | None = None) -> dict[str, Any]:
+    """Revive leads whose callback date has come."""
+    at = _start(now)
+    result = {"callbacks": step_callbacks(at)}
+    _publish("callbacks", at, result)
+    return result
+
+
+@flow(name="checkins", flow_run_name=_run_name, timeout_seconds=3600)
+def checkins_flow(now: str | None = None) -> dict[str, Any]:
+    """Send due post-sale check-ins and renewal reminders."""
+    at = _start(now)
+    result = {"checkins": step_deliver(at, "checkin")}
+    _publish("checkins", at, result)
+    return result
+
+
+@flow(name="report", flow_run_name=_run_name, timeout_seconds=3600)
+def report_flow(now: str | None = None) -> dict[str, Any]:
+    """Pipeline metrics, published as an artifact."""
+    at = _start(now)
+    result = {"report": step_report(at)}
+    _publish("report", at, result)
+    return result
+
+
+@flow(name="tick", flow_run_name=_run_name, timeout_seconds=3600)
+def tick_flow(now: str | None = None) -> dict[str, Any]:
+    """One heartbeat of the pipeline: every step in order, in one flow run."""
+    at = _start(now)
+    result = {
+        "intake": step_intake(at),
+        "score": step_score(at),
+        "callbacks": step_callbacks(at),
+        "advance": step_advance(at),
+        "nurture": step_deliver(at, "cadence"),
+        "checkins": step_deliver(at, "checkin"),
+    }
+    _publish("tick", at, result)
+    return result
+
+
+FLOWS = {
+    "intake": intake_flow,
+    "score": score_flow,
+    "advance": advance_flow,
+    "nurture": nurture_flow,
+    "callbacks": callbacks_flow,
+    "checkins": checkins_flow,
+    "report": report_flow,
+    "tick": tick_flow,
+}

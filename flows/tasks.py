@@ -1,0 +1,93 @@
+"""Prefect tasks: thin wrappers that name each unit of work and add retries on I/O only.
+
+Every task takes small values (an id range, an ISO instant) and returns a plain dict, so
+Prefect never walks big inputs and results stay readable in the UI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from flows.context import runtime
+from leadflow import engine
+from leadflow.batching import IdRange
+from leadflow.delivery import smtp_transport_factory
+from leadflow.timeutil import parse_instant
+
+DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_jitter_factor": 0.5}
+
+
+def _when(now: str) -> datetime:
+    return parse_instant(now)
+
+
+@task(name="plan score batches", cache_policy=NO_CACHE, **DB_RETRIES)
+def plan_score(now: str) -> list[IdRange]:
+    return engine.score_ranges(runtime(), now=_when(now))
+
+
+@task(name="score batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+def score_batch(id_range: IdRange, now: str) -> dict[str, int]:
+    result = engine.score(runtime(), id_range, now=_when(now))
+    return {"rescored": result.rescored, "changed": result.changed}
+
+
+@task(name="plan advance batches", cache_policy=NO_CACHE, **DB_RETRIES)
+def plan_advance(now: str) -> list[IdRange]:
+    return engine.advance_ranges(runtime(), now=_when(now))
+
+
+@task(name="advance batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+def advance_batch(id_range: IdRange, now: str) -> dict[str, Any]:
+    return engine.advance(runtime(), id_range, now=_when(now)).as_dict()
+
+
+@task(name="plan callback batches", cache_policy=NO_CACHE, **DB_RETRIES)
+def plan_callbacks(now: str) -> list[IdRange]:
+    return engine.callback_ranges(runtime(), now=_when(now))
+
+
+@task(name="revive callbacks", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+def revive_batch(id_range: IdRange, now: str) -> dict[str, Any]:
+    return engine.revive(runtime(), id_range, now=_when(now)).as_dict()
+
+
+@task(name="reconcile stale claims", cache_policy=NO_CACHE, **DB_RETRIES)
+def reconcile(now: str) -> list[int]:
+    return engine.reconcile(runtime(), now=_when(now))
+
+
+@task(name="plan delivery batches", cache_policy=NO_CACHE, **DB_RETRIES)
+def plan_delivery(now: str, kind: str) -> list[IdRange]:
+    return engine.outbox_ranges(runtime(), now=_when(now), kind=kind)
+
+
+# A retry is safe: rows claimed by the failed attempt stay claimed (and become `unknown` if
+# the attempt died mid-send); the retry can only pick up rows nobody claimed.
+@task(name="deliver batch", cache_policy=NO_CACHE, timeout_seconds=1800, retries=1,
+      retry_delay_seconds=30)
+def deliver_batch(id_range: IdRange, now: str, kind: str) -> dict[str, Any]:
+    rt = runtime()
+    outcome = engine.deliver(rt, id_range, now=_when(now), kind=kind,
+                             transport=smtp_transport_factory(rt))
+    return {**outcome.as_dict(), "summary": outcome.summary()}
+
+
+@task(name="import inbox files", cache_policy=NO_CACHE, **DB_RETRIES)
+def import_inbox(now: str) -> dict[str, Any]:
+    from leadflow.inbox import import_inbox as run_import
+
+    return run_import(runtime(), now=_when(now))
+
+
+@task(name="compute report", cache_policy=NO_CACHE, **DB_RETRIES)
+def compute_report(now: str) -> dict[str, Any]:
+    from leadflow.report import build_report
+
+    rt = runtime()
+    with rt.engine.connect() as conn:
+        return build_report(conn, rt.loaded, since=None, until=_when(now), pipeline=None)

@@ -1,0 +1,172 @@
+"""Reading YAML with positions: every key and value keeps its line and column.
+
+PyYAML's composer gives nodes with marks; we walk them once to build the data (safe tags
+only) and a map from key path to position, and to catch duplicate keys, which plain
+``safe_load`` silently lets the last one win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+    quoted: bool = False
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a user-edited file, printed as ``FILE:LINE:COL: key.path: message``."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration (or a template) is invalid; carries every issue found."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+def format_path(path: Path_) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class YamlDocument:
+    file: str
+    text: str
+    data: Any
+    positions: dict[Path_, Position] = field(default_factory=dict)
+    key_positions: dict[Path_, Position] = field(default_factory=dict)
+
+    def position(self, path: Path_, *, key: bool = False) -> Position:
+        """The position of ``path``, or of its nearest existing ancestor."""
+        probe = tuple(path)
+        while True:
+            table = self.key_positions if key else self.positions
+            if probe in table:
+                return table[probe]
+            if probe in self.positions:
+                return self.positions[probe]
+            if not probe:
+                return Position(1, 1)
+            probe = probe[:-1]
+
+    def issue(
+        self,
+        path: Path_,
+        message: str,
+        *,
+        key: bool = False,
+        offset: int = 0,
+        severity: str = "error",
+    ) -> Issue:
+        pos = self.position(path, key=key)
+        column = pos.column + (offset + (1 if pos.quoted else 0) if offset else 0)
+        return Issue(self.file, pos.line, column, format_path(path), message, severity)
+
+
+class _Walker:
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.issues: list[Issue] = []
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.doc.positions[path] = Position(
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+            isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'),
+        )
+        if isinstance(node, yaml.MappingNode):
+            self.constructor.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.constructor.construct_object(key_node, deep=True)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    key = str(key)
+                key_path = (*path, str(key))
+                if key in out:
+                    self.issues.append(
+                        Issue(
+                            self.doc.file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            format_path(key_path),
+                            f"duplicate key '{key}' (first defined on line "
+                            f"{self.doc.key_positions[key_path].line})",
+                        )
+                    )
+                    continue
+                self.doc.key_positions[key_path] = Position(
+                    key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                )
+                out[key] = self.build(value_node, key_path)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.constructor.construct_object(node, deep=True)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Parse ``path`` safely; raises ConfigError with positions for syntax and duplicate keys."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Issue(file, 1, 1, "", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Issue(file, 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from None
+    return parse_yaml(text, file)
+
+
+def parse_yaml(text: str, file: str) -> YamlDocument:
+    doc = YamlDocument(file=file, text=text, data=None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise ConfigError([Issue(file, line, col, "", f"YAML syntax error: {problem}{context}")])
+    except yaml.YAMLError as exc:
+        raise ConfigError([Issue(file, 1, 1, "", f"YAML error: {exc}")]) from None
+    if node is None:
+        raise ConfigError([Issue(file, 1, 1, "", "the file is empty")])
+    walker = _Walker(doc)
+    try:
+        doc.data = walker.build(node, ())
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ConfigError([Issue(file, line, col, "", f"YAML error: {exc.problem}")]) from None
+    if walker.issues:
+        raise ConfigError(walker.issues)
+    return doc

@@ -1,0 +1,418 @@
+"""Load ``pipeline.yaml`` and check everything before any run touches data.
+
+Structure errors come from the pydantic schema, cross-references and rules from here, and
+template problems from the template set; all are collected and reported at once, each with
+file, line, column and key path. A config that produced any error is never used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+from pydantic import BaseModel, ValidationError
+
+from leadflow.business_time import HolidayCalendar, is_valid_zone
+from leadflow.config.schema import PipelineConfig, Stage
+from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
+from leadflow.events import KNOWN_EVENTS
+from leadflow.fields import LEAD_COLUMNS, catalog
+from leadflow.rules import Catalog, Rule, RuleError, compile_rule
+
+StageKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class CompiledExit:
+    to: str
+    rule: Rule
+    reason: str
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config with its rules compiled once, ready for every engine call."""
+
+    path: Path
+    config: PipelineConfig
+    hash: str
+    catalog: Catalog
+    fit_rules: list[tuple[str, float, Rule]] = field(default_factory=list)
+    bant_rules: dict[str, Rule] = field(default_factory=dict)
+    exits: dict[StageKey, list[CompiledExit]] = field(default_factory=dict)
+    entries: dict[StageKey, Rule] = field(default_factory=dict)
+    matches: dict[str, Rule] = field(default_factory=dict)
+    warnings: list[Issue] = field(default_factory=list)
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def stage(self, pipeline_id: str, stage_id: str) -> Stage | None:
+        pipeline = self.config.pipeline(pipeline_id)
+        return pipeline.stage(stage_id) if pipeline else None
+
+    def template_names(self) -> set[str]:
+        return {name for _path, name in _template_refs(self.config)}
+
+
+def suggest(name: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` or nothing."""
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_config(
+    path: Path, *, templates: Path | None = None, text: str | None = None
+) -> LoadedConfig:
+    """Parse, validate and compile; raises ConfigError listing every problem."""
+    doc = parse_yaml(text, str(path)) if text is not None else load_yaml(path)
+    raw_text = doc.text
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.issue((), "the top level must be a mapping of sections")])
+    try:
+        config = PipelineConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError(_schema_issues(doc, exc)) from None
+    loaded = LoadedConfig(
+        path=path,
+        config=config,
+        hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
+        catalog=catalog(config.intake.attributes),
+    )
+    issues = _Checker(doc, loaded, templates).run()
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        raise ConfigError(errors)
+    from leadflow.config.lint import lint
+
+    loaded.warnings = [i for i in issues if i.severity != "error"] + lint(doc, loaded)
+    return loaded
+
+
+# --- schema errors -----------------------------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        out: list[Any] = []
+        for arg in typing.get_args(annotation):
+            out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that sits at ``loc`` in the schema, to suggest its keys."""
+    current: list[Any] = [PipelineConfig]
+    for part in loc:
+        nxt: list[Any] = []
+        for ann in current:
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                if isinstance(part, str) and part in ann.model_fields:
+                    nxt.extend(_unwrap(ann.model_fields[part].annotation))
+            else:
+                origin = typing.get_origin(ann)
+                args = typing.get_args(ann)
+                if origin is list and isinstance(part, int):
+                    nxt.extend(_unwrap(args[0]))
+                elif origin is dict:
+                    nxt.extend(_unwrap(args[1]))
+        current = nxt
+    for ann in current:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            return ann
+    return None
+
+
+def _schema_issues(doc: YamlDocument, exc: ValidationError) -> list[Issue]:
+    issues: list[Issue] = []
+    for error in exc.errors():
+        loc: Path_ = tuple(p for p in error["loc"] if p != "[key]")
+        is_key = "[key]" in error["loc"]
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            model = _model_at(loc[:-1])
+            hint = suggest(name, model.model_fields) if model else ""
+            issues.append(doc.issue(loc, f"unknown key '{name}'{hint}", key=True))
+        elif kind == "missing":
+            issues.append(doc.issue(loc[:-1], f"missing required key '{loc[-1]}'"))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch":
+                message = (
+                    f"'{error['input']}' is not a valid id (use lower_snake_case: "
+                    "letters, digits and _, starting with a letter)"
+                )
+            issues.append(doc.issue(loc, message, key=is_key))
+    issues.sort(key=lambda i: (i.line, i.column))
+    return issues
+
+
+# --- cross-reference checks ---------------------------------------------------------------
+
+
+def _template_refs(config: PipelineConfig) -> list[tuple[Path_, str]]:
+    refs: list[tuple[Path_, str]] = []
+    for cid, cadence in config.cadences.items():
+        for si, step in enumerate(cadence.steps):
+            if step.template:
+                refs.append((("cadences", cid, "steps", si, "template"), step.template))
+            for vi, variant in enumerate(step.variants or []):
+                path = ("cadences", cid, "steps", si, "variants", vi, "template")
+                refs.append((path, variant.template))
+    for plan_id, plan in config.checkins.items():
+        for ci, checkin in enumerate(plan.checkins):
+            refs.append((("checkins", plan_id, "checkins", ci, "template"), checkin.template))
+        for ri, renewal in enumerate(plan.renewals):
+            refs.append((("checkins", plan_id, "renewals", ri, "template"), renewal.template))
+    return refs
+
+
+class _Checker:
+    def __init__(self, doc: YamlDocument, loaded: LoadedConfig, templates: Path | None):
+        self.doc = doc
+        self.loaded = loaded
+        self.config = loaded.config
+        self.templates = templates
+        self.issues: list[Issue] = []
+
+    def error(self, path: Path_, message: str, *, key: bool = False, offset: int = 0) -> None:
+        self.issues.append(self.doc.issue(path, message, key=key, offset=offset))
+
+    def rule(self, path: Path_, text: str) -> Rule | None:
+        try:
+            return compile_rule(text, self.loaded.catalog)
+        except RuleError as exc:
+            self.error(path, f"rule: {exc.message}", offset=exc.offset + 1)
+            return None
+
+    def run(self) -> list[Issue]:
+        self.zones()
+        self.schedules()
+        self.attributes()
+        self.scoring()
+        self.pipelines()
+        self.cadences()
+        self.checkins()
+        self.recycling()
+        self.template_checks()
+        return self.issues
+
+    def zones(self) -> None:
+        if not is_valid_zone(self.config.timezone):
+            self.error(("timezone",), f"unknown time zone '{self.config.timezone}'")
+        for pi, pipeline in enumerate(self.config.pipelines):
+            if pipeline.timezone and not is_valid_zone(pipeline.timezone):
+                self.error(
+                    ("pipelines", pi, "timezone"), f"unknown time zone '{pipeline.timezone}'"
+                )
+        holidays = self.config.holidays
+        try:
+            HolidayCalendar(holidays.country, holidays.subdivision, holidays.extra)
+        except ValueError as exc:
+            self.error(("holidays", "country"), str(exc))
+
+    def schedules(self) -> None:
+        for name, cron in self.config.schedules.model_dump().items():
+            if cron is not None and not croniter.is_valid(cron):
+                self.error(("schedules", name), f"invalid cron expression '{cron}'")
+
+    def attributes(self) -> None:
+        for name in self.config.intake.attributes:
+            if name in LEAD_COLUMNS:
+                self.error(
+                    ("intake", "attributes", name),
+                    f"custom attribute '{name}' shadows the lead field of the same name",
+                    key=True,
+                )
+        targets = set(LEAD_COLUMNS) | set(self.config.intake.attributes)
+        for column, target in self.config.intake.mapping.items():
+            if target not in targets:
+                self.error(
+                    ("intake", "mapping", column),
+                    f"unknown lead field '{target}'{suggest(target, targets)}; declare custom "
+                    "fields under intake.attributes",
+                )
+
+    def scoring(self) -> None:
+        scoring = self.config.scoring
+        seen: set[str] = set()
+        for i, fit in enumerate(scoring.fit):
+            if fit.id in seen:
+                self.error(("scoring", "fit", i, "id"), f"duplicate fit rule id '{fit.id}'")
+            seen.add(fit.id)
+            compiled = self.rule(("scoring", "fit", i, "when"), fit.when)
+            if compiled:
+                self.loaded.fit_rules.append((fit.id, fit.points, compiled))
+        for name, text in scoring.bant.rules().items():
+            compiled = self.rule(("scoring", "bant", name), text)
+            if compiled:
+                self.loaded.bant_rules[name] = compiled
+        for event_type in scoring.engagement.points:
+            if event_type not in KNOWN_EVENTS:
+                self.error(
+                    ("scoring", "engagement", "points", event_type),
+                    f"unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                    key=True,
+                )
+        if not scoring.grades:
+            self.error(("scoring", "grades"), "at least one grade is needed")
+
+    def pipelines(self) -> None:
+        seen_pipelines: dict[str, int] = {}
+        for pi, pipeline in enumerate(self.config.pipelines):
+            base: Path_ = ("pipelines", pi)
+            if pipeline.id in seen_pipelines:
+                self.error(
+                    (*base, "id"),
+                    f"duplicate pipeline id '{pipeline.id}' (also pipelines[{seen_pipelines[pipeline.id]}])",
+                )
+            seen_pipelines.setdefault(pipeline.id, pi)
+            if pipeline.match:
+                compiled = self.rule((*base, "match"), pipeline.match)
+                if compiled:
+                    self.loaded.matches[pipeline.id] = compiled
+            ids = [s.id for s in pipeline.stages]
+            first_index: dict[str, int] = {}
+            for si, stage in enumerate(pipeline.stages):
+                spath: Path_ = (*base, "stages", si)
+                if stage.id in first_index:
+                    self.error(
+                        (*spath, "id"),
+                        f"duplicate stage id '{stage.id}' (also stages[{first_index[stage.id]}])",
+                    )
+                first_index.setdefault(stage.id, si)
+                key = (pipeline.id, stage.id)
+                if stage.entry:
+                    compiled = self.rule((*spath, "entry"), stage.entry)
+                    if compiled:
+                        self.loaded.entries[key] = compiled
+                exits: list[CompiledExit] = []
+                for ei, exit_ in enumerate(stage.exits):
+                    epath: Path_ = (*spath, "exits", ei)
+                    if exit_.to not in ids:
+                        self.error(
+                            (*epath, "to"),
+                            f"exit to unknown stage '{exit_.to}'{suggest(exit_.to, ids)}",
+                        )
+                    elif exit_.to == stage.id:
+                        self.error((*epath, "to"), "a stage cannot exit to itself")
+                    compiled = self.rule((*epath, "when"), exit_.when)
+                    if compiled:
+                        reason = exit_.reason or f"{exit_.when}"
+                        exits.append(CompiledExit(exit_.to, compiled, reason))
+                self.loaded.exits[key] = exits
+                if stage.sla and stage.sla.to and stage.sla.to not in ids:
+                    self.error(
+                        (*spath, "sla", "to"),
+                        f"SLA moves to unknown stage '{stage.sla.to}'{suggest(stage.sla.to, ids)}",
+                    )
+                cadence = stage.on_enter.cadence
+                if cadence and cadence not in self.config.cadences:
+                    self.error(
+                        (*spath, "on_enter", "cadence"),
+                        f"unknown cadence '{cadence}'{suggest(cadence, self.config.cadences)}",
+                    )
+                plan = stage.on_enter.checkins
+                if plan and plan not in self.config.checkins:
+                    self.error(
+                        (*spath, "on_enter", "checkins"),
+                        f"unknown check-in plan '{plan}'{suggest(plan, self.config.checkins)}",
+                    )
+
+    def cadences(self) -> None:
+        all_stage_ids = {s.id for p in self.config.pipelines for s in p.stages}
+        for cid, cadence in self.config.cadences.items():
+            seen: set[str] = set()
+            for si, step in enumerate(cadence.steps):
+                if step.id in seen:
+                    self.error(
+                        ("cadences", cid, "steps", si, "id"), f"duplicate step id '{step.id}'"
+                    )
+                seen.add(step.id)
+                variant_ids = [v.id for v in step.variants or []]
+                if len(set(variant_ids)) != len(variant_ids):
+                    self.error(("cadences", cid, "steps", si, "variants"), "duplicate variant ids")
+            for i, event_type in enumerate(cadence.stop_on):
+                if event_type not in KNOWN_EVENTS:
+                    self.error(
+                        ("cadences", cid, "stop_on", i),
+                        f"unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                    )
+            target = cadence.on_complete.to
+            if target and target not in all_stage_ids:
+                self.error(
+                    ("cadences", cid, "on_complete", "to"),
+                    f"unknown stage '{target}'{suggest(target, all_stage_ids)}",
+                )
+
+    def checkins(self) -> None:
+        attributes = self.config.intake.attributes
+        for plan_id, plan in self.config.checkins.items():
+            for ri, renewal in enumerate(plan.renewals):
+                if renewal.date_field not in attributes:
+                    self.error(
+                        ("checkins", plan_id, "renewals", ri, "date_field"),
+                        f"'{renewal.date_field}' is not a declared custom attribute"
+                        f"{suggest(renewal.date_field, attributes)}",
+                    )
+
+    def recycling(self) -> None:
+        recycling = self.config.recycling
+        if recycling.cadence and recycling.cadence not in self.config.cadences:
+            self.error(
+                ("recycling", "cadence"),
+                f"unknown cadence '{recycling.cadence}'"
+                f"{suggest(recycling.cadence, self.config.cadences)}",
+            )
+        for pi, pipeline in enumerate(self.config.pipelines):
+            ids = [s.id for s in pipeline.stages]
+            if recycling.reenter_stage not in ids:
+                self.error(
+                    ("recycling", "reenter_stage"),
+                    f"stage '{recycling.reenter_stage}' does not exist in pipeline "
+                    f"'{pipeline.id}'{suggest(recycling.reenter_stage, ids)}",
+                )
+            if recycling.lost_stage is not None and recycling.lost_stage not in ids:
+                self.error(
+                    ("recycling", "lost_stage"),
+                    f"stage '{recycling.lost_stage}' does not exist in pipeline '{pipeline.id}'"
+                    f"{suggest(recycling.lost_stage, ids)}",
+                )
+            if recycling.lost_stage is None and not any(s.kind == "lost" for s in pipeline.stages):
+                self.error(
+                    ("pipelines", pi, "stages"),
+                    "the pipeline needs a stage of kind 'lost' (where leads go after "
+                    "recycling.max_recycles)",
+                )
+
+    def template_checks(self) -> None:
+        if self.templates is None:
+            return
+        from leadflow.mail.rendering import TemplateSet
+
+        template_set = TemplateSet(self.templates)
+        attribute_keys = list(self.config.intake.attributes)
+        reported: dict[str, list[Any]] = {}
+        for path, name in _template_refs(self.config):
+            if name not in reported:
+                reported[name] = template_set.check(name, attribute_keys=attribute_keys)
+            problems = reported[name]
+            for problem in problems:
+                if "not found" in problem.message or "does not exist" in problem.message:
+                    self.error(path, problem.message)
+                else:
+                    self.issues.append(Issue(problem.file, problem.line, 1, "", problem.message))
+            reported[name] = []  # report each template's own problems once

@@ -1,0 +1,138 @@
+"""The pipeline's steps as plain functions, each ``(runtime, batch, now) -> outcome``.
+
+Flows map tasks over the batches these functions plan; tests, benchmarks and
+``leadflow plan`` call them directly. Each batch runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from leadflow import scoring, stages
+from leadflow.batching import IdRange, id_ranges
+from leadflow.delivery import DeliveryOutcome, TransportFactory, deliver_batch, reconcile_stale
+from leadflow.outbox import due_condition as outbox_due
+from leadflow.runtime import Runtime
+from leadflow.stages import AdvanceOutcome
+from models.db import session_scope
+from models.tables import Callback, Lead, OutboundMessage
+
+STEPS = ("intake", "score", "advance", "nurture", "callbacks", "checkins", "report")
+
+
+def score_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
+    return id_ranges(rt.engine, Lead.__table__.c.id, scoring.due_condition(now),
+                     rt.settings.batch_size)
+
+
+def score(rt: Runtime, id_range: IdRange, *, now: datetime) -> scoring.ScoreOutcome:
+    with session_scope(rt.engine) as session:
+        return scoring.score_batch(session.connection(), rt.loaded, id_range, now=now)
+
+
+def advance_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
+    return id_ranges(rt.engine, Lead.__table__.c.id, stages.due_condition(now),
+                     rt.settings.batch_size)
+
+
+def advance(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
+    with session_scope(rt.engine) as session:
+        return stages.advance_batch(session.connection(), rt, id_range, now=now)
+
+
+def callback_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
+    return id_ranges(rt.engine, Callback.__table__.c.id, stages.callbacks_due_condition(now),
+                     rt.settings.batch_size)
+
+
+def revive(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
+    with session_scope(rt.engine) as session:
+        return stages.revive_batch(session.connection(), rt, id_range, now=now)
+
+
+def outbox_ranges(rt: Runtime, *, now: datetime, kind: str) -> list[IdRange]:
+    return id_ranges(rt.engine, OutboundMessage.__table__.c.id, outbox_due(now, kind),
+                     rt.settings.batch_size)
+
+
+def deliver(rt: Runtime, id_range: IdRange, *, now: datetime, kind: str,
+            transport: TransportFactory) -> DeliveryOutcome:
+    return deliver_batch(rt, id_range, now=now, transport=transport, kind=kind)
+
+
+def reconcile(rt: Runtime, *, now: datetime) -> list[int]:
+    return reconcile_stale(rt, now=now)
+
+
+@dataclass
+class TickOutcome:
+    """What one tick did, step by step (also the body of the run's artifact)."""
+
+    now: datetime
+    config_hash: str
+    scored: int = 0
+    score_changed: int = 0
+    advance: AdvanceOutcome = field(default_factory=AdvanceOutcome)
+    revived: AdvanceOutcome = field(default_factory=AdvanceOutcome)
+    nurture: DeliveryOutcome = field(default_factory=DeliveryOutcome)
+    checkins: DeliveryOutcome = field(default_factory=DeliveryOutcome)
+    unknown: list[int] = field(default_factory=list)
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "config_hash": self.config_hash[:12],
+            "scored": self.scored,
+            "score_changed": self.score_changed,
+            "advance": self.advance.as_dict(),
+            "callbacks": self.revived.as_dict(),
+            "nurture": self.nurture.as_dict(),
+            "checkins": self.checkins.as_dict(),
+            "unknown": self.unknown,
+            "batches": self.batches,
+        }
+
+
+def tick(rt: Runtime, *, now: datetime, transport: TransportFactory) -> TickOutcome:
+    """All steps in order, without Prefect: the baseline the flows are measured against."""
+    out = TickOutcome(now=now, config_hash=rt.config_hash)
+    for r in score_ranges(rt, now=now):
+        result = score(rt, r, now=now)
+        out.scored += result.rescored
+        out.score_changed += result.changed
+        out.batches += 1
+    for r in callback_ranges(rt, now=now):
+        out.revived.merge(revive(rt, r, now=now))
+        out.batches += 1
+    for r in advance_ranges(rt, now=now):
+        out.advance.merge(advance(rt, r, now=now))
+        out.batches += 1
+    out.unknown = reconcile(rt, now=now)
+    for kind, target in (("cadence", out.nurture), ("checkin", out.checkins)):
+        for r in outbox_ranges(rt, now=now, kind=kind):
+            target.merge(deliver(rt, r, now=now, kind=kind, transport=transport))
+            out.batches += 1
+    return out
+
+
+def record_run(rt: Runtime, kind: str, *, now: datetime, summary: dict[str, Any]) -> None:
+    """Keep which config version ran at which instant, and what it did."""
+    from leadflow.timeutil import utcnow
+    from models.tables import RunRecord
+
+    with session_scope(rt.engine) as session:
+        session.add(RunRecord(kind=kind, now=now, started_at=utcnow(), finished_at=utcnow(),
+                              config_hash=rt.config_hash, summary=_jsonable(summary)))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value

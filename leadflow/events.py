@@ -1,0 +1,155 @@
+"""Engagement and sales events: recording them, and what they stop or trigger.
+
+An event makes its lead due for rescoring and for the stage engine at once, ends the lead's
+cadence when the cadence lists the event type under ``stop_on``, and an unsubscribe or
+bounce puts the address on the suppression list straight away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, insert, or_, select, update
+
+from models.tables import Event, Lead, MessageStatus, OutboundMessage
+from leadflow.suppression import suppress_many
+
+KNOWN_EVENTS = frozenset(
+    {
+        "email_opened",
+        "email_clicked",
+        "web_visit",
+        "form_filled",
+        "replied",
+        "out_of_office",
+        "meeting_booked",
+        "proposal_sent",
+        "won",
+        "lost",
+        "unsubscribed",
+        "bounced",
+    }
+)
+SUPPRESSING_EVENTS = {"unsubscribed": "unsubscribed", "bounced": "bounced"}
+
+
+@dataclass(frozen=True)
+class EventIn:
+    lead_id: int
+    type: str
+    occurred_at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    message_id: int | None = None
+
+
+def record_events(
+    conn: Connection,
+    events: Sequence[EventIn],
+    *,
+    stop_on: dict[str, frozenset[str]],
+    now: datetime,
+) -> int:
+    """Insert events and apply their side effects in the caller's transaction.
+
+    ``stop_on`` maps cadence id -> event types that end it (from the config).
+    """
+    if not events:
+        return 0
+    unknown = sorted({e.type for e in events} - KNOWN_EVENTS)
+    if unknown:
+        raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
+    conn.execute(
+        insert(Event.__table__),  # type: ignore[arg-type]
+        [
+            {
+                "lead_id": e.lead_id,
+                "type": e.type,
+                "occurred_at": e.occurred_at,
+                "data": e.data,
+                "source": e.source,
+                "message_id": e.message_id,
+            }
+            for e in events
+        ],
+    )
+    lead = Lead.__table__
+    lead_ids = sorted({e.lead_id for e in events})
+    when = min(now, min(e.occurred_at for e in events))
+    conn.execute(
+        update(lead)
+        .where(lead.c.id.in_(lead_ids))
+        .values(
+            rescore_at=case(
+                (or_(lead.c.rescore_at.is_(None), lead.c.rescore_at > when), when),
+                else_=lead.c.rescore_at,
+            ),
+            next_action_at=case(
+                (
+                    and_(
+                        lead.c.status == "active",
+                        or_(lead.c.next_action_at.is_(None), lead.c.next_action_at > when),
+                    ),
+                    when,
+                ),
+                else_=lead.c.next_action_at,
+            ),
+            updated_at=now,
+        )
+    )
+    _stop_cadences(conn, events, stop_on=stop_on, now=now)
+    suppress = [e for e in events if e.type in SUPPRESSING_EVENTS]
+    if suppress:
+        emails = dict(
+            conn.execute(
+                select(lead.c.id, lead.c.email).where(
+                    lead.c.id.in_(sorted({e.lead_id for e in suppress}))
+                )
+            ).all()
+        )
+        suppress_many(
+            conn,
+            [(emails[e.lead_id], SUPPRESSING_EVENTS[e.type]) for e in suppress],
+            now=now,
+        )
+    return len(events)
+
+
+def _stop_cadences(
+    conn: Connection,
+    events: Sequence[EventIn],
+    *,
+    stop_on: dict[str, frozenset[str]],
+    now: datetime,
+) -> None:
+    lead = Lead.__table__
+    outbox = OutboundMessage.__table__
+    ids = sorted({e.lead_id for e in events})
+    current = dict(
+        conn.execute(
+            select(lead.c.id, lead.c.cadence).where(lead.c.id.in_(ids), lead.c.cadence.is_not(None))
+        ).all()
+    )
+    stopped: dict[int, str] = {}
+    for e in events:
+        cadence = current.get(e.lead_id)
+        if cadence and e.type in stop_on.get(cadence, frozenset()):
+            stopped.setdefault(e.lead_id, e.type)
+    for lead_id, reason in stopped.items():
+        conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.lead_id == lead_id,
+                outbox.c.kind == "cadence",
+                outbox.c.status.in_([MessageStatus.PENDING, MessageStatus.DEFERRED]),
+            )
+            .values(status=MessageStatus.CANCELLED, last_error=f"stopped: {reason}", updated_at=now)
+        )
+        conn.execute(
+            update(lead)
+            .where(lead.c.id == lead_id)
+            .values(cadence=None, cadence_done_at=None, updated_at=now)
+        )

@@ -1,0 +1,203 @@
+"""Lead scoring, set-based: the database computes fit, BANT and decayed engagement points.
+
+Per batch of due leads (``rescore_at <= now``) three statements run in one transaction:
+1. fit + BANT points (a sum of CASE expressions compiled from the YAML rules) and the
+   engagement score (a correlated sum over recent events, each worth
+   ``points * 0.5 ** (age_days / half_life)``);
+2. a score-history row for every lead whose total moved by a point or whose grade changed;
+3. total, grade, and the next times to look at the lead: a changed score makes it due for
+   the stage engine now; engaged leads are rescored again after ``refresh_days`` so decay
+   shows, others only when new data or events arrive.
+
+``explain`` recomputes the same figures for one lead, rule by rule and event by event, so
+``leadflow show`` can list where every point came from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Float, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from leadflow.batching import IdRange
+from leadflow.config import LoadedConfig
+from leadflow.fields import LeadSql, _days_between
+from models.tables import Event, Lead, ScoreChange
+
+LN2 = math.log(2)
+HORIZON_HALF_LIVES = 12  # events older than this contribute < 0.03% of their points
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    rescored: int
+    changed: int
+
+
+def resolver(conn: Connection, loaded: LoadedConfig, now: datetime) -> LeadSql:
+    return LeadSql(dialect=conn.dialect.name, now=now, attributes=loaded.config.intake.attributes)
+
+
+def fit_expression(loaded: LoadedConfig, sql: LeadSql) -> ColumnElement[Any]:
+    terms: list[ColumnElement[Any]] = [literal(0.0, Float)]
+    for _rule_id, points, rule in loaded.fit_rules:
+        terms.append(case((rule.to_sql(sql), points), else_=0.0))
+    bant_points = loaded.config.scoring.bant.points_each
+    for rule in loaded.bant_rules.values():
+        terms.append(case((rule.to_sql(sql), bant_points), else_=0.0))
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def engagement_expression(loaded: LoadedConfig, dialect: str, now: datetime) -> Any:
+    engagement = loaded.config.scoring.engagement
+    points = {k: v for k, v in engagement.points.items() if v}
+    lead = Lead.__table__
+    event = Event.__table__
+    if not points:
+        return literal(0.0, Float)
+    weight = case(*[(event.c.type == etype, value) for etype, value in points.items()], else_=0.0)
+    age = _days_between(dialect, now, event.c.occurred_at)
+    decay = func.exp(-LN2 * age / engagement.half_life_days)
+    horizon = now - timedelta(days=engagement.half_life_days * HORIZON_HALF_LIVES)
+    total = (
+        select(func.sum(weight * decay))
+        .where(
+            event.c.lead_id == lead.c.id,
+            event.c.type.in_(list(points)),
+            event.c.occurred_at <= now,
+            event.c.occurred_at >= horizon,
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(total, 0.0)
+
+
+def grade_expression(loaded: LoadedConfig, score: Any) -> Any:
+    grades = sorted(loaded.config.scoring.grades.items(), key=lambda kv: kv[1], reverse=True)
+    return case(*[(score >= minimum, name) for name, minimum in grades], else_=None)
+
+
+def due_condition(now: datetime) -> ColumnElement[bool]:
+    return Lead.__table__.c.rescore_at <= now
+
+
+def score_batch(
+    conn: Connection, loaded: LoadedConfig, id_range: IdRange, *, now: datetime
+) -> ScoreOutcome:
+    """Rescore the due leads in ``id_range``; call inside a transaction."""
+    lead = Lead.__table__
+    sql = resolver(conn, loaded, now)
+    in_batch = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], due_condition(now))
+    result = conn.execute(
+        update(lead)
+        .where(in_batch)
+        .values(
+            fit_score=func.round(fit_expression(loaded, sql), 2),
+            engagement_score=func.round(engagement_expression(loaded, conn.dialect.name, now), 2),
+            scored_at=now,
+        )
+    )
+    rescored = max(result.rowcount, 0)
+    scored_now = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], lead.c.scored_at == now)
+    new_score = func.round(lead.c.fit_score + lead.c.engagement_score, 1)
+    new_grade = grade_expression(loaded, new_score)
+    changed = or_(
+        func.abs(new_score - lead.c.score) >= 1.0,
+        lead.c.grade.is_(None),
+        lead.c.grade != new_grade,
+    )
+    history = conn.execute(
+        insert(ScoreChange.__table__).from_select(  # type: ignore[arg-type]
+            ["lead_id", "at", "fit_score", "engagement_score", "score", "grade"],
+            select(
+                lead.c.id,
+                literal(now, lead.c.scored_at.type),
+                lead.c.fit_score,
+                lead.c.engagement_score,
+                new_score,
+                new_grade,
+            ).where(scored_now, changed),
+        )
+    )
+    refresh = now + timedelta(days=loaded.config.scoring.engagement.refresh_days)
+    conn.execute(
+        update(lead)
+        .where(scored_now)
+        .values(
+            next_action_at=case(
+                (
+                    and_(
+                        changed,
+                        lead.c.status == "active",
+                        or_(lead.c.next_action_at.is_(None), lead.c.next_action_at > now),
+                    ),
+                    now,
+                ),
+                else_=lead.c.next_action_at,
+            ),
+            score=new_score,
+            grade=new_grade,
+            rescore_at=case((lead.c.engagement_score >= 0.05, refresh), else_=None),
+        )
+    )
+    return ScoreOutcome(rescored=rescored, changed=max(history.rowcount, 0))
+
+
+@dataclass(frozen=True)
+class Contribution:
+    source: str  # "fit", "bant" or "event"
+    name: str
+    points: float
+    detail: str
+
+
+def explain(
+    conn: Connection, loaded: LoadedConfig, lead_id: int, *, now: datetime
+) -> list[Contribution]:
+    """Every rule and event that adds points to this lead right now."""
+    lead = Lead.__table__
+    sql = resolver(conn, loaded, now)
+    checks: list[tuple[str, str, float, str, Any]] = []
+    for rule_id, points, rule in loaded.fit_rules:
+        checks.append(("fit", rule_id, points, rule.text, rule.to_sql(sql)))
+    for name, rule in loaded.bant_rules.items():
+        checks.append(
+            ("bant", name, loaded.config.scoring.bant.points_each, rule.text, rule.to_sql(sql))
+        )
+    out: list[Contribution] = []
+    if checks:
+        row = conn.execute(
+            select(*[c[4] for c in checks]).select_from(lead).where(lead.c.id == lead_id)
+        ).one()
+        for matched, (source, name, points, text, _expr) in zip(row, checks, strict=True):
+            if matched:
+                out.append(Contribution(source, name, points, text))
+    engagement = loaded.config.scoring.engagement
+    event = Event.__table__
+    horizon = now - timedelta(days=engagement.half_life_days * HORIZON_HALF_LIVES)
+    events = conn.execute(
+        select(event.c.type, event.c.occurred_at)
+        .where(
+            event.c.lead_id == lead_id,
+            event.c.occurred_at <= now,
+            event.c.occurred_at >= horizon,
+        )
+        .order_by(event.c.occurred_at)
+    ).all()
+    for etype, occurred_at in events:
+        base = engagement.points.get(etype, 0.0)
+        if not base:
+            continue
+        age = (now - occurred_at).total_seconds() / 86400.0
+        points = base * 0.5 ** (age / engagement.half_life_days)
+        out.append(
+            Contribution("event", etype, points, f"{base:g} points, {age:.1f} days ago, decayed")
+        )
+    return out

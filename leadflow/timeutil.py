@@ -1,0 +1,28 @@
+"""Parsing ``--now`` and ``--at``: time is a parameter everywhere, never read implicitly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def parse_instant(value: str | None, *, default: datetime | None = None) -> datetime:
+    """ISO 8601 -> aware UTC; a value without offset is taken as UTC. None -> default or now."""
+    if value is None or value == "":
+        return default if default is not None else datetime.now(UTC)
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00Z)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The real clock, read only at the edges (CLI, web, flows) and passed inward."""
+    return datetime.now(UTC)

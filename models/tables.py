@@ -1,0 +1,264 @@
+"""SQLModel tables: the database is the source of truth and the guard.
+
+Every "what is due now" question is answered through an indexed timestamp column:
+``Lead.rescore_at`` (scoring), ``Lead.next_action_at`` (stage engine),
+``OutboundMessage.due_at`` with ``status`` (sending), ``Callback.due_at`` (revival).
+An idle tick therefore reads a handful of index pages, whatever the number of leads.
+
+All timestamps are aware UTC datetimes (SQLModel's ``UTCDateTime`` column type).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class LeadStatus(StrEnum):
+    """Where a lead lives: in a pipeline stage, parked on the callback list, or closed."""
+
+    ACTIVE = "active"
+    CALLBACK = "callback"
+    CLOSED = "closed"
+
+
+class MessageStatus(StrEnum):
+    """Outbox states. ``sending`` is a claim; ``unknown`` is never retried automatically."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+OPEN_MESSAGE_STATES = (MessageStatus.PENDING, MessageStatus.DEFERRED)
+
+
+class LeadBase(SQLModel):
+    """Fields a lead can be created with (from a CSV row, a web form, the API)."""
+
+    email: str = Field(max_length=320)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    phone: str | None = Field(default=None, max_length=64)
+    industry: str | None = Field(default=None, max_length=100)
+    company_size: int | None = None
+    country: str | None = Field(default=None, max_length=64)
+    timezone: str | None = Field(default=None, max_length=64)
+    source: str | None = Field(default=None, max_length=100)
+    lawful_basis: str | None = Field(default=None, max_length=64)
+    deal_value: float | None = None
+    budget: float | None = None
+    authority: bool | None = None
+    need: str | None = Field(default=None, max_length=300)
+    timeline_days: int | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Lead(LeadBase, table=True):
+    """A person in (or out of) a pipeline; one row per normalized email."""
+
+    __tablename__ = "lead"
+    __table_args__ = (
+        Index("ix_lead_next_action_at", "next_action_at"),
+        Index("ix_lead_rescore_at", "rescore_at"),
+        Index("ix_lead_pipeline_stage", "pipeline", "stage"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, sa_column_kwargs={"unique": True})
+    status: str = Field(default=LeadStatus.ACTIVE, max_length=16)
+    pipeline: str | None = Field(default=None, max_length=64)
+    stage: str | None = Field(default=None, max_length=64)
+    stage_entered_at: datetime | None = None
+    round: int = 0  # incremented on every revival from the callback list
+    recycle_count: int = 0
+    stuck: bool = False
+    fit_score: float = 0.0
+    engagement_score: float = 0.0
+    score: float = 0.0
+    grade: str | None = Field(default=None, max_length=8)
+    scored_at: datetime | None = None
+    rescore_at: datetime | None = None
+    next_action_at: datetime | None = None
+    cadence: str | None = Field(default=None, max_length=64)
+    cadence_done_at: datetime | None = None
+    won_at: datetime | None = None
+    closed_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LeadCreate(LeadBase):
+    """What the API and importers accept."""
+
+
+class LeadPublic(LeadBase):
+    """What the API returns."""
+
+    id: int
+    status: str
+    pipeline: str | None
+    stage: str | None
+    score: float
+    grade: str | None
+
+
+class Event(SQLModel, table=True):
+    """An engagement or sales event (opened, clicked, replied, meeting_booked, won...)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index("ix_event_lead_type_at", "lead_id", "type", "occurred_at"),
+        Index("ix_event_type_at", "type", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    type: str = Field(max_length=64)
+    occurred_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    source: str | None = Field(default=None, max_length=64)
+    message_id: int | None = None
+
+
+class StageTransition(SQLModel, table=True):
+    """Append-only history of every move; replaying it gives the current stage."""
+
+    __tablename__ = "stage_transition"
+    __table_args__ = (
+        Index("ix_transition_lead_at", "lead_id", "at"),
+        Index("ix_transition_to_at", "to_stage", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    pipeline: str | None = Field(default=None, max_length=64)
+    from_stage: str | None = Field(default=None, max_length=64)
+    to_stage: str | None = Field(default=None, max_length=64)
+    at: datetime
+    kind: str = Field(max_length=32)  # intake, rule, sla, cadence, manual, event, recycle, revive
+    reason: str = Field(default="", max_length=500)
+    actor: str = Field(default="engine", max_length=100)
+    config_hash: str | None = Field(default=None, max_length=64)
+
+
+class OutboundMessage(SQLModel, table=True):
+    """The outbox: one row per (lead, cadence, step, round), claimed before any SMTP call."""
+
+    __tablename__ = "outbound_message"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "cadence", "step", "round", name="uq_outbox_lead_step"),
+        Index("ix_outbox_status_due", "status", "due_at"),
+        Index("ix_outbox_lead_status", "lead_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    cadence: str = Field(max_length=64)
+    step: str = Field(max_length=64)
+    round: int = 0
+    kind: str = Field(default="cadence", max_length=16)  # cadence | checkin
+    stage: str | None = Field(default=None, max_length=64)
+    template: str | None = Field(default=None, max_length=128)
+    variant: str | None = Field(default=None, max_length=32)
+    to_email: str = Field(max_length=320)
+    subject: str | None = Field(default=None, max_length=1000)
+    message_id: str | None = Field(default=None, max_length=400)
+    status: str = Field(default=MessageStatus.PENDING, max_length=16)
+    due_at: datetime
+    claim_token: str | None = Field(default=None, max_length=64)
+    claimed_at: datetime | None = None
+    sent_at: datetime | None = None
+    attempts: int = 0
+    smtp_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+    defer_reason: str | None = Field(default=None, max_length=64)
+    created_at: datetime
+    updated_at: datetime
+
+
+class Callback(SQLModel, table=True):
+    """The future-callback list: a recycled lead waits here until its follow-up date."""
+
+    __tablename__ = "callback"
+    __table_args__ = (Index("ix_callback_open_due", "revived_at", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    pipeline: str | None = Field(default=None, max_length=64)
+    from_stage: str | None = Field(default=None, max_length=64)
+    reason: str = Field(default="", max_length=500)
+    due_at: datetime
+    created_at: datetime
+    revived_at: datetime | None = None
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses that must never be mailed (unsubscribe, bounce, do-not-email, objection)."""
+
+    __tablename__ = "suppression"
+
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(max_length=64)
+    detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime
+
+
+class ScoreChange(SQLModel, table=True):
+    """Score history, one row each time a lead's total or grade changes."""
+
+    __tablename__ = "score_change"
+    __table_args__ = (Index("ix_score_change_lead_at", "lead_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    at: datetime
+    fit_score: float
+    engagement_score: float
+    score: float
+    grade: str | None = Field(default=None, max_length=8)
+
+
+class RunRecord(SQLModel, table=True):
+    """One row per engine run: which config version ran, at which simulated time, what it did."""
+
+    __tablename__ = "run_record"
+    __table_args__ = (Index("ix_run_record_started", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    now: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    config_hash: str = Field(max_length=64)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+__all__ = [
+    "OPEN_MESSAGE_STATES",
+    "Callback",
+    "Event",
+    "Lead",
+    "LeadBase",
+    "LeadCreate",
+    "LeadPublic",
+    "LeadStatus",
+    "MessageStatus",
+    "OutboundMessage",
+    "RunRecord",
+    "ScoreChange",
+    "StageTransition",
+    "Suppression",
+]

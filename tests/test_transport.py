@@ -1,0 +1,345 @@
+"""SMTP transport against a real aiosmtpd server on 127.0.0.1 (see smtp_faults.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from smtp_faults import FaultSmtpServer
+
+from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail.rendering import TemplateSet, sample_context
+from leadflow.mail.transport import (
+    MemoryTransport,
+    Outcome,
+    Outgoing,
+    SendResult,
+    SmtpTransport,
+    TokenBucket,
+)
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "email"
+SENDER = "sam@leadflow.example"
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+class Sleeps:
+    """Stands in for asyncio.sleep: records the pauses instead of waiting."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def server() -> Iterator[FaultSmtpServer]:
+    with FaultSmtpServer() as running:
+        yield running
+
+
+def plain(recipient: str, subject: str = "Hello") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = recipient
+    message["Subject"] = subject
+    message.set_content("Hello there.\n.A line starting with a dot survives.\n")
+    return message
+
+
+def outgoing(recipient: str, key: str | None = None, sender: str = SENDER) -> Outgoing:
+    return Outgoing(key or recipient, sender, recipient, plain(recipient))
+
+
+def send(transport: SmtpTransport, items: list[Outgoing]) -> list[SendResult]:
+    async def go() -> list[SendResult]:
+        async with transport:
+            return await transport.send_batch(items)
+
+    return run(go())
+
+
+def outcomes(results: list[SendResult]) -> list[tuple[str, Outcome, int | None]]:
+    return [(result.key, result.outcome, result.code) for result in results]
+
+
+def test_each_smtp_reply_maps_to_its_exact_outcome(server: FaultSmtpServer) -> None:
+    items = [
+        outgoing("alice@example.com"),
+        outgoing("code421@example.com"),
+        outgoing("code451@example.com"),
+        outgoing("code452@example.com"),
+        outgoing("code454@example.com"),
+        outgoing("code550@example.com"),
+        outgoing("drop-before-data@example.com"),
+        outgoing("drop-after-data@example.com"),
+        outgoing("data451@example.com"),
+        outgoing("data554@example.com"),
+        outgoing("bob@example.com"),
+        outgoing("carol@example.com", key="mail-553", sender="code553@leadflow.example"),
+        outgoing("dave@example.com", key="mail-451", sender="code451@leadflow.example"),
+    ]
+    transport = SmtpTransport(server.config(concurrency=3), sleep=Sleeps())
+
+    results = send(transport, items)
+
+    assert outcomes(results) == [
+        ("alice@example.com", Outcome.SENT, 250),
+        ("code421@example.com", Outcome.THROTTLED, 421),
+        ("code451@example.com", Outcome.DEFERRED, 451),
+        ("code452@example.com", Outcome.DEFERRED, 452),
+        ("code454@example.com", Outcome.THROTTLED, 454),
+        ("code550@example.com", Outcome.BOUNCED, 550),
+        ("drop-before-data@example.com", Outcome.DEFERRED, None),
+        ("drop-after-data@example.com", Outcome.UNKNOWN, None),
+        ("data451@example.com", Outcome.DEFERRED, 451),
+        ("data554@example.com", Outcome.FAILED, 554),
+        ("bob@example.com", Outcome.SENT, 250),
+        ("mail-553", Outcome.FAILED, 553),
+        ("mail-451", Outcome.DEFERRED, 451),
+    ]
+    assert results[5].detail == "RCPT TO: 550 recipient refused by fault injection"
+    assert results[9].detail == "message payload: 554 message refused by fault injection"
+    assert sorted(server.delivered_to()) == ["alice@example.com", "bob@example.com"]
+    assert [m.recipients for m in server.unacknowledged] == [("drop-after-data@example.com",)]
+
+
+def test_timeout_after_the_payload_is_unknown_and_before_it_deferred(
+    server: FaultSmtpServer,
+) -> None:
+    items = [
+        outgoing("stall@example.com"),
+        outgoing("stall-before-data@example.com"),
+        outgoing("alice@example.com"),
+    ]
+    transport = SmtpTransport(server.config(timeout=0.3, concurrency=3))
+
+    results = send(transport, items)
+
+    assert outcomes(results) == [
+        ("stall@example.com", Outcome.UNKNOWN, None),
+        ("stall-before-data@example.com", Outcome.DEFERRED, None),
+        ("alice@example.com", Outcome.SENT, 250),
+    ]
+    assert results[0].detail == (
+        "SMTPReadTimeoutError: Timed out waiting for server response after the message was "
+        "sent; delivery unknown"
+    )
+    assert [m.recipients for m in server.unacknowledged] == [("stall@example.com",)]
+
+
+def test_connections_are_pooled_and_reused_across_batches(server: FaultSmtpServer) -> None:
+    first = [outgoing(f"lead{n}@example.com") for n in range(50)]
+    second = [outgoing(f"later{n}@example.com") for n in range(10)]
+    transport = SmtpTransport(server.config(concurrency=4))
+
+    async def go() -> tuple[list[SendResult], int, list[SendResult]]:
+        async with transport:
+            one = await transport.send_batch(first)
+            opened = server.connections
+            two = await transport.send_batch(second)
+            return one, opened, two
+
+    one, opened_after_first, two = run(go())
+
+    assert {r.outcome for r in one + two} == {Outcome.SENT}
+    assert opened_after_first == 4
+    assert server.connections == 4
+    assert len(server.messages) == 60
+
+
+def test_a_fault_mid_batch_does_not_stop_the_rest(server: FaultSmtpServer) -> None:
+    items = [
+        outgoing("a@example.com"),
+        outgoing("drop-before-data@example.com"),
+        outgoing("b@example.com"),
+        outgoing("code550@example.com"),
+        outgoing("drop-after-data@example.com"),
+        outgoing("c@example.com"),
+    ]
+    transport = SmtpTransport(server.config(concurrency=1))
+
+    results = send(transport, items)
+
+    assert [r.outcome for r in results] == [
+        Outcome.SENT,
+        Outcome.DEFERRED,
+        Outcome.SENT,
+        Outcome.BOUNCED,
+        Outcome.UNKNOWN,
+        Outcome.SENT,
+    ]
+    assert server.delivered_to() == ["a@example.com", "b@example.com", "c@example.com"]
+    # One connection at the start, one after each dropped connection; RSET keeps the rest.
+    assert server.connections == 3
+
+
+def test_pooled_connection_closed_by_the_server_is_replaced(server: FaultSmtpServer) -> None:
+    transport = SmtpTransport(server.config(concurrency=1))
+
+    async def go() -> list[SendResult]:
+        async with transport:
+            await transport.send_batch([outgoing("a@example.com")])
+            server.disconnect_all()
+            return await transport.send_batch([outgoing("b@example.com")])
+
+    results = run(go())
+
+    assert outcomes(results) == [("b@example.com", Outcome.SENT, 250)]
+    assert server.delivered_to() == ["a@example.com", "b@example.com"]
+
+
+def test_delivered_message_parses_back(server: FaultSmtpServer) -> None:
+    context = sample_context()
+    rendered = TemplateSet(TEMPLATES).compile("welcome").render(context)
+    message = build_message(
+        rendered,
+        from_name="Zoë Ångström",
+        from_email=SENDER,
+        reply_to="replies@leadflow.example",
+        to_name="Dana Müller",
+        to_email="dana@example.com",
+        message_id=make_message_id("outbox-7", "leadflow.example"),
+        date=datetime(2025, 3, 4, 9, 30, tzinfo=UTC),
+        unsubscribe_url=context["unsubscribe_url"],
+        unsubscribe_mailto="unsubscribe@leadflow.example",
+    )
+
+    results = send(
+        SmtpTransport(server.config()),
+        [Outgoing("outbox-7", SENDER, "dana@example.com", message)],
+    )
+
+    assert outcomes(results) == [("outbox-7", Outcome.SENT, 250)]
+    [received] = server.messages
+    assert received.mail_from == SENDER
+    assert received.recipients == ("dana@example.com",)
+    parsed = received.parsed()
+    assert str(parsed["From"]) == "Zoë Ångström <sam@leadflow.example>"
+    assert str(parsed["To"]) == "Dana Müller <dana@example.com>"
+    assert str(parsed["Subject"]) == rendered.subject
+    assert str(parsed["Date"]) == "Tue, 04 Mar 2025 09:30:00 +0000"
+    assert str(parsed["Message-ID"]) == "<outbox-7@leadflow.example>"
+    assert parsed.get_content_type() == "multipart/alternative"
+    text_part = parsed.get_body(("plain",))
+    html_part = parsed.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    # Line endings are CRLF on the wire; the content is otherwise byte-for-byte the same.
+    assert text_part.get_content().replace("\r\n", "\n") == rendered.text
+    assert html_part.get_content().replace("\r\n", "\n") == rendered.html
+
+
+def test_throttling_pauses_the_batch_within_a_bounded_budget(server: FaultSmtpServer) -> None:
+    sleeps = Sleeps()
+    config = server.config(concurrency=1, throttle_pause=0.1, max_throttle_sleep=0.25)
+    items = [
+        outgoing("code421@example.com"),
+        outgoing("code454@example.com"),
+        outgoing("code421@example.com", key="third"),
+        outgoing("alice@example.com"),
+    ]
+
+    results = send(SmtpTransport(config, sleep=sleeps), items)
+
+    assert [r.outcome for r in results] == [
+        Outcome.THROTTLED,
+        Outcome.THROTTLED,
+        Outcome.THROTTLED,
+        Outcome.SENT,
+    ]
+    # 0.1 s, then doubled but capped by what is left of the 0.25 s budget, then nothing.
+    assert sleeps.calls == [pytest.approx(0.1), pytest.approx(0.15)]
+
+
+def test_unreachable_server_defers_the_whole_batch_after_one_attempt() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    config = FaultSmtpServer.config_for("127.0.0.1", free_port, concurrency=1)
+    items = [outgoing("a@example.com"), outgoing("b@example.com")]
+
+    results = send(SmtpTransport(config), items)
+
+    assert [r.outcome for r in results] == [Outcome.DEFERRED, Outcome.DEFERRED]
+    assert results[0].detail.startswith(f"connecting to 127.0.0.1:{free_port}: ")
+    assert results[1].detail.startswith("not attempted: connecting to 127.0.0.1:")
+
+
+def test_starttls_required_but_not_offered_defers(server: FaultSmtpServer) -> None:
+    results = send(
+        SmtpTransport(server.config(tls="starttls")), [outgoing("a@example.com")]
+    )
+
+    assert results[0].outcome is Outcome.DEFERRED
+    assert "STARTTLS" in results[0].detail
+    assert server.messages == []
+
+
+def test_rate_limit_paces_each_message_with_a_token_bucket(server: FaultSmtpServer) -> None:
+    sleeps = Sleeps()
+    config = server.config(concurrency=1, max_per_minute=60)
+    items = [outgoing(f"lead{n}@example.com") for n in range(4)]
+
+    # A frozen clock: every reservation queues behind the previous one.
+    results = send(SmtpTransport(config, clock=lambda: 100.0, sleep=sleeps), items)
+
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert sleeps.calls == [1.0, 2.0, 3.0]
+
+
+def test_token_bucket_refills_with_time_up_to_its_burst() -> None:
+    now = [0.0]
+    bucket = TokenBucket(120, clock=lambda: now[0])
+
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.5, 1.0]
+    now[0] = 10.0
+    assert bucket.reserve() == 0.0
+    assert bucket.reserve() == 0.5
+
+
+def test_send_batch_outside_the_context_is_refused(server: FaultSmtpServer) -> None:
+    transport = SmtpTransport(server.config())
+
+    with pytest.raises(RuntimeError, match="async with"):
+        run(transport.send_batch([outgoing("a@example.com")]))
+
+
+def test_memory_transport_records_and_returns_scripted_outcomes() -> None:
+    transport = MemoryTransport(
+        {"k2": Outcome.DEFERRED, "bounce@example.com": Outcome.BOUNCED}
+    )
+    items = [
+        outgoing("a@example.com", key="k1"),
+        outgoing("b@example.com", key="k2"),
+        outgoing("bounce@example.com", key="k3"),
+    ]
+
+    async def go() -> list[SendResult]:
+        async with transport:
+            return await transport.send_batch(items)
+
+    results = run(go())
+
+    assert outcomes(results) == [
+        ("k1", Outcome.SENT, 250),
+        ("k2", Outcome.DEFERRED, 451),
+        ("k3", Outcome.BOUNCED, 550),
+    ]
+    assert transport.sent == items[:1]
+    assert transport.attempts == items
+    assert transport.batches == [items]
+    assert not transport.is_open
