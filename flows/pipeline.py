@@ -3,6 +3,7 @@ load the config, plan batches, act on them (one task per batch), publish what ha
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -11,6 +12,7 @@ from prefect.runtime import flow_run
 
 from flows import tasks
 from flows.context import reload, runtime
+from leadflow import engine
 from leadflow.engine import record_run
 from leadflow.summaries import (
     merge_advance,
@@ -35,8 +37,16 @@ def step_intake(now: str) -> dict[str, Any]:
     return tasks.import_inbox(now)
 
 
+# Planning (which id ranges are due) is one indexed read, done in the flow body; only the
+# work on each batch is a task, so task runs grow with batches, not with leads.
+
+
+def _at(now: str) -> datetime:
+    return parse_instant(now)
+
+
 def step_score(now: str) -> dict[str, Any]:
-    ranges = tasks.plan_score(now)
+    ranges = engine.score_ranges(runtime(), now=_at(now))
     results = tasks.score_batch.map(ranges, unmapped(now)).result()
     return {
         "batches": len(ranges),
@@ -46,18 +56,18 @@ def step_score(now: str) -> dict[str, Any]:
 
 
 def step_callbacks(now: str) -> dict[str, Any]:
-    ranges = tasks.plan_callbacks(now)
+    ranges = engine.callback_ranges(runtime(), now=_at(now))
     return merge_advance(tasks.revive_batch.map(ranges, unmapped(now)).result(), len(ranges))
 
 
 def step_advance(now: str) -> dict[str, Any]:
-    ranges = tasks.plan_advance(now)
+    ranges = engine.advance_ranges(runtime(), now=_at(now))
     return merge_advance(tasks.advance_batch.map(ranges, unmapped(now)).result(), len(ranges))
 
 
 def step_deliver(now: str, kind: str) -> dict[str, Any]:
     unknown = tasks.reconcile(now)
-    ranges = tasks.plan_delivery(now, kind)
+    ranges = engine.outbox_ranges(runtime(), now=_at(now), kind=kind)
     results = tasks.deliver_batch.map(ranges, unmapped(now), unmapped(kind)).result()
     merged = merge_delivery(results, len(ranges))
     merged["unknown_reconciled"] = len(unknown)

@@ -25,30 +25,15 @@ def _when(now: str) -> datetime:
     return parse_instant(now)
 
 
-@task(name="plan score batches", cache_policy=NO_CACHE, **DB_RETRIES)
-def plan_score(now: str) -> list[IdRange]:
-    return engine.score_ranges(runtime(), now=_when(now))
-
-
 @task(name="score batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
 def score_batch(id_range: IdRange, now: str) -> dict[str, int]:
     result = engine.score(runtime(), id_range, now=_when(now))
     return {"rescored": result.rescored, "changed": result.changed}
 
 
-@task(name="plan advance batches", cache_policy=NO_CACHE, **DB_RETRIES)
-def plan_advance(now: str) -> list[IdRange]:
-    return engine.advance_ranges(runtime(), now=_when(now))
-
-
 @task(name="advance batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
 def advance_batch(id_range: IdRange, now: str) -> dict[str, Any]:
     return engine.advance(runtime(), id_range, now=_when(now)).as_dict()
-
-
-@task(name="plan callback batches", cache_policy=NO_CACHE, **DB_RETRIES)
-def plan_callbacks(now: str) -> list[IdRange]:
-    return engine.callback_ranges(runtime(), now=_when(now))
 
 
 @task(name="revive callbacks", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
@@ -59,11 +44,6 @@ def revive_batch(id_range: IdRange, now: str) -> dict[str, Any]:
 @task(name="reconcile stale claims", cache_policy=NO_CACHE, **DB_RETRIES)
 def reconcile(now: str) -> list[int]:
     return engine.reconcile(runtime(), now=_when(now))
-
-
-@task(name="plan delivery batches", cache_policy=NO_CACHE, **DB_RETRIES)
-def plan_delivery(now: str, kind: str) -> list[IdRange]:
-    return engine.outbox_ranges(runtime(), now=_when(now), kind=kind)
 
 
 # A retry is safe: rows claimed by the failed attempt stay claimed (and become `unknown` if

@@ -20,7 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
@@ -203,7 +203,7 @@ def claim_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: dateti
         conn.execute(
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"),
-                   outbox.c.status.in_(list(OPEN_MESSAGE_STATES)),
+                   or_(*[outbox.c.status == state for state in OPEN_MESSAGE_STATES]),
                    ~exists().where(supp.c.email == outbox.c.to_email))
             .values(status=MessageStatus.SENDING, claim_token=result.token, claimed_at=now,
                     attempts=outbox.c.attempts + 1, template=bindparam("template"),

@@ -217,8 +217,8 @@ class _TextExtractor(HTMLParser):
             return
         if self._skip_depth:
             return
-        if tag in _BLOCK_TAGS or tag == "li":
-            self.parts.append("\n\n" if tag != "li" else "\n")
+        if tag in _BLOCK_TAGS:
+            self.parts.append("\n\n")
         elif tag in {"td", "th"}:
             self.parts.append(" ")
         elif tag == "a" and self._anchors:
@@ -312,12 +312,19 @@ class CompiledEmail:
         self._text = text_template
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
+    def _render_subject(self, values: dict[str, Any]) -> str:
+        try:
+            return "".join(self._html.blocks["subject"](self._html.new_context(values)))
+        except Exception:
+            # Re-raise with the traceback pointing at template lines, as render() does.
+            self._html.environment.handle_exception()
+
     def render(self, context: Mapping[str, Any]) -> RenderedEmail:
         values = _checked_context(self.name, context)
         sender: Mapping[str, Any] = values["sender"]
         unsubscribe_url = str(values["unsubscribe_url"])
         try:
-            raw_subject = "".join(self._html.blocks["subject"](self._html.new_context(values)))
+            raw_subject = self._render_subject(values)
             document = self._html.render(values)
             text = self._text.render(values) if self._text is not None else None
         except Exception as exc:  # any template fault becomes one typed error for the caller
@@ -345,7 +352,8 @@ class CompiledEmail:
         body = (text if text is not None else extracted.text()).strip()
         if unsubscribe_url not in body or address not in _squash(body):
             body = f"{body}\n\n{_text_footer(sender, unsubscribe_url)}"
-        return RenderedEmail(subject=subject, text=body + "\n", html=document)
+        html_body = document if document.endswith("\n") else document + "\n"
+        return RenderedEmail(subject=subject, text=body + "\n", html=html_body)
 
 
 def _autoescape(template_name: str | None) -> bool:
@@ -447,8 +455,11 @@ _CALLABLE_LOOKUPS = frozenset({"get"})
 
 
 def _did_you_mean(word: str, options: Iterable[str], prefix: str = "") -> str:
+    """``; did you mean lead.first_name?`` (with a prefix) or ``; did you mean 'lead'?``."""
     close = difflib.get_close_matches(word, sorted(options), n=1)
-    return f"; did you mean {prefix}{close[0]}?" if close else ""
+    if not close:
+        return ""
+    return f"; did you mean {prefix}{close[0]}?" if prefix else f"; did you mean {close[0]!r}?"
 
 
 def _lookup_key(node: nodes.Node) -> str | None:

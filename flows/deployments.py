@@ -1,0 +1,44 @@
+"""``leadflow serve``: one deployment per flow, on the crons of pipeline.yaml.
+
+Each deployment has a concurrency limit of one with the CANCEL_NEW strategy: a run that
+fires while the previous run of the same flow is still busy is cancelled instead of running
+beside it (the next tick picks up the work); the outbox claim in the database is the
+guarantee behind it. Restarting ``serve`` after editing a cron replaces the
+schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+from flows.context import use_settings
+from flows.pipeline import FLOWS
+from leadflow.config.schema import PipelineConfig
+from leadflow.settings import Settings
+
+
+def build_deployments(config: PipelineConfig) -> list[Any]:
+    deployments = []
+    crons = config.schedules.model_dump()
+    for name, flow in FLOWS.items():
+        cron = crons.get(name)
+        deployments.append(
+            flow.to_deployment(
+                name=f"leadflow-{name}",
+                cron=cron,
+                tags=["leadflow", name],
+                description=flow.description,
+                concurrency_limit=ConcurrencyLimitConfig(
+                    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+                ),
+            )
+        )
+    return deployments
+
+
+def serve_all(settings: Settings, config: PipelineConfig) -> None:
+    use_settings(settings)
+    serve(*build_deployments(config), print_starting_message=True)

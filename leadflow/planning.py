@@ -1,0 +1,131 @@
+"""``leadflow plan``: the next tick, simulated inside a transaction that is rolled back.
+
+The real engine code runs (scoring, revivals, stage moves, claims) so the dry run cannot
+drift from what a tick will do; no SMTP call is made and nothing is committed. With a
+proposed config the same simulation runs again and the two outcomes are compared.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from leadflow import engine, outbox, scoring, stages
+from leadflow.runtime import Runtime
+from leadflow.stages import AdvanceOutcome
+
+
+def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
+    """What one tick at ``now`` would do under ``rt``'s config. Changes nothing."""
+    score_ranges = engine.score_ranges(rt, now=now)
+    callback_ranges = engine.callback_ranges(rt, now=now)
+    with rt.engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            rescored = changed = 0
+            for r in score_ranges:
+                result = scoring.score_batch(conn, rt.loaded, r, now=now)
+                rescored += result.rescored
+                changed += result.changed
+            revived = AdvanceOutcome()
+            for r in callback_ranges:
+                revived.merge(stages.revive_batch(conn, rt, r, now=now))
+            advanced = AdvanceOutcome()
+            for r in _ranges(conn, "lead", stages.due_condition(now)):
+                advanced.merge(stages.advance_batch(conn, rt, r, now=now))
+            emails: Counter[str] = Counter()
+            deferred: Counter[str] = Counter()
+            cancelled: Counter[str] = Counter()
+            for kind in ("cadence", "checkin"):
+                for r in _ranges(conn, "outbound_message", outbox.due_condition(now, kind)):
+                    claim = outbox.claim_batch(conn, rt, r, now=now, kind=kind)
+                    emails.update(c.template for c in claim.claimed)
+                    deferred.update(claim.deferred)
+                    cancelled.update(claim.cancelled)
+        finally:
+            trans.rollback()
+    return {
+        "now": now.isoformat(),
+        "config_hash": rt.loaded.short_hash,
+        "rescored": rescored,
+        "score_changed": changed,
+        "revived": revived.as_dict(),
+        "advance": advanced.as_dict(),
+        "emails": dict(sorted(emails.items())),
+        "deferred": dict(deferred),
+        "cancelled": dict(cancelled),
+    }
+
+
+def _ranges(conn: Any, table: str, condition: Any) -> list[tuple[int, int]]:
+    """Id ranges read on the simulation's own connection (it sees its uncommitted moves)."""
+    from sqlalchemy import func, select
+
+    from models.tables import Lead, OutboundMessage
+
+    column = (Lead if table == "lead" else OutboundMessage).__table__.c.id
+    row = conn.execute(select(func.min(column), func.max(column)).where(condition)).one()
+    return [] if row[0] is None else [(int(row[0]), int(row[1]))]
+
+
+def plan_tick(current: Runtime, *, now: datetime, proposed: Runtime | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"current": simulate(current, now=now)}
+    if proposed is not None:
+        result["proposed"] = simulate(proposed, now=now)
+        result["diff"] = diff(result["current"], result["proposed"])
+    return result
+
+
+def _moves(sim: dict[str, Any]) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for section in ("advance", "revived"):
+        for m in sim[section]["moves"]:
+            out[f"{m['from']} → {m['to']}"] += m["count"]
+    return out
+
+
+def diff(current: dict[str, Any], proposed: dict[str, Any]) -> dict[str, Any]:
+    moves_a, moves_b = _moves(current), _moves(proposed)
+    emails_a, emails_b = Counter(current["emails"]), Counter(proposed["emails"])
+    return {
+        "moves": {k: {"current": moves_a[k], "proposed": moves_b[k]}
+                  for k in sorted(set(moves_a) | set(moves_b)) if moves_a[k] != moves_b[k]},
+        "emails": {k: {"current": emails_a[k], "proposed": emails_b[k]}
+                   for k in sorted(set(emails_a) | set(emails_b)) if emails_a[k] != emails_b[k]},
+        "recycled": {"current": current["advance"]["recycled"],
+                     "proposed": proposed["advance"]["recycled"]},
+    }
+
+
+def render_plan(result: dict[str, Any], console: Console) -> None:
+    sim = result["current"]
+    console.print(f"[bold]Plan for the tick at {sim['now']}[/bold] (config {sim['config_hash']};"
+                  " nothing is changed)")
+    console.print(f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new "
+                  "score or grade")
+    moves = Table("from", "to", "leads", "examples", title="Stage moves")
+    for section in ("revived", "advance"):
+        for m in sim[section]["moves"]:
+            moves.add_row(m["from"], m["to"], str(m["count"]), ", ".join(m["examples"]))
+    console.print(moves)
+    console.print(f"recycled to the callback list: {sim['advance']['recycled']}, flagged stuck: "
+                  f"{sim['advance']['flagged']}")
+    emails = Table("template", "emails", title="Emails that would go out")
+    for template, n in sim["emails"].items():
+        emails.add_row(template, str(n))
+    console.print(emails)
+    for reason, n in sim["deferred"].items():
+        console.print(f"deferred ({reason}): {n}")
+    if "diff" in result:
+        d = result["diff"]
+        table = Table("change", "current", "proposed", title="Proposed config vs current")
+        for key, v in d["moves"].items():
+            table.add_row(f"move {key}", str(v["current"]), str(v["proposed"]))
+        for key, v in d["emails"].items():
+            table.add_row(f"emails {key}", str(v["current"]), str(v["proposed"]))
+        table.add_row("recycled", str(d["recycled"]["current"]), str(d["recycled"]["proposed"]))
+        console.print(table)

@@ -1,0 +1,58 @@
+"""``leadflow preview`` and ``send-test``: marketing sees an email before a lead does."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from leadflow.delivery import lead_context, smtp_transport_factory
+from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail.rendering import RenderedEmail, sample_context
+from leadflow.mail.transport import Outgoing, SendResult
+from leadflow.queries import find_lead, row_dict
+from leadflow.runtime import Runtime
+from leadflow.unsubscribe import unsubscribe_url
+
+
+def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
+    config = rt.loaded.config
+    context = sample_context(attribute_keys=list(config.intake.attributes))
+    sender = config.sender
+    context["sender"] = {"name": sender.from_name, "email": sender.from_email,
+                         "reply_to": sender.reply_to, "company": sender.company,
+                         "postal_address": sender.postal_address}
+    if lead_email is not None:
+        with rt.engine.connect() as conn:
+            row = find_lead(conn, lead_email)
+        if row is None:
+            raise ValueError(f"no lead with email '{lead_email}'")
+        context["lead"] = lead_context(row_dict(row))
+        secret = rt.settings.secret_key.get_secret_value()
+        context["unsubscribe_url"] = unsubscribe_url(rt.settings.public_url, row.email, secret)
+    return context
+
+
+def render_preview(rt: Runtime, template: str, *, lead_email: str | None) -> RenderedEmail:
+    return rt.templates.compile(template).render(_context(rt, lead_email))
+
+
+def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
+    rendered = render_preview(rt, template, lead_email=None)
+    sender = rt.loaded.config.sender
+    now = datetime.now(UTC)
+    domain = sender.from_email.rsplit("@", 1)[-1]
+    message = build_message(
+        rendered, from_name=sender.from_name, from_email=sender.from_email,
+        reply_to=sender.reply_to, to_name="", to_email=to,
+        message_id=make_message_id(f"test.{template}.{int(now.timestamp())}", domain),
+        date=now, unsubscribe_url="https://example.invalid/unsubscribe/test",
+        unsubscribe_mailto=sender.unsubscribe_mailto,
+        extra_headers={"X-Leadflow-Test": "1"},
+    )
+    outgoing = Outgoing(key="test", sender=sender.from_email, recipient=to, message=message)
+
+    async def go() -> SendResult:
+        async with smtp_transport_factory(rt)() as transport:
+            return (await transport.send_batch([outgoing]))[0]
+
+    return asyncio.run(go())

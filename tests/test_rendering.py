@@ -1,0 +1,341 @@
+"""Email templates: the shipped set, the sandbox, CAN-SPAM footers and ``leadflow validate``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadflow.mail.rendering import (
+    LEAD_KEYS,
+    TEMPLATE_GLOBALS,
+    TemplateProblem,
+    TemplateRenderError,
+    TemplateSet,
+    html_to_text,
+    sample_context,
+)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "templates" / "email"
+EXPECTED_NAMES = [
+    "breakup",
+    "case_study",
+    "checkin_30d",
+    "checkin_90d",
+    "checkin_onboarding",
+    "followup_value",
+    "followup_value_b",
+    "meeting_followup",
+    "proposal_followup",
+    "renewal_reminder",
+    "revival",
+    "welcome",
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A template directory with the shipped layout, for templates written by a test."""
+    shutil.copy(SHIPPED / "base.html.j2", tmp_path / "base.html.j2")
+    return tmp_path
+
+
+def write(directory: Path, filename: str, source: str) -> Path:
+    path = directory / filename
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+def email(subject: str, content: str) -> str:
+    return (
+        '{% extends "base.html.j2" %}\n'
+        f"{{% block subject %}}{subject}{{% endblock %}}\n"
+        f"{{% block content %}}\n{content}\n{{% endblock %}}\n"
+    )
+
+
+def context_with(**lead: Any) -> dict[str, Any]:
+    context = sample_context()
+    context["lead"].update(lead)
+    return context
+
+
+def test_all_pipeline_templates_are_shipped() -> None:
+    assert TemplateSet(SHIPPED).names() == EXPECTED_NAMES
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_shipped_template_renders_with_footer_in_both_parts(name: str) -> None:
+    context = sample_context()
+    address = context["sender"]["postal_address"]
+    url = context["unsubscribe_url"]
+
+    rendered = TemplateSet(SHIPPED).compile(name).render(context)
+
+    assert rendered.subject
+    assert "\n" not in rendered.subject
+    assert address in rendered.text
+    assert url in rendered.text
+    assert address in rendered.html
+    assert f'href="{url}"' in rendered.html
+    assert "<" not in rendered.text
+    assert "Dana" in rendered.text
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_shipped_template_passes_validation(name: str) -> None:
+    assert TemplateSet(SHIPPED).check(name) == []
+
+
+def test_css_is_inlined_into_style_attributes() -> None:
+    rendered = TemplateSet(SHIPPED).compile("welcome").render(sample_context())
+
+    assert '<p style="margin: 0 0 16px 0;">Hi Dana,</p>' in rendered.html
+    assert ".content {" not in rendered.html.split("@media")[0]
+
+
+def test_subject_is_one_line_of_plain_text(workdir: Path) -> None:
+    write(workdir, "hello.html.j2", email("  Hi {{ lead.company }}\n  and   team ", "<p>Hi</p>"))
+    context = context_with(company="Müller & Söhne\r\nBcc: x@example.com")
+
+    rendered = TemplateSet(workdir).compile("hello").render(context)
+
+    assert rendered.subject == "Hi Müller & Söhne Bcc: x@example.com and team"
+
+
+def test_empty_subject_is_an_error(workdir: Path) -> None:
+    write(workdir, "blank.html.j2", email("{{ lead.title }}", "<p>Hi</p>"))
+
+    with pytest.raises(TemplateRenderError) as caught:
+        TemplateSet(workdir).compile("blank").render(context_with(title=" \n "))
+
+    assert caught.value.message == "the subject is empty"
+
+
+def test_typo_in_a_field_is_an_error_with_its_line(workdir: Path) -> None:
+    write(workdir, "typo.html.j2", email("Hi", "<p>Hi</p>\n<p>{{ lead.frist_name }}</p>"))
+
+    with pytest.raises(TemplateRenderError) as caught:
+        TemplateSet(workdir).compile("typo").render(sample_context())
+
+    assert caught.value.template == "typo"
+    assert caught.value.message == "'dict object' has no attribute 'frist_name'"
+    assert caught.value.lineno == 5
+
+
+def test_hostile_lead_data_is_rendered_as_inert_text() -> None:
+    context = context_with(
+        first_name="{{ 7*7 }}<script>alert(1)</script>",
+        company="{% raw %}Evil{% endraw %} & Co\r\nBcc: victim@example.com",
+    )
+
+    rendered = TemplateSet(SHIPPED).compile("welcome").render(context)
+
+    assert "{{ 7*7 }}" in rendered.text
+    assert "49" not in rendered.text + rendered.html
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html
+    assert "{% raw %}Evil{% endraw %} &amp; Co" in rendered.html
+    assert rendered.subject == (
+        "Welcome, {{ 7*7 }}<script>alert(1)</script>: a quick hello from Brightpath Software"
+    )
+
+
+def test_compiled_templates_are_cached_per_set() -> None:
+    templates = TemplateSet(SHIPPED)
+
+    assert templates.compile("welcome") is templates.compile("welcome")
+
+
+def test_render_requires_exactly_the_documented_context() -> None:
+    compiled = TemplateSet(SHIPPED).compile("welcome")
+    context = sample_context()
+    del context["message"]
+    context["secret_key"] = "x"
+
+    with pytest.raises(TemplateRenderError) as caught:
+        compiled.render(context)
+
+    assert caught.value.message == "bad template context: missing message; unexpected secret_key"
+    assert set(sample_context()) == TEMPLATE_GLOBALS
+    assert set(sample_context()["lead"]) == LEAD_KEYS
+
+
+def test_html_without_the_unsubscribe_footer_is_refused(workdir: Path) -> None:
+    write(
+        workdir,
+        "nofooter.html.j2",
+        "{% block subject %}Hi{% endblock %}<p>{{ sender.postal_address }}</p>",
+    )
+
+    with pytest.raises(TemplateRenderError) as caught:
+        TemplateSet(workdir).compile("nofooter").render(sample_context())
+
+    assert caught.value.message == (
+        "the HTML part has no link to unsubscribe_url (required by CAN-SPAM)"
+    )
+
+
+def test_text_template_is_used_and_gets_the_footer_appended(workdir: Path) -> None:
+    write(workdir, "note.html.j2", email("Note", "<p>HTML body</p>"))
+    write(workdir, "note.txt.j2", "Hi {{ lead.first_name }} & co,\n\nPlain body.\n")
+    context = context_with(first_name="<Dana>")
+
+    rendered = TemplateSet(workdir).compile("note").render(context)
+
+    assert rendered.text == (
+        "Hi <Dana> & co,\n\nPlain body.\n\n--\nBrightpath Software, "
+        "500 Market Street, Suite 400, San Francisco, CA 94105, USA\n"
+        "Unsubscribe: https://leadflow.example/unsubscribe/sample-token\n"
+    )
+
+
+def test_text_part_generated_from_html() -> None:
+    document = (
+        "<html><head><title>T</title><style>p{color:red}</style></head><body>"
+        "<h1>Hello</h1><p>First line<br>second   line</p>"
+        '<p>Read <a href="https://example.com/a?b=1&amp;c=2">the guide</a>, or '
+        '<a href="https://example.com/x">https://example.com/x</a>.</p>'
+        "<ul><li>one</li><li>two</li></ul><script>alert(1)</script></body></html>"
+    )
+
+    assert html_to_text(document) == (
+        "Hello\n\nFirst line\nsecond line\n\n"
+        "Read the guide (https://example.com/a?b=1&c=2), or https://example.com/x.\n\n"
+        "- one\n- two"
+    )
+
+
+# --- validation (leadflow validate) -----------------------------------------------------
+
+
+def messages(problems: list[TemplateProblem]) -> list[tuple[str, int, str]]:
+    return [(Path(p.file).name, p.line, p.message) for p in problems]
+
+
+def test_check_reports_missing_template_with_suggestion() -> None:
+    problems = TemplateSet(SHIPPED).check("welcom")
+
+    assert messages(problems) == [
+        ("welcom.html.j2", 0, "template 'welcom' not found; did you mean 'welcome'?")
+    ]
+
+
+def test_check_reports_syntax_error_with_line(workdir: Path) -> None:
+    write(workdir, "broken.html.j2", email("Hi", "<p>Hi</p>\n{% if lead.first_name %}\n<p>x</p>"))
+
+    problems = TemplateSet(workdir).check("broken")
+
+    assert messages(problems) == [
+        (
+            "broken.html.j2",
+            7,
+            "syntax error: Encountered unknown tag 'endblock'. You probably made a nesting "
+            "mistake. Jinja is expecting this tag, but currently looking for 'elif' or 'else' "
+            "or 'endif'. The innermost block that needs to be closed is 'if'.",
+        )
+    ]
+
+
+def test_check_reports_missing_subject_block(workdir: Path) -> None:
+    write(
+        workdir,
+        "nosubject.html.j2",
+        '{% extends "base.html.j2" %}{% block content %}<p>Hi</p>{% endblock %}',
+    )
+
+    problems = TemplateSet(workdir).check("nosubject")
+
+    assert messages(problems)[0] == (
+        "nosubject.html.j2",
+        1,
+        "template does not define {% block subject %}",
+    )
+
+
+def test_check_reports_unknown_variable_with_suggestion(workdir: Path) -> None:
+    write(workdir, "var.html.j2", email("Hi", "<p>Hi</p>\n<p>{{ laed.first_name }}</p>"))
+
+    problems = TemplateSet(workdir).check("var")
+
+    assert messages(problems)[0] == ("var.html.j2", 5, "unknown variable 'laed'; did you mean 'lead'?")
+
+
+def test_check_reports_unknown_fields_with_suggestions(workdir: Path) -> None:
+    source = email(
+        "Hi {{ lead.frist_name }}",
+        "<p>{{ sender['compnay'] }}</p>\n<p>{{ message.get('stepp') }}</p>\n"
+        "<p>{{ lead.attributes.plan }} {{ lead.attributes.get('seats') }}</p>",
+    )
+    write(workdir, "fields.html.j2", source)
+
+    problems = TemplateSet(workdir).check("fields", attribute_keys=["plan"])
+
+    assert sorted(messages(problems)) == [
+        (
+            "fields.html.j2",
+            2,
+            "test render with sample data failed: 'dict object' has no attribute 'frist_name'",
+        ),
+        ("fields.html.j2", 2, "unknown field lead.frist_name; did you mean lead.first_name?"),
+        ("fields.html.j2", 4, "unknown field sender.compnay; did you mean sender.company?"),
+        ("fields.html.j2", 5, "unknown field message.stepp; did you mean message.step?"),
+        (
+            "fields.html.j2",
+            6,
+            "unknown field lead.attributes.seats; declared attributes: plan",
+        ),
+    ]
+
+
+def test_check_accepts_declared_custom_fields(workdir: Path) -> None:
+    source = email("Hi", "<p>{{ lead.attributes.plan }} {{ lead.region }}</p>")
+    write(workdir, "custom.html.j2", source)
+
+    templates = TemplateSet(workdir)
+
+    assert templates.check("custom", lead_keys=LEAD_KEYS | {"region"}, attribute_keys=["plan"]) == []
+    assert [p.message for p in templates.check("custom")] == [
+        "unknown field lead.attributes.plan; declared attributes: none",
+        "unknown field lead.region",
+        "test render with sample data failed: 'dict object' has no attribute 'plan'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        (
+            "{{ lead.__class__.__mro__ }}",
+            "test render with sample data failed: "
+            "access to attribute '__class__' of 'dict' object is unsafe.",
+        ),
+        (
+            "{{ ''.__class__ }}",
+            "test render with sample data failed: "
+            "access to attribute '__class__' of 'str' object is unsafe.",
+        ),
+        (
+            "{{ cycler.__init__.__globals__ }}",
+            "unknown variable 'cycler'; available: lead, message, sender, unsubscribe_url",
+        ),
+        (
+            "{{ lead.attributes.clear() }}",
+            "test render with sample data failed: "
+            "access to attribute 'clear' of 'dict' object is unsafe.",
+        ),
+    ],
+)
+def test_sandbox_escape_attempts_fail_validation(
+    workdir: Path, expression: str, expected: str
+) -> None:
+    write(workdir, "escape.html.j2", email("Hi", f"<p>{expression}</p>"))
+    templates = TemplateSet(workdir)
+
+    problems = templates.check("escape", attribute_keys=["clear"])
+
+    assert expected in [p.message for p in problems]
+    with pytest.raises(TemplateRenderError):
+        templates.compile("escape").render(sample_context(attribute_keys=["clear"]))
