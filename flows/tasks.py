@@ -18,53 +18,95 @@ from leadflow.batching import IdRange
 from leadflow.delivery import smtp_transport_factory
 from leadflow.timeutil import parse_instant
 
-DB_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_jitter_factor": 0.5}
+# Database work is retried (a locked SQLite file, a dropped PostgreSQL connection); every
+# batch re-checks its "due" condition in its own transaction, so a retry is harmless.
+DB_RETRIES = 2
+DB_RETRY_DELAYS = [2.0, 10.0]
 
 
 def _when(now: str) -> datetime:
     return parse_instant(now)
 
 
-@task(name="score batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+@task(
+    name="score batch",
+    cache_policy=NO_CACHE,
+    timeout_seconds=900,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def score_batch(id_range: IdRange, now: str) -> dict[str, int]:
     result = engine.score(runtime(), id_range, now=_when(now))
     return {"rescored": result.rescored, "changed": result.changed}
 
 
-@task(name="advance batch", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+@task(
+    name="advance batch",
+    cache_policy=NO_CACHE,
+    timeout_seconds=900,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def advance_batch(id_range: IdRange, now: str) -> dict[str, Any]:
     return engine.advance(runtime(), id_range, now=_when(now)).as_dict()
 
 
-@task(name="revive callbacks", cache_policy=NO_CACHE, timeout_seconds=900, **DB_RETRIES)
+@task(
+    name="revive callbacks",
+    cache_policy=NO_CACHE,
+    timeout_seconds=900,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def revive_batch(id_range: IdRange, now: str) -> dict[str, Any]:
     return engine.revive(runtime(), id_range, now=_when(now)).as_dict()
 
 
-@task(name="reconcile stale claims", cache_policy=NO_CACHE, **DB_RETRIES)
+@task(
+    name="reconcile stale claims",
+    cache_policy=NO_CACHE,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def reconcile(now: str) -> list[int]:
     return engine.reconcile(runtime(), now=_when(now))
 
 
 # A retry is safe: rows claimed by the failed attempt stay claimed (and become `unknown` if
 # the attempt died mid-send); the retry can only pick up rows nobody claimed.
-@task(name="deliver batch", cache_policy=NO_CACHE, timeout_seconds=1800, retries=1,
-      retry_delay_seconds=30)
+@task(
+    name="deliver batch",
+    cache_policy=NO_CACHE,
+    timeout_seconds=1800,
+    retries=1,
+    retry_delay_seconds=30,
+)
 def deliver_batch(id_range: IdRange, now: str, kind: str) -> dict[str, Any]:
     rt = runtime()
-    outcome = engine.deliver(rt, id_range, now=_when(now), kind=kind,
-                             transport=smtp_transport_factory(rt))
+    outcome = engine.deliver(
+        rt, id_range, now=_when(now), kind=kind, transport=smtp_transport_factory(rt)
+    )
     return {**outcome.as_dict(), "summary": outcome.summary()}
 
 
-@task(name="import inbox files", cache_policy=NO_CACHE, **DB_RETRIES)
+@task(
+    name="import inbox files",
+    cache_policy=NO_CACHE,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def import_inbox(now: str) -> dict[str, Any]:
     from leadflow.inbox import import_inbox as run_import
 
     return run_import(runtime(), now=_when(now))
 
 
-@task(name="compute report", cache_policy=NO_CACHE, **DB_RETRIES)
+@task(
+    name="compute report",
+    cache_policy=NO_CACHE,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
 def compute_report(now: str) -> dict[str, Any]:
     from leadflow.report import build_report
 

@@ -99,13 +99,15 @@ def validate(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             err.print(f"{len(exc.issues)} error(s); nothing was changed.")
         raise typer.Exit(1) from None
     if as_json:
-        emit_json({"valid": True, "hash": loaded.hash,
-                   "warnings": [i.__dict__ for i in loaded.warnings]})
+        emit_json(
+            {"valid": True, "hash": loaded.hash, "warnings": [i.__dict__ for i in loaded.warnings]}
+        )
         return
     for warning in loaded.warnings:
         err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
-    out.print(f"{settings.config}: valid (config {loaded.short_hash}, "
-              f"{len(loaded.warnings)} warning(s))")
+    out.print(
+        f"{settings.config}: valid (config {loaded.short_hash}, {len(loaded.warnings)} warning(s))"
+    )
 
 
 @app.command()
@@ -154,19 +156,25 @@ def import_(
     if as_json:
         emit_json(summary.as_dict())
         return
-    out.print(f"{file}: created {summary.created}, updated {summary.updated}, "
-              f"unchanged {summary.unchanged}, rejected {summary.rejected}, "
-              f"suppressed {summary.suppressed}")
+    out.print(
+        f"{file}: created {summary.created}, updated {summary.updated}, "
+        f"unchanged {summary.unchanged}, rejected {summary.rejected}, "
+        f"suppressed {summary.suppressed}"
+    )
     for reject in summary.rejects[:20]:
         err.print(f"  row {reject.row}: {reject.field}: {reject.message}", highlight=False)
     if len(summary.rejects) > 20:
         err.print(f"  ... {len(summary.rejects) - 20} more (use --rejects FILE)")
 
 
-def _import_with_progress(rt: Runtime, file: Path, when: datetime, *, quiet: bool,
-                          importer: Any) -> Any:
-    kwargs = {"default_timezone": rt.loaded.config.timezone, "now": when,
-              "batch_size": min(rt.settings.batch_size, 5000)}
+def _import_with_progress(
+    rt: Runtime, file: Path, when: datetime, *, quiet: bool, importer: Any
+) -> Any:
+    kwargs = {
+        "default_timezone": rt.loaded.config.timezone,
+        "now": when,
+        "batch_size": min(rt.settings.batch_size, 5000),
+    }
     intake = rt.loaded.config.intake
     if quiet or not err.is_terminal:
         return importer(rt.engine, file, intake, **kwargs)
@@ -174,8 +182,13 @@ def _import_with_progress(rt: Runtime, file: Path, when: datetime, *, quiet: boo
 
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"importing {file.name}", total=None)
-        return importer(rt.engine, file, intake, on_progress=lambda n: progress.update(
-            task, completed=n), **kwargs)
+        return importer(
+            rt.engine,
+            file,
+            intake,
+            on_progress=lambda n: progress.update(task, completed=n),
+            **kwargs,
+        )
 
 
 @app.command()
@@ -187,14 +200,16 @@ def event(
     config: ConfigOpt = None,
 ) -> None:
     """Record an engagement or sales event for a lead."""
-    from leadflow.events import KNOWN_EVENTS, EventIn, record_events
     from leadflow.config.validate import suggest
+    from leadflow.events import KNOWN_EVENTS, EventIn, record_events
     from leadflow.queries import find_lead
     from models.db import session_scope
 
     if type not in KNOWN_EVENTS:
-        fail(f"unknown event type '{type}'{suggest(type, KNOWN_EVENTS)}; known: "
-             f"{', '.join(sorted(KNOWN_EVENTS))}")
+        fail(
+            f"unknown event type '{type}'{suggest(type, KNOWN_EVENTS)}; known: "
+            f"{', '.join(sorted(KNOWN_EVENTS))}"
+        )
     when = _now(at)
     payload: dict[str, str] = {}
     for item in data or []:
@@ -207,14 +222,19 @@ def event(
         lead = find_lead(conn, email)
         if lead is None:
             fail(f"no lead with email '{email}'")
-        record_events(conn, [EventIn(lead.id, type, when, payload, source="cli")],
-                      stop_on=rt.stop_on, now=when)
+        record_events(
+            conn,
+            [EventIn(lead.id, type, when, payload, source="cli")],
+            stop_on=rt.stop_on,
+            now=when,
+        )
     out.print(f"recorded {type} for {lead.email} at {when.isoformat()}")
 
 
 @app.command()
-def show(email: str, now: NowOpt = None, as_json: JsonOpt = False,
-         config: ConfigOpt = None) -> None:
+def show(
+    email: str, now: NowOpt = None, as_json: JsonOpt = False, config: ConfigOpt = None
+) -> None:
     """One lead: stage, score explained rule by rule and event by event, history, emails."""
     from leadflow import queries
     from leadflow.scoring import explain
@@ -230,21 +250,25 @@ def show(email: str, now: NowOpt = None, as_json: JsonOpt = False,
         mails = queries.messages(conn, lead.id)
         evts = queries.events(conn, lead.id)
     if as_json:
-        emit_json({
-            "lead": queries.row_dict(lead),
-            "score": [c.__dict__ for c in contributions],
-            "transitions": [queries.row_dict(r) for r in history],
-            "score_history": [queries.row_dict(r) for r in scores],
-            "messages": [queries.row_dict(r) for r in mails],
-            "events": [queries.row_dict(r) for r in evts],
-        })
+        emit_json(
+            {
+                "lead": queries.row_dict(lead),
+                "score": [c.__dict__ for c in contributions],
+                "transitions": [queries.row_dict(r) for r in history],
+                "score_history": [queries.row_dict(r) for r in scores],
+                "messages": [queries.row_dict(r) for r in mails],
+                "events": [queries.row_dict(r) for r in evts],
+            }
+        )
         return
     name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or "(no name)"
     out.print(f"[bold]{name}[/bold] <{lead.email}> — {lead.company or '-'}, {lead.title or '-'}")
-    out.print(f"status {lead.status}, pipeline {lead.pipeline}, stage {lead.stage}"
-              f"{' [red](stuck)[/red]' if lead.stuck else ''}, score {lead.score:g} "
-              f"(fit {lead.fit_score:g} + engagement {lead.engagement_score:g}), "
-              f"grade {lead.grade or '-'}")
+    out.print(
+        f"status {lead.status}, pipeline {lead.pipeline}, stage {lead.stage}"
+        f"{' [red](stuck)[/red]' if lead.stuck else ''}, score {lead.score:g} "
+        f"(fit {lead.fit_score:g} + engagement {lead.engagement_score:g}), "
+        f"grade {lead.grade or '-'}"
+    )
     table = Table("source", "rule / event", "points", "why", title="Score explained")
     for c in contributions:
         table.add_row(c.source, c.name, f"{c.points:+.1f}", c.detail)
@@ -253,19 +277,35 @@ def show(email: str, now: NowOpt = None, as_json: JsonOpt = False,
     if scores:
         sh = Table("at", "fit", "engagement", "total", "grade", title="Score history")
         for s in scores[-10:]:
-            sh.add_row(str(s.at)[:16], f"{s.fit_score:g}", f"{s.engagement_score:g}",
-                       f"{s.score:g}", s.grade or "-")
+            sh.add_row(
+                str(s.at)[:16],
+                f"{s.fit_score:g}",
+                f"{s.engagement_score:g}",
+                f"{s.score:g}",
+                s.grade or "-",
+            )
         out.print(sh)
     th = Table("at", "from", "to", "kind", "reason", "by", title="Stage history")
     for t in history:
-        th.add_row(str(t.at)[:16], t.from_stage or "-", t.to_stage or "(callback)", t.kind,
-                   t.reason, t.actor)
+        th.add_row(
+            str(t.at)[:16],
+            t.from_stage or "-",
+            t.to_stage or "(callback)",
+            t.kind,
+            t.reason,
+            t.actor,
+        )
     out.print(th)
     if mails:
         mt = Table("due", "cadence/step", "template", "status", "sent", title="Emails")
         for m in mails:
-            mt.add_row(str(m.due_at)[:16], f"{m.cadence}/{m.step}", m.template or "-",
-                       m.status, str(m.sent_at)[:16] if m.sent_at else "-")
+            mt.add_row(
+                str(m.due_at)[:16],
+                f"{m.cadence}/{m.step}",
+                m.template or "-",
+                m.status,
+                str(m.sent_at)[:16] if m.sent_at else "-",
+            )
         out.print(mt)
 
 
@@ -282,15 +322,21 @@ def leads(
     from leadflow import queries
 
     with runtime(config) as rt, rt.engine.connect() as conn:
-        rows = queries.list_leads(conn, stage=stage, status=status, pipeline=pipeline,
-                                  limit=limit)
+        rows = queries.list_leads(conn, stage=stage, status=status, pipeline=pipeline, limit=limit)
     if as_json:
         emit_json([queries.row_dict(r) for r in rows])
         return
     table = Table("email", "company", "stage", "status", "score", "grade", "in stage since")
     for r in rows:
-        table.add_row(r.email, r.company or "-", (r.stage or "-") + (" ⚑" if r.stuck else ""),
-                      r.status, f"{r.score:g}", r.grade or "-", str(r.stage_entered_at)[:10])
+        table.add_row(
+            r.email,
+            r.company or "-",
+            (r.stage or "-") + (" ⚑" if r.stuck else ""),
+            r.status,
+            f"{r.score:g}",
+            r.grade or "-",
+            str(r.stage_entered_at)[:10],
+        )
     out.print(table)
 
 
@@ -323,8 +369,11 @@ def move(
 
 
 @app.command()
-def callbacks(limit: Annotated[int, typer.Option(min=1)] = 100, as_json: JsonOpt = False,
-              config: ConfigOpt = None) -> None:
+def callbacks(
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
     """The future-callback list, due first."""
     from leadflow import queries
 
@@ -335,8 +384,14 @@ def callbacks(limit: Annotated[int, typer.Option(min=1)] = 100, as_json: JsonOpt
         return
     table = Table("due", "email", "company", "from stage", "recycles", "reason")
     for r in rows:
-        table.add_row(str(r.due_at)[:10], r.email, r.company or "-", r.from_stage or "-",
-                      str(r.recycle_count), r.reason)
+        table.add_row(
+            str(r.due_at)[:10],
+            r.email,
+            r.company or "-",
+            r.from_stage or "-",
+            str(r.recycle_count),
+            r.reason,
+        )
     out.print(table)
     out.print(f"{len(rows)} lead(s) on the callback list")
 
@@ -409,9 +464,11 @@ def plan(
     try:
         proposed = None
         if config is not None:
-            proposed = Runtime(settings=settings,
-                               loaded=load_config(config, templates=settings.templates),
-                               engine=current.engine)
+            proposed = Runtime(
+                settings=settings,
+                loaded=load_config(config, templates=settings.templates),
+                engine=current.engine,
+            )
         result = plan_tick(current, now=when, proposed=proposed)
     finally:
         current.close()

@@ -75,12 +75,18 @@ def smtp_transport_factory(rt: Runtime) -> TransportFactory:
     s = rt.settings
 
     def make() -> Transport:
-        return SmtpTransport(SmtpConfig(
-            host=s.smtp_host, port=s.smtp_port, username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            tls=s.smtp_tls, timeout=s.smtp_timeout, concurrency=s.smtp_concurrency,
-            max_per_minute=rt.loaded.config.sender.per_minute,
-        ))
+        return SmtpTransport(
+            SmtpConfig(
+                host=s.smtp_host,
+                port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                tls=s.smtp_tls,
+                timeout=s.smtp_timeout,
+                concurrency=s.smtp_concurrency,
+                max_per_minute=rt.loaded.config.sender.per_minute,
+            )
+        )
 
     return make
 
@@ -88,12 +94,18 @@ def smtp_transport_factory(rt: Runtime) -> TransportFactory:
 def lead_context(lead: dict[str, Any]) -> dict[str, Any]:
     first, last = lead.get("first_name") or "", lead.get("last_name") or ""
     return {
-        "email": lead["email"], "first_name": lead.get("first_name"),
-        "last_name": lead.get("last_name"), "full_name": f"{first} {last}".strip() or None,
-        "company": lead.get("company"), "title": lead.get("title"),
-        "industry": lead.get("industry"), "country": lead.get("country"),
-        "timezone": lead.get("timezone"), "stage": lead.get("stage"),
-        "score": lead.get("score"), "grade": lead.get("grade"),
+        "email": lead["email"],
+        "first_name": lead.get("first_name"),
+        "last_name": lead.get("last_name"),
+        "full_name": f"{first} {last}".strip() or None,
+        "company": lead.get("company"),
+        "title": lead.get("title"),
+        "industry": lead.get("industry"),
+        "country": lead.get("country"),
+        "timezone": lead.get("timezone"),
+        "stage": lead.get("stage"),
+        "score": lead.get("score"),
+        "grade": lead.get("grade"),
         "attributes": dict(lead.get("attributes") or {}),
     }
 
@@ -103,28 +115,40 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
     sender = rt.loaded.config.sender
     secret = rt.settings.require_real_secret()
     unsubscribe = unsubscribe_url(rt.settings.public_url, item.to_email, secret)
+    lead = lead_context(item.lead)
     context = {
-        "lead": lead_context(item.lead),
-        "sender": {"name": sender.from_name, "email": sender.from_email,
-                   "reply_to": sender.reply_to, "company": sender.company,
-                   "postal_address": sender.postal_address},
+        "lead": lead,
+        "sender": {
+            "name": sender.from_name,
+            "email": sender.from_email,
+            "reply_to": sender.reply_to,
+            "company": sender.company,
+            "postal_address": sender.postal_address,
+        },
         "unsubscribe_url": unsubscribe,
         "message": {"cadence": item.cadence, "step": item.step, "variant": item.variant},
     }
     rendered = rt.templates.compile(item.template).render(context)
     domain = sender.from_email.rsplit("@", 1)[-1]
     message_id = make_message_id(
-        f"lf{item.id}.{item.lead_id}.{item.cadence}.{item.step}.{item.round}", domain)
+        f"lf{item.id}.{item.lead_id}.{item.cadence}.{item.step}.{item.round}", domain
+    )
     message = build_message(
-        rendered, from_name=sender.from_name, from_email=sender.from_email,
-        reply_to=sender.reply_to, to_name=context["lead"]["full_name"] or "",
-        to_email=item.to_email, message_id=message_id, date=now,
+        rendered,
+        from_name=sender.from_name,
+        from_email=sender.from_email,
+        reply_to=sender.reply_to,
+        to_name=lead["full_name"] or "",
+        to_email=item.to_email,
+        message_id=message_id,
+        date=now,
         unsubscribe_url=unsubscribe,
         unsubscribe_mailto=sender.unsubscribe_mailto,
         extra_headers={"X-Leadflow-Cadence": f"{item.cadence}/{item.step}"},
     )
-    return Outgoing(key=str(item.id), sender=sender.from_email, recipient=item.to_email,
-                    message=message)
+    return Outgoing(
+        key=str(item.id), sender=sender.from_email, recipient=item.to_email, message=message
+    )
 
 
 async def _send(factory: TransportFactory, items: list[Outgoing]) -> list[Any]:
@@ -132,8 +156,14 @@ async def _send(factory: TransportFactory, items: list[Outgoing]) -> list[Any]:
         return list(await transport.send_batch(items))
 
 
-def deliver_batch(rt: Runtime, id_range: IdRange, *, now: datetime,
-                  transport: TransportFactory, kind: str | None = None) -> DeliveryOutcome:
+def deliver_batch(
+    rt: Runtime,
+    id_range: IdRange,
+    *,
+    now: datetime,
+    transport: TransportFactory,
+    kind: str | None = None,
+) -> DeliveryOutcome:
     """Claim the due messages of ``id_range``, send them over one pool, record the outcomes."""
     out = DeliveryOutcome()
     with session_scope(rt.engine) as session:
@@ -156,15 +186,22 @@ def deliver_batch(rt: Runtime, id_range: IdRange, *, now: datetime,
     results = asyncio.run(_send(transport, outgoing)) if outgoing else []
     rows: list[tuple[str, int | None, str, str | None, str | None]] = []
     for item, message, result in zip(ready, outgoing, results, strict=True):
-        rows.append((str(result.outcome), result.code, result.detail,
-                     str(message.message["Message-ID"]), str(message.message["Subject"])))
+        rows.append(
+            (
+                str(result.outcome),
+                result.code,
+                result.detail,
+                str(message.message["Message-ID"]),
+                str(message.message["Subject"]),
+            )
+        )
         out.templates[item.template] += 1
-    for item, error in failed:
-        rows.append(("failed", None, error, None, None))
+    rows += [("failed", None, error, None, None) for _item, error in failed]
     out.render_failed = len(failed)
     with session_scope(rt.engine) as session:
-        recorded = record_results(session.connection(), rt, [*ready, *(f[0] for f in failed)],
-                                  rows, now=now)
+        recorded = record_results(
+            session.connection(), rt, [*ready, *(f[0] for f in failed)], rows, now=now
+        )
     out.statuses.update(recorded.counts)
     return out
 

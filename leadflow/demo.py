@@ -64,12 +64,18 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     home = home.resolve()
     _reset(home)
     outbox_dir = home / "outbox"
-    console.print(f"[bold]leadflow demo[/bold]: {lead_count} synthetic leads, {days} days "
-                  f"from {START.date()}, data in {home}")
+    console.print(
+        f"[bold]leadflow demo[/bold]: {lead_count} synthetic leads, {days} days "
+        f"from {START.date()}, data in {home}"
+    )
     with SmtpSink(outbox_dir) as sink:
         settings = Settings(
-            home=home, database_url=f"sqlite:///{home / 'leadflow.db'}",
-            inbox=home / "inbox", smtp_host="127.0.0.1", smtp_port=sink.port, demo=True,
+            home=home,
+            database_url=f"sqlite:///{home / 'leadflow.db'}",
+            inbox=home / "inbox",
+            smtp_host="127.0.0.1",
+            smtp_port=sink.port,
+            demo=True,
         )
         use_settings(settings)
         console.print(f"SMTP sink on 127.0.0.1:{sink.port} → {outbox_dir}")
@@ -91,7 +97,9 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
                     console.print(
                         f"{now:%a %d %b %H:%M}Z  events {len(events):3d} | "
                         f"{result['advance']['summary'][:70]} | {result['nurture']['summary']}",
-                        highlight=False, soft_wrap=True)
+                        highlight=False,
+                        soft_wrap=True,
+                    )
             end = START + timedelta(days=days)
             report_flow(now=end.isoformat())
         rt = runtime()
@@ -104,11 +112,15 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     _print_funnel(console, data)
     console.print(f"[bold]{headline(data)}[/bold]", highlight=False)
     console.print(f"emails delivered to the local sink: {delivered} (.eml files in {outbox_dir})")
-    console.print(f"database: {home / 'leadflow.db'}  — try: LEADFLOW_HOME={home} "
-                  "leadflow leads / show EMAIL / callbacks / report")
+    console.print(
+        f"database: {home / 'leadflow.db'}  — try: LEADFLOW_HOME={home} "
+        "leadflow leads / show EMAIL / callbacks / report"
+    )
     console.print(f"HTML report: {report_path}")
-    console.print("Prefect UI: `make ui`, then open http://127.0.0.1:4200 (runs of this demo "
-                  "are under the 'tick' flow)")
+    console.print(
+        "Prefect UI: `make ui`, then open http://127.0.0.1:4200 (runs of this demo "
+        "are under the 'tick' flow)"
+    )
     return {"delivered": delivered, "report": data}
 
 
@@ -116,6 +128,9 @@ def _print_funnel(console: Console, data: dict[str, Any]) -> None:
     table = Table("pipeline", "stage", "leads", title="Where the leads are now")
     for pipeline in data.get("pipelines", []):
         for stage in pipeline.get("stages", []):
-            table.add_row(pipeline.get("id", ""), stage.get("name", stage.get("id", "")),
-                          str(stage.get("count", stage.get("leads", 0))))
+            table.add_row(
+                pipeline.get("id", ""),
+                stage.get("name", stage.get("id", "")),
+                str(stage.get("count", stage.get("leads", 0))),
+            )
     console.print(table)

@@ -17,14 +17,13 @@ from leadflow.outbox import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
 from models.db import session_scope
-from models.tables import Callback, Lead, OutboundMessage
+from models.tables import CALLBACKS, LEADS, OUTBOX
 
 STEPS = ("intake", "score", "advance", "nurture", "callbacks", "checkins", "report")
 
 
 def score_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(rt.engine, Lead.__table__.c.id, scoring.due_condition(now),
-                     rt.settings.batch_size)
+    return id_ranges(rt.engine, LEADS.c.id, scoring.due_condition(now), rt.settings.batch_size)
 
 
 def score(rt: Runtime, id_range: IdRange, *, now: datetime) -> scoring.ScoreOutcome:
@@ -33,8 +32,7 @@ def score(rt: Runtime, id_range: IdRange, *, now: datetime) -> scoring.ScoreOutc
 
 
 def advance_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(rt.engine, Lead.__table__.c.id, stages.due_condition(now),
-                     rt.settings.batch_size)
+    return id_ranges(rt.engine, LEADS.c.id, stages.due_condition(now), rt.settings.batch_size)
 
 
 def advance(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
@@ -43,8 +41,12 @@ def advance(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
 
 
 def callback_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(rt.engine, Callback.__table__.c.id, stages.callbacks_due_condition(now),
-                     rt.settings.batch_size)
+    return id_ranges(
+        rt.engine,
+        CALLBACKS.c.id,
+        stages.callbacks_due_condition(now),
+        rt.settings.batch_size,
+    )
 
 
 def revive(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
@@ -53,12 +55,12 @@ def revive(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
 
 
 def outbox_ranges(rt: Runtime, *, now: datetime, kind: str) -> list[IdRange]:
-    return id_ranges(rt.engine, OutboundMessage.__table__.c.id, outbox_due(now, kind),
-                     rt.settings.batch_size)
+    return id_ranges(rt.engine, OUTBOX.c.id, outbox_due(now, kind), rt.settings.batch_size)
 
 
-def deliver(rt: Runtime, id_range: IdRange, *, now: datetime, kind: str,
-            transport: TransportFactory) -> DeliveryOutcome:
+def deliver(
+    rt: Runtime, id_range: IdRange, *, now: datetime, kind: str, transport: TransportFactory
+) -> DeliveryOutcome:
     return deliver_batch(rt, id_range, now=now, transport=transport, kind=kind)
 
 
@@ -124,8 +126,16 @@ def record_run(rt: Runtime, kind: str, *, now: datetime, summary: dict[str, Any]
     from models.tables import RunRecord
 
     with session_scope(rt.engine) as session:
-        session.add(RunRecord(kind=kind, now=now, started_at=utcnow(), finished_at=utcnow(),
-                              config_hash=rt.config_hash, summary=_jsonable(summary)))
+        session.add(
+            RunRecord(
+                kind=kind,
+                now=now,
+                started_at=utcnow(),
+                finished_at=utcnow(),
+                config_hash=rt.config_hash,
+                summary=_jsonable(summary),
+            )
+        )
 
 
 def _jsonable(value: Any) -> Any:

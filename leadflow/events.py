@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, insert, or_, select, update
 
-from models.tables import Event, Lead, MessageStatus, OutboundMessage
 from leadflow.suppression import suppress_many
+from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
 
 KNOWN_EVENTS = frozenset(
     {
@@ -63,7 +63,7 @@ def record_events(
     if unknown:
         raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
     conn.execute(
-        insert(Event.__table__),  # type: ignore[arg-type]
+        insert(EVENTS),  # type: ignore[arg-type]
         [
             {
                 "lead_id": e.lead_id,
@@ -76,7 +76,7 @@ def record_events(
             for e in events
         ],
     )
-    lead = Lead.__table__
+    lead = LEADS
     lead_ids = sorted({e.lead_id for e in events})
     when = min(now, min(e.occurred_at for e in events))
     conn.execute(
@@ -125,8 +125,8 @@ def _stop_cadences(
     stop_on: dict[str, frozenset[str]],
     now: datetime,
 ) -> None:
-    lead = Lead.__table__
-    outbox = OutboundMessage.__table__
+    lead = LEADS
+    outbox = OUTBOX
     ids = sorted({e.lead_id for e in events})
     current = dict(
         conn.execute(

@@ -15,7 +15,7 @@ from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.rules import Catalog, FieldKind, FunctionSpec
-from models.tables import Event, Lead
+from models.tables import EVENTS, LEADS
 
 LEAD_COLUMNS: dict[str, FieldKind] = {
     "email": "str",
@@ -83,7 +83,7 @@ class LeadSql:
         self.attributes = attributes
 
     def field(self, name: str) -> ColumnElement[Any]:
-        table = Lead.__table__
+        table = LEADS
         if name in LEAD_COLUMNS:
             return table.c[name]  # type: ignore[no-any-return]
         if name == "days_in_stage":
@@ -104,8 +104,8 @@ class LeadSql:
         return value.as_string()  # type: ignore[no-any-return]
 
     def function(self, name: str, args: Sequence[Any]) -> ColumnElement[Any]:
-        lead = Lead.__table__
-        event = Event.__table__
+        lead = LEADS
+        event = EVENTS
         conditions = [event.c.lead_id == lead.c.id, event.c.type == str(args[0])]
         if name == "events":
             conditions.append(event.c.occurred_at >= lead.c.stage_entered_at)

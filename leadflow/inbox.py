@@ -28,15 +28,26 @@ def import_inbox(rt: Runtime, *, now: datetime) -> dict[str, Any]:
 
     inbox = rt.settings.inbox_dir
     archive = inbox / "archive"
-    totals = {"files": 0, "created": 0, "updated": 0, "unchanged": 0, "rejected": 0,
-              "suppressed": 0}
+    totals = {
+        "files": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 0,
+        "suppressed": 0,
+    }
     errors: list[str] = []
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     for path in pending_files(inbox):
         try:
-            summary = import_file(rt.engine, path, rt.loaded.config.intake,
-                                  default_timezone=rt.loaded.config.timezone, now=now,
-                                  batch_size=min(rt.settings.batch_size, 5000))
+            summary = import_file(
+                rt.engine,
+                path,
+                rt.loaded.config.intake,
+                default_timezone=rt.loaded.config.timezone,
+                now=now,
+                batch_size=min(rt.settings.batch_size, 5000),
+            )
         except IntakeError as exc:
             errors.append(f"{path.name}: {exc}")
             archive_to = archive / "failed"
@@ -50,6 +61,8 @@ def import_inbox(rt: Runtime, *, now: datetime) -> dict[str, Any]:
         totals["files"] += 1
         for key in ("created", "updated", "unchanged", "rejected", "suppressed"):
             totals[key] += getattr(summary, key)
-    summary_line = (f"{totals['files']} file(s): created {totals['created']}, updated "
-                    f"{totals['updated']}, rejected {totals['rejected']}")
+    summary_line = (
+        f"{totals['files']} file(s): created {totals['created']}, updated "
+        f"{totals['updated']}, rejected {totals['rejected']}"
+    )
     return {**totals, "errors": errors, "summary": summary_line}

@@ -32,23 +32,28 @@ from leadflow.stages import CHECKIN_WINDOW
 from leadflow.suppression import suppress_many
 from models.db import insert_ignore
 from models.tables import (
+    LEADS,
     OPEN_MESSAGE_STATES,
-    Lead,
+    OUTBOX,
+    SUPPRESSIONS,
     LeadStatus,
     MessageStatus,
-    OutboundMessage,
-    Suppression,
 )
 
 CLAIM_TTL = timedelta(minutes=15)
 MAX_ATTEMPTS = 6
-BACKOFF = (timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1), timedelta(hours=3),
-           timedelta(hours=8))
+BACKOFF = (
+    timedelta(minutes=5),
+    timedelta(minutes=15),
+    timedelta(hours=1),
+    timedelta(hours=3),
+    timedelta(hours=8),
+)
 THROTTLE_BACKOFF = timedelta(minutes=30)
 
 
 def due_condition(now: datetime, kind: str | None = None) -> ColumnElement[bool]:
-    outbox = OutboundMessage.__table__
+    outbox = OUTBOX
     condition = and_(outbox.c.status.in_(list(OPEN_MESSAGE_STATES)), outbox.c.due_at <= now)
     if kind is not None:
         condition = and_(condition, outbox.c.kind == kind)
@@ -81,52 +86,85 @@ class ClaimOutcome:
     token: str = ""
 
 
-LEAD_FIELDS = ("email", "first_name", "last_name", "company", "title", "industry", "country",
-               "timezone", "stage", "score", "grade", "attributes", "pipeline", "status",
-               "cadence")
+LEAD_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "industry",
+    "country",
+    "timezone",
+    "stage",
+    "score",
+    "grade",
+    "attributes",
+    "pipeline",
+    "status",
+    "cadence",
+)
 
 
 def reconcile(conn: Connection, *, now: datetime) -> list[int]:
     """Rows stuck in ``sending`` past the claim TTL become ``unknown`` (never resent)."""
-    outbox = OutboundMessage.__table__
+    outbox = OUTBOX
     stale = and_(outbox.c.status == MessageStatus.SENDING, outbox.c.claimed_at < now - CLAIM_TTL)
     ids = [r[0] for r in conn.execute(select(outbox.c.id).where(stale)).all()]
     if ids:
         conn.execute(
-            update(outbox).where(outbox.c.id.in_(ids), outbox.c.status == MessageStatus.SENDING)
-            .values(status=MessageStatus.UNKNOWN, updated_at=now,
-                    last_error="claim expired: the sender stopped mid-send; delivery unknown")
+            update(outbox)
+            .where(outbox.c.id.in_(ids), outbox.c.status == MessageStatus.SENDING)
+            .values(
+                status=MessageStatus.UNKNOWN,
+                updated_at=now,
+                last_error="claim expired: the sender stopped mid-send; delivery unknown",
+            )
         )
     return ids
 
 
 def _sent_today(conn: Connection, day_start: datetime) -> tuple[int, Counter[str]]:
-    outbox = OutboundMessage.__table__
-    emails = conn.execute(
-        select(outbox.c.to_email).where(
-            outbox.c.status.in_([MessageStatus.SENT, MessageStatus.SENDING,
-                                 MessageStatus.UNKNOWN]),
-            outbox.c.claimed_at >= day_start,
+    outbox = OUTBOX
+    emails = (
+        conn.execute(
+            select(outbox.c.to_email).where(
+                outbox.c.status.in_(
+                    [MessageStatus.SENT, MessageStatus.SENDING, MessageStatus.UNKNOWN]
+                ),
+                outbox.c.claimed_at >= day_start,
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     return len(emails), Counter(e.rsplit("@", 1)[-1] for e in emails)
 
 
-def claim_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime,
-                kind: str | None = None) -> ClaimOutcome:
+def claim_batch(
+    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime, kind: str | None = None
+) -> ClaimOutcome:
     """Decide the fate of every due row in ``id_range`` and claim the sendable ones.
 
     Call inside a transaction and commit before sending.
     """
     config = rt.loaded.config
-    outbox = OutboundMessage.__table__
-    lead = Lead.__table__
-    supp = Suppression.__table__
+    outbox = OUTBOX
+    lead = LEADS
+    supp = SUPPRESSIONS
     query = (
-        select(outbox.c.id, outbox.c.lead_id, outbox.c.cadence, outbox.c.step, outbox.c.round,
-               outbox.c.kind, outbox.c.stage, outbox.c.to_email, outbox.c.attempts,
-               *[lead.c[f].label(f"lead_{f}") for f in LEAD_FIELDS],
-               exists().where(supp.c.email == outbox.c.to_email).label("suppressed"))
+        select(
+            outbox.c.id,
+            outbox.c.lead_id,
+            outbox.c.cadence,
+            outbox.c.step,
+            outbox.c.round,
+            outbox.c.kind,
+            outbox.c.stage,
+            outbox.c.to_email,
+            outbox.c.attempts,
+            *[lead.c[f].label(f"lead_{f}") for f in LEAD_FIELDS],
+            exists().where(supp.c.email == outbox.c.to_email).label("suppressed"),
+        )
         .join(lead, lead.c.id == outbox.c.lead_id)
         .where(outbox.c.id >= id_range[0], outbox.c.id <= id_range[1], due_condition(now, kind))
         .order_by(outbox.c.due_at, outbox.c.id)
@@ -164,55 +202,103 @@ def claim_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: dateti
             continue
         domain = row.to_email.rsplit("@", 1)[-1]
         if sent_count >= cap:
-            defer.append({"b_id": row.id, "due": next_window_start(tomorrow, window, tz=tz,
-                                                                   holidays=rt.holidays),
-                          "reason": "daily cap"})
+            defer.append(
+                {
+                    "b_id": row.id,
+                    "due": next_window_start(tomorrow, window, tz=tz, holidays=rt.holidays),
+                    "reason": "daily cap",
+                }
+            )
             result.deferred["daily cap"] += 1
             continue
         if domain_cap is not None and per_domain[domain] >= domain_cap:
-            defer.append({"b_id": row.id, "due": next_window_start(tomorrow, window, tz=tz,
-                                                                   holidays=rt.holidays),
-                          "reason": "domain cap"})
+            defer.append(
+                {
+                    "b_id": row.id,
+                    "due": next_window_start(tomorrow, window, tz=tz, holidays=rt.holidays),
+                    "reason": "domain cap",
+                }
+            )
             result.deferred["domain cap"] += 1
             continue
         sent_count += 1
         per_domain[domain] += 1
         to_claim.append({"b_id": row.id, "template": template, "variant": variant})
-        result.claimed.append(Claimed(
-            id=row.id, lead_id=row.lead_id, cadence=row.cadence, step=row.step,
-            round=row.round, kind=row.kind, template=template, variant=variant,
-            to_email=row.to_email, attempts=row.attempts + 1,
-            lead={f: getattr(row, f"lead_{f}") for f in LEAD_FIELDS},
-        ))
+        result.claimed.append(
+            Claimed(
+                id=row.id,
+                lead_id=row.lead_id,
+                cadence=row.cadence,
+                step=row.step,
+                round=row.round,
+                kind=row.kind,
+                template=template,
+                variant=variant,
+                to_email=row.to_email,
+                attempts=row.attempts + 1,
+                lead={f: getattr(row, f"lead_{f}") for f in LEAD_FIELDS},
+            )
+        )
     if suppressed:
-        conn.execute(update(outbox).where(outbox.c.id.in_(suppressed))
-                     .values(status=MessageStatus.SUPPRESSED, updated_at=now,
-                             last_error="address is on the suppression list"))
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(suppressed))
+            .values(
+                status=MessageStatus.SUPPRESSED,
+                updated_at=now,
+                last_error="address is on the suppression list",
+            )
+        )
         result.suppressed = len(suppressed)
     if cancel:
-        conn.execute(update(outbox).where(outbox.c.id == bindparam("b_id"))
-                     .values(status=MessageStatus.CANCELLED, last_error=bindparam("error"),
-                             updated_at=now), cancel)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .values(status=MessageStatus.CANCELLED, last_error=bindparam("error"), updated_at=now),
+            cancel,
+        )
     if defer:
-        conn.execute(update(outbox).where(outbox.c.id == bindparam("b_id"))
-                     .values(status=MessageStatus.DEFERRED, due_at=bindparam("due"),
-                             defer_reason=bindparam("reason"), updated_at=now), defer)
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id == bindparam("b_id"))
+            .values(
+                status=MessageStatus.DEFERRED,
+                due_at=bindparam("due"),
+                defer_reason=bindparam("reason"),
+                updated_at=now,
+            ),
+            defer,
+        )
     if to_claim:
         # The guard: only rows still open and not suppressed are taken, whatever another
         # process did since we read them.
         conn.execute(
             update(outbox)
-            .where(outbox.c.id == bindparam("b_id"),
-                   or_(*[outbox.c.status == state for state in OPEN_MESSAGE_STATES]),
-                   ~exists().where(supp.c.email == outbox.c.to_email))
-            .values(status=MessageStatus.SENDING, claim_token=result.token, claimed_at=now,
-                    attempts=outbox.c.attempts + 1, template=bindparam("template"),
-                    variant=bindparam("variant"), updated_at=now),
+            .where(
+                outbox.c.id == bindparam("b_id"),
+                or_(*[outbox.c.status == state for state in OPEN_MESSAGE_STATES]),
+                ~exists().where(supp.c.email == outbox.c.to_email),
+            )
+            .values(
+                status=MessageStatus.SENDING,
+                claim_token=result.token,
+                claimed_at=now,
+                attempts=outbox.c.attempts + 1,
+                template=bindparam("template"),
+                variant=bindparam("variant"),
+                updated_at=now,
+            ),
             to_claim,
         )
-        won = set(conn.execute(select(outbox.c.id).where(
-            outbox.c.claim_token == result.token,
-            outbox.c.status == MessageStatus.SENDING)).scalars().all())
+        won = set(
+            conn.execute(
+                select(outbox.c.id).where(
+                    outbox.c.claim_token == result.token, outbox.c.status == MessageStatus.SENDING
+                )
+            )
+            .scalars()
+            .all()
+        )
         result.claimed = [c for c in result.claimed if c.id in won]
     return result
 
@@ -226,10 +312,11 @@ def _resolve(rt: Runtime, row: Any) -> tuple[str, str | None, Any] | str:
             return "stopped: lead closed"
         if plan is None:
             return "check-in plan removed from config"
-        item = next((c for c in [*plan.checkins, *plan.renewals] if c.id == row.step), None)
-        if item is None:
+        templates = {c.id: c.template for c in plan.checkins}
+        templates.update({r.id: r.template for r in plan.renewals})
+        if row.step not in templates:
             return "check-in removed from config"
-        return item.template, None, CHECKIN_WINDOW
+        return templates[row.step], None, CHECKIN_WINDOW
     if row.lead_status != LeadStatus.ACTIVE or row.lead_stage != row.stage:
         return "stopped: stage changed"
     if row.lead_cadence != row.cadence:
@@ -251,24 +338,36 @@ class RecordOutcome:
     completed: int = 0
 
 
-def record_results(conn: Connection, rt: Runtime, claimed: Sequence[Claimed],
-                   results: Sequence[tuple[str, int | None, str, str | None, str | None]],
-                   *, now: datetime) -> RecordOutcome:
+def record_results(
+    conn: Connection,
+    rt: Runtime,
+    claimed: Sequence[Claimed],
+    results: Sequence[tuple[str, int | None, str, str | None, str | None]],
+    *,
+    now: datetime,
+) -> RecordOutcome:
     """Store SMTP outcomes: ``results[i] = (outcome, code, detail, message_id, subject)``.
 
     Only rows still claimed by us (``status = 'sending'``) are touched.
     """
-    outbox = OutboundMessage.__table__
-    lead = Lead.__table__
+    outbox = OUTBOX
+    lead = LEADS
     out = RecordOutcome()
     updates: list[dict[str, Any]] = []
     next_rows: list[dict[str, Any]] = []
     completions: list[dict[str, Any]] = []
     bounces: list[Claimed] = []
     for item, (outcome, code, detail, message_id, subject) in zip(claimed, results, strict=True):
-        values: dict[str, Any] = {"b_id": item.id, "code": code, "error": None,
-                                  "message_id": message_id, "subject": subject,
-                                  "sent_at": None, "due": None, "reason": None}
+        values: dict[str, Any] = {
+            "b_id": item.id,
+            "code": code,
+            "error": None,
+            "message_id": message_id,
+            "subject": subject,
+            "sent_at": None,
+            "due": None,
+            "reason": None,
+        }
         attempts_used = item.attempts
         if outcome == "sent":
             values.update(status=MessageStatus.SENT, sent_at=now)
@@ -281,14 +380,22 @@ def record_results(conn: Connection, rt: Runtime, claimed: Sequence[Claimed],
                     completions.append({"b_id": item.lead_id, "done": nxt, "cadence": item.cadence})
                     out.completed += 1
         elif outcome in ("deferred", "throttled") and attempts_used < MAX_ATTEMPTS:
-            wait = THROTTLE_BACKOFF if outcome == "throttled" else \
-                BACKOFF[min(attempts_used - 1, len(BACKOFF) - 1)]
-            values.update(status=MessageStatus.DEFERRED, due=now + wait,
-                          reason=f"smtp {code}" if code else "smtp temporary failure",
-                          error=detail[:1000])
+            wait = (
+                THROTTLE_BACKOFF
+                if outcome == "throttled"
+                else BACKOFF[min(attempts_used - 1, len(BACKOFF) - 1)]
+            )
+            values.update(
+                status=MessageStatus.DEFERRED,
+                due=now + wait,
+                reason=f"smtp {code}" if code else "smtp temporary failure",
+                error=detail[:1000],
+            )
         elif outcome in ("deferred", "throttled"):
-            values.update(status=MessageStatus.FAILED,
-                          error=f"gave up after {attempts_used} attempts: {detail}"[:1000])
+            values.update(
+                status=MessageStatus.FAILED,
+                error=f"gave up after {attempts_used} attempts: {detail}"[:1000],
+            )
         elif outcome == "bounced":
             values.update(status=MessageStatus.BOUNCED, error=detail[:1000])
             bounces.append(item)
@@ -302,30 +409,45 @@ def record_results(conn: Connection, rt: Runtime, claimed: Sequence[Claimed],
         conn.execute(
             update(outbox)
             .where(outbox.c.id == bindparam("b_id"), outbox.c.status == MessageStatus.SENDING)
-            .values(status=bindparam("status"), smtp_code=bindparam("code"),
-                    last_error=bindparam("error"), message_id=bindparam("message_id"),
-                    subject=bindparam("subject"), sent_at=bindparam("sent_at"),
-                    due_at=_coalesce_due(), defer_reason=bindparam("reason"), updated_at=now),
+            .values(
+                status=bindparam("status"),
+                smtp_code=bindparam("code"),
+                last_error=bindparam("error"),
+                message_id=bindparam("message_id"),
+                subject=bindparam("subject"),
+                sent_at=bindparam("sent_at"),
+                due_at=_coalesce_due(),
+                defer_reason=bindparam("reason"),
+                updated_at=now,
+            ),
             updates,
         )
     insert_ignore(conn, outbox, next_rows)
     if completions:
         conn.execute(
-            update(lead).where(lead.c.id == bindparam("b_id"), lead.c.cadence == bindparam("cadence"))
-            .values(cadence_done_at=bindparam("done"), next_action_at=bindparam("done"),
-                    updated_at=now),
+            update(lead)
+            .where(lead.c.id == bindparam("b_id"), lead.c.cadence == bindparam("cadence"))
+            .values(
+                cadence_done_at=bindparam("done"), next_action_at=bindparam("done"), updated_at=now
+            ),
             completions,
         )
     if bounces:
         suppress_many(conn, [(b.to_email, "bounced") for b in bounces], now=now)
-        record_events(conn, [EventIn(b.lead_id, "bounced", now, message_id=b.id, source="smtp")
-                             for b in bounces], stop_on=rt.stop_on, now=now)
+        record_events(
+            conn,
+            [EventIn(b.lead_id, "bounced", now, message_id=b.id, source="smtp") for b in bounces],
+            stop_on=rt.stop_on,
+            now=now,
+        )
     return out
 
 
 def _coalesce_due() -> Any:
-    return func.coalesce(bindparam("due", type_=OutboundMessage.__table__.c.due_at.type),
-                         OutboundMessage.__table__.c.due_at)
+    return func.coalesce(
+        bindparam("due", type_=OUTBOX.c.due_at.type),
+        OUTBOX.c.due_at,
+    )
 
 
 def _schedule_next(rt: Runtime, item: Claimed, now: datetime) -> dict[str, Any] | datetime | None:
@@ -339,9 +461,16 @@ def _schedule_next(rt: Runtime, item: Claimed, now: datetime) -> dict[str, Any] 
     tz = rt.zone(item.lead.get("timezone"), item.lead.get("pipeline"))
     due = step_due(now, nxt, window=window_of(cadence.window), tz=tz, holidays=rt.holidays)
     return {
-        "lead_id": item.lead_id, "cadence": item.cadence, "step": nxt.id, "round": item.round,
-        "kind": "cadence", "stage": item.lead.get("stage"), "to_email": item.to_email,
-        "status": MessageStatus.PENDING, "due_at": due, "attempts": 0,
-        "created_at": now, "updated_at": now,
+        "lead_id": item.lead_id,
+        "cadence": item.cadence,
+        "step": nxt.id,
+        "round": item.round,
+        "kind": "cadence",
+        "stage": item.lead.get("stage"),
+        "to_email": item.to_email,
+        "status": MessageStatus.PENDING,
+        "due_at": due,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
     }
-

@@ -65,14 +65,16 @@ def _ranges(conn: Any, table: str, condition: Any) -> list[tuple[int, int]]:
     """Id ranges read on the simulation's own connection (it sees its uncommitted moves)."""
     from sqlalchemy import func, select
 
-    from models.tables import Lead, OutboundMessage
+    from models.tables import LEADS, OUTBOX
 
-    column = (Lead if table == "lead" else OutboundMessage).__table__.c.id
+    column = (LEADS if table == "lead" else OUTBOX).c.id
     row = conn.execute(select(func.min(column), func.max(column)).where(condition)).one()
     return [] if row[0] is None else [(int(row[0]), int(row[1]))]
 
 
-def plan_tick(current: Runtime, *, now: datetime, proposed: Runtime | None = None) -> dict[str, Any]:
+def plan_tick(
+    current: Runtime, *, now: datetime, proposed: Runtime | None = None
+) -> dict[str, Any]:
     result: dict[str, Any] = {"current": simulate(current, now=now)}
     if proposed is not None:
         result["proposed"] = simulate(proposed, now=now)
@@ -92,28 +94,41 @@ def diff(current: dict[str, Any], proposed: dict[str, Any]) -> dict[str, Any]:
     moves_a, moves_b = _moves(current), _moves(proposed)
     emails_a, emails_b = Counter(current["emails"]), Counter(proposed["emails"])
     return {
-        "moves": {k: {"current": moves_a[k], "proposed": moves_b[k]}
-                  for k in sorted(set(moves_a) | set(moves_b)) if moves_a[k] != moves_b[k]},
-        "emails": {k: {"current": emails_a[k], "proposed": emails_b[k]}
-                   for k in sorted(set(emails_a) | set(emails_b)) if emails_a[k] != emails_b[k]},
-        "recycled": {"current": current["advance"]["recycled"],
-                     "proposed": proposed["advance"]["recycled"]},
+        "moves": {
+            k: {"current": moves_a[k], "proposed": moves_b[k]}
+            for k in sorted(set(moves_a) | set(moves_b))
+            if moves_a[k] != moves_b[k]
+        },
+        "emails": {
+            k: {"current": emails_a[k], "proposed": emails_b[k]}
+            for k in sorted(set(emails_a) | set(emails_b))
+            if emails_a[k] != emails_b[k]
+        },
+        "recycled": {
+            "current": current["advance"]["recycled"],
+            "proposed": proposed["advance"]["recycled"],
+        },
     }
 
 
 def render_plan(result: dict[str, Any], console: Console) -> None:
     sim = result["current"]
-    console.print(f"[bold]Plan for the tick at {sim['now']}[/bold] (config {sim['config_hash']};"
-                  " nothing is changed)")
-    console.print(f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new "
-                  "score or grade")
+    console.print(
+        f"[bold]Plan for the tick at {sim['now']}[/bold] (config {sim['config_hash']};"
+        " nothing is changed)"
+    )
+    console.print(
+        f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new score or grade"
+    )
     moves = Table("from", "to", "leads", "examples", title="Stage moves")
     for section in ("revived", "advance"):
         for m in sim[section]["moves"]:
             moves.add_row(m["from"], m["to"], str(m["count"]), ", ".join(m["examples"]))
     console.print(moves)
-    console.print(f"recycled to the callback list: {sim['advance']['recycled']}, flagged stuck: "
-                  f"{sim['advance']['flagged']}")
+    console.print(
+        f"recycled to the callback list: {sim['advance']['recycled']}, flagged stuck: "
+        f"{sim['advance']['flagged']}"
+    )
     emails = Table("template", "emails", title="Emails that would go out")
     for template, n in sim["emails"].items():
         emails.add_row(template, str(n))

@@ -18,9 +18,13 @@ def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
     config = rt.loaded.config
     context = sample_context(attribute_keys=list(config.intake.attributes))
     sender = config.sender
-    context["sender"] = {"name": sender.from_name, "email": sender.from_email,
-                         "reply_to": sender.reply_to, "company": sender.company,
-                         "postal_address": sender.postal_address}
+    context["sender"] = {
+        "name": sender.from_name,
+        "email": sender.from_email,
+        "reply_to": sender.reply_to,
+        "company": sender.company,
+        "postal_address": sender.postal_address,
+    }
     if lead_email is not None:
         with rt.engine.connect() as conn:
             row = find_lead(conn, lead_email)
@@ -42,10 +46,15 @@ def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
     now = datetime.now(UTC)
     domain = sender.from_email.rsplit("@", 1)[-1]
     message = build_message(
-        rendered, from_name=sender.from_name, from_email=sender.from_email,
-        reply_to=sender.reply_to, to_name="", to_email=to,
+        rendered,
+        from_name=sender.from_name,
+        from_email=sender.from_email,
+        reply_to=sender.reply_to,
+        to_name="",
+        to_email=to,
         message_id=make_message_id(f"test.{template}.{int(now.timestamp())}", domain),
-        date=now, unsubscribe_url="https://example.invalid/unsubscribe/test",
+        date=now,
+        unsubscribe_url="https://example.invalid/unsubscribe/test",
         unsubscribe_mailto=sender.unsubscribe_mailto,
         extra_headers={"X-Leadflow-Test": "1"},
     )

@@ -7,13 +7,13 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from models.tables import (
-    Callback,
-    Event,
-    Lead,
+    CALLBACKS,
+    EVENTS,
+    LEADS,
+    OUTBOX,
+    SCORE_CHANGES,
+    TRANSITIONS,
     LeadStatus,
-    OutboundMessage,
-    ScoreChange,
-    StageTransition,
 )
 
 
@@ -22,16 +22,35 @@ def normalize_email(value: str) -> str:
 
 
 def find_lead(conn: Connection, email: str) -> Any | None:
-    lead = Lead.__table__
+    lead = LEADS
     return conn.execute(select(lead).where(lead.c.email == normalize_email(email))).first()
 
 
-def list_leads(conn: Connection, *, stage: str | None = None, status: str | None = None,
-               pipeline: str | None = None, limit: int = 50) -> list[Any]:
-    lead = Lead.__table__
-    query = select(lead.c.id, lead.c.email, lead.c.company, lead.c.pipeline, lead.c.stage,
-                   lead.c.status, lead.c.score, lead.c.grade, lead.c.stage_entered_at,
-                   lead.c.stuck).order_by(lead.c.score.desc(), lead.c.id).limit(limit)
+def list_leads(
+    conn: Connection,
+    *,
+    stage: str | None = None,
+    status: str | None = None,
+    pipeline: str | None = None,
+    limit: int = 50,
+) -> list[Any]:
+    lead = LEADS
+    query = (
+        select(
+            lead.c.id,
+            lead.c.email,
+            lead.c.company,
+            lead.c.pipeline,
+            lead.c.stage,
+            lead.c.status,
+            lead.c.score,
+            lead.c.grade,
+            lead.c.stage_entered_at,
+            lead.c.stuck,
+        )
+        .order_by(lead.c.score.desc(), lead.c.id)
+        .limit(limit)
+    )
     if stage:
         query = query.where(lead.c.stage == stage)
     if status:
@@ -42,46 +61,66 @@ def list_leads(conn: Connection, *, stage: str | None = None, status: str | None
 
 
 def stage_counts(conn: Connection) -> list[tuple[str | None, str | None, str, int]]:
-    lead = Lead.__table__
+    lead = LEADS
     rows = conn.execute(
-        select(lead.c.pipeline, lead.c.stage, lead.c.status, func.count())
-        .group_by(lead.c.pipeline, lead.c.stage, lead.c.status)
+        select(lead.c.pipeline, lead.c.stage, lead.c.status, func.count()).group_by(
+            lead.c.pipeline, lead.c.stage, lead.c.status
+        )
     ).all()
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
 def transitions(conn: Connection, lead_id: int) -> list[Any]:
-    t = StageTransition.__table__
-    return list(conn.execute(select(t).where(t.c.lead_id == lead_id).order_by(t.c.at, t.c.id)).all())
+    t = TRANSITIONS
+    return list(
+        conn.execute(select(t).where(t.c.lead_id == lead_id).order_by(t.c.at, t.c.id)).all()
+    )
 
 
 def events(conn: Connection, lead_id: int, limit: int = 50) -> list[Any]:
-    e = Event.__table__
-    return list(conn.execute(
-        select(e).where(e.c.lead_id == lead_id).order_by(e.c.occurred_at.desc()).limit(limit)
-    ).all())
+    e = EVENTS
+    return list(
+        conn.execute(
+            select(e).where(e.c.lead_id == lead_id).order_by(e.c.occurred_at.desc()).limit(limit)
+        ).all()
+    )
 
 
 def score_history(conn: Connection, lead_id: int) -> list[Any]:
-    s = ScoreChange.__table__
-    return list(conn.execute(select(s).where(s.c.lead_id == lead_id).order_by(s.c.at, s.c.id)).all())
+    s = SCORE_CHANGES
+    return list(
+        conn.execute(select(s).where(s.c.lead_id == lead_id).order_by(s.c.at, s.c.id)).all()
+    )
 
 
 def messages(conn: Connection, lead_id: int) -> list[Any]:
-    o = OutboundMessage.__table__
-    return list(conn.execute(select(o).where(o.c.lead_id == lead_id).order_by(o.c.due_at, o.c.id)).all())
+    o = OUTBOX
+    return list(
+        conn.execute(select(o).where(o.c.lead_id == lead_id).order_by(o.c.due_at, o.c.id)).all()
+    )
 
 
 def open_callbacks(conn: Connection, limit: int = 100) -> list[Any]:
-    cb = Callback.__table__
-    lead = Lead.__table__
-    return list(conn.execute(
-        select(cb.c.id, cb.c.due_at, cb.c.reason, cb.c.from_stage, cb.c.created_at,
-               lead.c.email, lead.c.company, lead.c.recycle_count)
-        .join(lead, lead.c.id == cb.c.lead_id)
-        .where(cb.c.revived_at.is_(None), lead.c.status == LeadStatus.CALLBACK)
-        .order_by(cb.c.due_at, cb.c.id).limit(limit)
-    ).all())
+    cb = CALLBACKS
+    lead = LEADS
+    return list(
+        conn.execute(
+            select(
+                cb.c.id,
+                cb.c.due_at,
+                cb.c.reason,
+                cb.c.from_stage,
+                cb.c.created_at,
+                lead.c.email,
+                lead.c.company,
+                lead.c.recycle_count,
+            )
+            .join(lead, lead.c.id == cb.c.lead_id)
+            .where(cb.c.revived_at.is_(None), lead.c.status == LeadStatus.CALLBACK)
+            .order_by(cb.c.due_at, cb.c.id)
+            .limit(limit)
+        ).all()
+    )
 
 
 def row_dict(row: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from leadflow.business_time import HolidayCalendar, resolve_zone
 from leadflow.config import LoadedConfig, load_config
+from leadflow.mail.rendering import TemplateSet
 from leadflow.settings import Settings
 from models.db import open_database
 
@@ -59,9 +60,8 @@ class Runtime:
         return {cid: frozenset(c.stop_on) for cid, c in self.loaded.config.cadences.items()}
 
     @cached_property
-    def templates(self):  # type: ignore[no-untyped-def]
-        from leadflow.mail.rendering import TemplateSet
-
+    def templates(self) -> TemplateSet:
+        """Compiled once per runtime (per flow run), not per email."""
         return TemplateSet(self.settings.templates)
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from leadflow.batching import IdRange
 from leadflow.config import LoadedConfig
 from leadflow.fields import LeadSql, _days_between
-from models.tables import Event, Lead, ScoreChange
+from models.tables import EVENTS, LEADS, SCORE_CHANGES
 
 LN2 = math.log(2)
 HORIZON_HALF_LIVES = 12  # events older than this contribute < 0.03% of their points
@@ -58,8 +58,8 @@ def fit_expression(loaded: LoadedConfig, sql: LeadSql) -> ColumnElement[Any]:
 def engagement_expression(loaded: LoadedConfig, dialect: str, now: datetime) -> Any:
     engagement = loaded.config.scoring.engagement
     points = {k: v for k, v in engagement.points.items() if v}
-    lead = Lead.__table__
-    event = Event.__table__
+    lead = LEADS
+    event = EVENTS
     if not points:
         return literal(0.0, Float)
     weight = case(*[(event.c.type == etype, value) for etype, value in points.items()], else_=0.0)
@@ -85,14 +85,14 @@ def grade_expression(loaded: LoadedConfig, score: Any) -> Any:
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
-    return Lead.__table__.c.rescore_at <= now
+    return LEADS.c.rescore_at <= now
 
 
 def score_batch(
     conn: Connection, loaded: LoadedConfig, id_range: IdRange, *, now: datetime
 ) -> ScoreOutcome:
     """Rescore the due leads in ``id_range``; call inside a transaction."""
-    lead = Lead.__table__
+    lead = LEADS
     sql = resolver(conn, loaded, now)
     in_batch = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], due_condition(now))
     result = conn.execute(
@@ -114,7 +114,7 @@ def score_batch(
         lead.c.grade != new_grade,
     )
     history = conn.execute(
-        insert(ScoreChange.__table__).from_select(  # type: ignore[arg-type]
+        insert(SCORE_CHANGES).from_select(  # type: ignore[arg-type]
             ["lead_id", "at", "fit_score", "engagement_score", "score", "grade"],
             select(
                 lead.c.id,
@@ -162,7 +162,7 @@ def explain(
     conn: Connection, loaded: LoadedConfig, lead_id: int, *, now: datetime
 ) -> list[Contribution]:
     """Every rule and event that adds points to this lead right now."""
-    lead = Lead.__table__
+    lead = LEADS
     sql = resolver(conn, loaded, now)
     checks: list[tuple[str, str, float, str, Any]] = []
     for rule_id, points, rule in loaded.fit_rules:
@@ -180,7 +180,7 @@ def explain(
             if matched:
                 out.append(Contribution(source, name, points, text))
     engagement = loaded.config.scoring.engagement
-    event = Event.__table__
+    event = EVENTS
     horizon = now - timedelta(days=engagement.half_life_days * HORIZON_HALF_LIVES)
     events = conn.execute(
         select(event.c.type, event.c.occurred_at)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, select
 
 from leadflow.events import EventIn
-from models.tables import Lead, LeadStatus, MessageStatus, OutboundMessage
+from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
 
 SEED = 20261102
 
@@ -23,16 +23,17 @@ def _rng(lead_id: int, day: datetime, salt: str) -> random.Random:
 
 def world_events(conn: Connection, *, now: datetime) -> list[EventIn]:
     """Reactions that happened during the day before ``now``."""
-    lead = Lead.__table__
-    outbox = OutboundMessage.__table__
+    lead = LEADS
+    outbox = OUTBOX
     since = now - timedelta(days=1)
     at = now - timedelta(minutes=30)
     events: list[EventIn] = []
     sent = conn.execute(
         select(outbox.c.id, outbox.c.lead_id, lead.c.fit_score, outbox.c.kind)
         .join(lead, lead.c.id == outbox.c.lead_id)
-        .where(outbox.c.status == MessageStatus.SENT, outbox.c.sent_at >= since,
-               outbox.c.sent_at < now)
+        .where(
+            outbox.c.status == MessageStatus.SENT, outbox.c.sent_at >= since, outbox.c.sent_at < now
+        )
     ).all()
     for message_id, lead_id, fit, kind in sent:
         rng = _rng(lead_id, now, f"mail{message_id}")
@@ -54,9 +55,7 @@ def world_events(conn: Connection, *, now: datetime) -> list[EventIn]:
         rng = _rng(lead_id, now, "sales")
         days_in = (now - entered).total_seconds() / 86400 if entered else 0
         roll = rng.random()
-        if stage == "qualified" and roll < 0.3:
-            events.append(EventIn(lead_id, "meeting_booked", at))
-        elif stage == "prospect" and roll < 0.02:
+        if (stage == "qualified" and roll < 0.3) or (stage == "prospect" and roll < 0.02):
             events.append(EventIn(lead_id, "meeting_booked", at))
         elif stage == "meeting" and days_in >= 2:
             if roll < 0.45:

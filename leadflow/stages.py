@@ -30,12 +30,12 @@ from leadflow.fields import TIME_DEPENDENT, LeadSql
 from leadflow.runtime import Runtime
 from models.db import insert_ignore
 from models.tables import (
-    Callback,
-    Lead,
+    CALLBACKS,
+    LEADS,
+    OUTBOX,
+    TRANSITIONS,
     LeadStatus,
     MessageStatus,
-    OutboundMessage,
-    StageTransition,
 )
 
 REEVALUATE_AFTER = timedelta(seconds=1)
@@ -72,8 +72,9 @@ class AdvanceOutcome:
         self.enrolled += other.enrolled
         self.checkins_scheduled += other.checkins_scheduled
         for key, emails in other.examples.items():
-            self.examples.setdefault(key, []).extend(emails[: 3 - len(self.examples[key])]
-                                                     if key in self.examples else emails[:3])
+            self.examples.setdefault(key, []).extend(
+                emails[: 3 - len(self.examples[key])] if key in self.examples else emails[:3]
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,13 +91,13 @@ class AdvanceOutcome:
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
-    lead = Lead.__table__
+    lead = LEADS
     return and_(lead.c.status == LeadStatus.ACTIVE, lead.c.next_action_at <= now)
 
 
 def _decision_case(rt: Runtime, sql: LeadSql) -> tuple[Any, list[tuple[str, str | None]]]:
     """One CASE over every pipeline/stage; returns it and the action table it indexes."""
-    lead = Lead.__table__
+    lead = LEADS
     loaded = rt.loaded
     whens: list[tuple[ColumnElement[bool], int]] = []
     actions: list[tuple[str, str | None]] = []
@@ -131,9 +132,11 @@ def _decision_case(rt: Runtime, sql: LeadSql) -> tuple[Any, list[tuple[str, str 
     return case(*whens, else_=-1), actions
 
 
-def plan_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime) -> list[Decision]:
+def plan_batch(
+    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
+) -> list[Decision]:
     """What the engine would do to the due leads in ``id_range`` (read-only)."""
-    lead = Lead.__table__
+    lead = LEADS
     sql = LeadSql(dialect=conn.dialect.name, now=now, attributes=rt.loaded.config.intake.attributes)
     decision, actions = _decision_case(rt, sql)
     rows = conn.execute(
@@ -162,28 +165,60 @@ class _Writer:
         self.callbacks: list[dict[str, Any]] = []
         self.outcome = AdvanceOutcome()
 
-    def transition(self, lead_id: int, pipeline: str | None, from_stage: str | None,
-                   to_stage: str | None, kind: str, reason: str, actor: str = "engine") -> None:
-        self.transitions.append({
-            "lead_id": lead_id, "pipeline": pipeline, "from_stage": from_stage,
-            "to_stage": to_stage, "at": self.now, "kind": kind, "reason": reason[:500],
-            "actor": actor, "config_hash": self.rt.config_hash,
-        })
+    def transition(
+        self,
+        lead_id: int,
+        pipeline: str | None,
+        from_stage: str | None,
+        to_stage: str | None,
+        kind: str,
+        reason: str,
+        actor: str = "engine",
+    ) -> None:
+        self.transitions.append(
+            {
+                "lead_id": lead_id,
+                "pipeline": pipeline,
+                "from_stage": from_stage,
+                "to_stage": to_stage,
+                "at": self.now,
+                "kind": kind,
+                "reason": reason[:500],
+                "actor": actor,
+                "config_hash": self.rt.config_hash,
+            }
+        )
 
-    def move(self, lead: Any, pipeline_id: str, to_stage: str, *, kind: str, reason: str,
-             actor: str = "engine", cadence_override: str | None = None,
-             new_round: int | None = None) -> None:
+    def move(
+        self,
+        lead: Any,
+        pipeline_id: str,
+        to_stage: str,
+        *,
+        kind: str,
+        reason: str,
+        actor: str = "engine",
+        cadence_override: str | None = None,
+        new_round: int | None = None,
+    ) -> None:
         """Put ``lead`` (a row with id, email, stage, round, timezone, attributes) into a stage."""
         stage = self.rt.loaded.stage(pipeline_id, to_stage)
         if stage is None:
             raise ValueError(f"unknown stage '{to_stage}' in pipeline '{pipeline_id}'")
         round_ = lead.round if new_round is None else new_round
         values: dict[str, Any] = {
-            "b_id": lead.id, "pipeline": pipeline_id, "stage": to_stage,
-            "stage_entered_at": self.now, "status": LeadStatus.ACTIVE, "stuck": False,
-            "cadence": None, "cadence_done_at": None, "round": round_,
+            "b_id": lead.id,
+            "pipeline": pipeline_id,
+            "stage": to_stage,
+            "stage_entered_at": self.now,
+            "status": LeadStatus.ACTIVE,
+            "stuck": False,
+            "cadence": None,
+            "cadence_done_at": None,
+            "round": round_,
             "next_action_at": self.now + REEVALUATE_AFTER,
-            "won_at": None, "closed_at": None,
+            "won_at": None,
+            "closed_at": None,
         }
         if stage.kind == "won":
             values["won_at"] = getattr(lead, "won_at", None) or self.now
@@ -199,42 +234,59 @@ class _Writer:
             examples.append(lead.email)
         cadence_id = cadence_override or stage.on_enter.cadence
         if cadence_id and stage.kind != "lost":
-            if self._enroll(lead, pipeline_id, to_stage, cadence_id, round_):
-                values["cadence"] = cadence_id
+            self._enroll(lead, pipeline_id, to_stage, cadence_id, round_)
+            values["cadence"] = cadence_id
         if stage.on_enter.checkins:
             self._schedule_checkins(lead, pipeline_id, to_stage, stage.on_enter.checkins, round_)
         self.lead_updates.append(values)
 
-    def _enroll(self, lead: Any, pipeline_id: str, stage_id: str, cadence_id: str,
-                round_: int) -> bool:
+    def _enroll(
+        self, lead: Any, pipeline_id: str, stage_id: str, cadence_id: str, round_: int
+    ) -> None:
         cadence = self.rt.loaded.config.cadences[cadence_id]
         first = cadence.steps[0]
         tz = self.rt.zone(lead.timezone, pipeline_id)
-        due = step_due(self.now, first, window=window_of(cadence.window), tz=tz,
-                       holidays=self.rt.holidays)
-        self.outbox.append(self._outbox_row(lead, cadence_id, first.id, round_, stage_id,
-                                            "cadence", due))
+        due = step_due(
+            self.now, first, window=window_of(cadence.window), tz=tz, holidays=self.rt.holidays
+        )
+        self.outbox.append(
+            self._outbox_row(lead, cadence_id, first.id, round_, stage_id, "cadence", due)
+        )
         self.outcome.enrolled += 1
-        return True
 
-    def _outbox_row(self, lead: Any, cadence: str, step: str, round_: int, stage: str,
-                    kind: str, due: datetime) -> dict[str, Any]:
+    def _outbox_row(
+        self, lead: Any, cadence: str, step: str, round_: int, stage: str, kind: str, due: datetime
+    ) -> dict[str, Any]:
         return {
-            "lead_id": lead.id, "cadence": cadence, "step": step, "round": round_,
-            "kind": kind, "stage": stage, "to_email": lead.email,
-            "status": MessageStatus.PENDING, "due_at": due, "attempts": 0,
-            "created_at": self.now, "updated_at": self.now,
+            "lead_id": lead.id,
+            "cadence": cadence,
+            "step": step,
+            "round": round_,
+            "kind": kind,
+            "stage": stage,
+            "to_email": lead.email,
+            "status": MessageStatus.PENDING,
+            "due_at": due,
+            "attempts": 0,
+            "created_at": self.now,
+            "updated_at": self.now,
         }
 
-    def _schedule_checkins(self, lead: Any, pipeline_id: str, stage_id: str, plan_id: str,
-                           round_: int) -> None:
+    def _schedule_checkins(
+        self, lead: Any, pipeline_id: str, stage_id: str, plan_id: str, round_: int
+    ) -> None:
         plan = self.rt.loaded.config.checkins[plan_id]
         tz = self.rt.zone(lead.timezone, pipeline_id)
         for checkin in plan.checkins:
-            due = next_window_start(self.now + timedelta(days=checkin.after_days),
-                                    CHECKIN_WINDOW, tz=tz, holidays=self.rt.holidays)
-            self.outbox.append(self._outbox_row(lead, plan_id, checkin.id, round_, stage_id,
-                                                "checkin", due))
+            due = next_window_start(
+                self.now + timedelta(days=checkin.after_days),
+                CHECKIN_WINDOW,
+                tz=tz,
+                holidays=self.rt.holidays,
+            )
+            self.outbox.append(
+                self._outbox_row(lead, plan_id, checkin.id, round_, stage_id, "checkin", due)
+            )
             self.outcome.checkins_scheduled += 1
         attributes = lead.attributes or {}
         for renewal in plan.renewals:
@@ -245,44 +297,72 @@ class _Writer:
                 contract_end = None
             if contract_end is None:
                 continue
-            local = datetime.combine(contract_end - timedelta(days=renewal.days_before),
-                                     time(10, 0), tz)
-            due = next_window_start(max(local, self.now), CHECKIN_WINDOW, tz=tz,
-                                    holidays=self.rt.holidays)
-            self.outbox.append(self._outbox_row(lead, plan_id, renewal.id, round_, stage_id,
-                                                "checkin", due))
+            local = datetime.combine(
+                contract_end - timedelta(days=renewal.days_before), time(10, 0), tz
+            )
+            due = next_window_start(
+                max(local, self.now), CHECKIN_WINDOW, tz=tz, holidays=self.rt.holidays
+            )
+            self.outbox.append(
+                self._outbox_row(lead, plan_id, renewal.id, round_, stage_id, "checkin", due)
+            )
             self.outcome.checkins_scheduled += 1
 
     def recycle(self, lead: Any, pipeline_id: str, reason: str) -> None:
         recycling = self.rt.loaded.config.recycling
         if lead.recycle_count >= recycling.max_recycles:
             pipeline = self.rt.loaded.config.pipeline(pipeline_id)
-            lost = recycling.lost_stage or next(
-                (s.id for s in pipeline.stages if s.kind == "lost"), None) if pipeline else None
+            lost = (
+                recycling.lost_stage
+                or next((s.id for s in pipeline.stages if s.kind == "lost"), None)
+                if pipeline
+                else None
+            )
             if lost:
-                self.move(lead, pipeline_id, lost, kind="recycle_limit",
-                          reason=f"{reason}; recycled {lead.recycle_count} times already")
+                self.move(
+                    lead,
+                    pipeline_id,
+                    lost,
+                    kind="recycle_limit",
+                    reason=f"{reason}; recycled {lead.recycle_count} times already",
+                )
                 return
         self.cancel_cadence_for.append(lead.id)
         self.transition(lead.id, pipeline_id, lead.stage, None, "recycle", reason)
         self.outcome.recycled += 1
         self.outcome.moves[(lead.stage or "(new)", "(callback)")] += 1
-        self.callbacks.append({
-            "lead_id": lead.id, "pipeline": pipeline_id, "from_stage": lead.stage,
-            "reason": reason[:500], "due_at": self.now + timedelta(days=recycling.callback_days),
-            "created_at": self.now,
-        })
-        self.lead_updates.append({
-            "b_id": lead.id, "pipeline": pipeline_id, "stage": None, "stage_entered_at": self.now,
-            "status": LeadStatus.CALLBACK, "stuck": False, "cadence": None,
-            "cadence_done_at": None, "round": lead.round, "next_action_at": None,
-            "won_at": None, "closed_at": None, "recycle_count": lead.recycle_count + 1,
-        })
+        self.callbacks.append(
+            {
+                "lead_id": lead.id,
+                "pipeline": pipeline_id,
+                "from_stage": lead.stage,
+                "reason": reason[:500],
+                "due_at": self.now + timedelta(days=recycling.callback_days),
+                "created_at": self.now,
+            }
+        )
+        self.lead_updates.append(
+            {
+                "b_id": lead.id,
+                "pipeline": pipeline_id,
+                "stage": None,
+                "stage_entered_at": self.now,
+                "status": LeadStatus.CALLBACK,
+                "stuck": False,
+                "cadence": None,
+                "cadence_done_at": None,
+                "round": lead.round,
+                "next_action_at": None,
+                "won_at": None,
+                "closed_at": None,
+                "recycle_count": lead.recycle_count + 1,
+            }
+        )
 
     def flush(self) -> None:
         conn = self.conn
-        lead = Lead.__table__
-        outbox = OutboundMessage.__table__
+        lead = LEADS
+        outbox = OUTBOX
         if self.cancel_cadence_for:
             conn.execute(
                 update(outbox)
@@ -291,25 +371,29 @@ class _Writer:
                     outbox.c.kind == "cadence",
                     outbox.c.status.in_([MessageStatus.PENDING, MessageStatus.DEFERRED]),
                 )
-                .values(status=MessageStatus.CANCELLED, last_error="stopped: stage changed",
-                        updated_at=self.now)
+                .values(
+                    status=MessageStatus.CANCELLED,
+                    last_error="stopped: stage changed",
+                    updated_at=self.now,
+                )
             )
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for values in self.lead_updates:
             by_shape.setdefault(tuple(sorted(values)), []).append(values)
         for keys, rows in by_shape.items():
-            columns = {k: bindparam(k) for k in keys if k != "b_id"}
+            columns: dict[str, Any] = {k: bindparam(k) for k in keys if k != "b_id"}
             columns["updated_at"] = literal(self.now, lead.c.updated_at.type)
             conn.execute(update(lead).where(lead.c.id == bindparam("b_id")).values(columns), rows)
         if self.transitions:
-            conn.execute(insert(StageTransition.__table__), self.transitions)  # type: ignore[arg-type]
+            conn.execute(insert(TRANSITIONS), self.transitions)  # type: ignore[arg-type]
         if self.callbacks:
-            conn.execute(insert(Callback.__table__), self.callbacks)  # type: ignore[arg-type]
+            conn.execute(insert(CALLBACKS), self.callbacks)  # type: ignore[arg-type]
         insert_ignore(conn, outbox, self.outbox)
 
 
-def _next_check(rt: Runtime, stage: Stage | None, pipeline_id: str, row: Any,
-                now: datetime) -> datetime | None:
+def _next_check(
+    rt: Runtime, stage: Stage | None, pipeline_id: str, row: Any, now: datetime
+) -> datetime | None:
     """When an unmoved lead must be looked at again without any new data."""
     if stage is None:
         return None
@@ -325,20 +409,34 @@ def _next_check(rt: Runtime, stage: Stage | None, pipeline_id: str, row: Any,
     return min(later) if later else None
 
 
-LEAD_ROW_COLUMNS = ("id", "email", "pipeline", "stage", "stage_entered_at", "round",
-                    "recycle_count", "timezone", "attributes", "stuck", "cadence",
-                    "cadence_done_at", "won_at")
+LEAD_ROW_COLUMNS = (
+    "id",
+    "email",
+    "pipeline",
+    "stage",
+    "stage_entered_at",
+    "round",
+    "recycle_count",
+    "timezone",
+    "attributes",
+    "stuck",
+    "cadence",
+    "cadence_done_at",
+    "won_at",
+)
 
 
 def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
-    lead = Lead.__table__
+    lead = LEADS
     rows = conn.execute(
         select(*[lead.c[c] for c in LEAD_ROW_COLUMNS]).where(lead.c.id.in_(list(ids)))
     ).all()
     return {row.id: row for row in rows}
 
 
-def advance_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
+def advance_batch(
+    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
+) -> AdvanceOutcome:
     """Apply the stage engine to the due leads in ``id_range``; call inside a transaction."""
     decisions = plan_batch(conn, rt, id_range, now=now)
     writer = _Writer(conn, rt, now)
@@ -358,8 +456,14 @@ def advance_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: date
         pipeline_id = d.pipeline or ""
         stage = rt.loaded.stage(pipeline_id, d.stage or "")
         if d.action == "exit" and d.target:
-            reason = next((e.reason for e in rt.loaded.exits[(pipeline_id, d.stage or "")]
-                           if e.to == d.target), "")
+            reason = next(
+                (
+                    e.reason
+                    for e in rt.loaded.exits[(pipeline_id, d.stage or "")]
+                    if e.to == d.target
+                ),
+                "",
+            )
             writer.move(row, pipeline_id, d.target, kind="rule", reason=reason)
             continue
         if d.action == "sla" and stage and stage.sla:
@@ -372,33 +476,62 @@ def advance_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: date
                 writer.move(row, pipeline_id, sla.to, kind="sla", reason=reason)
                 continue
             writer.outcome.flagged += 1
-            reschedule.append({"b_id": row.id, "stuck": True,
-                               "next_action_at": _next_check(rt, stage, pipeline_id,
-                                                             row._replace(stuck=True), now)})
+            reschedule.append(
+                {
+                    "b_id": row.id,
+                    "stuck": True,
+                    "next_action_at": _next_check(
+                        rt, stage, pipeline_id, row._replace(stuck=True), now
+                    ),
+                }
+            )
             continue
         if d.action == "done" and row.cadence:
-            completion = rt.loaded.config.cadences[row.cadence].on_complete \
-                if row.cadence in rt.loaded.config.cadences else None
+            completion = (
+                rt.loaded.config.cadences[row.cadence].on_complete
+                if row.cadence in rt.loaded.config.cadences
+                else None
+            )
             if completion and completion.action == "recycle":
                 writer.recycle(row, pipeline_id, completion.reason)
                 continue
             if completion and completion.action == "advance" and completion.to:
-                writer.move(row, pipeline_id, completion.to, kind="cadence",
-                            reason=completion.reason)
+                writer.move(
+                    row, pipeline_id, completion.to, kind="cadence", reason=completion.reason
+                )
                 continue
-            reschedule.append({"b_id": row.id, "stuck": row.stuck, "cadence": None,
-                               "cadence_done_at": None,
-                               "next_action_at": _next_check(rt, stage, pipeline_id, row, now)})
+            reschedule.append(
+                {
+                    "b_id": row.id,
+                    "stuck": row.stuck,
+                    "cadence": None,
+                    "cadence_done_at": None,
+                    "next_action_at": _next_check(rt, stage, pipeline_id, row, now),
+                }
+            )
             continue
-        reschedule.append({"b_id": row.id, "stuck": row.stuck,
-                           "next_action_at": _next_check(rt, stage, pipeline_id, row, now)})
+        reschedule.append(
+            {
+                "b_id": row.id,
+                "stuck": row.stuck,
+                "next_action_at": _next_check(rt, stage, pipeline_id, row, now),
+            }
+        )
     writer.lead_updates.extend(reschedule)
     writer.flush()
     return writer.outcome
 
 
-def manual_move(conn: Connection, rt: Runtime, lead_id: int, to_stage: str, *, reason: str,
-                now: datetime, actor: str | None = None) -> AdvanceOutcome:
+def manual_move(
+    conn: Connection,
+    rt: Runtime,
+    lead_id: int,
+    to_stage: str,
+    *,
+    reason: str,
+    now: datetime,
+    actor: str | None = None,
+) -> AdvanceOutcome:
     """An audited move by a person: allowed to any stage of the lead's pipeline."""
     rows = _load_rows(conn, [lead_id])
     row = rows[lead_id]
@@ -406,13 +539,21 @@ def manual_move(conn: Connection, rt: Runtime, lead_id: int, to_stage: str, *, r
     writer = _Writer(conn, rt, now)
     new_round = row.round
     if row.stage is None:  # on the callback list: a manual move revives it
-        conn.execute(update(Callback.__table__)
-                     .where(Callback.__table__.c.lead_id == lead_id,
-                            Callback.__table__.c.revived_at.is_(None))
-                     .values(revived_at=now))
+        conn.execute(
+            update(CALLBACKS)
+            .where(CALLBACKS.c.lead_id == lead_id, CALLBACKS.c.revived_at.is_(None))
+            .values(revived_at=now)
+        )
         new_round = row.round + 1
-    writer.move(row, pipeline_id, to_stage, kind="manual", reason=reason,
-                actor=actor or getpass.getuser(), new_round=new_round)
+    writer.move(
+        row,
+        pipeline_id,
+        to_stage,
+        kind="manual",
+        reason=reason,
+        actor=actor or getpass.getuser(),
+        new_round=new_round,
+    )
     writer.flush()
     return writer.outcome
 
@@ -421,13 +562,15 @@ def manual_move(conn: Connection, rt: Runtime, lead_id: int, to_stage: str, *, r
 
 
 def callbacks_due_condition(now: datetime) -> ColumnElement[bool]:
-    cb = Callback.__table__
+    cb = CALLBACKS
     return and_(cb.c.revived_at.is_(None), cb.c.due_at <= now)
 
 
-def revive_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
+def revive_batch(
+    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
+) -> AdvanceOutcome:
     """Bring due callbacks back into the pipeline at the configured re-entry stage."""
-    cb = Callback.__table__
+    cb = CALLBACKS
     due = conn.execute(
         select(cb.c.id, cb.c.lead_id, cb.c.pipeline, cb.c.reason).where(
             cb.c.id >= id_range[0], cb.c.id <= id_range[1], callbacks_due_condition(now)
@@ -445,13 +588,19 @@ def revive_batch(conn: Connection, rt: Runtime, id_range: IdRange, *, now: datet
         pipeline_id = callback.pipeline or row.pipeline or rt.loaded.config.pipelines[0].id
         if rt.loaded.stage(pipeline_id, recycling.reenter_stage) is None:
             pipeline_id = rt.loaded.config.pipelines[0].id
-        writer.move(row, pipeline_id, recycling.reenter_stage, kind="revive",
-                    reason=f"callback due ({callback.reason})",
-                    cadence_override=recycling.cadence, new_round=row.round + 1)
+        writer.move(
+            row,
+            pipeline_id,
+            recycling.reenter_stage,
+            kind="revive",
+            reason=f"callback due ({callback.reason})",
+            cadence_override=recycling.cadence,
+            new_round=row.round + 1,
+        )
         revived_ids.append(callback.id)
     conn.execute(update(cb).where(cb.c.id.in_(revived_ids)).values(revived_at=now))
     writer.flush()
-    conn.execute(update(Lead.__table__)
-                 .where(Lead.__table__.c.id.in_([d.lead_id for d in due]))
-                 .values(rescore_at=now))
+    conn.execute(
+        update(LEADS).where(LEADS.c.id.in_([d.lead_id for d in due])).values(rescore_at=now)
+    )
     return writer.outcome

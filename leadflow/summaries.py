@@ -24,10 +24,14 @@ def merge_advance(results: list[dict[str, Any]], batches: int) -> dict[str, Any]
         parts.append(f"flagged stuck {total['flagged']}")
     return {
         "batches": batches,
-        **{k: total[k] for k in ("examined", "recycled", "flagged", "enrolled",
-                                 "checkins_scheduled")},
-        "moves": [{"from": a, "to": b, "count": n, "examples": examples.get((a, b), [])}
-                  for (a, b), n in sorted(moves.items())],
+        **{
+            k: total[k]
+            for k in ("examined", "recycled", "flagged", "enrolled", "checkins_scheduled")
+        },
+        "moves": [
+            {"from": a, "to": b, "count": n, "examples": examples.get((a, b), [])}
+            for (a, b), n in sorted(moves.items())
+        ],
         "summary": ", ".join(parts),
     }
 
@@ -48,8 +52,11 @@ def merge_delivery(results: list[dict[str, Any]], batches: int) -> dict[str, Any
         render_failed += r.get("render_failed", 0)
     parts = [f"sent {statuses.get('sent', 0)}"]
     parts += [f"deferred {n} ({reason})" for reason, n in sorted(deferred.items())]
-    parts += [f"{s} {statuses[s]}" for s in ("deferred", "bounced", "failed", "unknown")
-              if statuses.get(s)]
+    parts += [
+        f"{s} {statuses[s]}"
+        for s in ("deferred", "bounced", "failed", "unknown")
+        if statuses.get(s)
+    ]
     if suppressed:
         parts.append(f"suppressed {suppressed}")
     if cancelled:
@@ -82,16 +89,19 @@ def tick_markdown(kind: str, now: str, result: dict[str, Any]) -> str:
         if moves:
             lines += ["| from | to | leads | examples |", "|---|---|---:|---|"]
             for m in moves:
-                lines.append(f"| {m['from']} | {m['to']} | {m['count']} | "
-                             f"{', '.join(m.get('examples', []))} |")
+                lines.append(
+                    f"| {m['from']} | {m['to']} | {m['count']} | "
+                    f"{', '.join(m.get('examples', []))} |"
+                )
             lines.append("")
         templates = data.get("templates")
         if templates:
             lines += ["| template | sent |", "|---|---:|"]
             lines += [f"| {t} | {n} |" for t, n in sorted(templates.items())]
             lines.append("")
-        scalars = {k: v for k, v in data.items()
-                   if isinstance(v, int | float | str) and k != "summary"}
+        scalars = {
+            k: v for k, v in data.items() if isinstance(v, int | float | str) and k != "summary"
+        }
         if scalars and not moves and not templates:
             lines += ["| figure | value |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in scalars.items()]

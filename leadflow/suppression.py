@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Connection, select
+
 from models.db import insert_ignore
-from models.tables import Suppression
+from models.tables import SUPPRESSIONS
 
 
 def suppress_many(
@@ -22,11 +23,11 @@ def suppress_many(
         {"email": email.strip().lower(), "reason": reason, "detail": detail, "created_at": now}
         for email, reason in entries
     ]
-    insert_ignore(conn, Suppression.__table__, rows)
+    insert_ignore(conn, SUPPRESSIONS, rows)
     return len(rows)
 
 
 def is_suppressed(conn: Connection, email: str) -> bool:
-    table = Suppression.__table__
+    table = SUPPRESSIONS
     found = conn.execute(select(table.c.email).where(table.c.email == email.strip().lower()))
     return found.first() is not None

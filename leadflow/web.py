@@ -56,11 +56,18 @@ def create_app(rt: Runtime) -> FastAPI:
         items = body if isinstance(body, list) else [body]
         if not all(isinstance(i, dict) for i in items) or len(items) > 1000:
             raise HTTPException(422, "expected a JSON object or a list of up to 1000 objects")
-        rows = [RawRow(n + 1, {str(k): None if v is None else str(v) for k, v in i.items()})
-                for n, i in enumerate(items)]
-        summary = import_rows(rt.engine, rows, rt.loaded.config.intake,
-                              default_timezone=rt.loaded.config.timezone, now=utcnow(),
-                              source_label="web")
+        rows = [
+            RawRow(n + 1, {str(k): None if v is None else str(v) for k, v in i.items()})
+            for n, i in enumerate(items)
+        ]
+        summary = import_rows(
+            rt.engine,
+            rows,
+            rt.loaded.config.intake,
+            default_timezone=rt.loaded.config.timezone,
+            now=utcnow(),
+            source_label="web",
+        )
         return dict(summary.as_dict())
 
     @app.post("/events", dependencies=[Depends(require_token)])
@@ -76,8 +83,12 @@ def create_app(rt: Runtime) -> FastAPI:
             lead = find_lead(conn, body.email)
             if lead is None:
                 raise HTTPException(404, "no such lead")
-            record_events(conn, [EventIn(lead.id, body.type, when, body.data, source="api")],
-                          stop_on=rt.stop_on, now=utcnow())
+            record_events(
+                conn,
+                [EventIn(lead.id, body.type, when, body.data, source="api")],
+                stop_on=rt.stop_on,
+                now=utcnow(),
+            )
         return {"recorded": body.type, "lead": lead.email}
 
     def _email(token: str) -> str:
@@ -90,9 +101,11 @@ def create_app(rt: Runtime) -> FastAPI:
     def unsubscribe_page(token: str) -> str:
         email = html.escape(_email(token))
         action = html.escape(f"/unsubscribe/{token}")
-        return (f"<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
-                f"<p>Stop all emails to <b>{email}</b>?</p>"
-                f"<form method=post action='{action}'><button>Unsubscribe</button></form>")
+        return (
+            f"<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
+            f"<p>Stop all emails to <b>{email}</b>?</p>"
+            f"<form method=post action='{action}'><button>Unsubscribe</button></form>"
+        )
 
     @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
     def unsubscribe(token: str) -> str:
@@ -103,8 +116,12 @@ def create_app(rt: Runtime) -> FastAPI:
             suppress_many(conn, [(email, "unsubscribed")], now=now, detail="one-click link")
             lead = find_lead(conn, email)
             if lead is not None:
-                record_events(conn, [EventIn(lead.id, "unsubscribed", now, source="link")],
-                              stop_on=rt.stop_on, now=now)
+                record_events(
+                    conn,
+                    [EventIn(lead.id, "unsubscribed", now, source="link")],
+                    stop_on=rt.stop_on,
+                    now=now,
+                )
         return f"<!doctype html><p>{html.escape(email)} is unsubscribed. Sorry to see you go.</p>"
 
     return app

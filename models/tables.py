@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -247,7 +247,15 @@ class RunRecord(SQLModel, table=True):
 
 
 __all__ = [
+    "CALLBACKS",
+    "EVENTS",
+    "LEADS",
     "OPEN_MESSAGE_STATES",
+    "OUTBOX",
+    "RUNS",
+    "SCORE_CHANGES",
+    "SUPPRESSIONS",
+    "TRANSITIONS",
     "Callback",
     "Event",
     "Lead",
@@ -262,3 +270,18 @@ __all__ = [
     "StageTransition",
     "Suppression",
 ]
+
+
+def _table(model: type[SQLModel]) -> Table:
+    """The Core table behind a model, typed (SQLModel does not declare ``__table__``)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+LEADS = _table(Lead)
+EVENTS = _table(Event)
+TRANSITIONS = _table(StageTransition)
+OUTBOX = _table(OutboundMessage)
+CALLBACKS = _table(Callback)
+SUPPRESSIONS = _table(Suppression)
+SCORE_CHANGES = _table(ScoreChange)
+RUNS = _table(RunRecord)

@@ -30,7 +30,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -52,7 +52,7 @@ class Received:
     data: bytes
 
     def parsed(self) -> EmailMessage:
-        return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(self.data))
+        return BytesParser(policy=policy.default).parsebytes(self.data)
 
 
 async def _hang_up(server: SMTP) -> str:

@@ -260,7 +260,11 @@ def test_check_reports_unknown_variable_with_suggestion(workdir: Path) -> None:
 
     problems = TemplateSet(workdir).check("var")
 
-    assert messages(problems)[0] == ("var.html.j2", 5, "unknown variable 'laed'; did you mean 'lead'?")
+    assert messages(problems)[0] == (
+        "var.html.j2",
+        5,
+        "unknown variable 'laed'; did you mean 'lead'?",
+    )
 
 
 def test_check_reports_unknown_fields_with_suggestions(workdir: Path) -> None:
@@ -296,7 +300,9 @@ def test_check_accepts_declared_custom_fields(workdir: Path) -> None:
 
     templates = TemplateSet(workdir)
 
-    assert templates.check("custom", lead_keys=LEAD_KEYS | {"region"}, attribute_keys=["plan"]) == []
+    assert (
+        templates.check("custom", lead_keys=LEAD_KEYS | {"region"}, attribute_keys=["plan"]) == []
+    )
     assert [p.message for p in templates.check("custom")] == [
         "unknown field lead.attributes.plan; declared attributes: none",
         "unknown field lead.region",

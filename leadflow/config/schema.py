@@ -19,6 +19,7 @@ Identifier = Annotated[
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+WORKWEEK: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
 FieldKind = Literal["str", "int", "float", "bool", "datetime"]
 FLOWS: tuple[str, ...] = (
     "intake",
@@ -67,7 +68,7 @@ class Holidays(Strict):
 
 
 class SendWindow(Strict):
-    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=lambda: list(WORKWEEK))
     start: str = "09:00"
     end: str = "17:00"
     timezone: Literal["lead", "pipeline"] = "lead"

@@ -84,11 +84,14 @@ class YamlDocument:
         message: str,
         *,
         key: bool = False,
-        offset: int = 0,
+        offset: int | None = None,
         severity: str = "error",
     ) -> Issue:
+        """An issue at ``path``; ``offset`` points inside a scalar (e.g. a rule's column)."""
         pos = self.position(path, key=key)
-        column = pos.column + (offset + (1 if pos.quoted else 0) if offset else 0)
+        column = pos.column
+        if offset is not None:
+            column += offset + (1 if pos.quoted else 0)
         return Issue(self.file, pos.line, column, format_path(path), message, severity)
 
 
@@ -155,7 +158,9 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
-        raise ConfigError([Issue(file, line, col, "", f"YAML syntax error: {problem}{context}")])
+        raise ConfigError(
+            [Issue(file, line, col, "", f"YAML syntax error: {problem}{context}")]
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Issue(file, 1, 1, "", f"YAML error: {exc}")]) from None
     if node is None:

@@ -188,14 +188,16 @@ class _Checker:
         self.templates = templates
         self.issues: list[Issue] = []
 
-    def error(self, path: Path_, message: str, *, key: bool = False, offset: int = 0) -> None:
+    def error(
+        self, path: Path_, message: str, *, key: bool = False, offset: int | None = None
+    ) -> None:
         self.issues.append(self.doc.issue(path, message, key=key, offset=offset))
 
     def rule(self, path: Path_, text: str) -> Rule | None:
         try:
             return compile_rule(text, self.loaded.catalog)
         except RuleError as exc:
-            self.error(path, f"rule: {exc.message}", offset=exc.offset + 1)
+            self.error(path, f"rule: {exc.message}", offset=exc.offset)
             return None
 
     def run(self) -> list[Issue]:
@@ -275,9 +277,10 @@ class _Checker:
         for pi, pipeline in enumerate(self.config.pipelines):
             base: Path_ = ("pipelines", pi)
             if pipeline.id in seen_pipelines:
+                first = seen_pipelines[pipeline.id]
                 self.error(
                     (*base, "id"),
-                    f"duplicate pipeline id '{pipeline.id}' (also pipelines[{seen_pipelines[pipeline.id]}])",
+                    f"duplicate pipeline id '{pipeline.id}' (also pipelines[{first}])",
                 )
             seen_pipelines.setdefault(pipeline.id, pi)
             if pipeline.match:

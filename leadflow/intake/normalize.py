@@ -20,11 +20,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Table
+from sqlmodel import SQLModel
 
 from leadflow.business_time import is_valid_zone
 from leadflow.config.schema import FieldKind, Intake
 from leadflow.intake.readers import RawRow
-from models.tables import Lead, LeadBase
+from models.tables import LeadBase
 
 BLANKS = frozenset({"", "-", "n/a", "null", "none", "#n/a"})
 MULTI_LINE_FIELDS = frozenset({"need"})
@@ -47,7 +49,8 @@ def _field_kind(python_type: type) -> FieldKind:
     return kinds.get(python_type, "str")
 
 
-_COLUMNS = Lead.__table__.c
+LEAD_TABLE: Table = SQLModel.metadata.tables["lead"]  # typed, unlike Lead.__table__
+_COLUMNS = LEAD_TABLE.c
 LEAD_FIELDS: dict[str, FieldKind] = {
     name: _field_kind(_COLUMNS[name].type.python_type)
     for name in LeadBase.model_fields

@@ -141,7 +141,9 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
                 continue
             if not any(cell.strip() for cell in cells):
                 continue  # blank line or ";;;;" filler: nothing to import, number still counts
-            yield RawRow(number, _cells_to_data(header, cells), _replacement_warning(cells, encoding))
+            yield RawRow(
+                number, _cells_to_data(header, cells), _replacement_warning(cells, encoding)
+            )
 
 
 def _cells_to_data(header: list[str], cells: list[str]) -> dict[str, str | None]:

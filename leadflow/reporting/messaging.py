@@ -1,0 +1,129 @@
+"""Email results per template and A/B variant, and how fast leads first answer.
+
+A message counts as sent when it reached SMTP (it has ``sent_at``, or was refused with a
+bounce) at a moment inside the period. Engagement comes from events carrying the message's
+outbox id in ``message_id``, up to ``until``; each message counts at most once per kind,
+however many times it was opened. A bounce is either the SMTP refusal or a later bounce
+event. Rates divide by delivered (sent − bounced); the bounce rate divides by sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
+from models.tables import Event, Lead, MessageStatus, OutboundMessage
+
+ENGAGEMENT = {
+    "opened": "email_opened",
+    "clicked": "email_clicked",
+    "replied": "replied",
+    "unsubscribed": "unsubscribed",
+    "bounced": "bounced",
+}
+
+
+def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    msg = OutboundMessage.__table__
+    event = Event.__table__
+    lead = Lead.__table__
+    per_message = (
+        select(
+            event.c.message_id,
+            *[
+                func.max(case((event.c.type == kind, 1), else_=0)).label(name)
+                for name, kind in ENGAGEMENT.items()
+            ],
+        )
+        .where(
+            event.c.message_id.is_not(None),
+            event.c.type.in_(list(ENGAGEMENT.values())),
+            event.c.occurred_at <= scope.until,
+        )
+        .group_by(event.c.message_id)
+        .subquery()
+    )
+    bounced = or_(msg.c.status == MessageStatus.BOUNCED, per_message.c.bounced == 1)
+    engaged = [
+        func.sum(func.coalesce(per_message.c[name], 0)).label(name)
+        for name in ENGAGEMENT
+        if name != "bounced"
+    ]
+    rows = conn.execute(
+        select(
+            lead.c.pipeline,
+            msg.c.template,
+            msg.c.variant,
+            func.count().label("sent"),
+            func.sum(case((bounced, 1), else_=0)).label("bounced"),
+            *engaged,
+        )
+        .select_from(
+            msg.join(lead, lead.c.id == msg.c.lead_id).outerjoin(
+                per_message, per_message.c.message_id == msg.c.id
+            )
+        )
+        .where(
+            or_(msg.c.sent_at.is_not(None), msg.c.status == MessageStatus.BOUNCED),
+            scope.within(func.coalesce(msg.c.sent_at, msg.c.updated_at)),
+            *scope.in_pipeline(lead.c.pipeline),
+        )
+        .group_by(lead.c.pipeline, msg.c.template, msg.c.variant)
+    ).all()
+    return [
+        {
+            "pipeline": r.pipeline,
+            "template": r.template,
+            "variant": r.variant,
+            **{name: int(getattr(r, name) or 0) for name in ("sent", *ENGAGEMENT)},
+        }
+        for r in rows
+    ]
+
+
+def first_response(conn: Connection, scope: Scope) -> dict[str | None, Distribution]:
+    """Hours from a lead's first sent email to its first reply after it, for replies in the
+    period."""
+    msg = OutboundMessage.__table__
+    event = Event.__table__
+    lead = Lead.__table__
+    first_sent = (
+        select(msg.c.lead_id, func.min(msg.c.sent_at).label("first_sent"))
+        .where(msg.c.sent_at <= scope.until)
+        .group_by(msg.c.lead_id)
+        .subquery()
+    )
+    first_reply = (
+        select(
+            first_sent.c.lead_id,
+            first_sent.c.first_sent,
+            func.min(event.c.occurred_at).label("first_reply"),
+        )
+        .select_from(
+            first_sent.join(
+                event,
+                and_(
+                    event.c.lead_id == first_sent.c.lead_id,
+                    event.c.type == "replied",
+                    event.c.occurred_at >= first_sent.c.first_sent,
+                    event.c.occurred_at <= scope.until,
+                ),
+            )
+        )
+        .group_by(first_sent.c.lead_id, first_sent.c.first_sent)
+        .subquery()
+    )
+    hours = (
+        select(
+            lead.c.pipeline,
+            (
+                days_between(scope.dialect, first_reply.c.first_reply, first_reply.c.first_sent)
+                * 24.0
+            ).label("v"),
+        )
+        .select_from(first_reply.join(lead, lead.c.id == first_reply.c.lead_id))
+        .where(scope.within(first_reply.c.first_reply), *scope.in_pipeline(lead.c.pipeline))
+    )
+    return {key[0]: dist for key, dist in distributions(conn, hours, ["pipeline"]).items()}

@@ -1,0 +1,95 @@
+"""Wins, losses, sales cycle, lead sources and the weekly trend, from the ``lead`` table.
+
+A lead counts as won in the period when its ``won_at`` falls inside it and as lost when it
+was closed (``status = 'closed'``, which only a lost stage sets) inside it. The sales cycle
+is ``created_at`` → ``won_at`` of the leads won in the period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions, week_index
+from models.tables import Lead, LeadStatus
+
+NO_SOURCE = "(none)"
+
+
+@dataclass(frozen=True)
+class Closed:
+    won: int
+    won_value: float
+    avg_deal_size: float | None
+    lost: int
+
+
+def closed(conn: Connection, scope: Scope) -> dict[str | None, Closed]:
+    lead = Lead.__table__
+    won = scope.within(lead.c.won_at)
+    lost = (lead.c.status == LeadStatus.CLOSED) & scope.within(lead.c.closed_at)
+    rows = conn.execute(
+        select(
+            lead.c.pipeline,
+            func.sum(case((won, 1), else_=0)),
+            func.coalesce(func.sum(case((won, lead.c.deal_value), else_=None)), 0.0),
+            func.avg(case((won, lead.c.deal_value), else_=None)),
+            func.sum(case((lost, 1), else_=0)),
+        )
+        .where(won | lost, *scope.in_pipeline(lead.c.pipeline))
+        .group_by(lead.c.pipeline)
+    ).all()
+    return {
+        r[0]: Closed(int(r[1]), float(r[2]), None if r[3] is None else float(r[3]), int(r[4]))
+        for r in rows
+    }
+
+
+def sales_cycle(conn: Connection, scope: Scope) -> dict[str | None, Distribution]:
+    lead = Lead.__table__
+    cycles = select(
+        lead.c.pipeline, days_between(scope.dialect, lead.c.won_at, lead.c.created_at).label("v")
+    ).where(scope.within(lead.c.won_at), *scope.in_pipeline(lead.c.pipeline))
+    return {key[0]: dist for key, dist in distributions(conn, cycles, ["pipeline"]).items()}
+
+
+def sources(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Leads created in the period per source, and how many of them have been won by ``until``."""
+    lead = Lead.__table__
+    keyed = (
+        select(
+            lead.c.pipeline,
+            func.coalesce(lead.c.source, NO_SOURCE).label("source"),
+            case((lead.c.won_at <= scope.until, 1), else_=0).label("won"),
+        )
+        .where(scope.within(lead.c.created_at), *scope.in_pipeline(lead.c.pipeline))
+        .subquery()
+    )
+    rows = conn.execute(
+        select(keyed.c.pipeline, keyed.c.source, func.count(), func.sum(keyed.c.won)).group_by(
+            keyed.c.pipeline, keyed.c.source
+        )
+    ).all()
+    return [
+        {"pipeline": r[0], "source": str(r[1]), "leads": int(r[2]), "won": int(r[3] or 0)}
+        for r in rows
+    ]
+
+
+def weekly(conn: Connection, scope: Scope, column: str) -> dict[tuple[str | None, int], int]:
+    """Leads per (pipeline, week index) whose ``column`` (created_at, won_at) is in the period."""
+    lead = Lead.__table__
+    moment = lead.c[column]
+    keyed = (
+        select(lead.c.pipeline, week_index(scope.dialect, moment).label("week"))
+        .where(scope.within(moment), *scope.in_pipeline(lead.c.pipeline))
+        .subquery()
+    )
+    rows = conn.execute(
+        select(keyed.c.pipeline, keyed.c.week, func.count()).group_by(
+            keyed.c.pipeline, keyed.c.week
+        )
+    ).all()
+    return {(r[0], int(r[1])): int(r[2]) for r in rows}

@@ -1,0 +1,125 @@
+"""Portable SQL pieces: the report period, day arithmetic, ISO weeks and percentiles.
+
+SQLite stores timestamps as naive UTC text and PostgreSQL as timestamptz, so every date
+computation goes through these helpers; percentiles use ``ROW_NUMBER``/``COUNT`` windows
+because neither ``percentile_cont`` nor ``median`` exists on both databases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import Connection, Float, Integer, Select, and_, cast, extract, func, literal, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.elements import ColumnElement
+
+_UNIX_EPOCH_JULIAN = 2440587.5
+_FIRST_MONDAY = date(1970, 1, 5)  # weeks are numbered from the first Monday after the epoch
+_MONDAY_EPOCH_DAY = 4
+MEDIAN = Fraction(1, 2)
+P90 = Fraction(9, 10)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one report looks at: a dialect, the closed period [since, until], a pipeline."""
+
+    dialect: str
+    since: datetime | None
+    until: datetime
+    pipeline: str | None
+
+    def within(self, column: Any) -> ColumnElement[bool]:
+        """``column`` inside the period; since=None means all history up to ``until``."""
+        if self.since is None:
+            return column <= self.until  # type: ignore[no-any-return]
+        return and_(column >= self.since, column <= self.until)
+
+    def in_pipeline(self, column: Any) -> list[ColumnElement[bool]]:
+        return [] if self.pipeline is None else [column == self.pipeline]
+
+
+def epoch_days(dialect: str, column: Any) -> ColumnElement[float]:
+    """Days since 1970-01-01 UTC as a float."""
+    if dialect == "sqlite":
+        return func.julianday(column) - _UNIX_EPOCH_JULIAN
+    return cast(extract("epoch", column), Float) / 86400.0
+
+
+def days_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[float]:
+    return epoch_days(dialect, later) - epoch_days(dialect, earlier)
+
+
+def days_until(dialect: str, moment: datetime, column: Any) -> ColumnElement[float]:
+    """Days from ``column`` to the fixed instant ``moment`` (the report's ``until``)."""
+    return literal(moment.timestamp() / 86400.0, Float) - epoch_days(dialect, column)
+
+
+def week_index(dialect: str, column: Any) -> ColumnElement[int]:
+    """Monday-based week number; ``week_start`` turns it back into the Monday's date."""
+    weeks = (epoch_days(dialect, column) - _MONDAY_EPOCH_DAY) / 7.0
+    if dialect == "sqlite":  # CAST truncates toward zero: equal to floor after 1970-01-05
+        return cast(weeks, Integer)
+    return cast(func.floor(weeks), Integer)
+
+
+def week_start(index: int) -> date:
+    return _FIRST_MONDAY + timedelta(weeks=index)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    count: int
+    mean: float
+    median: float
+    p90: float
+
+
+def distributions(
+    conn: Connection, source: Select[Any], keys: Sequence[str]
+) -> dict[tuple[Any, ...], Distribution]:
+    """Count, mean, median and p90 of column ``v`` of ``source`` for each group of ``keys``.
+
+    The database ranks the values per group and returns only the rows at the percentile
+    offsets (at most four per group); percentiles interpolate linearly between the two
+    nearest ranks, like ``statistics.quantiles(method="inclusive")``.
+    """
+    sub = source.subquery()
+    part = [sub.c[k] for k in keys]
+    ranked = sa_select(
+        *part,
+        sub.c.v,
+        (func.row_number().over(partition_by=part, order_by=sub.c.v) - 1).label("i"),
+        func.count().over(partition_by=part).label("n"),
+        cast(func.avg(sub.c.v).over(partition_by=part), Float).label("mean"),
+    ).subquery()
+    i, n = ranked.c.i, ranked.c.n
+    wanted: list[ColumnElement[bool]] = []
+    for q in (MEDIAN, P90):
+        scaled = (n - 1) * q.numerator
+        wanted += [i == scaled // q.denominator, i == (scaled + q.denominator - 1) // q.denominator]
+    rows = conn.execute(
+        sa_select(*[ranked.c[k] for k in keys], i, n, ranked.c.mean, ranked.c.v).where(or_(*wanted))
+    ).all()
+    found: dict[tuple[Any, ...], tuple[int, float, dict[int, float]]] = {}
+    width = len(keys)
+    for row in rows:
+        key = tuple(row[:width])
+        rank, count, mean, value = row[width:]
+        entry = found.setdefault(key, (int(count), float(mean), {}))
+        entry[2][int(rank)] = float(value)
+    return {
+        key: Distribution(count, mean, _pick(values, count, MEDIAN), _pick(values, count, P90))
+        for key, (count, mean, values) in found.items()
+    }
+
+
+def _pick(values: dict[int, float], count: int, q: Fraction) -> float:
+    position = (count - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return values[low] + (values[high] - values[low]) * float(position - low)
