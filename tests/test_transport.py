@@ -24,6 +24,7 @@ from leadflow.mail.transport import (
     SmtpConfig,
     SmtpTransport,
     TokenBucket,
+    Transport,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "email"
@@ -359,3 +360,9 @@ def test_local_sink_keeps_every_message_as_an_eml_file(tmp_path: Path) -> None:
     stored = sink.messages[0]
     assert stored.path is not None and stored.path.read_bytes() == stored.data
     assert b"Message-ID: <outbox-1@leadflow.example>" in stored.data
+
+
+def test_smtp_and_memory_transports_share_one_interface() -> None:
+    transports: list[Transport] = [SmtpTransport(SmtpConfig("127.0.0.1", 25)), MemoryTransport()]
+
+    assert [type(t).__name__ for t in transports] == ["SmtpTransport", "MemoryTransport"]

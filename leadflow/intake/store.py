@@ -1,17 +1,23 @@
 """Write normalized leads to the database: set-based batches, one transaction each.
 
-Merging follows one rule, applied row by row in file order, as if each row were imported
-on its own: a row's non-blank value fills a blank, and overwrites a stored value only when
-the row is *newer* than the lead as it stands. A row is newer unless it carries an
-``updated_at``/``last_modified`` time older than the lead's ``updated_at``; every change stamps
-``updated_at = now``. So within one import later rows win, a timestamped row that is older than
-the stored lead only fills blanks, and values from configuration defaults (``source``, the
-default time zone) only ever fill blanks. Attributes merge key by key with the same rule.
+Merging, per batch: the batch's rows are grouped by normalized email and folded, in file
+order, onto the stored lead (if any). For every field and attribute key:
 
-Because the rule only looks at the lead as it stands, the result does not depend on how the
-rows are cut into batches, and re-importing a file changes nothing. Counts are per row: every
-row either created a lead, updated one (stored, or created by an earlier row), left it
-unchanged, or was rejected, so ``created + updated + unchanged + rejected == rows``.
+* a row's non-blank value fills a blank;
+* within the import, a later row's value replaces an earlier row's;
+* it replaces a *stored* value only if the row is newer than the stored lead: always, unless
+  the row has an ``updated_at``/``last_modified`` column older than the lead's ``updated_at``;
+* values that come from configuration (``source`` default, default time zone) only fill blanks.
+
+A stored lead whose values end up different is written with ``updated_at = now``; one that
+ends up identical is not written at all, so re-importing a file changes nothing. The final
+values do not depend on the batch size. (Caveats: a lead whose rows are split over batches is
+re-stamped on a re-import if those rows disagree; and after a batch touched a lead, its
+``updated_at`` is ``now``, so timestamped rows in later batches only fill its blanks.)
+
+Counts are per row: the first row of a new lead ``created`` it; a row that supplied a value
+that changed a lead (stored, or just created) ``updated`` it; other accepted rows are
+``unchanged``. So ``created + updated + unchanged + rejected == rows``.
 """
 
 from __future__ import annotations
@@ -80,17 +86,25 @@ class ImportSummary:
 
 @dataclass(slots=True)
 class _LeadState:
-    """A lead as it stands during the fold: loaded from the database or created by a row."""
+    """A stored lead as read at the start of a batch."""
 
-    id: int | None
-    email: str
+    id: int
     values: dict[str, Any]
     attributes: dict[str, Any]
     status: str
     updated_at: datetime
-    rescore_at: datetime | None = None
-    next_action_at: datetime | None = None
-    touched: bool = False
+    rescore_at: datetime | None
+    next_action_at: datetime | None
+
+
+@dataclass(slots=True)
+class _Fold:
+    """One email's rows folded onto its stored lead; ``outcome`` is per row, in order."""
+
+    values: dict[str, Any]
+    attributes: dict[str, Any]
+    changed: bool
+    outcome: list[str]
 
 
 def import_rows(
@@ -200,24 +214,31 @@ def _write_batch(
     conn: Connection, results: list[NormalizedLead | Rejected], *, now: datetime
 ) -> ImportSummary:
     summary = ImportSummary(rows=len(results))
-    leads = [result for result in results if isinstance(result, NormalizedLead)]
-    states = _load_states(conn, sorted({lead.email for lead in leads}))
+    groups: dict[str, list[NormalizedLead]] = {}
     for result in results:
         if isinstance(result, Rejected):
             summary.rejected += 1
             summary.rejects.append(result)
-            continue
-        summary.warnings.extend(f"row {result.row}: {warning}" for warning in result.warnings)
-        state = states.get(result.email)
-        if state is None:
-            states[result.email] = _new_state(result, now)
-            summary.created += 1
-        elif _apply(state, result, now):
-            summary.updated += 1
         else:
-            summary.unchanged += 1
-    _insert_new(conn, [s for s in states.values() if s.id is None], now)
-    _update_touched(conn, [s for s in states.values() if s.id is not None and s.touched], now)
+            summary.warnings.extend(f"row {result.row}: {text}" for text in result.warnings)
+            groups.setdefault(result.email, []).append(result)
+    stored = _load_states(conn, sorted(groups))
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for email, leads in groups.items():
+        state = stored.get(email)
+        fold = _fold(state, leads)
+        summary.created += fold.outcome.count("created")
+        summary.updated += fold.outcome.count("updated")
+        summary.unchanged += fold.outcome.count("unchanged")
+        if state is None:
+            inserts.append(_insert_row(email, fold, now))
+        elif fold.changed:
+            updates.append(_update_row(state, fold, now))
+    if inserts:
+        conn.execute(insert(LEAD_TABLE), inserts)
+    if updates:
+        conn.execute(update(LEAD_TABLE).where(LEAD_TABLE.c.id == bindparam("b_id")), updates)
     summary.suppressed = _suppress(conn, results, now)
     return summary
 
@@ -246,7 +267,6 @@ def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
             attributes = row["attributes"]
             states[row["email"]] = _LeadState(
                 id=row["id"],
-                email=row["email"],
                 values={name: row[name] for name in _DATA_FIELDS},
                 attributes=dict(attributes) if isinstance(attributes, dict) else {},
                 status=row["status"],
@@ -257,48 +277,74 @@ def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
     return states
 
 
-def _new_state(lead: NormalizedLead, now: datetime) -> _LeadState:
-    values = dict.fromkeys(_DATA_FIELDS)
-    values.update(lead.fields)
-    return _LeadState(
-        id=None,
-        email=lead.email,
-        values=values,
-        attributes=dict(lead.attributes),
-        status=LeadStatus.ACTIVE.value,
-        updated_at=now,
-        rescore_at=now,
-        next_action_at=now,
-        touched=True,
+# Who set a value during a fold: (index of the row in its group, came from a default).
+_Origin = tuple[int, bool]
+
+
+def _fold(state: _LeadState | None, leads: list[NormalizedLead]) -> _Fold:
+    """Apply the merge rules of the module docstring to one email's rows."""
+    values: dict[str, Any] = dict.fromkeys(_DATA_FIELDS) if state is None else dict(state.values)
+    attributes: dict[str, Any] = {} if state is None else dict(state.attributes)
+    field_origin: dict[str, _Origin] = {}
+    attribute_origin: dict[str, _Origin] = {}
+    for index, lead in enumerate(leads):
+        newer = (
+            state is None
+            or lead.source_updated_at is None
+            or lead.source_updated_at >= state.updated_at
+        )
+        _offer(values, field_origin, lead.fields, index, newer, lead.defaults)
+        _offer(attributes, attribute_origin, lead.attributes, index, newer, frozenset())
+    if state is None:  # changes are measured against what the first row alone created
+        base_values: dict[str, Any] = dict.fromkeys(_DATA_FIELDS)
+        base_values.update(leads[0].fields)
+        base_attributes = leads[0].attributes
+    else:
+        base_values, base_attributes = state.values, state.attributes
+    contributors = _changed_by(values, base_values, field_origin) | _changed_by(
+        attributes, base_attributes, attribute_origin
     )
+    outcome = ["updated" if index in contributors else "unchanged" for index in range(len(leads))]
+    if state is None:
+        outcome[0] = "created"
+    changed = state is None or not (
+        _same_dict(values, state.values) and _same_dict(attributes, state.attributes)
+    )
+    return _Fold(values, attributes, changed, outcome)
 
 
-def _apply(state: _LeadState, lead: NormalizedLead, now: datetime) -> bool:
-    """Merge one row into the lead (see the module docstring); True if anything changed."""
-    newer = lead.source_updated_at is None or lead.source_updated_at >= state.updated_at
-    changed = _merge(state.values, lead.fields, newer=newer, defaults=lead.defaults)
-    changed = _merge(state.attributes, lead.attributes, newer=newer) or changed
-    if changed:
-        state.updated_at = now
-        state.touched = True
-    return changed
-
-
-def _merge(
+def _offer(
     target: dict[str, Any],
+    origin: dict[str, _Origin],
     incoming: dict[str, Any],
-    *,
+    index: int,
     newer: bool,
-    defaults: frozenset[str] = frozenset(),
-) -> bool:
-    changed = False
+    defaults: frozenset[str],
+) -> None:
     for name, value in incoming.items():
-        current = target.get(name)
-        may_write = _is_blank(current) or (newer and name not in defaults)
-        if may_write and not _same(current, value):
+        blank = _is_blank(target.get(name))
+        if name in defaults:
+            if blank:
+                target[name] = value
+                origin[name] = (index, True)
+        elif blank or newer or name in origin:
             target[name] = value
-            changed = True
-    return changed
+            origin[name] = (index, False)
+
+
+def _changed_by(
+    final: dict[str, Any], base: dict[str, Any], origin: dict[str, _Origin]
+) -> set[int]:
+    """Rows that supplied a final value differing from the baseline."""
+    return {
+        index
+        for name, (index, _default) in origin.items()
+        if not _same(final.get(name), base.get(name))
+    }
+
+
+def _same_dict(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
 
 
 def _is_blank(value: Any) -> bool:
@@ -315,47 +361,31 @@ def _due(current: datetime | None, now: datetime) -> datetime:
     return now if current is None or current > now else current
 
 
-def _insert_new(conn: Connection, states: list[_LeadState], now: datetime) -> None:
-    if not states:
-        return
-    rows = [
-        {
-            **state.values,
-            "email": state.email,
-            "attributes": state.attributes,
-            "status": state.status,
-            "pipeline": None,
-            "stage": None,
-            "created_at": now,
-            "updated_at": now,
-            "rescore_at": now,
-            "next_action_at": now,
-        }
-        for state in states
-    ]
-    conn.execute(insert(LEAD_TABLE), rows)
+def _insert_row(email: str, fold: _Fold, now: datetime) -> dict[str, Any]:
+    return {
+        **fold.values,
+        "email": email,
+        "attributes": fold.attributes,
+        "status": LeadStatus.ACTIVE.value,
+        "pipeline": None,
+        "stage": None,
+        "created_at": now,
+        "updated_at": now,
+        "rescore_at": now,
+        "next_action_at": now,
+    }
 
 
-def _update_touched(conn: Connection, states: list[_LeadState], now: datetime) -> None:
-    if not states:
-        return
-    table = LEAD_TABLE
-    rows = [
-        {
-            **state.values,
-            "b_id": state.id,
-            "attributes": state.attributes,
-            "updated_at": now,
-            "rescore_at": _due(state.rescore_at, now),
-            "next_action_at": (
-                _due(state.next_action_at, now)
-                if state.status == LeadStatus.ACTIVE.value
-                else state.next_action_at
-            ),
-        }
-        for state in states
-    ]
-    conn.execute(update(table).where(table.c.id == bindparam("b_id")), rows)
+def _update_row(state: _LeadState, fold: _Fold, now: datetime) -> dict[str, Any]:
+    active = state.status == LeadStatus.ACTIVE.value
+    return {
+        **fold.values,
+        "b_id": state.id,
+        "attributes": fold.attributes,
+        "updated_at": now,
+        "rescore_at": _due(state.rescore_at, now),
+        "next_action_at": _due(state.next_action_at, now) if active else state.next_action_at,
+    }
 
 
 def _suppress(conn: Connection, results: list[NormalizedLead | Rejected], now: datetime) -> int:

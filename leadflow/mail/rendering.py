@@ -339,17 +339,18 @@ class CompiledEmail:
             raise TemplateRenderError(self.name, f"CSS inlining failed: {exc}") from exc
 
         extracted = _extract(document)
+        html_text = extracted.text()
         address = _squash(str(sender.get("postal_address") or ""))
         if unsubscribe_url not in extracted.links:
             raise TemplateRenderError(
                 self.name, "the HTML part has no link to unsubscribe_url (required by CAN-SPAM)"
             )
-        if not address or address not in _squash(extracted.text()):
+        if not address or address not in _squash(html_text):
             raise TemplateRenderError(
                 self.name, "the HTML part does not show sender.postal_address (CAN-SPAM)"
             )
 
-        body = (text if text is not None else extracted.text()).strip()
+        body = (text if text is not None else html_text).strip()
         if unsubscribe_url not in body or address not in _squash(body):
             body = f"{body}\n\n{_text_footer(sender, unsubscribe_url)}"
         html_body = document if document.endswith("\n") else document + "\n"
@@ -370,6 +371,7 @@ class TemplateSet:
             autoescape=_autoescape,
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            auto_reload=False,  # a run renders one snapshot; a new TemplateSet sees edits
         )
         # Templates see exactly TEMPLATE_GLOBALS: no range/cycler/joiner/namespace/lipsum.
         self._env.globals.clear()
@@ -431,7 +433,7 @@ class TemplateSet:
         checker.check_file(html_file, require_subject=True)
         if self._path(name + TEXT_SUFFIX).is_file():
             checker.check_file(name + TEXT_SUFFIX, require_subject=False)
-        if checker.syntax_failed:
+        if checker.fatal:
             return checker.problems
 
         try:
@@ -490,7 +492,7 @@ class _SourceChecker:
         self._attribute_keys = frozenset(attribute_keys)
         self._seen: set[str] = set()
         self.problems: list[TemplateProblem] = []
-        self.syntax_failed = False
+        self.fatal = False  # no point in a test render (syntax error, missing file or block)
 
     def _report(self, path: Path, line: int, message: str) -> None:
         self.problems.append(TemplateProblem(str(path), line, message))
@@ -504,11 +506,12 @@ class _SourceChecker:
         try:
             ast = self._env.parse(source, filename, str(path))
         except TemplateSyntaxError as exc:
-            self.syntax_failed = True
+            self.fatal = True
             self._report(path, exc.lineno, f"syntax error: {exc.message}")
             return
 
         if require_subject and not any(b.name == "subject" for b in ast.find_all(nodes.Block)):
+            self.fatal = True
             self._report(path, 1, "template does not define {% block subject %}")
         self._check_names(path, ast)
         self._check_fields(path, ast)
@@ -516,7 +519,7 @@ class _SourceChecker:
             if ref is None:
                 self._report(path, 0, "extends/include with a computed template name")
             elif not (self._directory / ref).is_file():
-                self.syntax_failed = True
+                self.fatal = True
                 self._report(path, 0, f"references missing template {ref!r}")
             else:
                 self.check_file(ref, require_subject=False)

@@ -2,16 +2,17 @@
 
 Derived figures follow the usual sales definitions:
 
-- weighted pipeline = Σ stage probability × deal value over active leads in *open* stages
+- weighted pipeline = Σ stage probability * deal value over active leads in *open* stages
   (won deals are counted as won, not as pipeline); coverage = weighted pipeline / target;
 - win rate = won / (won + lost) over leads closed in the period; win/loss ratio = won / lost;
-- velocity = open opportunities × win rate × average deal size / mean sales cycle (per day).
+- velocity = open opportunities * win rate * average deal size / mean sales cycle (per day).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Connection
@@ -77,8 +78,8 @@ class _Facts:
 
     def section(self, p: Pipeline) -> dict[str, Any]:
         funnel, leads, weighted, open_value = self._funnel(p)
-        result = self._outcomes(p)
-        velocity = _velocity(leads["open"], result)
+        result, exact = self._outcomes(p)
+        velocity = _velocity(leads["open"], *exact)
         return {
             "id": p.id,
             "name": p.name or p.id,
@@ -125,8 +126,14 @@ class _Facts:
             for s in p.stages
         ]
         funnel += [  # stages the data has but the config no longer declares
-            {"stage": sid, "name": sid, "kind": "unknown", "probability": 0.0, "leads": n,
-             "value": money(active_value.get(sid, 0.0))}
+            {
+                "stage": sid,
+                "name": sid,
+                "kind": "unknown",
+                "probability": 0.0,
+                "leads": n,
+                "value": money(active_value.get(sid, 0.0)),
+            }
             for sid, n in sorted(in_stage.items())
             if sid not in kinds
         ]
@@ -139,8 +146,9 @@ class _Facts:
             "callback": status.get("callback", 0),
             "closed": status.get("closed", 0),
         }
-        weighted = sum(s.probability * active_value.get(s.id, 0.0) for s in p.stages
-                       if s.kind == "open")
+        weighted = sum(
+            s.probability * active_value.get(s.id, 0.0) for s in p.stages if s.kind == "open"
+        )
         open_value = sum(active_value.get(s, 0.0) for s in open_ids)
         return funnel, leads, weighted, open_value
 
@@ -148,7 +156,7 @@ class _Facts:
         order = {s.id: i for i, s in enumerate(p.stages)}
         lost = {s.id for s in p.stages if s.kind == "lost"}
         progress = [s for s in p.stages if s.kind != "lost"]
-        following = {a.id: b.id for a, b in zip(progress, progress[1:], strict=False)}
+        following = {a.id: b.id for a, b in pairwise(progress)}
         tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for f in self.flows:
             if f.pipeline != p.id or f.stage not in order:
@@ -171,16 +179,28 @@ class _Facts:
         for s in progress:
             t = tally[s.id]
             entered = t["entered"]
-            rows.append({
-                "stage": s.id,
-                "name": s.display_name,
-                "next_stage": following.get(s.id),
-                **{k: t[k] for k in ("entered", "to_next", "advanced", "moved_back", "recycled",
-                                     "lost", "in_stage")},
-                "to_next_rate": round_rate(ratio(t["to_next"], entered)),
-                "advance_rate": round_rate(ratio(t["advanced"], entered)),
-                "drop_off_rate": round_rate(ratio(t["recycled"] + t["lost"], entered)),
-            })
+            rows.append(
+                {
+                    "stage": s.id,
+                    "name": s.display_name,
+                    "next_stage": following.get(s.id),
+                    **{
+                        k: t[k]
+                        for k in (
+                            "entered",
+                            "to_next",
+                            "advanced",
+                            "moved_back",
+                            "recycled",
+                            "lost",
+                            "in_stage",
+                        )
+                    },
+                    "to_next_rate": round_rate(ratio(t["to_next"], entered)),
+                    "advance_rate": round_rate(ratio(t["advanced"], entered)),
+                    "drop_off_rate": round_rate(ratio(t["recycled"] + t["lost"], entered)),
+                }
+            )
         return rows
 
     def _time_in_stage(self, p: Pipeline) -> list[dict[str, Any]]:
@@ -189,14 +209,16 @@ class _Facts:
             if s.kind == "lost":
                 continue
             d = self.stays.get((p.id, s.id))
-            rows.append({
-                "stage": s.id,
-                "name": s.display_name,
-                "stays": d.count if d else 0,
-                "median_days": round_days(d.median if d else None),
-                "p90_days": round_days(d.p90 if d else None),
-                "mean_days": round_days(d.mean if d else None),
-            })
+            rows.append(
+                {
+                    "stage": s.id,
+                    "name": s.display_name,
+                    "stays": d.count if d else 0,
+                    "median_days": round_days(d.median if d else None),
+                    "p90_days": round_days(d.p90 if d else None),
+                    "mean_days": round_days(d.mean if d else None),
+                }
+            )
         return rows
 
     def _aging(self, p: Pipeline) -> list[dict[str, Any]]:
@@ -205,17 +227,19 @@ class _Facts:
             if s.kind != "open":
                 continue
             a = self.aging.get((p.id, s.id)) or snapshot.StageAging(0, None, None, 0, 0, 0)
-            rows.append({
-                "stage": s.id,
-                "name": s.display_name,
-                "sla_days": s.sla.max_days if s.sla else None,
-                "leads": a.leads,
-                "avg_days": round_days(a.avg_days),
-                "max_days": round_days(a.max_days),
-                "over_sla": a.over_sla,
-                "flagged": a.flagged,
-                "stuck": a.stuck,
-            })
+            rows.append(
+                {
+                    "stage": s.id,
+                    "name": s.display_name,
+                    "sla_days": s.sla.max_days if s.sla else None,
+                    "leads": a.leads,
+                    "avg_days": round_days(a.avg_days),
+                    "max_days": round_days(a.max_days),
+                    "over_sla": a.over_sla,
+                    "flagged": a.flagged,
+                    "stuck": a.stuck,
+                }
+            )
         return rows
 
     def _stuck(self, p: Pipeline) -> list[dict[str, Any]]:
@@ -226,13 +250,17 @@ class _Facts:
             del r["pipeline"]
         return mine
 
-    def _outcomes(self, p: Pipeline) -> dict[str, Any]:
+    def _outcomes(
+        self, p: Pipeline
+    ) -> tuple[dict[str, Any], tuple[float | None, float | None, float | None]]:
+        """The outcome section, and unrounded win rate, deal size and cycle for velocity."""
         c = self.closed.get(p.id) or outcomes.Closed(0, 0.0, None, 0)
         cycle = self.cycles.get(p.id)
-        return {
+        win_rate = ratio(c.won, c.won + c.lost)
+        section = {
             "won": c.won,
             "lost": c.lost,
-            "win_rate": round_rate(ratio(c.won, c.won + c.lost)),
+            "win_rate": round_rate(win_rate),
             "win_loss_ratio": round_rate(ratio(c.won, c.lost)),
             "won_value": money(c.won_value),
             "avg_deal_size": money(c.avg_deal_size),
@@ -242,8 +270,8 @@ class _Facts:
                 "mean": round_days(cycle.mean if cycle else None),
                 "p90": round_days(cycle.p90 if cycle else None),
             },
-            "_exact": (ratio(c.won, c.won + c.lost), c.avg_deal_size, cycle.mean if cycle else None),
         }
+        return section, (win_rate, c.avg_deal_size, cycle.mean if cycle else None)
 
     def _weekly(self, p: Pipeline) -> list[dict[str, Any]]:
         new = {w: n for (pid, w), n in self.new_weekly.items() if pid == p.id}
@@ -280,29 +308,39 @@ class _Facts:
             if r["pipeline"] != p.id:
                 continue
             delivered = r["sent"] - r["bounced"]
-            rows.append({
-                "template": r["template"],
-                "variant": r["variant"],
-                "sent": r["sent"],
-                "delivered": delivered,
-                "bounced": r["bounced"],
-                "opened": r["opened"],
-                "clicked": r["clicked"],
-                "replied": r["replied"],
-                "unsubscribed": r["unsubscribed"],
-                "bounce_rate": round_rate(ratio(r["bounced"], r["sent"])),
-                **{f"{k[:-2] if k.endswith('ed') else k}_rate": round_rate(ratio(r[k], delivered))
-                   for k in ("opened", "clicked", "replied", "unsubscribed")},
-            })
+            rows.append(
+                {
+                    "template": r["template"],
+                    "variant": r["variant"],
+                    "sent": r["sent"],
+                    "delivered": delivered,
+                    "bounced": r["bounced"],
+                    "opened": r["opened"],
+                    "clicked": r["clicked"],
+                    "replied": r["replied"],
+                    "unsubscribed": r["unsubscribed"],
+                    "bounce_rate": round_rate(ratio(r["bounced"], r["sent"])),
+                    **{rate: round_rate(ratio(r[k], delivered)) for k, rate in _RATES.items()},
+                }
+            )
         return sorted(rows, key=lambda r: (r["template"] or "", r["variant"] or ""))
+
+
+_RATES = {
+    "opened": "open_rate",
+    "clicked": "click_rate",
+    "replied": "reply_rate",
+    "unsubscribed": "unsubscribe_rate",
+}
 
 
 def _week_of(moment: datetime) -> int:
     return (moment.date() - EPOCH_MONDAY).days // 7
 
 
-def _velocity(open_leads: int, result: dict[str, Any]) -> dict[str, Any]:
-    win_rate, deal, cycle = result.pop("_exact")
+def _velocity(
+    open_leads: int, win_rate: float | None, deal: float | None, cycle: float | None
+) -> dict[str, Any]:
     per_day = None
     if win_rate is not None and deal is not None and cycle:
         per_day = open_leads * win_rate * deal / cycle

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
-from models.tables import StageTransition
+from models.tables import TRANSITIONS
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,13 @@ class Flow:
 
 def _paired(scope: Scope, *, entered_in_period: bool) -> Select[tuple[object, ...]]:
     """Each transition with the lead's next one; only the needed rows enter the window."""
-    t = StageTransition.__table__
+    t = TRANSITIONS
     window = {"partition_by": t.c.lead_id, "order_by": (t.c.at, t.c.id)}
     # An entry inside the period is followed by moves at or after it, so the lower bound can
     # be applied before the window; stays that merely *end* in the period need all history.
-    bounds: ColumnElement[bool] = scope.within(t.c.at) if entered_in_period else t.c.at <= scope.until
+    bounds: ColumnElement[bool] = (
+        scope.within(t.c.at) if entered_in_period else t.c.at <= scope.until
+    )
     return select(
         t.c.pipeline,
         t.c.to_stage,

@@ -4,7 +4,7 @@ A message counts as sent when it reached SMTP (it has ``sent_at``, or was refuse
 bounce) at a moment inside the period. Engagement comes from events carrying the message's
 outbox id in ``message_id``, up to ``until``; each message counts at most once per kind,
 however many times it was opened. A bounce is either the SMTP refusal or a later bounce
-event. Rates divide by delivered (sent − bounced); the bounce rate divides by sent.
+event. Rates divide by delivered (sent - bounced); the bounce rate divides by sent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
-from models.tables import Event, Lead, MessageStatus, OutboundMessage
+from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
 
 ENGAGEMENT = {
     "opened": "email_opened",
@@ -26,9 +26,9 @@ ENGAGEMENT = {
 
 
 def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    msg = OutboundMessage.__table__
-    event = Event.__table__
-    lead = Lead.__table__
+    msg = OUTBOX
+    event = EVENTS
+    lead = LEADS
     per_message = (
         select(
             event.c.message_id,
@@ -86,9 +86,9 @@ def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
 def first_response(conn: Connection, scope: Scope) -> dict[str | None, Distribution]:
     """Hours from a lead's first sent email to its first reply after it, for replies in the
     period."""
-    msg = OutboundMessage.__table__
-    event = Event.__table__
-    lead = Lead.__table__
+    msg = OUTBOX
+    event = EVENTS
+    lead = LEADS
     first_sent = (
         select(msg.c.lead_id, func.min(msg.c.sent_at).label("first_sent"))
         .where(msg.c.sent_at <= scope.until)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions, week_index
-from models.tables import Lead, LeadStatus
+from models.tables import LEADS, LeadStatus
 
 NO_SOURCE = "(none)"
 
@@ -27,7 +27,7 @@ class Closed:
 
 
 def closed(conn: Connection, scope: Scope) -> dict[str | None, Closed]:
-    lead = Lead.__table__
+    lead = LEADS
     won = scope.within(lead.c.won_at)
     lost = (lead.c.status == LeadStatus.CLOSED) & scope.within(lead.c.closed_at)
     rows = conn.execute(
@@ -48,7 +48,7 @@ def closed(conn: Connection, scope: Scope) -> dict[str | None, Closed]:
 
 
 def sales_cycle(conn: Connection, scope: Scope) -> dict[str | None, Distribution]:
-    lead = Lead.__table__
+    lead = LEADS
     cycles = select(
         lead.c.pipeline, days_between(scope.dialect, lead.c.won_at, lead.c.created_at).label("v")
     ).where(scope.within(lead.c.won_at), *scope.in_pipeline(lead.c.pipeline))
@@ -57,7 +57,7 @@ def sales_cycle(conn: Connection, scope: Scope) -> dict[str | None, Distribution
 
 def sources(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """Leads created in the period per source, and how many of them have been won by ``until``."""
-    lead = Lead.__table__
+    lead = LEADS
     keyed = (
         select(
             lead.c.pipeline,
@@ -80,7 +80,7 @@ def sources(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
 
 def weekly(conn: Connection, scope: Scope, column: str) -> dict[tuple[str | None, int], int]:
     """Leads per (pipeline, week index) whose ``column`` (created_at, won_at) is in the period."""
-    lead = Lead.__table__
+    lead = LEADS
     moment = lead.c[column]
     keyed = (
         select(lead.c.pipeline, week_index(scope.dialect, moment).label("week"))

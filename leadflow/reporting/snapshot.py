@@ -16,7 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Pipeline
 from leadflow.reporting.sqlfn import Scope, days_until
-from models.tables import Lead, LeadStatus
+from models.tables import LEADS, LeadStatus
 
 OLDEST_PER_STAGE = 10
 
@@ -42,7 +42,7 @@ class StageAging:
 
 def stage_counts(conn: Connection, scope: Scope) -> list[StageCount]:
     """Leads and summed deal value per (pipeline, stage, status)."""
-    lead = Lead.__table__
+    lead = LEADS
     rows = conn.execute(
         select(
             lead.c.pipeline,
@@ -59,7 +59,7 @@ def stage_counts(conn: Connection, scope: Scope) -> list[StageCount]:
 
 def _sla_days(pipelines: Sequence[Pipeline]) -> ColumnElement[Any]:
     """Each (pipeline, stage)'s ``sla.max_days`` as one CASE; NULL where there is no SLA."""
-    lead = Lead.__table__
+    lead = LEADS
     whens = [
         (and_(lead.c.pipeline == p.id, lead.c.stage == s.id), literal(float(s.sla.max_days)))
         for p in pipelines
@@ -74,7 +74,7 @@ def _sla_days(pipelines: Sequence[Pipeline]) -> ColumnElement[Any]:
 def _age_and_stuck(
     scope: Scope, pipelines: Sequence[Pipeline]
 ) -> tuple[ColumnElement[float], ColumnElement[bool], ColumnElement[bool]]:
-    lead = Lead.__table__
+    lead = LEADS
     age = days_until(scope.dialect, scope.until, lead.c.stage_entered_at)
     over_sla = age >= _sla_days(pipelines)
     return age, over_sla, or_(lead.c.stuck, over_sla)
@@ -84,7 +84,7 @@ def stage_aging(
     conn: Connection, scope: Scope, pipelines: Sequence[Pipeline]
 ) -> dict[tuple[str, str], StageAging]:
     """Per (pipeline, stage) of active leads: age statistics and how many are stuck."""
-    lead = Lead.__table__
+    lead = LEADS
     age, over_sla, stuck = _age_and_stuck(scope, pipelines)
     rows = conn.execute(
         select(
@@ -121,7 +121,7 @@ def oldest_stuck(
     conn: Connection, scope: Scope, pipelines: Sequence[Pipeline]
 ) -> list[dict[str, Any]]:
     """The ``OLDEST_PER_STAGE`` longest-waiting stuck leads of every stage, oldest first."""
-    lead = Lead.__table__
+    lead = LEADS
     age, over_sla, stuck = _age_and_stuck(scope, pipelines)
     ranked = (
         select(

@@ -19,7 +19,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 
 _UNIX_EPOCH_JULIAN = 2440587.5
-_FIRST_MONDAY = date(1970, 1, 5)  # weeks are numbered from the first Monday after the epoch
+EPOCH_MONDAY = date(1970, 1, 5)  # weeks are numbered from the first Monday after the epoch
 _MONDAY_EPOCH_DAY = 4
 MEDIAN = Fraction(1, 2)
 P90 = Fraction(9, 10)
@@ -48,7 +48,7 @@ def epoch_days(dialect: str, column: Any) -> ColumnElement[float]:
     """Days since 1970-01-01 UTC as a float."""
     if dialect == "sqlite":
         return func.julianday(column) - _UNIX_EPOCH_JULIAN
-    return cast(extract("epoch", column), Float) / 86400.0
+    return cast(extract("epoch", column), Float) / 86400.0  # type: ignore[return-value]
 
 
 def days_between(dialect: str, later: Any, earlier: Any) -> ColumnElement[float]:
@@ -69,7 +69,7 @@ def week_index(dialect: str, column: Any) -> ColumnElement[int]:
 
 
 def week_start(index: int) -> date:
-    return _FIRST_MONDAY + timedelta(weeks=index)
+    return EPOCH_MONDAY + timedelta(weeks=index)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""Inline SVG charts drawn in Python, so the HTML report needs no script and no network.
+
+Inline ``<svg>`` in HTML5 needs no namespace declaration, so the page holds no URL at all.
+
+Every label is escaped: stage names, templates and sources come from config and data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from typing import Any
+
+WIDTH = 720
+LABEL_W = 190
+ROW_H = 26
+BAR_H = 18
+BLUE, GREEN, RED, GREY, AMBER, PURPLE = (
+    "#3b6fd8",
+    "#2e9e5b",
+    "#d0453a",
+    "#c7ccd6",
+    "#e0a020",
+    "#8a5cd0",
+)
+KIND_COLOURS = {"open": BLUE, "won": GREEN, "lost": RED}
+
+
+def _svg(height: int, body: list[str], title: str) -> str:
+    return (
+        f'<svg role="img" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" class="chart"><title>{escape(title)}</title>'
+        + "".join(body)
+        + "</svg>"
+    )
+
+
+def _text(x: float, y: float, text: str, *, anchor: str = "start", cls: str = "") -> str:
+    klass = f' class="{cls}"' if cls else ""
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{klass}>{escape(text)}</text>'
+
+
+def _rect(x: float, y: float, w: float, h: float, fill: str, tip: str = "") -> str:
+    tooltip = f"<title>{escape(tip)}</title>" if tip else ""
+    return (
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{h:.1f}" '
+        f'fill="{fill}" rx="2">{tooltip}</rect>'
+    )
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def funnel(rows: Sequence[dict[str, Any]], callbacks: int) -> str:
+    """Centered bars, one per stage in pipeline order, plus the callback list."""
+    items = [(r["name"], r["leads"], KIND_COLOURS.get(r["kind"], GREY)) for r in rows]
+    items.append(("Callback list", callbacks, AMBER))
+    widest = max((n for _, n, _ in items), default=0) or 1
+    span = WIDTH - LABEL_W - 70
+    centre = LABEL_W + span / 2
+    body = []
+    for i, (name, count, colour) in enumerate(items):
+        y = 8 + i * ROW_H
+        w = max(span * count / widest, 2 if count else 0)
+        body.append(_text(LABEL_W - 8, y + 13, name, anchor="end"))
+        body.append(_rect(centre - w / 2, y, w, BAR_H, colour, f"{name}: {count}"))
+        body.append(_text(WIDTH - 8, y + 13, _num(count), anchor="end", cls="num"))
+    return _svg(16 + len(items) * ROW_H, body, "Funnel: leads per stage")
+
+
+def aging(rows: Sequence[dict[str, Any]]) -> str:
+    """Average (dark) and oldest (light) days in stage, with the stage SLA as a red tick."""
+    shown = [r for r in rows if r["leads"]]
+    scale_max = max([r["max_days"] or 0 for r in shown] + [r["sla_days"] or 0 for r in shown] + [1])
+    span = WIDTH - LABEL_W - 90
+    body = []
+    for i, r in enumerate(shown):
+        y = 8 + i * ROW_H
+        avg, oldest = r["avg_days"] or 0.0, r["max_days"] or 0.0
+        colour = RED if r["stuck"] else BLUE
+        body.append(_text(LABEL_W - 8, y + 13, r["name"], anchor="end"))
+        body.append(
+            _rect(LABEL_W, y, span * oldest / scale_max, BAR_H, GREY, f"oldest {oldest:.1f} days")
+        )
+        body.append(
+            _rect(
+                LABEL_W, y + 4, span * avg / scale_max, BAR_H - 8, colour, f"average {avg:.1f} days"
+            )
+        )
+        if r["sla_days"]:
+            x = LABEL_W + span * r["sla_days"] / scale_max
+            body.append(
+                f'<line x1="{x:.1f}" y1="{y - 2}" x2="{x:.1f}" y2="{y + BAR_H + 2}" '
+                f'stroke="{RED}" stroke-width="2"><title>SLA {r["sla_days"]} days'
+                "</title></line>"
+            )
+        label = f"{avg:.1f} d avg" + (f", {r['stuck']} stuck" if r["stuck"] else "")
+        body.append(_text(WIDTH - 8, y + 13, label, anchor="end", cls="num"))
+    if not shown:
+        body.append(_text(LABEL_W, 20, "No active leads in open stages."))
+    return _svg(16 + max(len(shown), 1) * ROW_H, body, "Stage aging")
+
+
+def weekly(rows: Sequence[dict[str, Any]]) -> str:
+    """New leads (blue) and wins (green) per week as paired columns."""
+    height, top, bottom, left = 240, 16, 40, 44
+    plot_w, plot_h = WIDTH - left - 12, height - top - bottom
+    peak = max([r["new_leads"] for r in rows] + [r["won"] for r in rows] + [1])
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{WIDTH - 12}" y2="{top + plot_h}" '
+        f'stroke="{GREY}"/>',
+        _text(left - 6, top + 8, _num(peak), anchor="end", cls="num"),
+        _text(left - 6, top + plot_h, "0", anchor="end", cls="num"),
+    ]
+    slot = plot_w / max(len(rows), 1)
+    every = max(1, len(rows) // 8)
+    for i, r in enumerate(rows):
+        x = left + i * slot
+        for j, (key, colour) in enumerate((("new_leads", BLUE), ("won", GREEN))):
+            h = plot_h * r[key] / peak
+            body.append(
+                _rect(
+                    x + slot * (0.1 + 0.4 * j),
+                    top + plot_h - h,
+                    slot * 0.38,
+                    h,
+                    colour,
+                    f"week of {r['week']}: {r[key]} {key.replace('_', ' ')}",
+                )
+            )
+        if i % every == 0:
+            body.append(
+                _text(
+                    x + slot / 2, height - bottom + 16, r["week"][5:], anchor="middle", cls="axis"
+                )
+            )
+    body.append(_text(left, height - 6, "■ new leads", cls="legend-new"))
+    body.append(_text(left + 110, height - 6, "■ won", cls="legend-won"))
+    if not rows:
+        body.append(_text(left + 8, top + 20, "No weeks in the period."))
+    return _svg(height, body, "Weekly new leads and wins")
+
+
+def variants(rows: Sequence[dict[str, Any]]) -> str:
+    """Open, click and reply rates side by side for each template / variant."""
+    metrics = (
+        ("open_rate", BLUE, "open"),
+        ("click_rate", PURPLE, "click"),
+        ("reply_rate", GREEN, "reply"),
+    )
+    group_h = ROW_H * 2 + 6
+    span = WIDTH - LABEL_W - 70
+    peak = max([r[k] or 0.0 for r in rows for k, _, _ in metrics] + [0.01])
+    body = []
+    for i, r in enumerate(rows):
+        y = 8 + i * group_h
+        label = f"{r['template']} · {r['variant']}" if r["variant"] else str(r["template"])
+        body.append(_text(LABEL_W - 8, y + 14, label, anchor="end"))
+        body.append(_text(LABEL_W - 8, y + 30, f"{r['sent']} sent", anchor="end", cls="axis"))
+        for j, (key, colour, name) in enumerate(metrics):
+            value = r[key] or 0.0
+            top = y + j * 15
+            body.append(
+                _rect(
+                    LABEL_W, top, span * value / peak, 12, colour, f"{name} rate {value * 100:.1f}%"
+                )
+            )
+            body.append(
+                _text(
+                    LABEL_W + span * value / peak + 6,
+                    top + 10,
+                    f"{name} {value * 100:.1f}%",
+                    cls="axis",
+                )
+            )
+    if not rows:
+        body.append(_text(LABEL_W, 20, "No emails sent in the period."))
+    return _svg(16 + max(len(rows), 1) * group_h, body, "A/B variant comparison")
