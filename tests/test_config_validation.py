@@ -55,7 +55,8 @@ BROKEN = {
         edit("      - id: qualified\n", "      - id: prospect\n"),
         [
             f"{F}:149:18: pipelines[0].stages[1].exits[1].to: exit to unknown stage 'qualified'",
-            f"{F}:150:13: pipelines[0].stages[2].id: duplicate stage id 'prospect' (also stages[1])",
+            f"{F}:150:13: pipelines[0].stages[2].id: duplicate stage id 'prospect' "
+            "(also stages[1])",
         ],
     ),
     "exit to unknown stage": (
