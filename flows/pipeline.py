@@ -14,11 +14,7 @@ from flows import tasks
 from flows.context import reload, runtime
 from leadflow import engine
 from leadflow.engine import record_run
-from leadflow.summaries import (
-    merge_advance,
-    merge_delivery,
-    tick_markdown,
-)
+from leadflow.summaries import merge_advance, merge_delivery, one_line, tick_markdown
 from leadflow.timeutil import parse_instant, utcnow
 
 
@@ -48,10 +44,13 @@ def _at(now: str) -> datetime:
 def step_score(now: str) -> dict[str, Any]:
     ranges = engine.score_ranges(runtime(), now=_at(now))
     results = tasks.score_batch.map(ranges, unmapped(now)).result()
+    rescored = sum(r["rescored"] for r in results)
+    changed = sum(r["changed"] for r in results)
     return {
         "batches": len(ranges),
-        "rescored": sum(r["rescored"] for r in results),
-        "changed": sum(r["changed"] for r in results),
+        "rescored": rescored,
+        "changed": changed,
+        "summary": f"rescored {rescored}, {changed} with a new score or grade",
     }
 
 
@@ -80,7 +79,7 @@ def step_report(now: str) -> dict[str, Any]:
 
 def _publish(kind: str, now: str, summary: dict[str, Any]) -> None:
     logger = get_run_logger()
-    logger.info("%s at %s: %s", kind, now, summary.get("summary", ""))
+    logger.info("%s at %s: %s", kind, now, one_line(summary))
     create_markdown_artifact(
         key=f"{kind}-summary",
         markdown=tick_markdown(kind, now, summary),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, insert, literal, not_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, literal, not_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
@@ -412,6 +412,7 @@ def _next_check(
 LEAD_ROW_COLUMNS = (
     "id",
     "email",
+    "status",
     "pipeline",
     "stage",
     "stage_entered_at",
@@ -538,7 +539,7 @@ def manual_move(
     pipeline_id = row.pipeline or rt.loaded.config.pipelines[0].id
     writer = _Writer(conn, rt, now)
     new_round = row.round
-    if row.stage is None:  # on the callback list: a manual move revives it
+    if row.status == LeadStatus.CALLBACK:  # on the callback list: a manual move revives it
         conn.execute(
             update(CALLBACKS)
             .where(CALLBACKS.c.lead_id == lead_id, CALLBACKS.c.revived_at.is_(None))
@@ -600,7 +601,16 @@ def revive_batch(
         revived_ids.append(callback.id)
     conn.execute(update(cb).where(cb.c.id.in_(revived_ids)).values(revived_at=now))
     writer.flush()
+    # Rescored by the next tick, like a move is re-examined by it: setting ``now`` here would
+    # make a tick repeated at the same ``now`` rescore the revived leads again.
+    soon = now + REEVALUATE_AFTER
+    lead = LEADS
     conn.execute(
-        update(LEADS).where(LEADS.c.id.in_([d.lead_id for d in due])).values(rescore_at=now)
+        update(lead)
+        .where(
+            lead.c.id.in_([d.lead_id for d in due]),
+            or_(lead.c.rescore_at.is_(None), lead.c.rescore_at > soon),
+        )
+        .values(rescore_at=soon)
     )
     return writer.outcome

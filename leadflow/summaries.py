@@ -107,3 +107,12 @@ def tick_markdown(kind: str, now: str, result: dict[str, Any]) -> str:
             lines += [f"| {k} | {v} |" for k, v in scalars.items()]
             lines.append("")
     return "\n".join(lines)
+
+
+def one_line(result: dict[str, Any]) -> str:
+    """``score: ...; advance: moved 3 ...; nurture: sent 120, deferred 14 (send window)``."""
+    parts = []
+    for step, data in result.items():
+        if isinstance(data, dict) and data.get("summary"):
+            parts.append(f"{step}: {data['summary']}")
+    return "; ".join(parts) or "nothing to do"

@@ -20,13 +20,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Table
-from sqlmodel import SQLModel
 
 from leadflow.business_time import is_valid_zone
 from leadflow.config.schema import FieldKind, Intake
 from leadflow.intake.readers import RawRow
-from models.tables import LeadBase
+from models.tables import LEADS, LeadBase
 
 BLANKS = frozenset({"", "-", "n/a", "null", "none", "#n/a"})
 MULTI_LINE_FIELDS = frozenset({"need"})
@@ -49,8 +47,7 @@ def _field_kind(python_type: type) -> FieldKind:
     return kinds.get(python_type, "str")
 
 
-LEAD_TABLE: Table = SQLModel.metadata.tables["lead"]  # typed, unlike Lead.__table__
-_COLUMNS = LEAD_TABLE.c
+_COLUMNS = LEADS.c
 LEAD_FIELDS: dict[str, FieldKind] = {
     name: _field_kind(_COLUMNS[name].type.python_type)
     for name in LeadBase.model_fields
@@ -172,8 +169,8 @@ class Normalizer:
         elif kind == "field" and name == "email":
             if draft.email_value is None:
                 draft.email_value = value
-            elif value != draft.email_value:
-                self._take(draft, ("attribute", snake_case(column) or "email_2"), column, value)
+            elif value.casefold() != draft.email_value.casefold():
+                self._take_attribute(draft, _spare_key(column, name), value)
         elif kind == "field":
             self._take_field(draft, name, column, value)
         else:
@@ -197,7 +194,7 @@ class Normalizer:
             draft.origin[name] = column
         elif draft.fields[name] != converted:
             # Two columns for one field disagree: keep the first, keep the other as an attribute.
-            key = snake_case(column) or f"{name}_2"
+            key = _spare_key(column, name)
             draft.warnings.append(
                 f"column {column!r} repeats {name} (from {draft.origin[name]!r}); "
                 f"kept as attribute {key}"
@@ -257,6 +254,12 @@ def _name_target(name: str, position: int) -> Target:
         if candidate in TIMESTAMP_COLUMNS:
             return ("timestamp", candidate)
     return ("attribute", snake or f"column_{position}")
+
+
+def _spare_key(column: str, field_name: str) -> str:
+    """Attribute key for a second, disagreeing value of a lead field."""
+    key = snake_case(column)
+    return key if key and key not in LEAD_FIELDS else f"{field_name}_2"
 
 
 def snake_case(name: str) -> str:

@@ -31,16 +31,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel
 
 from leadflow.config.schema import Intake
-from leadflow.intake.normalize import LEAD_FIELDS, LEAD_TABLE, NormalizedLead, Normalizer, Rejected
+from leadflow.intake.normalize import LEAD_FIELDS, NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
 from leadflow.suppression import suppress_many
-from models.tables import LeadStatus
+from models.tables import LEADS, SUPPRESSIONS, LeadStatus
 
 SUPPRESSION_REASON = "do_not_email"
-SUPPRESSION_TABLE = SQLModel.metadata.tables["suppression"]
 IN_CHUNK = 5000  # bound parameters per IN (...): far below SQLite's and PostgreSQL's limits
 ATTEMPTS = 3  # a batch racing another importer on a new email is retried from a fresh read
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -236,16 +234,16 @@ def _write_batch(
         elif fold.changed:
             updates.append(_update_row(state, fold, now))
     if inserts:
-        conn.execute(insert(LEAD_TABLE), inserts)
+        conn.execute(insert(LEADS), inserts)
     if updates:
-        conn.execute(update(LEAD_TABLE).where(LEAD_TABLE.c.id == bindparam("b_id")), updates)
+        conn.execute(update(LEADS).where(LEADS.c.id == bindparam("b_id")), updates)
     summary.suppressed = _suppress(conn, results, now)
     return summary
 
 
 def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
     """One SELECT (per ``IN_CHUNK`` addresses) of the stored leads, locked for the batch."""
-    table = LEAD_TABLE
+    table = LEADS
     columns = [table.c[name] for name in _DATA_FIELDS]
     states: dict[str, _LeadState] = {}
     for chunk in _chunks(emails):
@@ -395,7 +393,7 @@ def _suppress(conn: Connection, results: list[NormalizedLead | Rejected], now: d
     )
     if not wanted:
         return 0
-    table = SUPPRESSION_TABLE
+    table = SUPPRESSIONS
     known: set[str] = set()
     for chunk in _chunks(wanted):
         known.update(conn.execute(select(table.c.email).where(table.c.email.in_(chunk))).scalars())

@@ -286,7 +286,7 @@ class _Facts:
             return []
         return [
             {"week": week_start(w).isoformat(), "new_leads": new.get(w, 0), "won": won.get(w, 0)}
-            for w in range(first, max(last, *weeks) + 1)
+            for w in range(first, max([last, *weeks]) + 1)
         ]
 
     def _sources(self, p: Pipeline) -> list[dict[str, Any]]:

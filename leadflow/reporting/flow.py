@@ -15,6 +15,7 @@ entry whose next move is later than ``until`` counts as still in the stage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Select, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -38,10 +39,10 @@ class Flow:
     count: int
 
 
-def _paired(scope: Scope, *, entered_in_period: bool) -> Select[tuple[object, ...]]:
+def _paired(scope: Scope, *, entered_in_period: bool) -> Select[Any]:
     """Each transition with the lead's next one; only the needed rows enter the window."""
     t = TRANSITIONS
-    window = {"partition_by": t.c.lead_id, "order_by": (t.c.at, t.c.id)}
+    order = (t.c.at, t.c.id)
     # An entry inside the period is followed by moves at or after it, so the lower bound can
     # be applied before the window; stays that merely *end* in the period need all history.
     bounds: ColumnElement[bool] = (
@@ -51,9 +52,11 @@ def _paired(scope: Scope, *, entered_in_period: bool) -> Select[tuple[object, ..
         t.c.pipeline,
         t.c.to_stage,
         t.c.at,
-        func.lead(t.c.to_stage).over(**window).label("next_to"),
-        func.lead(t.c.at, type_=t.c.at.type).over(**window).label("next_at"),
-        func.lead(t.c.id).over(**window).label("next_id"),
+        func.lead(t.c.to_stage).over(partition_by=t.c.lead_id, order_by=order).label("next_to"),
+        func.lead(t.c.at, type_=t.c.at.type)
+        .over(partition_by=t.c.lead_id, order_by=order)
+        .label("next_at"),
+        func.lead(t.c.id).over(partition_by=t.c.lead_id, order_by=order).label("next_id"),
     ).where(bounds, *scope.in_pipeline(t.c.pipeline))
 
 

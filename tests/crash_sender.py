@@ -1,0 +1,145 @@
+"""Run the sending half of a tick in a process of its own, so a test can kill it or race it.
+
+``python tests/crash_sender.py DB_URL SMTP_PORT NOW [--batch-size N] [--concurrency N]
+[--ready PATH --go PATH]`` delivers every due cadence message of the database over SMTP on
+127.0.0.1, batch by batch (``engine.outbox_ranges`` then ``engine.deliver``), exactly as a tick
+does, and prints the merged ``DeliveryOutcome`` as one JSON line. With ``--ready``/``--go`` it
+creates the ready file once everything is imported and opened, then waits for the go file:
+the caller starts several senders at the same instant that way.
+
+``seed_due_messages`` fills a database with enrolled leads whose first step is due; the tests
+use it for the database the subprocess works on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+
+from leadflow import engine as pipeline
+from leadflow.delivery import DeliveryOutcome, smtp_transport_factory
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config" / "pipeline.yaml"
+TEMPLATES = ROOT / "templates" / "email"
+
+
+def seed_due_messages(
+    engine: Engine, count: int, *, now: datetime, domain: str = "example.com"
+) -> list[int]:
+    """``count`` leads in stage ``prospect`` of cadence ``outbound``, step ``intro`` due at
+    ``now``; returns the outbox ids in order. Leads are not due for scoring or the stage
+    engine, so a tick only sends."""
+    leads = [
+        {
+            "email": f"seeded{n}@{domain}",
+            "first_name": f"Lead{n}",
+            "timezone": "America/New_York",
+            "status": LeadStatus.ACTIVE,
+            "pipeline": "b2b",
+            "stage": "prospect",
+            "stage_entered_at": now,
+            "cadence": "outbound",
+            "attributes": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(LEADS), leads)
+        rows = conn.execute(
+            select(LEADS.c.id, LEADS.c.email).where(LEADS.c.email.like(f"seeded%@{domain}"))
+        ).all()
+        conn.execute(
+            insert(OUTBOX),
+            [
+                {
+                    "lead_id": lead_id,
+                    "cadence": "outbound",
+                    "step": "intro",
+                    "round": 0,
+                    "kind": "cadence",
+                    "stage": "prospect",
+                    "to_email": email,
+                    "status": MessageStatus.PENDING,
+                    "due_at": now,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for lead_id, email in rows
+            ],
+        )
+        ids = conn.execute(
+            select(OUTBOX.c.id).where(OUTBOX.c.to_email.like(f"seeded%@{domain}")).order_by("id")
+        )
+        return list(ids.scalars())
+
+
+def deliver_all(rt: Runtime, *, now: datetime) -> DeliveryOutcome:
+    """The delivery part of ``engine.tick``: every due cadence batch, one after the other."""
+    out = DeliveryOutcome()
+    factory = smtp_transport_factory(rt)
+    for id_range in pipeline.outbox_ranges(rt, now=now, kind="cadence"):
+        out.merge(pipeline.deliver(rt, id_range, now=now, kind="cadence", transport=factory))
+    return out
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {path}")
+        time.sleep(0.005)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("database_url")
+    parser.add_argument("smtp_port", type=int)
+    parser.add_argument("now", type=datetime.fromisoformat)
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--ready", type=Path)
+    parser.add_argument("--go", type=Path)
+    args = parser.parse_args(argv)
+    now: datetime = args.now
+    if now.utcoffset() != timedelta(0):
+        parser.error("NOW must be a UTC instant, e.g. 2026-11-03T14:30:00+00:00")
+    settings = Settings(
+        database_url=args.database_url,
+        config=CONFIG,
+        templates=TEMPLATES,
+        demo=True,
+        smtp_host="127.0.0.1",
+        smtp_port=args.smtp_port,
+        smtp_concurrency=args.concurrency,
+        batch_size=args.batch_size,
+    )
+    rt = Runtime.open(settings, migrate=False)
+    try:
+        rt.templates.compile("welcome")  # warm up before the start line
+        if args.ready is not None:
+            args.ready.touch()
+        if args.go is not None:
+            _wait_for(args.go)
+        outcome: dict[str, Any] = deliver_all(rt, now=now).as_dict()
+    finally:
+        rt.close()
+    print(json.dumps(outcome, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Real Prefect flow runs: the tick flow delivers over real SMTP and reports what it did."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from sqlalchemy import func, select
+
+from leadflow.mail.sink import SmtpSink
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.tables import OUTBOX
+from tests.conftest import T0, LeadFactory
+
+pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_server")]
+
+FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
+
+
+def _run(flow_name: str, settings: Settings, now: str) -> tuple[dict[str, Any], UUID]:
+    from flows.context import use_settings
+    from flows.pipeline import FLOWS
+    from flows.runner import quick_flows
+
+    use_settings(settings)
+    with quick_flows():
+        state = FLOWS[flow_name](now=now, return_state=True)
+    assert state.is_completed(), state
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return state.result(), flow_run_id
+
+
+async def _task_names(flow_run_id: UUID) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(r.name.rsplit("-", 1)[0] for r in runs)
+
+
+async def _artifact(key: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    return found
+
+
+def test_tick_flow_delivers_a_templated_email_over_smtp(
+    rt: Runtime, settings: Settings, add_lead: LeadFactory
+) -> None:
+    add_lead(
+        email="zoe@example.com",
+        first_name="Zoë",
+        last_name="Ångström",
+        company="Müller GmbH",
+        **FIT,
+    )
+    with SmtpSink() as sink:
+        live = settings.model_copy(update={"smtp_port": sink.port})
+        first, _ = _run("tick", live, T0.isoformat())
+        second, _ = _run("tick", live, (T0 + timedelta(hours=1)).isoformat())
+        third, _ = _run("tick", live, (T0 + timedelta(days=1)).isoformat())
+        received = sink.messages
+    assert first["advance"]["moves"] == [
+        {"from": "(new)", "to": "lead", "count": 1, "examples": ["zoe@example.com"]}
+    ]
+    assert second["advance"]["moves"][0]["to"] == "prospect"
+    assert second["nurture"]["sent"] == 0 or third["nurture"]["sent"] == 0
+    assert second["nurture"]["sent"] + third["nurture"]["sent"] == 1
+    assert len(received) == 1
+    message = email.message_from_bytes(received[0].data, policy=email.policy.default)
+    assert message["From"] == "Ada Byron <ada@acme-analytics.example>"
+    assert message["To"] == "Zoë Ångström <zoe@example.com>"
+    assert message["Subject"]
+    assert message["Date"]
+    assert message["Message-ID"].endswith("@acme-analytics.example>")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    assert "100 Main Street" in text.get_content()
+    assert "Zoë" in html.get_content()
+    with rt.engine.connect() as conn:
+        statuses = dict(conn.execute(select(OUTBOX.c.step, OUTBOX.c.status)).all())
+    assert statuses == {"intro": "sent", "value": "pending"}
+
+
+def test_tick_flow_publishes_an_artifact_of_what_it_did(
+    settings: Settings, add_lead: LeadFactory
+) -> None:
+    add_lead(**FIT)
+    _run("tick", settings, T0.isoformat())
+    artifacts = asyncio.run(_artifact("tick-summary"))
+    assert artifacts
+    newest = max(artifacts, key=lambda a: a.created)
+    assert "# tick at 2026-11-03T14:30:00+00:00" in newest.data
+    assert "| (new) | lead | 1 |" in newest.data
+
+
+def test_task_runs_grow_with_batches_not_with_leads(
+    rt: Runtime, settings: Settings, add_lead: LeadFactory
+) -> None:
+    for _ in range(12):
+        add_lead(**FIT)
+    small_batches = settings.model_copy(update={"batch_size": 5})
+    _, run_id = _run("score", small_batches, T0.isoformat())
+    assert asyncio.run(_task_names(run_id)) == ["score batch"] * 3  # 12 leads / 5 per batch
+    for _ in range(12):
+        add_lead(**FIT)
+    big_batches = settings.model_copy(update={"batch_size": 1000})
+    _, run_id = _run("score", big_batches, T0.isoformat())
+    assert asyncio.run(_task_names(run_id)) == ["score batch"]  # 12 new leads, one batch
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(OUTBOX)).scalar() == 0

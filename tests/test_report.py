@@ -1,0 +1,655 @@
+"""Pipeline metrics: every figure of ``build_report`` checked against hand-computed values.
+
+The fixture is a small company's first quarter of 2026: ten B2B leads and two SMB leads with
+known stage histories, a dozen emails and their events. ``until`` is 2026-04-01 00:00 UTC.
+Runs on SQLite, and on PostgreSQL when LEADFLOW_TEST_DATABASE_URL names one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+from sqlalchemy import Engine, select
+from sqlmodel import Session, SQLModel
+
+from leadflow.config import LoadedConfig, load_config
+from leadflow.report import build_report, export_csv, headline, render_report, write_html
+from leadflow.reporting.sqlfn import distributions
+from models.db import open_database, session_scope
+from models.tables import Event, Lead, OutboundMessage, StageTransition
+from tests.conftest import database_url
+
+CONFIG = """
+version: 1
+timezone: UTC
+sender:
+  from_name: Test Sender
+  from_email: sales@example.com
+  company: Example Inc.
+  postal_address: 1 Main Street, Springfield
+recycling: {reenter_stage: prospect, lost_stage: lost}
+pipelines:
+  - id: b2b
+    name: B2B
+    target: 10000
+    stages:
+      - {id: lead, probability: 0.1, sla: {max_days: 14, action: recycle}}
+      - {id: prospect, probability: 0.2}
+      - {id: qualified, probability: 0.4, sla: {max_days: 21, action: flag}}
+      - {id: proposal, name: Proposal sent, probability: 0.6, sla: {max_days: 30, action: flag}}
+      - {id: won, kind: won, probability: 1.0}
+      - {id: lost, kind: lost}
+  - id: smb
+    name: Small business
+    stages:
+      - {id: prospect, probability: 0.1}
+      - {id: demo, probability: 0.5, sla: {max_days: 7, action: flag}}
+      - {id: won, kind: won, probability: 1.0}
+      - {id: lost, kind: lost}
+"""
+UNTIL = datetime(2026, 4, 1, tzinfo=UTC)
+
+
+def at(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=UTC)
+
+
+# Each lead: (id, email, company, pipeline, source, deal_value, stuck flag, created_at,
+# [(to_stage or None for the callback list, at, kind), ...]). Its current stage, status,
+# won_at and closed_at follow from the last move.
+LEADS: list[tuple[Any, ...]] = [
+    (1, "a@x.test", "Alpha", "b2b", "web", 5000.0, False, at(1, 5),
+     [("lead", at(1, 5), "intake"), ("prospect", at(1, 7), "rule"),
+      ("qualified", at(1, 12), "rule"), ("proposal", at(1, 19), "rule"),
+      ("won", at(2, 2), "rule")]),
+    (2, "b@x.test", "Beta", "b2b", "web", 3000.0, False, at(1, 5, 12),
+     [("lead", at(1, 5, 12), "intake"), ("prospect", at(1, 9, 12), "rule"),
+      ("qualified", at(1, 16, 12), "rule"), ("proposal", at(1, 30, 12), "rule"),
+      ("lost", at(2, 20, 12), "rule")]),
+    (3, "c@x.test", "Gamma", "b2b", "referral", 2000.0, False, at(1, 12),
+     [("lead", at(1, 12), "intake"), ("prospect", at(1, 13), "rule"),
+      (None, at(2, 2), "recycle"), ("prospect", at(3, 18), "revive"),
+      ("qualified", at(3, 21), "rule")]),
+    (4, "d@x.test", "<b>Delta</b> & Co", "b2b", "referral", 8000.0, False, at(1, 19),
+     [("lead", at(1, 19), "intake"), ("prospect", at(1, 20), "rule"),
+      ("qualified", at(1, 26), "rule"), ("prospect", at(1, 28), "manual"),
+      ("qualified", at(2, 2), "manual"), ("proposal", at(2, 9), "rule")]),
+    (5, "e@x.test", "https://e.example/logo.png", "b2b", "web", 4000.0, True, at(2, 2),
+     [("lead", at(2, 2), "intake"), ("prospect", at(2, 4), "rule"),
+      ("qualified", at(2, 11), "rule")]),
+    (6, "f@x.test", "Zeta", "b2b", "event", None, False, at(2, 16),
+     [("lead", at(2, 16), "intake"), (None, at(3, 2), "sla")]),
+    (7, "g@x.test", "[bold]Eta[/bold]", "b2b", "event", 1000.0, False, at(3, 2),
+     [("lead", at(3, 2), "intake")]),
+    (8, "h@x.test", "Theta", "b2b", None, 1500.0, True, at(3, 16),
+     [("lead", at(3, 16), "intake"), ("prospect", at(3, 18), "rule")]),
+    (9, "i@x.test", "Iota", "b2b", "web", 7000.0, False, at(1, 6),
+     [("lead", at(1, 6), "intake"), ("prospect", at(1, 8), "rule"),
+      ("qualified", at(1, 15), "rule"), ("proposal", at(1, 22), "rule"),
+      ("won", at(3, 5), "rule")]),
+    (10, "j@x.test", "Kappa", "b2b", "referral", 2500.0, False, at(2, 9),
+     [("lead", at(2, 9), "intake"), ("qualified", at(2, 10), "manual"),
+      ("lost", at(2, 24), "manual")]),
+    (11, "k@y.test", "Lambda", "smb", "web", 900.0, False, at(2, 2),
+     [("prospect", at(2, 2), "intake"), ("demo", at(2, 5), "rule"), ("won", at(2, 12), "rule")]),
+    (12, "l@y.test", "Mu", "smb", "web", 600.0, False, at(3, 9),
+     [("prospect", at(3, 9), "intake"), ("demo", at(3, 10), "rule")]),
+    (13, "m@z.test", "Nu", None, "web", None, False, at(3, 30), []),
+]
+# (id, lead, template, variant, status, sent_at, updated_at)
+MESSAGES: list[tuple[Any, ...]] = [
+    (1, 1, "welcome", None, "sent", at(1, 7, 10), at(1, 7, 10)),
+    (2, 2, "welcome", None, "sent", at(1, 9, 13), at(1, 9, 13)),
+    (3, 3, "welcome", None, "sent", at(1, 13, 9), at(1, 13, 9)),
+    (4, 4, "welcome", None, "bounced", None, at(1, 20, 9)),  # refused by SMTP
+    (5, 5, "welcome", None, "sent", at(2, 4, 9), at(2, 4, 9)),
+    (6, 1, "followup", "a", "sent", at(1, 9, 9), at(1, 9, 9)),
+    (7, 2, "followup", "b", "sent", at(1, 12, 9), at(1, 12, 9)),
+    (8, 3, "followup", "a", "sent", at(1, 16, 9), at(1, 16, 9)),
+    (9, 5, "followup", "b", "pending", None, at(2, 6, 9)),  # never sent: not counted
+    (10, 9, "welcome", None, "sent", at(1, 8, 9), at(1, 8, 9)),
+    (11, 11, "welcome", None, "sent", at(2, 3, 9), at(2, 3, 9)),
+    (12, 7, "welcome", None, "sent", at(3, 3, 9), at(3, 3, 9)),
+]
+# (lead, type, occurred_at, outbox id or None)
+EVENTS: list[tuple[Any, ...]] = [
+    (1, "email_opened", at(1, 7, 11), 1),
+    (1, "email_opened", at(1, 7, 15), 1),  # a second open of the same message counts once
+    (1, "replied", at(1, 8, 10), 1),
+    (2, "email_opened", at(1, 9, 14), 2),
+    (2, "email_clicked", at(1, 9, 14, 5), 2),
+    (5, "unsubscribed", at(2, 5, 9), 5),
+    (1, "email_opened", at(1, 9, 10), 6),
+    (1, "replied", at(1, 9, 12), 6),
+    (2, "replied", at(1, 12, 21), 7),
+    (3, "bounced", at(1, 16, 9, 5), 8),  # asynchronous bounce after SMTP accepted it
+    (9, "replied", at(1, 8, 15), None),  # a reply matched to the lead, not to a message
+    (7, "replied", at(3, 2, 10), None),  # before the first email: not a response to it
+    (11, "replied", at(2, 3, 11), 11),
+    (10, "replied", at(4, 2, 9), None),  # after until: ignored
+    (1, "email_clicked", at(4, 2, 9), 1),  # after until: ignored
+]
+
+
+def _lead_row(spec: tuple[Any, ...]) -> Lead:
+    lead_id, email, company, pipeline, source, deal, stuck, created, moves = spec
+    stage, status, entered, won_at, closed_at = None, "active", None, None, None
+    if moves:
+        stage, entered, _ = moves[-1]
+        if stage is None:
+            status = "callback"
+        elif stage == "won":
+            won_at = entered
+        elif stage == "lost":
+            status, closed_at = "closed", entered
+    return Lead(
+        id=lead_id, email=email, company=company, pipeline=pipeline, source=source,
+        deal_value=deal, stuck=stuck, stage=stage, status=status, stage_entered_at=entered,
+        won_at=won_at, closed_at=closed_at, created_at=created, updated_at=created,
+    )
+
+
+def _transitions(spec: tuple[Any, ...]) -> list[StageTransition]:
+    lead_id, pipeline, moves = spec[0], spec[3], spec[8]
+    rows, previous = [], None
+    for to_stage, when, kind in moves:
+        rows.append(StageTransition(lead_id=lead_id, pipeline=pipeline, from_stage=previous,
+                                    to_stage=to_stage, at=when, kind=kind))
+        previous = to_stage
+    return rows
+
+
+def _fill(engine: Engine) -> None:
+    emails = {spec[0]: spec[1] for spec in LEADS}
+    with session_scope(engine) as session:
+        session.add_all([_lead_row(spec) for spec in LEADS])
+        session.flush()
+        session.add_all([t for spec in LEADS for t in _transitions(spec)])
+        session.add_all([
+            OutboundMessage(id=mid, lead_id=lead, cadence="outbound", step=f"s{mid}",
+                            template=template, variant=variant, to_email=emails[lead],
+                            status=status, sent_at=sent, due_at=updated, created_at=updated,
+                            updated_at=updated)
+            for mid, lead, template, variant, status, sent, updated in MESSAGES
+        ])
+        session.flush()
+        session.add_all([
+            Event(lead_id=lead, type=kind, occurred_at=when, message_id=message)
+            for lead, kind, when, message in EVENTS
+        ])
+
+
+def _empty(engine: Engine) -> None:
+    if engine.dialect.name == "postgresql":  # a shared test database: start from empty tables
+        names = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    db = open_database(database_url(tmp_path_factory.mktemp("report")))
+    _empty(db)
+    _fill(db)
+    yield db
+    _empty(db)
+    db.dispose()
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedConfig:
+    return load_config(Path("report-test.yaml"), text=CONFIG)
+
+
+def report(engine: Engine, loaded: LoadedConfig, since: datetime | None = None,
+           until: datetime = UNTIL, pipeline: str | None = None) -> dict[str, Any]:
+    with engine.connect() as conn:
+        return build_report(conn, loaded, since=since, until=until, pipeline=pipeline)
+
+
+@pytest.fixture(scope="module")
+def full(engine: Engine, loaded: LoadedConfig) -> dict[str, Any]:
+    return report(engine, loaded)
+
+
+def section(data: dict[str, Any], pipeline: str) -> dict[str, Any]:
+    return next(p for p in data["pipelines"] if p["id"] == pipeline)
+
+
+def by_stage(rows: list[dict[str, Any]], *keys: str) -> dict[str, tuple[Any, ...]]:
+    return {r["stage"]: tuple(r[k] for k in keys) for r in rows}
+
+
+# --- the snapshot: leads per stage now, aging, stuck ----------------------------------------
+
+
+def test_funnel_counts_leads_per_stage_now_with_callbacks_and_closed(full: dict[str, Any]) -> None:
+    b2b = section(full, "b2b")
+    # lead: #7; prospect: #8; qualified: #3, #5; proposal: #4; won: #1, #9; lost: #2, #10.
+    assert by_stage(b2b["funnel"], "leads", "value") == {
+        "lead": (1, 1000.0),
+        "prospect": (1, 1500.0),
+        "qualified": (2, 6000.0),  # 2000 + 4000
+        "proposal": (1, 8000.0),
+        "won": (2, 12000.0),  # 5000 + 7000
+        "lost": (2, 0.0),  # closed leads carry no pipeline value
+    }
+    # 10 leads; active #1 #3 #4 #5 #7 #8 #9; open = 7 active minus 2 won; #6 is on callback.
+    assert b2b["leads"] == {"total": 10, "active": 7, "open": 5, "won": 2, "callback": 1,
+                            "closed": 2}
+    smb = section(full, "smb")
+    assert by_stage(smb["funnel"], "leads") == {"prospect": (0,), "demo": (1,), "won": (1,),
+                                                "lost": (0,)}
+    assert smb["leads"] == {"total": 2, "active": 2, "open": 1, "won": 1, "callback": 0,
+                            "closed": 0}
+    assert full["unassigned_leads"] == 1  # #13 has no pipeline yet
+    assert full["period"] == {"since": None, "until": "2026-04-01T00:00:00+00:00"}
+
+
+def test_weighted_pipeline_and_coverage_of_target(full: dict[str, Any]) -> None:
+    b2b = section(full, "b2b")
+    # 0.1*1000 + 0.2*1500 + 0.4*6000 + 0.6*8000 = 100 + 300 + 2400 + 4800 = 7600
+    assert b2b["weighted_pipeline"] == 7600.0
+    assert b2b["open_value"] == 16500.0  # 1000 + 1500 + 6000 + 8000
+    assert b2b["target"] == 10000
+    assert b2b["coverage"] == 0.76  # 7600 / 10000
+    smb = section(full, "smb")
+    assert smb["weighted_pipeline"] == 300.0  # 0.5 * 600
+    assert smb["target"] is None
+    assert smb["coverage"] is None
+
+
+def test_stage_aging_counts_leads_over_sla_or_flagged(full: dict[str, Any]) -> None:
+    b2b = section(full, "b2b")
+    # Ages at Apr 1: #7 in lead since Mar 2 = 30 d (SLA 14: over); #8 in prospect since
+    # Mar 18 = 14 d (no SLA, flagged); #3 in qualified since Mar 21 = 11 d, #5 since Feb 11
+    # = 28 + 21 = 49 d (SLA 21: over, and flagged); #4 in proposal since Feb 9 = 51 d (SLA 30).
+    keys = ("sla_days", "leads", "avg_days", "max_days", "over_sla", "flagged", "stuck")
+    assert by_stage(b2b["aging"], *keys) == {
+        "lead": (14, 1, 30.0, 30.0, 1, 0, 1),
+        "prospect": (None, 1, 14.0, 14.0, 0, 1, 1),
+        "qualified": (21, 2, 30.0, 49.0, 1, 1, 1),  # avg (11 + 49) / 2
+        "proposal": (30, 1, 51.0, 51.0, 1, 0, 1),
+    }
+    # #12 in demo since Mar 10 = 22 d, SLA 7.
+    assert by_stage(section(full, "smb")["aging"], *keys) == {
+        "prospect": (None, 0, None, None, 0, 0, 0),
+        "demo": (7, 1, 22.0, 22.0, 1, 0, 1),
+    }
+
+
+def test_stuck_leads_listed_per_stage_in_pipeline_order(full: dict[str, Any]) -> None:
+    assert section(full, "b2b")["stuck"] == [
+        {"stage": "lead", "email": "g@x.test", "company": "[bold]Eta[/bold]",
+         "days_in_stage": 30.0, "over_sla": True, "flagged": False},
+        {"stage": "prospect", "email": "h@x.test", "company": "Theta", "days_in_stage": 14.0,
+         "over_sla": False, "flagged": True},
+        {"stage": "qualified", "email": "e@x.test", "company": "https://e.example/logo.png",
+         "days_in_stage": 49.0, "over_sla": True, "flagged": True},
+        {"stage": "proposal", "email": "d@x.test", "company": "<b>Delta</b> & Co",
+         "days_in_stage": 51.0, "over_sla": True, "flagged": False},
+    ]
+
+
+def test_stuck_list_keeps_the_ten_oldest_of_a_stage(engine: Engine, loaded: LoadedConfig) -> None:
+    with engine.connect() as conn, conn.begin() as transaction:  # rolled back below
+        session = Session(bind=conn)
+        session.add_all([  # 12 more leads in demo (SLA 7), entered Jan 1 .. Jan 12
+            Lead(id=100 + i, email=f"d{i}@y.test", pipeline="smb", stage="demo",
+                 stage_entered_at=at(1, i), created_at=at(1, i), updated_at=at(1, i))
+            for i in range(12, 0, -1)
+        ])
+        session.flush()
+        data = build_report(conn, loaded, since=None, until=UNTIL, pipeline="smb")
+        transaction.rollback()
+    smb = section(data, "smb")
+    # the 10 that entered first, oldest first; #12 (22 days) and d11, d12 are left out
+    assert [r["email"] for r in smb["stuck"]] == [f"d{i}@y.test" for i in range(1, 11)]
+    assert smb["stuck"][0]["days_in_stage"] == 90.0  # Jan 1 -> Apr 1 = 31 + 28 + 31
+    assert smb["aging"][1]["stuck"] == 13
+
+
+# --- movement: conversion and time in stage ---------------------------------------------------
+
+
+CONVERSION_KEYS = ("entered", "to_next", "advanced", "moved_back", "recycled", "lost", "in_stage")
+
+
+def test_conversion_follows_each_entry_to_the_next_move(full: dict[str, Any]) -> None:
+    b2b = section(full, "b2b")
+    assert by_stage(b2b["conversion"], *CONVERSION_KEYS) == {
+        # 10 entries: 7 to prospect (#1-5, #8, #9), #10 skipped to qualified, #6 recycled,
+        # #7 still there.
+        "lead": (10, 7, 8, 0, 1, 0, 1),
+        # 9 entries (#3 and #4 twice): 7 to qualified, #3's first stay recycled, #8 there.
+        "prospect": (9, 7, 7, 0, 1, 0, 1),
+        # 8 entries (#4 twice): #1 #2 #4b #9 to proposal, #4a back to prospect, #10 lost,
+        # #3 and #5 still there.
+        "qualified": (8, 4, 4, 1, 0, 1, 2),
+        # 4 entries: #1 #9 won, #2 lost, #4 still there.
+        "proposal": (4, 2, 2, 0, 0, 1, 1),
+        "won": (2, 0, 0, 0, 0, 0, 2),
+    }
+    rates = ("next_stage", "to_next_rate", "advance_rate", "drop_off_rate")
+    assert by_stage(b2b["conversion"], *rates) == {
+        "lead": ("prospect", 0.7, 0.8, 0.1),  # 7/10, 8/10, 1/10
+        "prospect": ("qualified", 0.7778, 0.7778, 0.1111),  # 7/9, 7/9, 1/9
+        "qualified": ("proposal", 0.5, 0.5, 0.125),  # 4/8, 4/8, 1/8
+        "proposal": ("won", 0.5, 0.5, 0.25),  # 2/4, 2/4, 1/4
+        "won": (None, 0.0, 0.0, 0.0),
+    }
+    smb = section(full, "smb")
+    assert by_stage(smb["conversion"], *CONVERSION_KEYS, "to_next_rate") == {
+        "prospect": (2, 2, 2, 0, 0, 0, 0, 1.0),
+        "demo": (2, 1, 1, 0, 0, 0, 1, 0.5),  # #11 won, #12 still in demo
+        "won": (1, 0, 0, 0, 0, 0, 1, 0.0),
+    }
+
+
+def test_time_in_stage_median_and_p90_of_completed_stays(full: dict[str, Any]) -> None:
+    keys = ("stays", "median_days", "p90_days", "mean_days")
+    # Percentiles interpolate between ranks: p at position (n - 1) * p of the sorted stays.
+    assert by_stage(section(full, "b2b")["time_in_stage"], *keys) == {
+        # 1 1 1 2 2 2 2 4 14 (#7 still in lead): median = 2; p90 at 7.2 = 4 + 0.2 * 10 = 6;
+        # mean 29 / 9 = 3.22
+        "lead": (9, 2.0, 6.0, 3.22),
+        # 3 (#3 revived Mar 18 -> Mar 21) 5 5 6 7 7 7 20: median at 3.5 = 6.5;
+        # p90 at 6.3 = 7 + 0.3 * 13 = 10.9; mean 60 / 8 = 7.5
+        "prospect": (8, 6.5, 10.9, 7.5),
+        # 2 7 7 7 14 14: median at 2.5 = 7; p90 at 4.5 = 14; mean 51 / 6 = 8.5
+        "qualified": (6, 7.0, 14.0, 8.5),
+        # 14 21 42: median 21; p90 at 1.8 = 21 + 0.8 * 21 = 37.8; mean 77 / 3 = 25.67
+        "proposal": (3, 21.0, 37.8, 25.67),
+        "won": (0, None, None, None),
+    }
+    assert by_stage(section(full, "smb")["time_in_stage"], *keys) == {
+        "prospect": (2, 2.0, 2.8, 2.0),  # 1 3: p90 at 0.9 = 1 + 0.9 * 2
+        "demo": (1, 7.0, 7.0, 7.0),
+        "won": (0, None, None, None),
+    }
+
+
+# --- outcomes: win rate, cycle, velocity, sources, weekly trend -------------------------------
+
+
+def test_win_rate_deal_size_and_sales_cycle(full: dict[str, Any]) -> None:
+    # Won: #1 (Feb 2, 5000, created Jan 5: 28 d), #9 (Mar 5, 7000, created Jan 6: 58 d).
+    # Lost: #2, #10.
+    assert section(full, "b2b")["outcomes"] == {
+        "won": 2,
+        "lost": 2,
+        "win_rate": 0.5,  # 2 / (2 + 2)
+        "win_loss_ratio": 1.0,  # 2 / 2
+        "won_value": 12000.0,
+        "avg_deal_size": 6000.0,
+        # median (28 + 58) / 2 = 43; p90 at 0.9 = 28 + 0.9 * 30 = 55
+        "cycle_days": {"count": 2, "median": 43.0, "mean": 43.0, "p90": 55.0},
+    }
+    assert section(full, "smb")["outcomes"] == {
+        "won": 1,
+        "lost": 0,
+        "win_rate": 1.0,
+        "win_loss_ratio": None,  # nothing lost: no ratio rather than a division by zero
+        "won_value": 900.0,
+        "avg_deal_size": 900.0,
+        "cycle_days": {"count": 1, "median": 10.0, "mean": 10.0, "p90": 10.0},  # Feb 2 -> 12
+    }
+
+
+def test_pipeline_velocity(full: dict[str, Any]) -> None:
+    # 5 open opportunities * 0.5 win rate * 6000 average deal / 43 days = 15000 / 43
+    assert section(full, "b2b")["velocity"] == {
+        "open_opportunities": 5,
+        "win_rate": 0.5,
+        "avg_deal_size": 6000.0,
+        "avg_cycle_days": 43.0,
+        "per_day": 348.84,
+    }
+    assert section(full, "smb")["velocity"]["per_day"] == 90.0  # 1 * 1.0 * 900 / 10
+
+
+def test_new_leads_and_wins_per_week(full: dict[str, Any]) -> None:
+    weeks = ["01-05", "01-12", "01-19", "01-26", "02-02", "02-09", "02-16", "02-23", "03-02",
+             "03-09", "03-16", "03-23", "03-30"]  # Mondays, through the week of Apr 1
+    assert section(full, "b2b")["weekly"] == [
+        {"week": f"2026-{w}", "new_leads": n, "won": won}
+        for w, n, won in zip(weeks, [3, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 0],
+                             [0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0], strict=True)
+    ]
+    smb = section(full, "smb")["weekly"]  # from #11's week (Feb 2) on
+    assert [(w["week"], w["new_leads"], w["won"]) for w in smb if w["new_leads"] or w["won"]] == [
+        ("2026-02-02", 1, 0), ("2026-02-09", 0, 1), ("2026-03-09", 1, 0)]
+    assert (smb[0]["week"], smb[-1]["week"], len(smb)) == ("2026-02-02", "2026-03-30", 9)
+
+
+def test_conversion_by_lead_source(full: dict[str, Any]) -> None:
+    assert section(full, "b2b")["sources"] == [
+        {"source": "web", "leads": 4, "won": 2, "conversion_rate": 0.5},  # #1 #2 #5 #9
+        {"source": "referral", "leads": 3, "won": 0, "conversion_rate": 0.0},  # #3 #4 #10
+        {"source": "event", "leads": 2, "won": 0, "conversion_rate": 0.0},  # #6 #7
+        {"source": "(none)", "leads": 1, "won": 0, "conversion_rate": 0.0},  # #8
+    ]
+    assert section(full, "smb")["sources"] == [
+        {"source": "web", "leads": 2, "won": 1, "conversion_rate": 0.5}
+    ]
+
+
+# --- email: templates, variants, first response ----------------------------------------------
+
+
+def test_template_and_variant_results_through_message_events(full: dict[str, Any]) -> None:
+    rows = {(r["template"], r["variant"]): r for r in section(full, "b2b")["variants"]}
+    assert [(r["template"], r["variant"]) for r in section(full, "b2b")["variants"]] == [
+        ("followup", "a"), ("followup", "b"), ("welcome", None)]
+    counts = ("sent", "delivered", "bounced", "opened", "clicked", "replied", "unsubscribed")
+    ratios = ("bounce_rate", "open_rate", "click_rate", "reply_rate", "unsubscribe_rate")
+    # welcome: messages 1 2 3 4 5 10 12; 4 refused by SMTP; opened 1 2; clicked 2; replied 1
+    # (10's reply has no message id); unsubscribed 5.
+    assert tuple(rows[("welcome", None)][k] for k in counts) == (7, 6, 1, 2, 1, 1, 1)
+    # 1/7, then over the 6 delivered: 2/6, 1/6, 1/6, 1/6
+    assert tuple(rows[("welcome", None)][k] for k in ratios) == (
+        0.1429, 0.3333, 0.1667, 0.1667, 0.1667)
+    # followup a: 6 and 8; 8 bounced afterwards (bounce event), 6 opened and replied.
+    assert tuple(rows[("followup", "a")][k] for k in counts) == (2, 1, 1, 1, 0, 1, 0)
+    assert tuple(rows[("followup", "a")][k] for k in ratios) == (0.5, 1.0, 0.0, 1.0, 0.0)
+    # followup b: 7 replied; 9 is still pending and not counted.
+    assert tuple(rows[("followup", "b")][k] for k in counts) == (1, 1, 0, 0, 0, 1, 0)
+    assert tuple(rows[("followup", "b")][k] for k in ratios) == (0.0, 0.0, 0.0, 1.0, 0.0)
+    smb = section(full, "smb")["variants"]
+    assert [(r["template"], r["sent"], r["replied"], r["reply_rate"]) for r in smb] == [
+        ("welcome", 1, 1, 1.0)]
+
+
+def test_first_response_time(full: dict[str, Any]) -> None:
+    # #9: Jan 8 09:00 -> 15:00 = 6 h; #1: Jan 7 10:00 -> Jan 8 10:00 = 24 h;
+    # #2: Jan 9 13:00 -> Jan 12 21:00 = 80 h. #7 replied before its first email: not counted.
+    # median 24; p90 at 1.8 = 24 + 0.8 * 56 = 68.8; mean 110 / 3 = 36.67
+    assert section(full, "b2b")["first_response"] == {
+        "leads": 3, "median_hours": 24.0, "p90_hours": 68.8, "mean_hours": 36.67}
+    assert section(full, "smb")["first_response"] == {  # Feb 3 09:00 -> 11:00
+        "leads": 1, "median_hours": 2.0, "p90_hours": 2.0, "mean_hours": 2.0}
+
+
+# --- the period and the pipeline filter --------------------------------------------------------
+
+
+def test_since_until_restrict_every_period_metric(engine: Engine, loaded: LoadedConfig) -> None:
+    data = report(engine, loaded, since=at(2, 1), until=at(3, 1))
+    assert data["period"] == {"since": "2026-02-01T00:00:00+00:00",
+                              "until": "2026-03-01T00:00:00+00:00"}
+    b2b = section(data, "b2b")
+    # Entries Feb 1 .. Mar 1; moves after Mar 1 are not seen (#6's recycle on Mar 2).
+    assert by_stage(b2b["conversion"], *CONVERSION_KEYS, "advance_rate", "drop_off_rate") == {
+        "lead": (3, 1, 2, 0, 0, 0, 1, 0.6667, 0.0),  # #5 -> prospect, #10 -> qualified, #6
+        "prospect": (1, 1, 1, 0, 0, 0, 0, 1.0, 0.0),  # #5
+        "qualified": (3, 1, 1, 0, 0, 1, 1, 0.3333, 0.3333),  # #4b -> proposal, #10 lost, #5
+        "proposal": (1, 0, 0, 0, 0, 0, 1, 0.0, 0.0),  # #4
+        "won": (1, 0, 0, 0, 0, 0, 1, 0.0, 0.0),  # #1
+    }
+    # Stays that ended Feb 1 .. Mar 1, whenever they began.
+    assert by_stage(b2b["time_in_stage"], "stays", "median_days", "p90_days", "mean_days") == {
+        "lead": (2, 1.5, 1.9, 1.5),  # #10 1, #5 2
+        "prospect": (3, 7.0, 17.4, 10.67),  # #4b 5, #5 7, #3 20 (Jan 13 -> Feb 2)
+        "qualified": (2, 10.5, 13.3, 10.5),  # #4b 7, #10 14
+        "proposal": (2, 17.5, 20.3, 17.5),  # #1 14, #2 21
+        "won": (0, None, None, None),
+    }
+    # Won #1 only (#9 on Mar 5 is later); lost #2 and #10.
+    assert b2b["outcomes"] == {
+        "won": 1, "lost": 2, "win_rate": 0.3333, "win_loss_ratio": 0.5, "won_value": 5000.0,
+        "avg_deal_size": 5000.0, "cycle_days": {"count": 1, "median": 28.0, "mean": 28.0,
+                                                "p90": 28.0},
+    }
+    assert b2b["velocity"]["per_day"] == 297.62  # 5 * (1/3) * 5000 / 28 = 25000 / 84
+    assert [(w["week"], w["new_leads"], w["won"]) for w in b2b["weekly"]] == [
+        ("2026-01-26", 0, 0),  # Sunday Feb 1 belongs to the week of Monday Jan 26
+        ("2026-02-02", 1, 1),  # #5 created, #1 won
+        ("2026-02-09", 1, 0),  # #10
+        ("2026-02-16", 1, 0),  # #6
+        ("2026-02-23", 0, 0),
+    ]
+    assert b2b["sources"] == [  # created in the period: #6, #10, #5
+        {"source": "event", "leads": 1, "won": 0, "conversion_rate": 0.0},
+        {"source": "referral", "leads": 1, "won": 0, "conversion_rate": 0.0},
+        {"source": "web", "leads": 1, "won": 0, "conversion_rate": 0.0},
+    ]
+    assert [(r["template"], r["sent"], r["unsubscribed"], r["unsubscribe_rate"])
+            for r in b2b["variants"]] == [("welcome", 1, 1, 1.0)]  # only message 5 (Feb 4)
+    assert b2b["first_response"] == {  # every b2b first reply came in January
+        "leads": 0, "median_hours": None, "p90_hours": None, "mean_hours": None}
+    smb = section(data, "smb")
+    assert smb["first_response"]["median_hours"] == 2.0
+    assert smb["outcomes"]["won"] == 1
+    assert smb["sources"] == [{"source": "web", "leads": 1, "won": 1, "conversion_rate": 1.0}]
+    # The snapshot (leads per stage now) does not depend on the period.
+    assert b2b["funnel"] == section(report(engine, loaded), "b2b")["funnel"]
+
+
+def test_pipeline_filter_reports_one_pipeline_with_the_same_figures(
+    engine: Engine, loaded: LoadedConfig, full: dict[str, Any]
+) -> None:
+    only = report(engine, loaded, pipeline="smb")
+    assert [p["id"] for p in only["pipelines"]] == ["smb"]
+    assert only["pipeline"] == "smb"
+    assert only["pipelines"][0] == section(full, "smb")
+    assert only["unassigned_leads"] == 0  # unassigned leads belong to no pipeline
+    with pytest.raises(ValueError, match="unknown pipeline 'nope'"):
+        report(engine, loaded, pipeline="nope")
+
+
+def test_naive_or_inverted_period_is_refused(engine: Engine, loaded: LoadedConfig) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        report(engine, loaded, until=datetime(2026, 4, 1))  # noqa: DTZ001
+    with pytest.raises(ValueError, match="is after until"):
+        report(engine, loaded, since=UNTIL + timedelta(days=1))
+
+
+def test_report_is_json_ready(full: dict[str, Any]) -> None:
+    assert json.loads(json.dumps(full)) == full
+
+
+# --- presentation ------------------------------------------------------------------------------
+
+
+def test_headline_is_one_line_per_report(full: dict[str, Any]) -> None:
+    assert headline(full) == (
+        "b2b: 10 leads: 1 lead, 1 prospect, 2 qualified, 1 proposal; won 2 (win rate 50%), "
+        "callbacks 1 | smb: 2 leads: 0 prospect, 1 demo; won 1 (win rate 100%), callbacks 0"
+    )
+    only = {"pipelines": [section(full, "b2b")]}
+    assert headline(only).startswith("10 leads: 1 lead,")
+
+
+def test_render_report_prints_tables_without_interpreting_data_as_markup(
+    full: dict[str, Any],
+) -> None:
+    console = Console(record=True, width=160, file=io.StringIO())
+    render_report(full, console)
+    text = console.export_text()
+    assert "10 leads: 1 lead, 1 prospect, 2 qualified, 1 proposal; won 2" in text
+    assert "[bold]Eta[/bold]" in text  # a company name is printed as written
+    for title in ("Funnel", "Conversion", "Time in stage", "Stage aging", "Stuck leads",
+                  "Win rate", "Lead sources", "Weekly trend", "A/B variants"):
+        assert title in text
+    assert "1 lead(s) not yet assigned" in text
+
+
+def test_html_report_is_self_contained_with_svg_charts(
+    full: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "out" / "report.html"
+    write_html(full, path)
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>")
+    assert '<svg role="img"' in page and "<title>Funnel: leads per stage</title>" in page
+    for chart in ("Stage aging", "Weekly new leads and wins", "A/B variant comparison"):
+        assert f"<title>{chart}</title>" in page
+    # Nothing is fetched: no script, stylesheet link, image, frame or CSS url(); the URL that
+    # is a company name only appears as text.
+    assert not re.search(r"<(script|link|img|iframe|object|embed)\b", page, re.I)
+    assert not re.search(r"""(src|href|xlink:href)\s*=\s*["']?\s*https?:""", page, re.I)
+    assert "url(" not in page and "@import" not in page
+    assert "<td>https://e.example/logo.png</td>" in page
+    assert "&lt;b&gt;Delta&lt;/b&gt; &amp; Co" in page and "<b>Delta</b>" not in page
+    assert "default-src 'none'" in page
+
+
+def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
+    path = tmp_path / "stuck.csv"
+    hostile = ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\t=1", "\r=1", "plain", "a=b"]
+    export_csv([{"company": value, "days": -1.5, "n": 3} for value in hostile]
+               + [{"company": None, "extra": ["x", 1]}], path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["company", "days", "n", "extra"]
+    assert [r[0] for r in rows[1:-1]] == [
+        "'=cmd|' /C calc'!A0", "'+1", "'-1", "'@SUM(1)", "'\t=1", "'\r=1", "plain", "a=b"]
+    assert rows[1][1:] == ["-1.5", "3", ""]  # numbers stay numbers
+    assert rows[-1] == ["", "", "", '["x", 1]']
+
+
+def test_csv_export_of_report_rows(full: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "stuck.csv"
+    export_csv(section(full, "b2b")["stuck"], path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["email"], r["days_in_stage"]) for r in rows] == [
+        ("g@x.test", "30.0"), ("h@x.test", "14.0"), ("e@x.test", "49.0"), ("d@x.test", "51.0")]
+
+
+# --- the percentile query itself ---------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=30))
+def test_percentiles_from_ranked_rows_match_python(engine: Engine, values: list[int]) -> None:
+    """The database picks the rows at the percentile offsets; the result equals the
+    inclusive quantile definition computed in Python."""
+    from sqlalchemy import literal, union_all
+
+    rows = union_all(*[select(literal("g").label("g"), literal(v).label("v")) for v in values])
+    with engine.connect() as conn:
+        found = distributions(conn, select(rows.subquery()), ["g"])[("g",)]
+    ordered = sorted(values)
+
+    def inclusive(q: float) -> float:
+        position = (len(ordered) - 1) * q
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    assert found.count == len(values)
+    assert found.median == pytest.approx(inclusive(0.5))
+    assert found.p90 == pytest.approx(inclusive(0.9))
+    assert found.mean == pytest.approx(sum(values) / len(values))
