@@ -594,9 +594,9 @@ def db_upgrade() -> None:
 
 
 def main() -> None:
-    """Entry point: maps bad input to exit code 1 without a traceback."""
+    """Entry point: bad input exits 1 with a message and no traceback; usage errors exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except Invalid as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
@@ -608,20 +608,6 @@ def main() -> None:
     except SettingsError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from leadflow.intake import (
 )
 from leadflow.intake.readers import sniff_delimiter
 from models.db import make_engine, open_database
-from models.tables import LEADS
-from models.tables import SUPPRESSIONS
+from models.tables import LEADS, SUPPRESSIONS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "intake"
 NEW_YORK = "America/New_York"

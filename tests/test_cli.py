@@ -1,0 +1,183 @@
+"""The command line contract: every command documented, JSON output, exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from leadflow.cli import app, main
+from tests.conftest import DEFAULT_CONFIG, TEMPLATES, database_url
+
+COMMANDS = [
+    "validate",
+    "lint",
+    "schema",
+    "import",
+    "event",
+    "show",
+    "leads",
+    "move",
+    "callbacks",
+    "suppress",
+    "run",
+    "plan",
+    "preview",
+    "send-test",
+    "report",
+    "serve",
+    "web",
+    "demo",
+    "db",
+]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("LEADFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", database_url(tmp_path))
+    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
+    monkeypatch.setenv("LEADFLOW_TEMPLATES", str(TEMPLATES))
+    monkeypatch.setenv("LEADFLOW_DEMO", "true")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["leadflow", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_help_lists_every_command(cli) -> None:
+    code, out, _ = cli("--help")
+    assert code == 0
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "db"] + ["db upgrade"])
+def test_every_command_has_help(cli, command: str) -> None:
+    code, out, _ = cli(*command.split(), "--help")
+    assert code == 0
+    assert "Usage:" in out
+
+
+def test_usage_error_exits_with_2(cli) -> None:
+    code, _, err = cli("leads", "--limit", "zero")
+    assert code == 2
+    assert "Invalid value" in err
+
+
+def test_validate_reports_errors_and_exits_1(cli, tmp_path: Path) -> None:
+    broken = tmp_path / "pipeline.yaml"
+    broken.write_text(DEFAULT_CONFIG.read_text().replace("  reply_to:", "  reply_too:"))
+    code, _, err = cli("validate", "--config", str(broken))
+    assert code == 1
+    assert f"{broken}:12:3: sender.reply_too: unknown key 'reply_too' (did you mean" in err
+    code, out, _ = cli("validate", "--json")
+    assert code == 0
+    assert json.loads(out)["valid"] is True
+
+
+def test_schema_is_json_schema_and_matches_the_shipped_file(cli) -> None:
+    code, out, _ = cli("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["title"] == "PipelineConfig"
+    shipped = Path(__file__).resolve().parent.parent / "docs" / "pipeline.schema.json"
+    assert json.loads(shipped.read_text()) == schema
+    assert DEFAULT_CONFIG.read_text().startswith(
+        "# yaml-language-server: $schema=../docs/pipeline.schema.json"
+    )
+
+
+def _write_leads(path: Path) -> None:
+    path.write_text(
+        "E-mail,First Name,Company,Job Title,Employees,Industry,Country\n"
+        "ada@example.com,Ada,Analytical Engines,CTO,120,saas,US\n"
+        "grace@example.com,Grace,Cobol Corp,Engineering Manager,40,fintech,US\n"
+        "broken-address,Bob,Nowhere,CEO,5,saas,US\n",
+        encoding="utf-8",
+    )
+
+
+def test_lead_lifecycle_through_the_cli(cli, tmp_path: Path) -> None:
+    leads_csv = tmp_path / "leads.csv"
+    _write_leads(leads_csv)
+    code, out, _ = cli("import", str(leads_csv), "--json", "--now", "2026-11-03T14:00:00Z")
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["created"], summary["rejected"]) == (2, 1)
+    code, out, _ = cli("event", "ada@example.com", "web_visit", "--at", "2026-11-03T14:10:00Z")
+    assert code == 0
+    code, _, err = cli("event", "ada@example.com", "replyed")
+    assert code == 1
+    assert "did you mean 'replied'" in err
+    code, out, _ = cli("leads", "--json")
+    assert [lead["email"] for lead in json.loads(out)] == ["ada@example.com", "grace@example.com"]
+    code, out, _ = cli(
+        "move",
+        "grace@example.com",
+        "qualified",
+        "--reason",
+        "called us",
+        "--now",
+        "2026-11-03T15:00:00Z",
+    )
+    assert code == 0
+    code, out, _ = cli("show", "grace@example.com", "--json", "--now", "2026-11-03T15:00:00Z")
+    shown = json.loads(out)
+    assert [(t["to_stage"], t["kind"], t["reason"]) for t in shown["transitions"]] == [
+        ("qualified", "manual", "called us")
+    ]
+    code, _, err = cli("move", "grace@example.com", "qualifed", "--reason", "x")
+    assert code == 1
+    assert "did you mean 'qualified'" in err
+    code, out, _ = cli("suppress", "Ada@Example.com")
+    assert (code, out.strip()) == (0, "suppressed ada@example.com (manual)")
+    code, out, _ = cli("callbacks", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    code, _, err = cli("show", "nobody@example.com")
+    assert code == 1
+    assert "no lead with email 'nobody@example.com'" in err
+
+
+def test_plan_changes_nothing(cli, tmp_path: Path) -> None:
+    leads_csv = tmp_path / "leads.csv"
+    _write_leads(leads_csv)
+    cli("import", str(leads_csv), "--now", "2026-11-03T14:00:00Z")
+    db = tmp_path / "test.db"
+    if not db.exists():
+        pytest.skip("byte comparison needs the SQLite file")
+    import sqlite3
+
+    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    code, out, _ = cli("plan", "--json", "--now", "2026-11-03T14:30:00Z")
+    assert code == 0
+    plan = json.loads(out)["current"]
+    assert plan["rescored"] == 2
+    assert plan["advance"]["moves"][0]["count"] == 2
+    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_bad_config_changes_nothing(cli, tmp_path: Path) -> None:
+    broken = tmp_path / "pipeline.yaml"
+    broken.write_text(DEFAULT_CONFIG.read_text().replace("daily_cap: 400", "daily_cap: -1"))
+    code, _, err = cli("run", "--config", str(broken))
+    assert code == 1
+    assert "sender.daily_cap: Input should be greater than or equal to 1" in err
+    assert not (tmp_path / "test.db").exists()
+
+
+def test_app_object_is_typer() -> None:
+    assert app.info.name == "leadflow"
