@@ -7,7 +7,9 @@ range, an ISO timestamp — cross task boundaries.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from pathlib import Path
 
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, load_settings
@@ -38,11 +40,27 @@ def runtime() -> Runtime:
         return _current
 
 
+def _fingerprint(settings: Settings) -> str:
+    """Changes whenever the config or any template file changes."""
+    digest = hashlib.sha256()
+    for path in [settings.config, *sorted(Path(settings.templates).glob("*"))]:
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+_loaded_fingerprint: str | None = None
+
+
 def reload() -> Runtime:
-    """Re-read the config (each flow run starts with the file as it is now)."""
-    global _current
+    """Each flow run starts with the files as they are now: re-validated when they changed."""
+    global _current, _loaded_fingerprint
     with _lock:
-        if _current is not None:
+        settings = _settings or load_settings()
+        fingerprint = _fingerprint(settings)
+        if _current is not None and fingerprint != _loaded_fingerprint:
             _current.close()
             _current = None
+        _loaded_fingerprint = fingerprint
     return runtime()

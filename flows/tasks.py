@@ -31,7 +31,6 @@ def _when(now: str) -> datetime:
 @task(
     name="score batch",
     cache_policy=NO_CACHE,
-    timeout_seconds=900,
     retries=DB_RETRIES,
     retry_delay_seconds=DB_RETRY_DELAYS,
 )
@@ -43,7 +42,6 @@ def score_batch(id_range: IdRange, now: str) -> dict[str, int]:
 @task(
     name="advance batch",
     cache_policy=NO_CACHE,
-    timeout_seconds=900,
     retries=DB_RETRIES,
     retry_delay_seconds=DB_RETRY_DELAYS,
 )
@@ -54,7 +52,6 @@ def advance_batch(id_range: IdRange, now: str) -> dict[str, Any]:
 @task(
     name="revive callbacks",
     cache_policy=NO_CACHE,
-    timeout_seconds=900,
     retries=DB_RETRIES,
     retry_delay_seconds=DB_RETRY_DELAYS,
 )
@@ -77,7 +74,6 @@ def reconcile(now: str) -> list[int]:
 @task(
     name="deliver batch",
     cache_policy=NO_CACHE,
-    timeout_seconds=1800,
     retries=1,
     retry_delay_seconds=30,
 )

@@ -164,7 +164,12 @@ def deliver_batch(
     transport: TransportFactory,
     kind: str | None = None,
 ) -> DeliveryOutcome:
-    """Claim the due messages of ``id_range``, send them over one pool, record the outcomes."""
+    """Claim the due messages of ``id_range``, send them over one pool, record the outcomes.
+
+    A missing signing key raises ``SettingsError`` before anything is claimed: it is a
+    deployment problem, and caught per message it would fail every due row for good.
+    """
+    rt.settings.require_real_secret()
     out = DeliveryOutcome()
     with session_scope(rt.engine) as session:
         claim = claim_batch(session.connection(), rt, id_range, now=now, kind=kind)

@@ -125,12 +125,11 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
 
 
 def _print_funnel(console: Console, data: dict[str, Any]) -> None:
-    table = Table("pipeline", "stage", "leads", title="Where the leads are now")
-    for pipeline in data.get("pipelines", []):
-        for stage in pipeline.get("stages", []):
-            table.add_row(
-                pipeline.get("id", ""),
-                stage.get("name", stage.get("id", "")),
-                str(stage.get("count", stage.get("leads", 0))),
-            )
-    console.print(table)
+    for pipeline in data["pipelines"]:
+        funnel = pipeline["funnel"]
+        widest = max([row["leads"] for row in funnel] + [1])
+        table = Table("stage", "leads", "", title=f"Where the leads are now — {pipeline['name']}")
+        for row in funnel:
+            table.add_row(row["name"], str(row["leads"]), "█" * round(30 * row["leads"] / widest))
+        table.add_row("(callback list)", str(pipeline["leads"]["callback"]), "")
+        console.print(table)

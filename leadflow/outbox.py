@@ -239,10 +239,15 @@ def claim_batch(
                 lead={f: getattr(row, f"lead_{f}") for f in LEAD_FIELDS},
             )
         )
+    # Every write below re-checks that the row is still open: a rival run may have claimed
+    # (even sent) it since our SELECT, and turning its row back into deferred would send the
+    # message twice. Only the PostgreSQL row locks make that impossible; SQLite needs the guard.
+    # (``or_`` rather than ``in_``: expanding IN cannot be used with executemany.)
+    still_open = or_(*[outbox.c.status == state for state in OPEN_MESSAGE_STATES])
     if suppressed:
         conn.execute(
             update(outbox)
-            .where(outbox.c.id.in_(suppressed))
+            .where(outbox.c.id.in_(suppressed), still_open)
             .values(
                 status=MessageStatus.SUPPRESSED,
                 updated_at=now,
@@ -253,14 +258,14 @@ def claim_batch(
     if cancel:
         conn.execute(
             update(outbox)
-            .where(outbox.c.id == bindparam("b_id"))
+            .where(outbox.c.id == bindparam("b_id"), still_open)
             .values(status=MessageStatus.CANCELLED, last_error=bindparam("error"), updated_at=now),
             cancel,
         )
     if defer:
         conn.execute(
             update(outbox)
-            .where(outbox.c.id == bindparam("b_id"))
+            .where(outbox.c.id == bindparam("b_id"), still_open)
             .values(
                 status=MessageStatus.DEFERRED,
                 due_at=bindparam("due"),
@@ -276,7 +281,7 @@ def claim_batch(
             update(outbox)
             .where(
                 outbox.c.id == bindparam("b_id"),
-                or_(*[outbox.c.status == state for state in OPEN_MESSAGE_STATES]),
+                still_open,
                 ~exists().where(supp.c.email == outbox.c.to_email),
             )
             .values(

@@ -55,7 +55,7 @@ def world_events(conn: Connection, *, now: datetime) -> list[EventIn]:
         rng = _rng(lead_id, now, "sales")
         days_in = (now - entered).total_seconds() / 86400 if entered else 0
         roll = rng.random()
-        if (stage == "qualified" and roll < 0.3) or (stage == "prospect" and roll < 0.02):
+        if (stage == "qualified" and roll < 0.2) or (stage == "prospect" and roll < 0.02):
             events.append(EventIn(lead_id, "meeting_booked", at))
         elif stage == "meeting" and days_in >= 2:
             if roll < 0.45:
@@ -63,16 +63,16 @@ def world_events(conn: Connection, *, now: datetime) -> list[EventIn]:
             elif roll < 0.5:
                 events.append(EventIn(lead_id, "lost", at, data={"reason": "no budget"}))
         elif stage == "proposal" and days_in >= 1:
-            if roll < 0.15:
+            if roll < 0.05:
                 events.append(EventIn(lead_id, "won", at))
-            elif roll < 0.22:
+            elif roll < 0.1:
                 events.append(EventIn(lead_id, "lost", at, data={"reason": "competitor"}))
-            elif roll < 0.4:
+            elif roll < 0.25:
                 events.append(EventIn(lead_id, "replied", at))
         elif stage == "negotiation" and days_in >= 1:
-            if roll < 0.3:
+            if roll < 0.12:
                 events.append(EventIn(lead_id, "won", at))
-            elif roll < 0.38:
+            elif roll < 0.18:
                 events.append(EventIn(lead_id, "lost", at, data={"reason": "price"}))
         elif stage == "lead" and roll < 0.04:
             events.append(EventIn(lead_id, "web_visit", at))

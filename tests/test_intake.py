@@ -1019,7 +1019,7 @@ def snapshot(engine: Engine) -> tuple[list[dict[str, Any]], dict[str, str]]:
     )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records=raw_records)
 def test_importing_the_same_rows_twice_changes_nothing(records: list[dict[str, str]]) -> None:
     rows = rows_of(*records)
@@ -1038,7 +1038,7 @@ def test_importing_the_same_rows_twice_changes_nothing(records: list[dict[str, s
     assert after == before
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=raw_records, second=raw_records)
 def test_final_state_does_not_depend_on_the_batch_size(
     first: list[dict[str, str]], second: list[dict[str, str]]

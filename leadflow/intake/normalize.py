@@ -31,6 +31,7 @@ MULTI_LINE_FIELDS = frozenset({"need"})
 TIMESTAMP_COLUMNS = frozenset({"updated_at", "last_modified"})
 TRUE_WORDS = frozenset({"yes", "true", "1", "y", "x", "t", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "n", "f", "off"})
+_TARGET_CACHE = 10_000
 INT_RANGE = 2**31 - 1  # PostgreSQL INTEGER; SQLite would take more, but both must agree
 
 _CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")
@@ -142,6 +143,8 @@ class Normalizer:
         key = (column, position)
         found = self._targets.get(key)
         if found is None:
+            if len(self._targets) >= _TARGET_CACHE:
+                self._targets.clear()  # JSON Lines with ever-new keys must not grow memory
             found = self._targets[key] = self._resolve(column, position)
         return found
 
@@ -150,6 +153,8 @@ class Normalizer:
         if name.casefold() in self._dne:
             return ("dne", name)
         mapped = self.intake.mapping.get(name) or self._mapping_folded.get(name.casefold())
+        if mapped is not None and mapped.strip().casefold() in self._dne:
+            return ("dne", name)
         return _name_target(mapped or name, position)
 
     def _take(self, draft: _Draft, target: Target, column: str, value: str) -> None:

@@ -29,7 +29,10 @@ _REPLACEMENT = "\ufffd"
 
 
 class IntakeError(Exception):
-    """A file that cannot be imported at all (unknown format, missing file)."""
+    """A file that cannot be imported at all (unknown format, missing file).
+
+    Messages do not repeat the path: callers (CLI, inbox) prefix it themselves.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,9 @@ def read_rows(path: Path) -> Iterator[RawRow]:
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES | JSONL_SUFFIXES:
         known = ", ".join(sorted(CSV_SUFFIXES | JSONL_SUFFIXES))
-        raise IntakeError(f"{path}: unknown file type {suffix or '(none)'!r}; expected {known}")
+        raise IntakeError(f"unknown file type {suffix or '(none)'!r}; expected {known}")
     if not path.is_file():
-        raise IntakeError(f"{path}: no such file")
+        raise IntakeError("no such file")
     return _read_jsonl(path) if suffix in JSONL_SUFFIXES else _read_csv(path)
 
 
@@ -127,7 +130,7 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
         try:
             header = unique_names(next(reader))
         except csv.Error as exc:
-            raise IntakeError(f"{path}: unreadable header: {exc}") from exc
+            raise IntakeError(f"unreadable header: {exc}") from exc
         number = 0
         while True:
             number += 1

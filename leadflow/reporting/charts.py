@@ -73,7 +73,7 @@ def aging(rows: Sequence[dict[str, Any]]) -> str:
     """Average (dark) and oldest (light) days in stage, with the stage SLA as a red tick."""
     shown = [r for r in rows if r["leads"]]
     scale_max = max([r["max_days"] or 0 for r in shown] + [r["sla_days"] or 0 for r in shown] + [1])
-    span = WIDTH - LABEL_W - 90
+    span = WIDTH - LABEL_W - 140
     body = []
     for i, r in enumerate(shown):
         y = 8 + i * ROW_H
@@ -150,7 +150,7 @@ def variants(rows: Sequence[dict[str, Any]]) -> str:
         ("reply_rate", GREEN, "reply"),
     )
     group_h = ROW_H * 2 + 6
-    span = WIDTH - LABEL_W - 70
+    span = WIDTH - LABEL_W - 110
     peak = max([r[k] or 0.0 for r in rows for k, _, _ in metrics] + [0.01])
     body = []
     for i, r in enumerate(rows):

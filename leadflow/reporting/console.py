@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from leadflow.reporting.numbers import percent
+from leadflow.reporting.numbers import is_text, percent
 
 BAR_WIDTH = 30
 CONSOLE_WEEKS = 12
@@ -147,19 +147,11 @@ def _cell(value: Any) -> Text:
 def _rows(title: str, headers: Sequence[str], rows: list[list[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for i, header in enumerate(headers):
-        textual = i == 0 or any(_is_text(row[i]) for row in rows)
+        textual = i == 0 or any(is_text(row[i]) for row in rows)
         table.add_column(header, justify="left" if textual else "right")
     for row in rows:
         table.add_row(*[_cell(v) for v in row])
     return table
-
-
-def _is_text(value: Any) -> bool:
-    """Words align left, figures (numbers, percentages, n/a) right."""
-    if value is None or isinstance(value, int | float):
-        return False
-    text = str(value)
-    return not (text.endswith("%") or text == "n/a" or text[:1].isdigit())
 
 
 def _funnel(p: dict[str, Any]) -> Table:

@@ -39,8 +39,12 @@ class Flow:
     count: int
 
 
-def _paired(scope: Scope, *, entered_in_period: bool) -> Select[Any]:
-    """Each transition with the lead's next one; only the needed rows enter the window."""
+def _paired(scope: Scope, *, entered_in_period: bool, with_next_stage: bool) -> Select[Any]:
+    """Each transition with the time (and stage) of the lead's next one.
+
+    Only the window functions a caller needs are computed: on SQLite each ``LEAD()`` costs
+    about as much as reading the table.
+    """
     t = TRANSITIONS
     order = (t.c.at, t.c.id)
     # An entry inside the period is followed by moves at or after it, so the lower bound can
@@ -48,21 +52,24 @@ def _paired(scope: Scope, *, entered_in_period: bool) -> Select[Any]:
     bounds: ColumnElement[bool] = (
         scope.within(t.c.at) if entered_in_period else t.c.at <= scope.until
     )
-    return select(
+    columns: list[Any] = [
         t.c.pipeline,
         t.c.to_stage,
         t.c.at,
-        func.lead(t.c.to_stage).over(partition_by=t.c.lead_id, order_by=order).label("next_to"),
         func.lead(t.c.at, type_=t.c.at.type)
         .over(partition_by=t.c.lead_id, order_by=order)
         .label("next_at"),
-        func.lead(t.c.id).over(partition_by=t.c.lead_id, order_by=order).label("next_id"),
-    ).where(bounds, *scope.in_pipeline(t.c.pipeline))
+    ]
+    if with_next_stage:
+        columns.append(
+            func.lead(t.c.to_stage).over(partition_by=t.c.lead_id, order_by=order).label("next_to")
+        )
+    return select(*columns).where(bounds, *scope.in_pipeline(t.c.pipeline))
 
 
 def flows(conn: Connection, scope: Scope) -> list[Flow]:
-    paired = _paired(scope, entered_in_period=True).subquery()
-    moved = paired.c.next_id.is_not(None)
+    paired = _paired(scope, entered_in_period=True, with_next_stage=True).subquery()
+    moved = paired.c.next_at.is_not(None)  # ``at`` is NOT NULL: no next time, no next move
     grouped = select(
         paired.c.pipeline,
         paired.c.to_stage,
@@ -78,14 +85,13 @@ def flows(conn: Connection, scope: Scope) -> list[Flow]:
 
 def time_in_stage(conn: Connection, scope: Scope) -> dict[tuple[str | None, str], Distribution]:
     """Days from entering a stage to the next move, for stays that ended in the period."""
-    paired = _paired(scope, entered_in_period=False).subquery()
+    paired = _paired(scope, entered_in_period=False, with_next_stage=False).subquery()
     stays = select(
         paired.c.pipeline,
         paired.c.to_stage.label("stage"),
         days_between(scope.dialect, paired.c.next_at, paired.c.at).label("v"),
     ).where(
         paired.c.to_stage.is_not(None),
-        paired.c.next_id.is_not(None),
         scope.within(paired.c.next_at),
     )
     found = distributions(conn, stays, ["pipeline", "stage"])

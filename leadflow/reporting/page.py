@@ -13,7 +13,7 @@ from typing import Any
 
 from leadflow.reporting import charts
 from leadflow.reporting.console import headline
-from leadflow.reporting.numbers import percent
+from leadflow.reporting.numbers import is_text, percent
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2430;
@@ -27,7 +27,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bott
 .card b{display:block;font-size:18px}.card span{color:#667085;font-size:12px}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #e1e4ea;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#eef0f4}
+th:first-child,td:first-child,td.t{text-align:left}th{background:#eef0f4}
 svg.chart{background:#fff;border:1px solid #e1e4ea;border-radius:8px;max-width:100%;height:auto}
 svg text{font-size:12px;fill:#1f2430}svg text.num,svg text.axis{fill:#667085;font-size:11px}
 svg text.legend-new{fill:#3b6fd8}svg text.legend-won{fill:#2e9e5b}
@@ -228,9 +228,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _td(value: Any) -> str:
+    klass = ' class="t"' if is_text(value) else ""
+    return f"<td{klass}>{escape(_fmt(value))}</td>"
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

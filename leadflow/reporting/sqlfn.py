@@ -91,12 +91,15 @@ def distributions(
     """
     sub = source.subquery()
     part = [sub.c[k] for k in keys]
+    # One ordering for all three windows, so the database sorts the values only once.
     ranked = sa_select(
         *part,
         sub.c.v,
         (func.row_number().over(partition_by=part, order_by=sub.c.v) - 1).label("i"),
-        func.count().over(partition_by=part).label("n"),
-        cast(func.avg(sub.c.v).over(partition_by=part), Float).label("mean"),
+        func.count().over(partition_by=part, order_by=sub.c.v, rows=(None, None)).label("n"),
+        cast(
+            func.avg(sub.c.v).over(partition_by=part, order_by=sub.c.v, rows=(None, None)), Float
+        ).label("mean"),
     ).subquery()
     i, n = ranked.c.i, ranked.c.n
     wanted: list[ColumnElement[bool]] = []

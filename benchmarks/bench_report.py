@@ -1,0 +1,218 @@
+"""Benchmark ``build_report`` on a large SQLite database against one raw aggregate query.
+
+    python -m benchmarks.bench_report [--leads N] [--transitions M] [--db PATH]
+
+The database gets the application's schema (Alembic migrations), then is filled with
+``INSERT ... SELECT`` from recursive CTEs (secondary indexes are dropped during the load and
+rebuilt after, as a bulk import would). Each lead has ``M // N`` transitions through the
+configured B2B pipeline, one outbox message and one event. The baseline, timed in the same
+run, is ``SELECT to_stage, count(*) FROM stage_transition GROUP BY to_stage``. Output: one
+JSON line, then one line for people; per-query times show which query dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sqlite3
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Index, event
+
+from leadflow.config import load_config
+from leadflow.report import build_report
+from models.db import make_engine, open_database
+from models.tables import EVENTS, LEADS, OUTBOX, TRANSITIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+UNTIL = datetime(2026, 4, 1, tzinfo=UTC)
+BASE = "2025-01-01"
+STAMP = "'%Y-%m-%d %H:%M:%S.000000'"  # SQLAlchemy's SQLite storage format for UTCDateTime
+BASELINE = "SELECT to_stage, count(*) FROM stage_transition GROUP BY to_stage"
+OPEN_STAGES = ("lead", "prospect", "qualified", "meeting", "proposal", "negotiation")
+
+# Lead i: created within 450 days of BASE; outcome by i % 10: 0 won, 1 lost, 2 recycled at
+# step 2 (and revived into the next stage), else still open. Step s happens s * (1 + i % 7)
+# days after creation.
+CREATED = f"julianday('{BASE}') + ((i * 37) % 450) + (i % 24) / 24.0"
+
+
+def _stage(step: str, last: str) -> str:
+    """SQL for the stage entered at ``step`` (the lead's id is ``i``)."""
+    walk = " ".join(f"WHEN {n} THEN '{s}'" for n, s in enumerate(OPEN_STAGES))
+    return (
+        f"CASE WHEN {step} = {last} AND i % 10 = 0 THEN 'won' "
+        f"WHEN {step} = {last} AND i % 10 = 1 THEN 'lost' "
+        f"WHEN {step} = 2 AND i % 10 = 2 THEN NULL "
+        f"ELSE CASE min({step}, {len(OPEN_STAGES) - 1}) {walk} END END"
+    )
+
+
+def _stamp(julian: str) -> str:
+    return f"strftime({STAMP}, {julian})"
+
+
+def fill(path: Path, leads: int, transitions: int) -> dict[str, int]:
+    per = max(1, transitions // leads)
+    total = min(transitions, leads * per)
+    last = per - 1
+    moved = f"{CREATED} + {last} * (1 + i % 7)"
+    seq = "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?) "
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute(
+        seq + "INSERT INTO lead (id, email, company, source, deal_value, attributes, status, "
+        "pipeline, stage, stage_entered_at, round, recycle_count, stuck, fit_score, "
+        "engagement_score, score, won_at, closed_at, created_at, updated_at) "
+        "SELECT i, 'lead' || i || '@bench.test', 'Company ' || (i % 5000), "
+        "CASE i % 4 WHEN 0 THEN 'web' WHEN 1 THEN 'referral' WHEN 2 THEN 'event' END, "
+        "(i % 50) * 500.0, '{}', "
+        f"CASE WHEN i % 10 = 1 THEN 'closed' WHEN i % 10 = 2 AND {last} = 2 THEN 'callback' "
+        "ELSE 'active' END, 'b2b', "
+        f"{_stage(str(last), str(last))}, {_stamp(moved)}, 0, 0, i % 13 = 0, 0, 0, 0, "
+        f"CASE i % 10 WHEN 0 THEN {_stamp(moved)} END, "
+        f"CASE i % 10 WHEN 1 THEN {_stamp(moved)} END, "
+        f"{_stamp(CREATED)}, {_stamp(CREATED)} FROM seq",
+        (leads,),
+    )
+    db.execute(
+        "WITH RECURSIVE seq(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM seq WHERE j < ?) "
+        "INSERT INTO stage_transition (lead_id, pipeline, to_stage, at, kind, reason, actor) "
+        f"SELECT i, 'b2b', {_stage('s', str(last))}, "
+        f"{_stamp(f'{CREATED} + s * (1 + i % 7) + s / 24.0')}, "
+        "CASE s WHEN 0 THEN 'intake' ELSE 'rule' END, '', 'bench' "
+        "FROM (SELECT j / ? + 1 AS i, j % ? AS s FROM seq)",
+        (total - 1, per, per),
+    )
+    sent = f"{CREATED} + 1 + 9 / 24.0"
+    db.execute(
+        seq + "INSERT INTO outbound_message (id, lead_id, cadence, step, round, kind, template, "
+        "variant, to_email, status, due_at, sent_at, attempts, created_at, updated_at) "
+        "SELECT i, i, 'outbound', 'intro', 0, 'cadence', "
+        "CASE i % 3 WHEN 0 THEN 'welcome' ELSE 'followup_value' END, "
+        "CASE i % 3 WHEN 1 THEN 'a' WHEN 2 THEN 'b' END, 'lead' || i || '@bench.test', "
+        "CASE i % 20 WHEN 0 THEN 'bounced' WHEN 1 THEN 'pending' ELSE 'sent' END, "
+        f"{_stamp(sent)}, CASE WHEN i % 20 > 1 THEN {_stamp(sent)} END, 1, "
+        f"{_stamp(sent)}, {_stamp(sent)} FROM seq",
+        (leads,),
+    )
+    db.execute(
+        seq + "INSERT INTO event (lead_id, type, occurred_at, data, message_id) "
+        "SELECT i, CASE i % 5 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked' "
+        "WHEN 2 THEN 'replied' WHEN 3 THEN 'email_opened' ELSE 'unsubscribed' END, "
+        f"{_stamp(f'{sent} + (i % 72) / 24.0')}, '{{}}', i FROM seq",
+        (leads,),
+    )
+    db.commit()
+    db.close()
+    return {"leads": leads, "transitions": total, "messages": leads, "events": leads}
+
+
+def build_database(path: Path, leads: int, transitions: int) -> dict[str, int]:
+    engine = open_database(f"sqlite:///{path}")
+    indexes: list[Index] = [i for t in (LEADS, TRANSITIONS, OUTBOX, EVENTS) for i in t.indexes]
+    with engine.begin() as conn:
+        for index in indexes:
+            index.drop(conn)
+    engine.dispose()
+    counts = fill(path, leads, transitions)
+    engine = open_database(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        for index in indexes:
+            index.create(conn)
+    engine.dispose()
+    return counts
+
+
+def _caller() -> str:
+    """The reporting function that issued a statement, e.g. ``flow.time_in_stage``."""
+    for frame in inspect.stack()[2:]:
+        module = frame.frame.f_globals.get("__name__", "")
+        if module.startswith("leadflow.reporting.") and not module.endswith(".sqlfn"):
+            return f"{module.rsplit('.', 1)[1]}.{frame.function}"
+    return "other"
+
+
+def timed_queries(engine: Engine) -> dict[str, float]:
+    """Seconds per reporting query, filled while the listeners are attached."""
+    spent: dict[str, float] = defaultdict(float)
+    started: dict[int, tuple[str, float]] = {}
+
+    def before(conn: Any, cursor: Any, *_: Any) -> None:
+        started[id(cursor)] = (_caller(), time.perf_counter())
+
+    def after(conn: Any, cursor: Any, *_: Any) -> None:
+        label, t0 = started.pop(id(cursor), ("other", time.perf_counter()))
+        spent[label] += time.perf_counter() - t0
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--transitions", type=int, default=5_000_000)
+    parser.add_argument("--db", type=Path, help="Reuse or keep this database file.")
+    args = parser.parse_args(argv)
+    workdir = None
+    if args.db is None:
+        workdir = tempfile.TemporaryDirectory(prefix="bench-report-")
+        path = Path(workdir.name) / "bench.db"
+    else:
+        path = args.db
+    t0 = time.perf_counter()
+    if path.exists():
+        counts = {"leads": -1, "transitions": -1, "messages": -1, "events": -1}
+    else:
+        counts = build_database(path, args.leads, args.transitions)
+    load_s = time.perf_counter() - t0
+    loaded = load_config(ROOT / "config" / "pipeline.yaml")
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        if counts["leads"] < 0:
+            counts["leads"] = conn.exec_driver_sql("SELECT count(*) FROM lead").scalar_one()
+            counts["transitions"] = conn.exec_driver_sql(
+                "SELECT count(*) FROM stage_transition"
+            ).scalar_one()
+        t0 = time.perf_counter()
+        conn.exec_driver_sql(BASELINE).all()
+        baseline_s = time.perf_counter() - t0
+        spent = timed_queries(engine)
+        t0 = time.perf_counter()
+        data = build_report(conn, loaded, since=None, until=UNTIL, pipeline=None)
+        report_s = time.perf_counter() - t0
+    engine.dispose()
+    queries = dict(sorted(((k, round(v, 3)) for k, v in spent.items()), key=lambda kv: -kv[1]))
+    slowest = next(iter(queries.items()), ("none", 0.0))
+    result = {
+        "benchmark": "report",
+        **counts,
+        "sqlite": sqlite3.sqlite_version,
+        "load_s": round(load_s, 2),
+        "build_report_s": round(report_s, 3),
+        "baseline_s": round(baseline_s, 3),
+        "ratio": round(report_s / baseline_s, 1) if baseline_s else None,
+        "queries_s": queries,
+        "open_leads": data["pipelines"][0]["leads"]["open"],
+    }
+    print(json.dumps(result))
+    print(
+        f"build_report {report_s:.2f} s vs baseline GROUP BY to_stage {baseline_s:.2f} s "
+        f"(x{result['ratio']}) over {counts['leads']:,} leads and "
+        f"{counts['transitions']:,} transitions; slowest query {slowest[0]} {slowest[1]:.2f} s"
+    )
+    if workdir is not None:
+        workdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()

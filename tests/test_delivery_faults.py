@@ -1,0 +1,286 @@
+"""SMTP replies drive the outbox (P3), through the real path: ``deliver_batch`` claims, renders
+and sends with ``SmtpTransport`` to the fault-injecting aiosmtpd server of ``smtp_faults.py``
+(the recipient's local part picks the fault), then records what the server said.
+
+Also here: bounded retries, a bounded run time against a stalling server (P9), header
+injection through the full tick, and a missing signing key that must change nothing (P8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import T0, LeadFactory
+from smtp_faults import FaultSmtpServer
+from sqlalchemy import Row, select
+
+from leadflow import delivery
+from leadflow.delivery import deliver_batch, smtp_transport_factory
+from leadflow.engine import tick
+from leadflow.mail.transport import SmtpTransport
+from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
+from leadflow.runtime import Runtime
+from leadflow.settings import PLACEHOLDER_SECRET, SettingsError
+from models.db import session_scope
+from models.tables import EVENTS, LEADS, OUTBOX, SUPPRESSIONS, Lead, OutboundMessage
+
+DOMAIN = "faults.example"
+SMTP_TIMEOUT = 0.5
+
+
+class Pauses:
+    """Stands in for the transport's ``asyncio.sleep``: records throttle pauses, waits none."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest.fixture
+def smtp() -> Iterator[FaultSmtpServer]:
+    with FaultSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> Pauses:
+    """``smtp_transport_factory`` still builds the transport from the settings; only its
+    throttle pauses are recorded instead of slept."""
+    recorder = Pauses()
+    monkeypatch.setattr(delivery, "SmtpTransport", partial(SmtpTransport, sleep=recorder))
+    return recorder
+
+
+@pytest.fixture
+def sender(rt: Runtime, smtp: FaultSmtpServer) -> Runtime:
+    settings = rt.settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_timeout": SMTP_TIMEOUT}
+    )
+    return Runtime(settings=settings, loaded=rt.loaded, engine=rt.engine)
+
+
+def enroll(rt: Runtime, email: str, **fields: Any) -> int:
+    """A lead in stage ``prospect`` working cadence ``outbound`` (not due for the engine)."""
+    values: dict[str, Any] = {
+        "email": email,
+        "first_name": "Ada",
+        "timezone": "America/New_York",
+        "pipeline": "b2b",
+        "stage": "prospect",
+        "stage_entered_at": T0,
+        "cadence": "outbound",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(fields)
+    with session_scope(rt.engine) as session:
+        lead = Lead(**values)
+        session.add(lead)
+        session.flush()
+        assert lead.id is not None
+        return lead.id
+
+
+def queue(rt: Runtime, lead_id: int, email: str, step: str, due: datetime) -> int:
+    with session_scope(rt.engine) as session:
+        message = OutboundMessage(
+            lead_id=lead_id,
+            cadence="outbound",
+            step=step,
+            stage="prospect",
+            to_email=email,
+            due_at=due,
+            created_at=T0,
+            updated_at=T0,
+        )
+        session.add(message)
+        session.flush()
+        assert message.id is not None
+        return message.id
+
+
+def row(rt: Runtime, row_id: int) -> Row[Any]:
+    with rt.engine.connect() as conn:
+        return conn.execute(select(OUTBOX).where(OUTBOX.c.id == row_id)).one()
+
+
+def deliver(rt: Runtime, row_id: int, now: datetime) -> delivery.DeliveryOutcome:
+    return deliver_batch(rt, (row_id, row_id), now=now, transport=smtp_transport_factory(rt))
+
+
+# --- the fault matrix ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    local: str  # the recipient's local part: the fault (see smtp_faults.py)
+    status: str
+    code: int | None = None
+    reason: str | None = None  # defer_reason
+    wait: timedelta | None = None  # due_at - now, for deferred rows
+    accepted: int = 0  # messages the server acknowledged
+    unacknowledged: int = 0  # payloads the server got without replying
+    paused: tuple[float, ...] = ()  # throttle pauses the transport asked for
+
+
+RETRY = BACKOFF[0]
+MATRIX = [
+    Case("ok", "sent", 250, accepted=1),
+    Case("code421", "deferred", 421, "smtp 421", THROTTLE_BACKOFF, paused=(1.0,)),
+    Case("code454", "deferred", 454, "smtp 454", THROTTLE_BACKOFF, paused=(1.0,)),
+    Case("code451", "deferred", 451, "smtp 451", RETRY),
+    Case("code452", "deferred", 452, "smtp 452", RETRY),
+    Case("data451", "deferred", 451, "smtp 451", RETRY),
+    Case("drop-before-data", "deferred", None, "smtp temporary failure", RETRY),
+    Case("stall-before-data", "deferred", None, "smtp temporary failure", RETRY),
+    Case("code550", "bounced", 550),
+    Case("data554", "failed", 554),
+    Case("drop-after-data", "unknown", None, unacknowledged=1),
+    Case("stall", "unknown", None, unacknowledged=1),
+]
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[c.local for c in MATRIX])
+def test_smtp_reply_decides_the_rows_fate(
+    case: Case, sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses
+) -> None:
+    email = f"{case.local}@{DOMAIN}"
+    lead = enroll(sender, email)
+    due = queue(sender, lead, email, "intro", T0)
+    later = queue(sender, lead, email, "proof", T0 + timedelta(days=7))
+
+    out = deliver(sender, due, T0)
+
+    assert out.claimed == 1
+    assert dict(out.statuses) == {case.status: 1}
+    got = row(sender, due)
+    assert (got.status, got.smtp_code, got.defer_reason, got.attempts) == (
+        case.status,
+        case.code,
+        case.reason,
+        1,
+    )
+    assert got.due_at == (T0 + case.wait if case.wait else T0)
+    assert got.message_id == f"<lf{due}.{lead}.outbound.intro.0@acme-analytics.example>"
+    assert (len(smtp.messages), len(smtp.unacknowledged)) == (case.accepted, case.unacknowledged)
+    assert tuple(pauses.calls) == case.paused
+    with sender.engine.connect() as conn:
+        suppressed = conn.execute(select(SUPPRESSIONS.c.email, SUPPRESSIONS.c.reason)).all()
+        events = conn.execute(select(EVENTS.c.type, EVENTS.c.message_id, EVENTS.c.source)).all()
+        cadence = conn.execute(select(LEADS.c.cadence).where(LEADS.c.id == lead)).scalar()
+    if case.status == "bounced":
+        assert [tuple(s) for s in suppressed] == [(email, "bounced")]
+        assert [tuple(e) for e in events] == [("bounced", due, "smtp")]
+        assert (row(sender, later).status, row(sender, later).last_error) == (
+            "cancelled",
+            "stopped: bounced",
+        )
+        assert cadence is None
+    else:
+        assert (suppressed, events, cadence) == ([], [], "outbound")
+        assert row(sender, later).status == "pending"
+
+
+def test_a_message_deferred_max_attempts_times_fails_for_good(
+    sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses
+) -> None:
+    """Each retry waits out its backoff (and the send window); the last 4xx gives up."""
+    email = f"code451@{DOMAIN}"
+    due = queue(sender, enroll(sender, email), email, "intro", T0)
+
+    attempted_at: list[datetime] = []
+    now = T0
+    for _ in range(3 * MAX_ATTEMPTS):
+        before = row(sender, due).attempts
+        deliver(sender, due, now)
+        current = row(sender, due)
+        if current.attempts > before:
+            attempted_at.append(now)
+        if current.status != "deferred":
+            break
+        now = current.due_at
+
+    def ny(day: int, hour: int, minute: int) -> datetime:
+        return datetime(2026, 11, day, hour, minute, tzinfo=ZoneInfo("America/New_York"))
+
+    # 5 min, 15 min, 1 h, then 3 h and 8 h, each pushed to the next Tue-Thu 09:00-11:30 window
+    assert attempted_at == [
+        ny(3, 9, 30),
+        ny(3, 9, 35),
+        ny(3, 9, 50),
+        ny(3, 10, 50),
+        ny(4, 9, 0),
+        ny(5, 9, 0),
+    ]
+    final = row(sender, due)
+    assert (final.status, final.attempts, final.smtp_code) == ("failed", MAX_ATTEMPTS, 451)
+    assert final.last_error.startswith(f"gave up after {MAX_ATTEMPTS} attempts: RCPT TO: 451")
+    assert smtp.connections == MAX_ATTEMPTS  # one SMTP session per attempt, none after
+    assert smtp.messages == []
+    assert pauses.calls == []
+
+
+# --- header safety through the whole tick -------------------------------------------------
+
+
+def test_lead_data_cannot_add_headers_or_template_code(
+    sender: Runtime, smtp: FaultSmtpServer, add_lead: LeadFactory
+) -> None:
+    lead = add_lead(
+        industry="saas",
+        company_size=100,
+        title="CTO",
+        country="US",
+        first_name="Eve\r\nBcc: x@evil.example",
+        company="{{ 7*7 }}",
+    )
+    transport = smtp_transport_factory(sender)
+    tick(sender, now=T0, transport=transport)
+    tick(sender, now=T0 + timedelta(days=1), transport=transport)
+
+    [received] = smtp.messages
+    assert received.recipients == (f"lead{lead}@example.com",)
+    message = received.parsed()
+    assert message.get_all("Bcc") is None
+    assert b"\r\nBcc:" not in received.data.split(b"\r\n\r\n", 1)[0]
+    [to] = message["To"].addresses
+    assert (to.display_name, to.addr_spec) == (
+        "Eve Bcc: x@evil.example",
+        f"lead{lead}@example.com",
+    )
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert "familiar at {{ 7*7 }}, " in text.get_content()
+    html = message.get_body(("html",))
+    assert html is not None
+    assert "{{ 7*7 }}" in html.get_content()
+
+
+# --- P8: a missing signing key changes nothing ------------------------------------------
+
+
+def test_a_placeholder_secret_outside_demo_mode_claims_nothing(
+    sender: Runtime, smtp: FaultSmtpServer
+) -> None:
+    production = Runtime(
+        settings=sender.settings.model_copy(update={"demo": False}),
+        loaded=sender.loaded,
+        engine=sender.engine,
+    )
+    assert production.settings.secret_key.get_secret_value() == PLACEHOLDER_SECRET
+    email = f"ok@{DOMAIN}"
+    due = queue(production, enroll(production, email), email, "intro", T0)
+
+    with pytest.raises(SettingsError, match="LEADFLOW_SECRET_KEY is the demo placeholder"):
+        deliver(production, due, T0)
+
+    assert (row(production, due).status, row(production, due).attempts) == ("pending", 0)
+    assert smtp.connections == 0
