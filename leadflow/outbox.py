@@ -382,7 +382,9 @@ def record_results(
                     next_rows.append(nxt)
                     out.next_steps += 1
                 elif nxt is not None:
-                    completions.append({"b_id": item.lead_id, "b_done": nxt, "b_cadence": item.cadence})
+                    completions.append(
+                        {"b_id": item.lead_id, "b_done": nxt, "b_cadence": item.cadence}
+                    )
                     out.completed += 1
         elif outcome in ("deferred", "throttled") and attempts_used < MAX_ATTEMPTS:
             wait = (
@@ -433,7 +435,9 @@ def record_results(
             update(lead)
             .where(lead.c.id == bindparam("b_id"), lead.c.cadence == bindparam("b_cadence"))
             .values(
-                cadence_done_at=bindparam("b_done"), next_action_at=bindparam("b_done"), updated_at=now
+                cadence_done_at=bindparam("b_done"),
+                next_action_at=bindparam("b_done"),
+                updated_at=now,
             ),
             completions,
         )

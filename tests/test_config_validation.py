@@ -54,44 +54,44 @@ BROKEN = {
     "duplicate stage id": (
         edit("      - id: qualified\n", "      - id: prospect\n"),
         [
-            f"{F}:149:18: pipelines[0].stages[1].exits[1].to: exit to unknown stage 'qualified'",
-            f"{F}:150:13: pipelines[0].stages[2].id: duplicate stage id 'prospect' "
+            f"{F}:150:18: pipelines[0].stages[1].exits[1].to: exit to unknown stage 'qualified'",
+            f"{F}:151:13: pipelines[0].stages[2].id: duplicate stage id 'prospect' "
             "(also stages[1])",
         ],
     ),
     "exit to unknown stage": (
         edit("{to: negotiation, when:", "{to: negotation, when:"),
         [
-            f"{F}:170:18: pipelines[0].stages[4].exits[0].to: exit to unknown stage 'negotation' "
+            f"{F}:171:18: pipelines[0].stages[4].exits[0].to: exit to unknown stage 'negotation' "
             "(did you mean 'negotiation'?)"
         ],
     ),
     "unknown field in a rule": (
         edit('when: "company_size >= 1000"', 'when: "company_sise >= 1000"'),
         [
-            f"{F}:54:31: scoring.fit[3].when: rule: unknown field 'company_sise' "
+            f"{F}:55:31: scoring.fit[3].when: rule: unknown field 'company_sise' "
             "(did you mean 'company_size'?)"
         ],
     ),
     "rule syntax error": (
         edit('when: "company_size >= 1000"', 'when: "company_size >= "'),
-        [f"{F}:54:47: scoring.fit[3].when: rule: syntax error: invalid syntax"],
+        [f"{F}:55:47: scoring.fit[3].when: rule: syntax error: invalid syntax"],
     ),
     "rule reaching for python internals": (
         edit('when: "company_size >= 1000"', 'when: "company.__class__ == 1"'),
-        [f"{F}:54:39: scoring.fit[3].when: rule: attribute access ('.__class__') is not allowed"],
+        [f"{F}:55:39: scoring.fit[3].when: rule: attribute access ('.__class__') is not allowed"],
     ),
     "rule comparing text with a number": (
         edit('when: "company_size >= 1000"', 'when: "industry >= 1000"'),
         [
-            f"{F}:54:31: scoring.fit[3].when: rule: cannot compare text field 'industry' with a "
+            f"{F}:55:31: scoring.fit[3].when: rule: cannot compare text field 'industry' with a "
             "number"
         ],
     ),
     "missing template": (
         edit("template: case_study", "template: case_studdy"),
         [
-            f"{F}:90:31: cadences.outbound.steps[2].template: template 'case_studdy' not found; "
+            f"{F}:91:31: cadences.outbound.steps[2].template: template 'case_studdy' not found; "
             "did you mean 'case_study'?"
         ],
     ),
@@ -101,7 +101,7 @@ BROKEN = {
             "template: breakup, delay_business_days: -5",
         ),
         [
-            f"{F}:91:63: cadences.outbound.steps[3].delay_business_days: Input should be greater "
+            f"{F}:92:63: cadences.outbound.steps[3].delay_business_days: Input should be greater "
             "than or equal to 0"
         ],
     ),
@@ -116,14 +116,14 @@ BROKEN = {
     "invalid stage id": (
         edit("  - id: b2b\n", "  - id: B2B Pipeline\n"),
         [
-            f"{F}:131:9: pipelines[0].id: 'B2B Pipeline' is not a valid id (use lower_snake_case: "
+            f"{F}:132:9: pipelines[0].id: 'B2B Pipeline' is not a valid id (use lower_snake_case: "
             "letters, digits and _, starting with a letter)"
         ],
     ),
     "unknown cadence": (
         edit("on_enter: {cadence: outbound}", "on_enter: {cadence: outbond}"),
         [
-            f"{F}:146:29: pipelines[0].stages[1].on_enter.cadence: unknown cadence 'outbond' "
+            f"{F}:147:29: pipelines[0].stages[1].on_enter.cadence: unknown cadence 'outbond' "
             "(did you mean 'outbound'?)"
         ],
     ),
@@ -132,13 +132,13 @@ BROKEN = {
             "stop_on: [replied, unsubscribed, bounced]", "stop_on: [replyed, unsubscribed, bounced]"
         ),
         [
-            f"{F}:99:15: cadences.meeting_follow_up.stop_on[0]: unknown event type 'replyed' "
+            f"{F}:100:15: cadences.meeting_follow_up.stop_on[0]: unknown event type 'replyed' "
             "(did you mean 'replied'?)"
         ],
     ),
     "send window backwards": (
         edit('start: "09:00", end: "11:30"', 'start: "12:00", end: "11:30"'),
-        [f"{F}:82:13: cadences.outbound.window: window start 12:00 must be before its end 11:30"],
+        [f"{F}:83:13: cadences.outbound.window: window start 12:00 must be before its end 11:30"],
     ),
     "unknown holiday country": (
         edit("  country: US\n", "  country: XX\n"),
@@ -150,14 +150,14 @@ BROKEN = {
     "unknown re-entry stage": (
         edit("  reenter_stage: prospect", "  reenter_stage: prospekt"),
         [
-            f"{F}:116:18: recycling.reenter_stage: stage 'prospekt' does not exist in pipeline "
+            f"{F}:117:18: recycling.reenter_stage: stage 'prospekt' does not exist in pipeline "
             "'b2b' (did you mean 'prospect'?)"
         ],
     ),
     "empty pipeline": (
         BASE[: BASE.index("    stages:\n")] + "    stages: []\n",
         [
-            f"{F}:135:13: pipelines[0].stages: List should have at least 1 item after validation, "
+            f"{F}:136:13: pipelines[0].stages: List should have at least 1 item after validation, "
             "not 0"
         ],
     ),
@@ -165,7 +165,7 @@ BROKEN = {
         edit("recycling:\n  callback_days: 45\n", "recycled:\n  callback_days: 45\n"),
         [
             f"{F}:6:1: missing required key 'recycling'",
-            f"{F}:114:1: recycled: unknown key 'recycled' (did you mean 'recycling'?)",
+            f"{F}:115:1: recycled: unknown key 'recycled' (did you mean 'recycling'?)",
         ],
     ),
     "several errors at once": (

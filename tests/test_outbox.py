@@ -60,7 +60,9 @@ def smtp() -> Iterator[FaultSmtpServer]:
 
 def with_smtp(rt: Runtime, port: int, **settings: Any) -> Runtime:
     """The same database and config, sending to 127.0.0.1:``port``."""
-    changed = rt.settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port, **settings})
+    changed = rt.settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": port, **settings}
+    )
     return Runtime(settings=changed, loaded=rt.loaded, engine=rt.engine)
 
 
@@ -457,9 +459,7 @@ def test_a_row_outside_the_leads_window_waits_for_its_next_window_start(
 def test_daily_and_domain_caps_defer_the_excess_to_the_next_days_window(
     rt: Runtime, smtp: FaultSmtpServer
 ) -> None:
-    capped = with_smtp(
-        variant(rt, sender__daily_cap=3, sender__per_domain_daily_cap=2), smtp.port
-    )
+    capped = with_smtp(variant(rt, sender__daily_cap=3, sender__per_domain_daily_cap=2), smtp.port)
     emails = ["a1@a.example", "a2@a.example", "a3@a.example", "b1@b.example", "b2@b.example"]
     ids = dict(zip(emails, (queue(rt, enroll(rt, e)) for e in emails), strict=True))
 
@@ -473,9 +473,7 @@ def test_daily_and_domain_caps_defer_the_excess_to_the_next_days_window(
         "domain cap",
         "daily cap",
     )
-    assert {after[ids[e]].due_at for e in ("a3@a.example", "b2@b.example")} == {
-        WEDNESDAY_9AM_NY
-    }
+    assert {after[ids[e]].due_at for e in ("a3@a.example", "b2@b.example")} == {WEDNESDAY_9AM_NY}
 
     assert deliver_all_rows(capped, now=WEDNESDAY_9AM_NY).claimed == 2
     assert sorted(smtp.delivered_to()) == emails

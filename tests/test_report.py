@@ -65,229 +65,99 @@ def at(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=UTC)
 
 
-# Each lead: (id, email, company, pipeline, source, deal_value, stuck flag, created_at,
-# [(to_stage or None for the callback list, at, kind), ...]). Its current stage, status,
-# won_at and closed_at follow from the last move.
-LEADS: list[tuple[Any, ...]] = [
-    (
-        1,
-        "a@x.test",
-        "Alpha",
-        "b2b",
-        "web",
-        5000.0,
-        False,
-        at(1, 5),
-        [
-            ("lead", at(1, 5), "intake"),
-            ("prospect", at(1, 7), "rule"),
-            ("qualified", at(1, 12), "rule"),
-            ("proposal", at(1, 19), "rule"),
-            ("won", at(2, 2), "rule"),
-        ],
-    ),
-    (
-        2,
-        "b@x.test",
-        "Beta",
-        "b2b",
-        "web",
-        3000.0,
-        False,
-        at(1, 5, 12),
-        [
-            ("lead", at(1, 5, 12), "intake"),
-            ("prospect", at(1, 9, 12), "rule"),
-            ("qualified", at(1, 16, 12), "rule"),
-            ("proposal", at(1, 30, 12), "rule"),
-            ("lost", at(2, 20, 12), "rule"),
-        ],
-    ),
-    (
-        3,
-        "c@x.test",
-        "Gamma",
-        "b2b",
-        "referral",
-        2000.0,
-        False,
-        at(1, 12),
-        [
-            ("lead", at(1, 12), "intake"),
-            ("prospect", at(1, 13), "rule"),
-            (None, at(2, 2), "recycle"),
-            ("prospect", at(3, 18), "revive"),
-            ("qualified", at(3, 21), "rule"),
-        ],
-    ),
-    (
-        4,
-        "d@x.test",
-        "<b>Delta</b> & Co",
-        "b2b",
-        "referral",
-        8000.0,
-        False,
-        at(1, 19),
-        [
-            ("lead", at(1, 19), "intake"),
-            ("prospect", at(1, 20), "rule"),
-            ("qualified", at(1, 26), "rule"),
-            ("prospect", at(1, 28), "manual"),
-            ("qualified", at(2, 2), "manual"),
-            ("proposal", at(2, 9), "rule"),
-        ],
-    ),
-    (
-        5,
-        "e@x.test",
-        "https://e.example/logo.png",
-        "b2b",
-        "web",
-        4000.0,
-        True,
-        at(2, 2),
-        [
-            ("lead", at(2, 2), "intake"),
-            ("prospect", at(2, 4), "rule"),
-            ("qualified", at(2, 11), "rule"),
-        ],
-    ),
-    (
-        6,
-        "f@x.test",
-        "Zeta",
-        "b2b",
-        "event",
-        None,
-        False,
-        at(2, 16),
-        [("lead", at(2, 16), "intake"), (None, at(3, 2), "sla")],
-    ),
-    (
-        7,
-        "g@x.test",
-        "[bold]Eta[/bold]",
-        "b2b",
-        "event",
-        1000.0,
-        False,
-        at(3, 2),
-        [("lead", at(3, 2), "intake")],
-    ),
-    (
-        8,
-        "h@x.test",
-        "Theta",
-        "b2b",
-        None,
-        1500.0,
-        True,
-        at(3, 16),
-        [("lead", at(3, 16), "intake"), ("prospect", at(3, 18), "rule")],
-    ),
-    (
-        9,
-        "i@x.test",
-        "Iota",
-        "b2b",
-        "web",
-        7000.0,
-        False,
-        at(1, 6),
-        [
-            ("lead", at(1, 6), "intake"),
-            ("prospect", at(1, 8), "rule"),
-            ("qualified", at(1, 15), "rule"),
-            ("proposal", at(1, 22), "rule"),
-            ("won", at(3, 5), "rule"),
-        ],
-    ),
-    (
-        10,
-        "j@x.test",
-        "Kappa",
-        "b2b",
-        "referral",
-        2500.0,
-        False,
-        at(2, 9),
-        [
-            ("lead", at(2, 9), "intake"),
-            ("qualified", at(2, 10), "manual"),
-            ("lost", at(2, 24), "manual"),
-        ],
-    ),
-    (
-        11,
-        "k@y.test",
-        "Lambda",
-        "smb",
-        "web",
-        900.0,
-        False,
-        at(2, 2),
-        [("prospect", at(2, 2), "intake"), ("demo", at(2, 5), "rule"), ("won", at(2, 12), "rule")],
-    ),
-    (
-        12,
-        "l@y.test",
-        "Mu",
-        "smb",
-        "web",
-        600.0,
-        False,
-        at(3, 9),
-        [("prospect", at(3, 9), "intake"), ("demo", at(3, 10), "rule")],
-    ),
-    (13, "m@z.test", "Nu", None, "web", None, False, at(3, 30), []),
-]
-# (id, lead, template, variant, status, sent_at, updated_at)
-MESSAGES: list[tuple[Any, ...]] = [
-    (1, 1, "welcome", None, "sent", at(1, 7, 10), at(1, 7, 10)),
-    (2, 2, "welcome", None, "sent", at(1, 9, 13), at(1, 9, 13)),
-    (3, 3, "welcome", None, "sent", at(1, 13, 9), at(1, 13, 9)),
-    (4, 4, "welcome", None, "bounced", None, at(1, 20, 9)),  # refused by SMTP
-    (5, 5, "welcome", None, "sent", at(2, 4, 9), at(2, 4, 9)),
-    (6, 1, "followup", "a", "sent", at(1, 9, 9), at(1, 9, 9)),
-    (7, 2, "followup", "b", "sent", at(1, 12, 9), at(1, 12, 9)),
-    (8, 3, "followup", "a", "sent", at(1, 16, 9), at(1, 16, 9)),
-    (9, 5, "followup", "b", "pending", None, at(2, 6, 9)),  # never sent: not counted
-    (10, 9, "welcome", None, "sent", at(1, 8, 9), at(1, 8, 9)),
-    (11, 11, "welcome", None, "sent", at(2, 3, 9), at(2, 3, 9)),
-    (12, 7, "welcome", None, "sent", at(3, 3, 9), at(3, 3, 9)),
-]
+def when(text: str) -> datetime:
+    """'1/5' is Jan 5 00:00 UTC, '1/5 12:00' is noon."""
+    day, _, clock = text.partition(" ")
+    month, dom = day.split("/")
+    hour, _, minute = (clock or "0:0").partition(":")
+    return at(int(month), int(dom), int(hour), int(minute or 0))
+
+
+# id: (email, company, pipeline, source, deal value, moves). A move is "stage date"; the
+# first one is the intake (creation), "callback" is a recycle to the callback list. The
+# current stage, status, stage_entered_at, won_at and closed_at follow from the last move.
+# fmt: off
+LEADS: dict[int, tuple[str, str, str | None, str | None, float | None, str]] = {
+    1: ("a@x.test", "Alpha", "b2b", "web", 5000.0,
+        "lead 1/5, prospect 1/7, qualified 1/12, proposal 1/19, won 2/2"),
+    2: ("b@x.test", "Beta", "b2b", "web", 3000.0,
+        "lead 1/5 12:00, prospect 1/9 12:00, qualified 1/16 12:00, proposal 1/30 12:00, "
+        "lost 2/20 12:00"),
+    3: ("c@x.test", "Gamma", "b2b", "referral", 2000.0,
+        "lead 1/12, prospect 1/13, callback 2/2, prospect 3/18, qualified 3/21"),
+    4: ("d@x.test", "<b>Delta</b> & Co", "b2b", "referral", 8000.0,  # moved back once
+        "lead 1/19, prospect 1/20, qualified 1/26, prospect 1/28, qualified 2/2, proposal 2/9"),
+    5: ("e@x.test", "https://e.example/logo.png", "b2b", "web", 4000.0,
+        "lead 2/2, prospect 2/4, qualified 2/11"),
+    6: ("f@x.test", "Zeta", "b2b", "event", None, "lead 2/16, callback 3/2"),
+    7: ("g@x.test", "[bold]Eta[/bold]", "b2b", "event", 1000.0, "lead 3/2"),
+    8: ("h@x.test", "Theta", "b2b", None, 1500.0, "lead 3/16, prospect 3/18"),
+    9: ("i@x.test", "Iota", "b2b", "web", 7000.0,
+        "lead 1/6, prospect 1/8, qualified 1/15, proposal 1/22, won 3/5"),
+    10: ("j@x.test", "Kappa", "b2b", "referral", 2500.0,  # skipped prospect
+         "lead 2/9, qualified 2/10, lost 2/24"),
+    11: ("k@y.test", "Lambda", "smb", "web", 900.0, "prospect 2/2, demo 2/5, won 2/12"),
+    12: ("l@y.test", "Mu", "smb", "web", 600.0, "prospect 3/9, demo 3/10"),
+    13: ("m@z.test", "Nu", None, "web", None, ""),  # created 3/30, not assigned yet
+}
+FLAGGED_STUCK = {5, 8}
+# outbox id: (lead, template, variant, status, sent_at or for a bounce/pending the update)
+MESSAGES: dict[int, tuple[int, str, str | None, str, str]] = {
+    1: (1, "welcome", None, "sent", "1/7 10:00"),
+    2: (2, "welcome", None, "sent", "1/9 13:00"),
+    3: (3, "welcome", None, "sent", "1/13 9:00"),
+    4: (4, "welcome", None, "bounced", "1/20 9:00"),  # refused by SMTP: no sent_at
+    5: (5, "welcome", None, "sent", "2/4 9:00"),
+    6: (1, "followup", "a", "sent", "1/9 9:00"),
+    7: (2, "followup", "b", "sent", "1/12 9:00"),
+    8: (3, "followup", "a", "sent", "1/16 9:00"),
+    9: (5, "followup", "b", "pending", "2/6 9:00"),  # never sent: not counted
+    10: (9, "welcome", None, "sent", "1/8 9:00"),
+    11: (11, "welcome", None, "sent", "2/3 9:00"),
+    12: (7, "welcome", None, "sent", "3/3 9:00"),
+}
 # (lead, type, occurred_at, outbox id or None)
-EVENTS: list[tuple[Any, ...]] = [
-    (1, "email_opened", at(1, 7, 11), 1),
-    (1, "email_opened", at(1, 7, 15), 1),  # a second open of the same message counts once
-    (1, "replied", at(1, 8, 10), 1),
-    (2, "email_opened", at(1, 9, 14), 2),
-    (2, "email_clicked", at(1, 9, 14, 5), 2),
-    (5, "unsubscribed", at(2, 5, 9), 5),
-    (1, "email_opened", at(1, 9, 10), 6),
-    (1, "replied", at(1, 9, 12), 6),
-    (2, "replied", at(1, 12, 21), 7),
-    (3, "bounced", at(1, 16, 9, 5), 8),  # asynchronous bounce after SMTP accepted it
-    (9, "replied", at(1, 8, 15), None),  # a reply matched to the lead, not to a message
-    (7, "replied", at(3, 2, 10), None),  # before the first email: not a response to it
-    (11, "replied", at(2, 3, 11), 11),
-    (10, "replied", at(4, 2, 9), None),  # after until: ignored
-    (1, "email_clicked", at(4, 2, 9), 1),  # after until: ignored
+EVENTS: list[tuple[int, str, str, int | None]] = [
+    (1, "email_opened", "1/7 11:00", 1),
+    (1, "email_opened", "1/7 15:00", 1),  # a second open of the same message counts once
+    (1, "replied", "1/8 10:00", 1),
+    (2, "email_opened", "1/9 14:00", 2),
+    (2, "email_clicked", "1/9 14:05", 2),
+    (5, "unsubscribed", "2/5 9:00", 5),
+    (1, "email_opened", "1/9 10:00", 6),
+    (1, "replied", "1/9 12:00", 6),
+    (2, "replied", "1/12 21:00", 7),
+    (3, "bounced", "1/16 9:05", 8),  # asynchronous bounce after SMTP accepted the message
+    (9, "replied", "1/8 15:00", None),  # a reply matched to the lead, not to a message
+    (7, "replied", "3/2 10:00", None),  # before the lead's first email: not a response
+    (11, "replied", "2/3 11:00", 11),
+    (10, "replied", "4/2 9:00", None),  # after until: ignored
+    (1, "email_clicked", "4/2 9:00", 1),  # after until: ignored
 ]
+# fmt: on
 
 
-def _lead_row(spec: tuple[Any, ...]) -> Lead:
-    lead_id, email, company, pipeline, source, deal, stuck, created, moves = spec
+def _moves(text: str) -> list[tuple[str | None, datetime]]:
+    moves = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        stage, _, moment = part.partition(" ")
+        moves.append((None if stage == "callback" else stage, when(moment)))
+    return moves
+
+
+def _lead_row(lead_id: int) -> Lead:
+    email, company, pipeline, source, deal, path = LEADS[lead_id]
+    moves = _moves(path)
     stage, status, entered, won_at, closed_at = None, "active", None, None, None
     if moves:
-        stage, entered, _ = moves[-1]
+        stage, entered = moves[-1]
         if stage is None:
             status = "callback"
         elif stage == "won":
             won_at = entered
         elif stage == "lost":
             status, closed_at = "closed", entered
+    created = moves[0][1] if moves else at(3, 30)
     return Lead(
         id=lead_id,
         email=email,
@@ -295,7 +165,7 @@ def _lead_row(spec: tuple[Any, ...]) -> Lead:
         pipeline=pipeline,
         source=source,
         deal_value=deal,
-        stuck=stuck,
+        stuck=lead_id in FLAGGED_STUCK,
         stage=stage,
         status=status,
         stage_entered_at=entered,
@@ -306,30 +176,29 @@ def _lead_row(spec: tuple[Any, ...]) -> Lead:
     )
 
 
-def _transitions(spec: tuple[Any, ...]) -> list[StageTransition]:
-    lead_id, pipeline, moves = spec[0], spec[3], spec[8]
-    rows, previous = [], None
-    for to_stage, when, kind in moves:
+def _transitions(lead_id: int) -> list[StageTransition]:
+    pipeline, rows, previous = LEADS[lead_id][2], [], None
+    for i, (stage, moment) in enumerate(_moves(LEADS[lead_id][5])):
+        kind = "intake" if i == 0 else "recycle" if stage is None else "rule"
         rows.append(
             StageTransition(
                 lead_id=lead_id,
                 pipeline=pipeline,
                 from_stage=previous,
-                to_stage=to_stage,
-                at=when,
+                to_stage=stage,
+                at=moment,
                 kind=kind,
             )
         )
-        previous = to_stage
+        previous = stage
     return rows
 
 
 def _fill(engine: Engine) -> None:
-    emails = {spec[0]: spec[1] for spec in LEADS}
     with session_scope(engine) as session:
-        session.add_all([_lead_row(spec) for spec in LEADS])
+        session.add_all([_lead_row(lead_id) for lead_id in LEADS])
         session.flush()
-        session.add_all([t for spec in LEADS for t in _transitions(spec)])
+        session.add_all([t for lead_id in LEADS for t in _transitions(lead_id)])
         session.add_all(
             [
                 OutboundMessage(
@@ -339,21 +208,21 @@ def _fill(engine: Engine) -> None:
                     step=f"s{mid}",
                     template=template,
                     variant=variant,
-                    to_email=emails[lead],
+                    to_email=LEADS[lead][0],
                     status=status,
-                    sent_at=sent,
-                    due_at=updated,
-                    created_at=updated,
-                    updated_at=updated,
+                    sent_at=when(moment) if status == "sent" else None,
+                    due_at=when(moment),
+                    created_at=when(moment),
+                    updated_at=when(moment),
                 )
-                for mid, lead, template, variant, status, sent, updated in MESSAGES
+                for mid, (lead, template, variant, status, moment) in MESSAGES.items()
             ]
         )
         session.flush()
         session.add_all(
             [
-                Event(lead_id=lead, type=kind, occurred_at=when, message_id=message)
-                for lead, kind, when, message in EVENTS
+                Event(lead_id=lead, type=kind, occurred_at=when(moment), message_id=message)
+                for lead, kind, moment, message in EVENTS
             ]
         )
 

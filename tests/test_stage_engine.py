@@ -297,7 +297,7 @@ def test_pipeline_match_rule_assigns_its_pipeline(rt: Runtime, tmp_path: Path) -
             {
                 "id": "partners",
                 "match": 'source == "partner"',
-                "stages": [{"id": "intro"}, {"id": "gone", "kind": "lost"}],
+                "stages": [{"id": "intro"}, {"id": "prospect"}, {"id": "lost", "kind": "lost"}],
             }
         )
 
