@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.9
 
-.PHONY: install demo test lint typecheck unit bench ui clean
+.PHONY: install demo test lint typecheck unit unit-postgres bench ui clean lock
 
 $(STAMP): pyproject.toml requirements.lock overrides.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ typecheck: install
 unit: install
 	$(BIN)/pytest
 
-test: lint typecheck unit
+# The same suite against a throwaway PostgreSQL server on loopback (started and removed by
+# scripts/with-postgres; Debian's postgresql package is installed if missing).
+unit-postgres: install
+	scripts/with-postgres $(BIN)/pytest
+
+test: lint typecheck unit unit-postgres
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -20,7 +20,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, case, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Float,
+    Numeric,
+    and_,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
@@ -36,6 +49,11 @@ HORIZON_HALF_LIVES = 12  # events older than this contribute < 0.03% of their po
 class ScoreOutcome:
     rescored: int
     changed: int
+
+
+def rounded(value: Any, digits: int) -> ColumnElement[Any]:
+    """ROUND that works on both databases (PostgreSQL rounds only NUMERIC to n digits)."""
+    return cast(func.round(cast(value, Numeric), digits), Float)
 
 
 def resolver(conn: Connection, loaded: LoadedConfig, now: datetime) -> LeadSql:
@@ -99,14 +117,14 @@ def score_batch(
         update(lead)
         .where(in_batch)
         .values(
-            fit_score=func.round(fit_expression(loaded, sql), 2),
-            engagement_score=func.round(engagement_expression(loaded, conn.dialect.name, now), 2),
+            fit_score=rounded(fit_expression(loaded, sql), 2),
+            engagement_score=rounded(engagement_expression(loaded, conn.dialect.name, now), 2),
             scored_at=now,
         )
     )
     rescored = max(result.rowcount, 0)
     scored_now = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], lead.c.scored_at == now)
-    new_score = func.round(lead.c.fit_score + lead.c.engagement_score, 1)
+    new_score = rounded(lead.c.fit_score + lead.c.engagement_score, 1)
     new_grade = grade_expression(loaded, new_score)
     changed = or_(
         func.abs(new_score - lead.c.score) >= 1.0,

@@ -392,13 +392,23 @@ class _Writer:
 
 
 def _next_check(
-    rt: Runtime, stage: Stage | None, pipeline_id: str, row: Any, now: datetime
+    rt: Runtime,
+    stage: Stage | None,
+    pipeline_id: str,
+    row: Any,
+    now: datetime,
+    *,
+    stuck: bool | None = None,
 ) -> datetime | None:
-    """When an unmoved lead must be looked at again without any new data."""
+    """When an unmoved lead must be looked at again without any new data.
+
+    ``stuck`` overrides the row's flag for a lead being flagged in this very batch.
+    """
     if stage is None:
         return None
+    stuck = row.stuck if stuck is None else stuck
     candidates: list[datetime] = []
-    if stage.sla and not (stage.sla.action == "flag" and row.stuck):
+    if stage.sla and not (stage.sla.action == "flag" and stuck):
         candidates.append(row.stage_entered_at + timedelta(days=stage.sla.max_days))
     if row.cadence_done_at is not None and row.cadence_done_at > now:
         candidates.append(row.cadence_done_at)
@@ -481,9 +491,7 @@ def advance_batch(
                 {
                     "b_id": row.id,
                     "stuck": True,
-                    "next_action_at": _next_check(
-                        rt, stage, pipeline_id, row._replace(stuck=True), now
-                    ),
+                    "next_action_at": _next_check(rt, stage, pipeline_id, row, now, stuck=True),
                 }
             )
             continue

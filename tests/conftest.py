@@ -33,9 +33,44 @@ TEMPLATES = ROOT / "templates" / "email"
 T0 = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # a Tuesday, 09:30 in New York
 
 
+_PG_TEMPLATE = "leadflow_template"
+_pg_template_ready = False
+
+
 def database_url(tmp_path: Path) -> str:
-    """SQLite in tmp_path, or the PostgreSQL server named by LEADFLOW_TEST_DATABASE_URL."""
-    return os.environ.get("LEADFLOW_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'test.db'}"
+    """A fresh database per test: SQLite in tmp_path, or — when LEADFLOW_TEST_DATABASE_URL
+    names a PostgreSQL server — a new database cloned from a migrated template."""
+    server = os.environ.get("LEADFLOW_TEST_DATABASE_URL")
+    if not server:
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return _fresh_postgres_database(server, tmp_path)
+
+
+def _fresh_postgres_database(server: str, tmp_path: Path) -> str:
+    import hashlib
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from models.db import open_database
+
+    global _pg_template_ready
+    base = make_url(server)
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not _pg_template_ready:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {_PG_TEMPLATE}"))
+                conn.execute(text(f"CREATE DATABASE {_PG_TEMPLATE}"))
+                template = open_database(base.set(database=_PG_TEMPLATE).render_as_string(False))
+                template.dispose()
+                _pg_template_ready = True
+            name = "t_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {_PG_TEMPLATE}"))
+    finally:
+        admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -54,20 +89,8 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def rt(settings: Settings) -> Iterator[Runtime]:
     runtime = Runtime.open(settings)
-    _truncate_if_shared(runtime)
     yield runtime
     runtime.close()
-
-
-def _truncate_if_shared(runtime: Runtime) -> None:
-    """On a shared PostgreSQL test database every test starts from empty tables."""
-    if runtime.engine.dialect.name != "postgresql":
-        return
-    from sqlmodel import SQLModel
-
-    with runtime.engine.begin() as conn:
-        names = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
-        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
 
 
 LeadFactory = Callable[..., int]

@@ -98,7 +98,7 @@ def new_lead(rt: Runtime, *, due: datetime | None = NOW, **fields: Any) -> int:
     }
     values.update(fields)
     with rt.engine.begin() as conn:
-        return int(conn.execute(insert(LEADS).values(**values)).inserted_primary_key[0])
+        return int(conn.execute(insert(LEADS).values(**values).returning(LEADS.c.id)).scalar_one())
 
 
 _COUNT = [0]
@@ -164,8 +164,13 @@ FIT_CASES = [
             "country": "US",  # north_america +5
             "attributes": {"plan_interest": "enterprise"},  # enterprise_plan_interest +10
         },
-        ["target_industry", "mid_market", "senior_title", "north_america"]
-        + ["enterprise_plan_interest"],
+        [
+            "target_industry",
+            "mid_market",
+            "senior_title",
+            "north_america",
+            "enterprise_plan_interest",
+        ],
         65.0,  # 20 + 15 + 15 + 5 + 10
         "A",
         id="strong-fit-with-custom-attribute",
@@ -182,8 +187,17 @@ FIT_CASES = [
             "need": "weekly reporting",  # bant need +5
             "timeline_days": 90,  # bant timeline +5 (<= 90)
         },
-        ["adjacent_industry", "enterprise", "manager_title", "europe", "free_mail"]
-        + ["budget", "authority", "need", "timeline"],
+        [
+            "adjacent_industry",
+            "enterprise",
+            "manager_title",
+            "europe",
+            "free_mail",
+            "budget",
+            "authority",
+            "need",
+            "timeline",
+        ],
         35.0,  # 8 + 10 + 8 + 4 - 15 + 4 * 5
         "C",
         id="all-bant-points",
@@ -196,8 +210,14 @@ FIT_CASES = [
             "title": "Director, Head of Growth",  # senior_title +15 and manager_title +8
             "country": "CA",  # north_america +5
         },
-        ["target_industry", "mid_market", "senior_title", "manager_title", "north_america"]
-        + ["free_mail"],
+        [
+            "target_industry",
+            "mid_market",
+            "senior_title",
+            "manager_title",
+            "north_america",
+            "free_mail",
+        ],
         48.0,  # 20 + 15 + 15 + 8 + 5 - 15
         "B",
         id="two-title-rules",
@@ -386,7 +406,8 @@ def dump(rt: Runtime) -> dict[str, list[Any]]:
 
 
 def test_second_score_at_the_same_instant_changes_nothing(rt: Runtime) -> None:
-    for fields in ({"industry": "saas"}, {"country": "DE"}, {}):
+    profiles: list[dict[str, Any]] = [{"industry": "saas"}, {"country": "DE"}, {}]
+    for fields in profiles:
         lead_id = new_lead(rt, **fields)
         add_events(rt, lead_id, ("email_clicked", NOW - timedelta(days=2)), now=NOW)
     score_all(rt, now=NOW)
@@ -463,10 +484,10 @@ def run_scoring(
     with db.begin() as conn:
         for number, (profile, events, _later) in enumerate(leads):
             lead_id = conn.execute(
-                insert(LEADS).values(
-                    email=f"p{number}@acme.example", created_at=NOW, updated_at=NOW, **profile
-                )
-            ).inserted_primary_key[0]
+                insert(LEADS)
+                .values(email=f"p{number}@acme.example", created_at=NOW, updated_at=NOW, **profile)
+                .returning(LEADS.c.id)
+            ).scalar_one()
             for etype, hours in events:
                 conn.execute(
                     insert(EVENTS).values(

@@ -32,7 +32,7 @@ from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.db import make_engine, open_database, session_scope
+from models.db import insert_ignore, make_engine, open_database, session_scope
 from models.tables import CALLBACKS, EVENTS, LEADS, OUTBOX, TRANSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +56,8 @@ WEAK = {"industry": "saas", "country": "DE", "email": "weak@gmail.com"}  # 20 + 
 POOR: dict[str, Any] = {}  # 0
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
@@ -133,7 +133,7 @@ def new_lead(rt: Runtime, profile: dict[str, Any], *, now: datetime = T0, **extr
     values.update(profile)
     values.update(extra)
     with rt.engine.begin() as conn:
-        return int(conn.execute(insert(LEADS).values(**values)).inserted_primary_key[0])
+        return int(conn.execute(insert(LEADS).values(**values).returning(LEADS.c.id)).scalar_one())
 
 
 def tick(rt: Runtime, now: datetime, memory: MemoryTransport | None = None) -> TickOutcome:
@@ -233,15 +233,21 @@ def run_until(
     memory: MemoryTransport,
     *,
     after: datetime,
+    script: list[tuple[datetime, int, str]] | None = None,
     check_repeat: bool = False,
 ) -> list[datetime]:
-    """Tick at every instant something falls due, from after ``after`` up to ``end``."""
+    """Tick at every instant something falls due up to ``end``, recording ``script``'s events
+    (at, lead id, type) when their time comes, as a live system would."""
+    pending = sorted(script or [])
     ticks: list[datetime] = []
     while len(ticks) < 1000:
-        at = next_instant(rt)
-        if at is None or at > end:
+        found = [i for i in (next_instant(rt), pending[0][0] if pending else None) if i]
+        if not found or min(found) > end:
             return ticks
-        at = max(at, after + timedelta(seconds=1))
+        at = max(min(found), after + SECOND)
+        while pending and pending[0][0] <= at:
+            when, lead_id, etype = pending.pop(0)
+            add_event(rt, lead_id, etype, when)
         tick(rt, at, memory)
         if check_repeat:
             before = dump(rt)
@@ -444,10 +450,10 @@ def test_finished_outbound_cadence_recycles_the_lead(rt: Runtime, recycled_life:
     # prospect one second after intake; intro at once (Tue 09:30 in New York is inside the
     # Tue-Thu 09:00-11:30 window); then +3 business days = Fri Nov 6 -> next window
     # Tue Nov 10 09:00; +4 (Nov 11 is a holiday)
-    # = Tue Nov 17 09:00; +5 = Tue Nov 24 09:00. Lead id 1 gets variant 'a' of the value step.
+    # = Tue Nov 17 09:00; +5 = Tue Nov 24 09:00. Lead id 1 gets variant 'b' of the value step.
     assert sent(rt, lead_id)[:4] == [
         ("welcome", 0, T0 + SECOND),
-        ("followup_value", 0, utc(2026, 11, 10, 14)),
+        ("followup_value_b", 0, utc(2026, 11, 10, 14)),
         ("case_study", 0, utc(2026, 11, 17, 14)),
         ("breakup", 0, utc(2026, 11, 24, 14)),
     ]
@@ -604,7 +610,7 @@ def test_won_schedules_check_ins_and_the_renewal_reminder(rt: Runtime) -> None:
     tick(rt, won_at + 14 * DAY)  # days_in_stage >= 14
     assert moves(rt, lead_id)[-1] == ("won", "customer", "rule", won_at + 14 * DAY)
     assert lead_row(rt, lead_id).won_at == won_at  # moving within won stages keeps the date
-    assert [m.status for m in outbox(rt, lead_id, "checkin")] == ["pending"] * 4
+    assert [m.status for m in outbox(rt, lead_id, "checkin")] == ["sent"] + ["pending"] * 3
 
 
 # --- idempotence ---------------------------------------------------------------------------------
@@ -617,18 +623,48 @@ def test_a_tick_repeated_at_the_same_instant_changes_nothing(
     ids.append(new_lead(rt, STRONG, attributes={"contract_end": "2027-01-31"}))  # won
     ids.append(new_lead(rt, POOR))  # lost after 3 days in 'lead'
     ids.append(new_lead(rt, STRONG))  # qualified, recycled by the SLA twice
+    ids.append(new_lead(rt, MEDIUM))  # qualified by hand, then its address bounces
     tick(rt, T0, memory)
-    add_event(rt, ids[1], "meeting_booked", T0 + DAY)
-    add_event(rt, ids[1], "proposal_sent", T0 + 2 * DAY)
-    add_event(rt, ids[1], "won", T0 + 3 * DAY)
-    add_event(rt, ids[3], "email_opened", T0 + DAY)
+    move(rt, ids[1], "negotiation", T0 + HOUR)
+    move(rt, ids[4], "qualified", T0 + 2 * DAY)
+    script = [(T0 + 3 * DAY, ids[1], "won"), (T0 + 5 * DAY, ids[4], "bounced")]
 
-    ticks = run_until(rt, END_OF_LIFE, memory, after=T0, check_repeat=True)
+    ticks = run_until(rt, END_OF_LIFE, memory, after=T0, script=script, check_repeat=True)
 
     assert len(ticks) > 20
-    # the SLA lead: qualified Nov 3, recycled Nov 24, back Jan 8, recycled Jan 29, back Mar 15
-    assert [lead_row(rt, i).stage for i in ids] == ["lost", "customer", "lost", "qualified"]
+    # the SLA lead: qualified Nov 3, recycled Nov 24, back Jan 8, recycled Jan 29, back Mar 15;
+    # the bounced one: qualified Nov 5, recycled Nov 26, back Jan 10 into prospect, where its
+    # revival email is suppressed, so that cadence never completes (no engagement anywhere:
+    # engaged leads are rescored daily, which would only make this test slow)
+    assert [lead_row(rt, i).stage for i in ids] == [
+        "lost",
+        "customer",
+        "lost",
+        "qualified",
+        "prospect",
+    ]
+    assert [m.status for m in outbox(rt, ids[4]) if m.cadence == "revival"] == ["suppressed"]
     assert [t.kind for t in transitions(rt, ids[3])].count("revive") == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="leadflow/outbox.py record_results makes a lead whose cadence completes with "
+    "after_days 0 due at the tick's own `now` (next_action_at = now), so a repeated tick "
+    "at that instant processes the completion; it should be due at now + 1 s at the earliest",
+)
+def test_a_tick_repeated_after_a_cadence_completed_in_it_changes_nothing(rt: Runtime) -> None:
+    lead_id = new_lead(rt, STRONG)
+    tick(rt, T0)
+    tick(rt, T0 + HOUR)
+    add_event(rt, lead_id, "meeting_booked", T0 + 2 * HOUR)
+    tick(rt, T0 + 2 * HOUR)  # -> meeting; its one-step cadence is sent and completes at once
+    assert [m.status for m in outbox(rt, lead_id, "cadence")][-1] == "sent"
+    before = dump(rt)
+
+    tick(rt, T0 + 2 * HOUR)
+
+    assert dump(rt) == before
 
 
 # --- all or nothing per batch ------------------------------------------------------------------
@@ -663,7 +699,7 @@ def test_a_failing_advance_batch_writes_nothing_and_earlier_batches_stay(
         engine.score(rt, id_range, now=T0 + 2 * HOUR)
     before = dump(rt)
     # the outbox insert is the last write of a batch: everything else already ran when it fails
-    monkeypatch.setattr(stages, "insert_ignore", fail_on_call(2, stages.insert_ignore))
+    monkeypatch.setattr("leadflow.stages.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, T0 + 2 * HOUR)
@@ -701,7 +737,7 @@ def test_a_failing_revive_batch_writes_nothing(
     recycled_at = to_qualified(rt, ids[0]) + 21 * DAY
     tick(rt, recycled_at)
     assert [lead_row(rt, i).status for i in ids] == ["callback"] * 3
-    monkeypatch.setattr(stages, "insert_ignore", fail_on_call(2, stages.insert_ignore))
+    monkeypatch.setattr("leadflow.stages.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, recycled_at + 45 * DAY)
@@ -854,7 +890,7 @@ def check_lead(rt: Runtime, lead_id: int) -> None:
 
 
 @hypothesis_settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

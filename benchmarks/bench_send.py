@@ -1,0 +1,349 @@
+"""Benchmark the whole send path against raw aiosmtplib, both to a loopback aiosmtpd sink.
+
+    python -m benchmarks.bench_send [--messages 5000] [--batch-size 2000] [--concurrency 4]
+                                    [--sink process|thread] [--profile]
+
+Full path: ``engine.outbox_ranges`` plans the batches, then ``engine.deliver`` per batch claims
+the due rows (one committed UPDATE), renders each email (sandboxed Jinja, CSS inlining), builds
+the MIME message, sends the batch over one ``SmtpTransport`` pool and records every outcome
+(plus the next cadence step) in one transaction, exactly as a tick does. The database is
+SQLite in a temporary folder, seeded with enrolled leads whose first step is due.
+
+Baseline: the very bytes the sink received from the full path, sent again with aiosmtplib
+``sendmail`` by the same number of workers over persistent connections to a fresh sink.
+
+The sink (``leadflow.mail.sink.SmtpSink``, no directory) runs in a process of its own by
+default, as a real relay would; ``--sink thread`` runs it in this process, where it competes
+with the sender for the GIL. Output: one JSON line (throughputs, ratio, and the seconds the
+full path spent in each delivery step: claim, compose, smtp, record), then one line for
+people. ``--profile`` runs the full path under cProfile and prints the top functions by
+cumulative and own time to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import multiprocessing
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from aiosmtplib import SMTP
+from sqlalchemy import Engine, insert, select
+
+from leadflow import delivery
+from leadflow import engine as pipeline
+from leadflow.config import load_config
+from leadflow.delivery import DeliveryOutcome, smtp_transport_factory
+from leadflow.mail.sink import SmtpSink
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.db import open_database
+from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config" / "pipeline.yaml"
+TEMPLATES = ROOT / "templates" / "email"
+NOW = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # Tuesday 09:30 in New York: in the window
+DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
+TARGET = 0.7
+
+
+def uncapped_config(messages: int) -> str:
+    """The default pipeline with caps and pacing out of the way (they are policy, not speed)."""
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["sender"].update(
+        daily_cap=max(messages, 1) * 2, per_domain_daily_cap=None, per_minute=10**9
+    )
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def seed(engine: Engine, messages: int) -> None:
+    """Enrolled leads in ``prospect`` with step ``intro`` of ``outbound`` due at ``NOW``."""
+    leads = [
+        {
+            "email": f"lead{n}@{DOMAINS[n % len(DOMAINS)]}",
+            "first_name": f"Lead{n}",
+            "last_name": "Example",
+            "company": f"Company {n % 97}",
+            "industry": "saas",
+            "timezone": "America/New_York",
+            "status": LeadStatus.ACTIVE,
+            "pipeline": "b2b",
+            "stage": "prospect",
+            "stage_entered_at": NOW,
+            "cadence": "outbound",
+            "attributes": {},
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        for n in range(messages)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(LEADS), leads)
+        rows = conn.execute(select(LEADS.c.id, LEADS.c.email)).all()
+        conn.execute(
+            insert(OUTBOX),
+            [
+                {
+                    "lead_id": lead_id,
+                    "cadence": "outbound",
+                    "step": "intro",
+                    "round": 0,
+                    "kind": "cadence",
+                    "stage": "prospect",
+                    "to_email": email,
+                    "status": MessageStatus.PENDING,
+                    "due_at": NOW,
+                    "attempts": 0,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for lead_id, email in rows
+            ],
+        )
+
+
+PHASES = {  # delivery's steps, timed by wrapping the names deliver_batch looks up
+    "claim": "claim_batch",
+    "compose": "compose",
+    "smtp": "_send",
+    "record": "record_results",
+}
+
+
+@contextmanager
+def phase_timer() -> Iterator[dict[str, float]]:
+    """Seconds spent in each delivery step while the context is open."""
+    spent = dict.fromkeys(PHASES, 0.0)
+    originals = {name: getattr(delivery, attr) for name, attr in PHASES.items()}
+
+    def wrap(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_step(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = function(*args, **kwargs)
+                if asyncio.iscoroutine(result):
+                    return _timed_coroutine(name, result, spent, start)
+                return result
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return timed_step
+
+    for name, attr in PHASES.items():
+        setattr(delivery, attr, wrap(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, attr in PHASES.items():
+            setattr(delivery, attr, originals[name])
+
+
+async def _timed_coroutine(
+    name: str, coroutine: Any, spent: dict[str, float], started: float
+) -> Any:
+    spent[name] -= time.perf_counter() - started  # count the await, not the call
+    start = time.perf_counter()
+    try:
+        return await coroutine
+    finally:
+        spent[name] += time.perf_counter() - start
+
+
+def full_path(rt: Runtime) -> DeliveryOutcome:
+    out = DeliveryOutcome()
+    factory = smtp_transport_factory(rt)
+    for id_range in pipeline.outbox_ranges(rt, now=NOW, kind="cadence"):
+        out.merge(pipeline.deliver(rt, id_range, now=NOW, kind="cadence", transport=factory))
+    return out
+
+
+Received = tuple[str, tuple[str, ...], bytes]  # MAIL FROM, RCPT TOs, payload as received
+
+
+class Sink:
+    """A running ``SmtpSink``: its port, and what it received so far."""
+
+    def __init__(self, port: int, take: Callable[[], list[Received]]) -> None:
+        self.port = port
+        self.take = take
+
+
+def _sink_process(conn: Connection) -> None:
+    """Child process: run a sink, answer "take" with its messages, exit on "stop"."""
+    with SmtpSink() as sink:
+        conn.send(sink.port)
+        while conn.recv() == "take":
+            conn.send([(m.mail_from, m.recipients, m.data) for m in sink.messages])
+
+
+@contextmanager
+def running_sink(where: Literal["process", "thread"]) -> Iterator[Sink]:
+    if where == "thread":
+        with SmtpSink() as sink:
+            yield Sink(
+                sink.port, lambda: [(m.mail_from, m.recipients, m.data) for m in sink.messages]
+            )
+        return
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=_sink_process, args=(child,))
+    process.start()
+    try:
+        port: int = parent.recv()
+
+        def take() -> list[Received]:
+            parent.send("take")
+            received: list[Received] = parent.recv()
+            return received
+
+        yield Sink(port, take)
+    finally:
+        parent.send("stop")
+        process.join(10)
+
+
+async def raw_send(port: int, messages: list[Received], concurrency: int) -> None:
+    """aiosmtplib alone: ``concurrency`` persistent connections sharing one queue."""
+    queue: asyncio.Queue[Received] = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+
+    async def worker() -> None:
+        smtp = SMTP(hostname="127.0.0.1", port=port, timeout=30)
+        await smtp.connect()
+        try:
+            while not queue.empty():
+                mail_from, recipients, data = queue.get_nowait()
+                await smtp.sendmail(mail_from, list(recipients), data)
+        finally:
+            await smtp.quit()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def profiled(action: Callable[[], DeliveryOutcome]) -> DeliveryOutcome:
+    profile = cProfile.Profile()
+    result: DeliveryOutcome = profile.runcall(action)
+    for order in ("cumulative", "tottime"):
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats(order).print_stats(25)
+        print(text.getvalue(), file=sys.stderr)
+    return result
+
+
+def run(
+    messages: int,
+    batch_size: int,
+    concurrency: int,
+    *,
+    sink: Literal["process", "thread"],
+    profile: bool,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-send-") as tmp:
+        loaded = load_config(CONFIG, templates=TEMPLATES, text=uncapped_config(messages))
+        with running_sink(sink) as full_sink:
+            settings = Settings(
+                home=Path(tmp),
+                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+                config=CONFIG,
+                templates=TEMPLATES,
+                demo=True,
+                smtp_host="127.0.0.1",
+                smtp_port=full_sink.port,
+                smtp_concurrency=concurrency,
+                batch_size=batch_size,
+            )
+            rt = Runtime(settings=settings, loaded=loaded, engine=open_database(settings.db_url))
+            try:
+                seed(rt.engine, messages)
+
+                def send_all() -> DeliveryOutcome:
+                    return profiled(lambda: full_path(rt)) if profile else full_path(rt)
+
+                with phase_timer() as phases:
+                    full_s, outcome = timed(send_all)
+            finally:
+                rt.close()
+            prepared = full_sink.take()
+        if outcome.statuses.get("sent", 0) != messages or len(prepared) != messages:
+            raise SystemExit(f"full path sent {outcome.summary()}; sink got {len(prepared)}")
+        with running_sink(sink) as raw_sink:
+            raw_s, _ = timed(lambda: asyncio.run(raw_send(raw_sink.port, prepared, concurrency)))
+            if len(raw_sink.take()) != messages:
+                raise SystemExit("raw aiosmtplib did not deliver every message")
+    full_rate, raw_rate = messages / full_s, messages / raw_s
+    return {
+        "benchmark": "send",
+        "messages": messages,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "sink": sink,
+        "full_path_s": round(full_s, 3),
+        "raw_smtp_s": round(raw_s, 3),
+        "full_path_per_s": round(full_rate, 1),
+        "raw_smtp_per_s": round(raw_rate, 1),
+        "ratio": round(full_rate / raw_rate, 3),
+        "full_path_phases_s": {name: round(value, 3) for name, value in phases.items()},
+        "target": TARGET,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--messages", type=int, default=5000)
+    defaults = Settings.model_fields  # the product's defaults are the realistic setting
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults["batch_size"].default,
+        help="Settings.batch_size (default: %(default)s, as in production)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults["smtp_concurrency"].default,
+        help="Settings.smtp_concurrency (default: %(default)s, as in production)",
+    )
+    parser.add_argument(
+        "--sink",
+        choices=("process", "thread"),
+        default="process",
+        help="run the sink in its own process (as a real relay is) or in a thread of this one",
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile the full path")
+    args = parser.parse_args(argv)
+    result = run(
+        args.messages, args.batch_size, args.concurrency, sink=args.sink, profile=args.profile
+    )
+    print(json.dumps(result))
+    verdict = "meets" if result["ratio"] >= TARGET else "below"
+    print(
+        f"send: {result['messages']} messages, batches of {result['batch_size']}, "
+        f"{result['concurrency']} connections, sink in a {result['sink']}: "
+        f"full path {result['full_path_per_s']:.0f}/s, "
+        f"raw aiosmtplib {result['raw_smtp_per_s']:.0f}/s, ratio {result['ratio']:.2f} "
+        f"({verdict} the {TARGET} target)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""`leadflow serve` unattended: a real Prefect server, the served deployments, a triggered run.
+
+The end-to-end test starts ``prefect server start`` and ``leadflow serve`` as subprocesses, as
+an operator would, and checks everything through Prefect's client API. The server's scheduler
+service is off so that no cron-fired run (the tick is due every 15 minutes of wall-clock time)
+can collide with the triggered one and be cancelled by the deployment's concurrency limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pytest
+from sqlalchemy import select
+
+from leadflow.config import load_config
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.tables import LEADS
+from tests.conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
+
+T = TypeVar("T")
+
+SERVED = ["intake", "score", "advance", "nurture", "callbacks", "checkins", "report", "tick"]
+CRONS = {"tick": "*/15 * * * *", "intake": "*/5 * * * *", "report": "0 7 * * 1"}
+STARTUP_TIMEOUT = 120.0  # a new Prefect database takes 15-30 s to migrate on 2 cores
+RUN_TIMEOUT = 120.0
+POLL = 0.25
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _clean_env(**values: str) -> dict[str, str]:
+    """The parent's environment without any PREFECT_* or LEADFLOW_* variable, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADFLOW_"))}
+    env.update(values)
+    return env
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 30.0) -> None:
+    """Signal the leader, wait for it, then kill whatever is left of its process group."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    if _group_members(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(POLL)
+
+
+@contextmanager
+def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess in its own process group (its children too), always stopped on exit."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            _stop(proc, signal.SIGTERM)
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_for(
+    what: str, check: Callable[[], T | None], timeout: float, logs: list[Path]
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found is not None:
+            return found
+        time.sleep(POLL)
+    details = "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details}")
+
+
+def _healthy(api_url: str) -> bool | None:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return True if response.status == 200 else None
+    except OSError:
+        return None
+
+
+def _api(api_url: str, call: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one client call against the test's server (not the session's temporary one)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def run() -> T:
+        async with get_client() as client:
+            return await call(client)
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        return asyncio.run(run())
+
+
+async def _deployments(client: Any) -> dict[str, Any] | None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
+
+    found = await client.read_deployments(
+        deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=["leadflow"]))
+    )
+    by_flow = {d.name.removeprefix("leadflow-"): d for d in found}
+    return by_flow if sorted(by_flow) == sorted(SERVED) else None
+
+
+async def _artifacts(client: Any, flow_run_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    found: list[Any] = await client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["tick-summary"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        )
+    )
+    return found
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_served_tick_deployment_runs_unattended_on_a_real_server(
+    tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
+) -> None:
+    lead_id = add_lead(industry="saas", company_size=120, title="CTO", country="US")
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    prefect_home = tmp_path / "prefect"
+    common = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    server_env = _clean_env(**common, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+    serve_env = _clean_env(
+        **common,
+        PREFECT_API_URL=api_url,
+        PREFECT_RUNNER_POLL_FREQUENCY="1",  # default 10 s between looks for runs to start
+        LEADFLOW_HOME=str(settings.home),
+        LEADFLOW_DATABASE_URL=settings.db_url,
+        LEADFLOW_CONFIG=str(DEFAULT_CONFIG),
+        LEADFLOW_TEMPLATES=str(TEMPLATES),
+        LEADFLOW_INBOX=str(settings.inbox_dir),
+        LEADFLOW_DEMO="true",
+        LEADFLOW_SMTP_PORT="1",  # nothing is due to be sent at the first tick
+    )
+    bin_dir = Path(sys.executable).parent
+    server_cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1"]
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    logs = [server_log, serve_log]
+
+    with _process([*server_cmd, "--port", str(port)], server_env, server_log) as server:
+        _wait_for("/api/health", lambda: _healthy(api_url), STARTUP_TIMEOUT, logs)
+        with _process([str(bin_dir / "leadflow"), "serve"], serve_env, serve_log) as serve:
+            deployments = _wait_for(
+                "the served deployments",
+                lambda: _api(api_url, _deployments),
+                STARTUP_TIMEOUT,
+                logs,
+            )
+            tick = deployments["tick"]
+            run = _api(
+                api_url,
+                lambda c: c.create_flow_run_from_deployment(
+                    tick.id, parameters={"now": T0.isoformat()}
+                ),
+            )
+
+            def finished() -> Any:
+                flow_run = _api(api_url, lambda c: c.read_flow_run(run.id))
+                return flow_run if flow_run.state and flow_run.state.is_final() else None
+
+            done = _wait_for("the triggered tick run", finished, RUN_TIMEOUT, logs)
+            artifacts = _api(api_url, lambda c: _artifacts(c, run.id))
+
+            _stop(serve, signal.SIGTERM)
+            assert serve.returncode == 0, _tail(serve_log)
+            assert _group_members(serve.pid) == []
+            after_stop = _api(api_url, lambda c: c.read_deployment(tick.id))
+
+        _stop(server, signal.SIGTERM)
+        assert _group_members(server.pid) == []
+
+    assert done.state.type.value == "COMPLETED", f"{done.state}\n{_tail(serve_log)}"
+    assert done.name == f"tick @ {T0.isoformat()}"
+    assert len(artifacts) == 1
+    assert f"# tick at {T0.isoformat()}" in artifacts[0].data
+    assert "| (new) | lead | 1 |" in artifacts[0].data
+    with rt.engine.connect() as conn:
+        stage = conn.execute(select(LEADS.c.stage).where(LEADS.c.id == lead_id)).scalar_one()
+    assert stage == "lead"  # the served run worked on this test's database
+
+    schedules = {
+        name: [s.schedule.cron for s in d.schedules if s.active] for name, d in deployments.items()
+    }
+    assert schedules == {name: [CRONS[name]] if name in CRONS else [] for name in SERVED}
+    for d in deployments.values():
+        assert d.global_concurrency_limit is not None
+        assert d.global_concurrency_limit.limit == 1
+        assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert not d.paused
+    assert after_stop.paused  # serve pauses its schedules on SIGTERM; a restart resumes them
+
+
+def test_editing_a_cron_changes_the_rebuilt_deployment_schedules() -> None:
+    from flows.deployments import build_deployments
+
+    original = DEFAULT_CONFIG.read_text()
+    edited = original.replace('tick: "*/15 * * * *"', 'tick: "0 * * * *"').replace(
+        '  intake: "*/5 * * * *"\n', ""
+    )
+    assert edited.count("\n") == original.count("\n") - 1
+    before = build_deployments(load_config(DEFAULT_CONFIG, templates=TEMPLATES).config)
+    after = build_deployments(load_config(DEFAULT_CONFIG, templates=TEMPLATES, text=edited).config)
+
+    def crons(deployments: list[Any]) -> dict[str, list[str]]:
+        return {d.name: [s.schedule.cron for s in d.schedules] for d in deployments}
+
+    assert crons(before) == {
+        f"leadflow-{name}": [CRONS[name]] if name in CRONS else [] for name in SERVED
+    }
+    assert crons(after) == {
+        **crons(before),
+        "leadflow-tick": ["0 * * * *"],
+        "leadflow-intake": [],
+    }
+    for d in after:
+        assert d.concurrency_limit == 1
+        assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert d.entrypoint.endswith(f"pipeline.py:{d.flow_name}_flow")
