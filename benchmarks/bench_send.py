@@ -15,7 +15,7 @@ Baseline: the very bytes the sink received from the full path, sent again with a
 The sink (``leadflow.mail.sink.SmtpSink``, no directory) runs in a process of its own by
 default, as a real relay would; ``--sink thread`` runs it in this process, where it competes
 with the sender for the GIL. Output: one JSON line (throughputs, ratio, and the seconds the
-full path spent in each delivery step: claim, compose, smtp, record), then one line for
+full path spent in each delivery step: claim, compose_and_send (of which compose), record), then one line for
 people. ``--profile`` runs the full path under cProfile and prints the top functions by
 cumulative and own time to stderr.
 """
@@ -118,8 +118,8 @@ def seed(engine: Engine, messages: int) -> None:
 
 PHASES = {  # delivery's steps, timed by wrapping the names deliver_batch looks up
     "claim": "claim_batch",
-    "compose": "compose",
-    "smtp": "_send",
+    "compose_and_send": "_compose_and_send",  # wall time; rendering overlaps sending
+    "compose": "compose",  # of which rendering and building the messages
     "record": "record_results",
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,10 +17,10 @@ from typing import Any
 from leadflow.batching import IdRange
 from leadflow.mail.message import build_message, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
-from leadflow.mail.transport import Outgoing, SmtpConfig, SmtpTransport, Transport
+from leadflow.mail.transport import Outgoing, SendResult, SmtpConfig, SmtpTransport, Transport
 from leadflow.outbox import Claimed, claim_batch, reconcile, record_results
 from leadflow.runtime import Runtime
-from leadflow.unsubscribe import unsubscribe_url
+from leadflow.unsubscribe import link_for
 from models.db import session_scope
 
 TransportFactory = Callable[[], Transport]
@@ -114,7 +114,7 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
     """Render and build the MIME message for one claimed row (pure, no I/O but templates)."""
     sender = rt.loaded.config.sender
     secret = rt.settings.require_real_secret()
-    unsubscribe = unsubscribe_url(rt.settings.public_url, item.to_email, secret)
+    unsubscribe = link_for(rt.settings.public_url, item.to_email, secret)
     lead = lead_context(item.lead)
     context = {
         "lead": lead,
@@ -151,9 +151,53 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
     )
 
 
-async def _send(factory: TransportFactory, items: list[Outgoing]) -> list[Any]:
+# Messages rendered ahead while the previous ones are on the wire; small enough that the
+# first SMTP command goes out early, large enough that the pool rarely drains between chunks.
+COMPOSE_AHEAD = 50
+
+Sent = tuple[Claimed, Outgoing, SendResult]
+
+
+async def _compose_and_send(
+    rt: Runtime, factory: TransportFactory, claimed: Sequence[Claimed], *, now: datetime
+) -> tuple[list[Sent], list[tuple[Claimed, str]]]:
+    """Render chunk k+1 while chunk k is being sent, over one transport (one pool).
+
+    Rendering is CPU work and sending mostly waits for the server, so the two overlap in
+    this one thread: the composer yields to the event loop after every message, letting the
+    replies to messages in flight be handled in between.
+    """
+    sent: list[Sent] = []
+    failed: list[tuple[Claimed, str]] = []
+
+    async def send(transport: Transport, chunk: list[tuple[Claimed, Outgoing]]) -> None:
+        results = await transport.send_batch([message for _item, message in chunk])
+        sent.extend((item, message, r) for (item, message), r in zip(chunk, results, strict=True))
+
     async with factory() as transport:
-        return list(await transport.send_batch(items))
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(claimed), COMPOSE_AHEAD):
+                chunk: list[tuple[Claimed, Outgoing]] = []
+                for item in claimed[start : start + COMPOSE_AHEAD]:
+                    try:
+                        chunk.append((item, compose(rt, item, now=now)))
+                    except (TemplateRenderError, ValueError, KeyError) as exc:
+                        failed.append((item, f"render failed: {exc}"))
+                    if in_flight is not None:
+                        await asyncio.sleep(0)
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.create_task(send(transport, chunk)) if chunk else None
+            if in_flight is not None:
+                await in_flight
+        except BaseException:
+            # Unexpected trouble: let the messages on the wire finish before the pool closes;
+            # the whole batch stays claimed and becomes ``unknown`` (never resent).
+            if in_flight is not None:
+                await asyncio.gather(in_flight, return_exceptions=True)
+            raise
+    return sent, failed
 
 
 def deliver_batch(
@@ -179,18 +223,9 @@ def deliver_batch(
     out.suppressed = claim.suppressed
     if not claim.claimed:
         return out
-    ready: list[Claimed] = []
-    outgoing: list[Outgoing] = []
-    failed: list[tuple[Claimed, str]] = []
-    for item in claim.claimed:
-        try:
-            outgoing.append(compose(rt, item, now=now))
-            ready.append(item)
-        except (TemplateRenderError, ValueError, KeyError) as exc:
-            failed.append((item, f"render failed: {exc}"))
-    results = asyncio.run(_send(transport, outgoing)) if outgoing else []
+    sent, failed = asyncio.run(_compose_and_send(rt, transport, claim.claimed, now=now))
     rows: list[tuple[str, int | None, str, str | None, str | None]] = []
-    for item, message, result in zip(ready, outgoing, results, strict=True):
+    for item, message, result in sent:
         rows.append(
             (
                 str(result.outcome),
@@ -205,7 +240,11 @@ def deliver_batch(
     out.render_failed = len(failed)
     with session_scope(rt.engine) as session:
         recorded = record_results(
-            session.connection(), rt, [*ready, *(f[0] for f in failed)], rows, now=now
+            session.connection(),
+            rt,
+            [*(x[0] for x in sent), *(f[0] for f in failed)],
+            rows,
+            now=now,
         )
     out.statuses.update(recorded.counts)
     return out

@@ -11,7 +11,7 @@ from leadflow.mail.rendering import RenderedEmail, sample_context
 from leadflow.mail.transport import Outgoing, SendResult
 from leadflow.queries import find_lead, row_dict
 from leadflow.runtime import Runtime
-from leadflow.unsubscribe import unsubscribe_url
+from leadflow.unsubscribe import link_for
 
 
 def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
@@ -32,7 +32,7 @@ def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
             raise ValueError(f"no lead with email '{lead_email}'")
         context["lead"] = lead_context(row_dict(row))
         secret = rt.settings.secret_key.get_secret_value()
-        context["unsubscribe_url"] = unsubscribe_url(rt.settings.public_url, row.email, secret)
+        context["unsubscribe_url"] = link_for(rt.settings.public_url, row.email, secret)
     return context
 
 

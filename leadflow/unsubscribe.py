@@ -61,3 +61,11 @@ def verify_token(token: str, secret: str) -> str | None:
 def unsubscribe_url(base_url: str, email: str, secret: str) -> str:
     """``<base_url>/<token>``; the token needs no quoting (url-safe alphabet plus a dot)."""
     return f"{base_url.rstrip('/')}/{sign_token(email, secret)}"
+
+
+UNSUBSCRIBE_PATH = "/unsubscribe"  # served by ``leadflow web`` (GET asks, POST unsubscribes)
+
+
+def link_for(public_url: str, email: str, secret: str) -> str:
+    """The one-click unsubscribe link that ``leadflow web`` serves for ``email``."""
+    return unsubscribe_url(f"{public_url.rstrip('/')}{UNSUBSCRIBE_PATH}", email, secret)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import json
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from leadflow.queries import find_lead
 from leadflow.runtime import Runtime
 from leadflow.suppression import suppress_many
 from leadflow.timeutil import parse_instant, utcnow
-from leadflow.unsubscribe import verify_token
+from leadflow.unsubscribe import UNSUBSCRIBE_PATH, verify_token
 from models.db import session_scope
 
 
@@ -31,6 +32,15 @@ class EventBody(BaseModel):
     type: str = Field(max_length=64)
     at: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def _cell(value: Any) -> str | None:
+    """A JSON value as the text cell intake expects (nested values stay JSON, not repr)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -57,8 +67,7 @@ def create_app(rt: Runtime) -> FastAPI:
         if not all(isinstance(i, dict) for i in items) or len(items) > 1000:
             raise HTTPException(422, "expected a JSON object or a list of up to 1000 objects")
         rows = [
-            RawRow(n + 1, {str(k): None if v is None else str(v) for k, v in i.items()})
-            for n, i in enumerate(items)
+            RawRow(n + 1, {str(k): _cell(v) for k, v in i.items()}) for n, i in enumerate(items)
         ]
         summary = import_rows(
             rt.engine,
@@ -97,7 +106,7 @@ def create_app(rt: Runtime) -> FastAPI:
             raise HTTPException(404, "this unsubscribe link is not valid")
         return email
 
-    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    @app.get(UNSUBSCRIBE_PATH + "/{token}", response_class=HTMLResponse)
     def unsubscribe_page(token: str) -> str:
         email = html.escape(_email(token))
         action = html.escape(f"/unsubscribe/{token}")
@@ -107,7 +116,7 @@ def create_app(rt: Runtime) -> FastAPI:
             f"<form method=post action='{action}'><button>Unsubscribe</button></form>"
         )
 
-    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
+    @app.post(UNSUBSCRIBE_PATH + "/{token}", response_class=HTMLResponse)
     def unsubscribe(token: str) -> str:
         email = _email(token)
         now = utcnow()

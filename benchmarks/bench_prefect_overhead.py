@@ -1,0 +1,228 @@
+"""What Prefect costs per tick: the tick flow against the same engine calls made directly.
+
+    python -m benchmarks.bench_prefect_overhead [--leads 0,100,1000,10000] [--batch-size 2000]
+                                                [--repeat 3]
+
+For each lead count a SQLite database is filled once with leads that are all due (new, to be
+scored and moved into the first stage at ``T0``); every measurement runs on its own copy of
+that file, so the direct run and the flow run see exactly the same due work. The direct run is
+``Runtime.open`` + ``import_inbox`` + ``engine.tick`` + ``record_run``, which is what the tick
+flow does; the flow run is ``tick_flow`` called in this process with the heartbeat off
+(``flows.runner.quick_flows``) against a temporary Prefect server that is started once, by a
+warm-up run that is not timed. Both deliver through the same local SMTP sink. Each figure is
+the median of ``--repeat`` runs; the two kinds of run alternate. Output: one JSON line, then a
+table for people. Task runs are counted from the flow's own result (one per batch, plus the
+intake task and one reconcile task per delivery step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from leadflow import engine
+from leadflow.delivery import smtp_transport_factory
+from leadflow.inbox import import_inbox
+from leadflow.mail.sink import SmtpSink
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.tables import LEADS, Lead
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # a Tuesday, 09:30 in New York
+FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
+CHUNK = 5_000
+
+
+def _prefect_env(home: Path) -> None:
+    """A temporary Prefect server of our own: set before ``flows`` (and prefect) is imported."""
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+
+def _settings(work: Path, db: Path, smtp_port: int, batch_size: int) -> Settings:
+    return Settings(
+        home=work,
+        database_url=f"sqlite:///{db}",
+        config=ROOT / "config" / "pipeline.yaml",
+        templates=ROOT / "templates" / "email",
+        inbox=work / "inbox",
+        demo=True,
+        smtp_port=smtp_port,
+        batch_size=batch_size,
+    )
+
+
+def build_database(settings: Settings, leads: int) -> None:
+    """Migrate, then insert ``leads`` new leads, all due for scoring and the stage engine."""
+    rt = Runtime.open(settings)
+    try:
+        with rt.engine.begin() as conn:
+            for start in range(0, leads, CHUNK):
+                rows = [
+                    Lead(
+                        email=f"lead{i}@bench.example",
+                        first_name="Ada",
+                        timezone="America/New_York",
+                        created_at=T0,
+                        updated_at=T0,
+                        rescore_at=T0,
+                        next_action_at=T0,
+                        **FIT,
+                    ).model_dump(exclude={"id"})
+                    for i in range(start, min(leads, start + CHUNK))
+                ]
+                conn.execute(insert(LEADS), rows)
+    finally:
+        rt.close()
+
+
+def run_direct(settings: Settings) -> tuple[float, dict[str, Any]]:
+    """The tick's work without Prefect, timed from opening the runtime to recording the run."""
+    started = time.perf_counter()
+    rt = Runtime.open(settings)
+    try:
+        intake = import_inbox(rt, now=T0)
+        outcome = engine.tick(rt, now=T0, transport=smtp_transport_factory(rt))
+        summary = {"intake": intake, **outcome.as_dict()}
+        engine.record_run(rt, "tick", now=T0, summary=summary)
+    finally:
+        rt.close()
+    elapsed = time.perf_counter() - started
+    moved = sum(m["count"] for m in outcome.advance.as_dict()["moves"])
+    return elapsed, {"scored": outcome.scored, "moved": moved, "batches": outcome.batches}
+
+
+def run_flow(settings: Settings) -> tuple[float, dict[str, Any]]:
+    """The tick flow in this process (heartbeat off), timed around the flow call."""
+    from flows.context import use_settings
+    from flows.pipeline import tick_flow
+    from flows.runner import quick_flows
+
+    use_settings(settings)  # closes the previous runtime; the flow opens this one
+    with quick_flows():
+        started = time.perf_counter()
+        state = tick_flow(now=T0.isoformat(), return_state=True)
+        elapsed = time.perf_counter() - started
+    if not state.is_completed():
+        raise RuntimeError(f"tick flow ended {state}")
+    result: dict[str, Any] = state.result()
+    batches = sum(result[step]["batches"] for step in ("score", "callbacks", "advance"))
+    batches += result["nurture"]["batches"] + result["checkins"]["batches"]
+    moved = sum(m["count"] for m in result["advance"]["moves"])
+    return elapsed, {
+        "scored": result["score"]["rescored"],
+        "moved": moved,
+        "batches": batches,
+        "task_runs": batches + 3,  # + import inbox files + one reconcile per delivery step
+    }
+
+
+def measure(
+    work: Path, leads: int, *, smtp_port: int, batch_size: int, repeat: int
+) -> dict[str, Any]:
+    base = work / f"base-{leads}.db"
+    build_database(_settings(work, base, smtp_port, batch_size), leads)
+    direct: list[float] = []
+    flow: list[float] = []
+    work_done: dict[str, Any] = {}
+    for attempt in range(repeat):
+        for kind, runner, times in (("direct", run_direct, direct), ("flow", run_flow, flow)):
+            copy = work / f"{kind}-{leads}-{attempt}.db"
+            shutil.copyfile(base, copy)
+            elapsed, did = runner(_settings(work, copy, smtp_port, batch_size))
+            times.append(elapsed)
+            work_done[kind] = did
+    same = {k: work_done["flow"][k] for k in ("scored", "moved", "batches")}
+    if same != work_done["direct"]:
+        raise RuntimeError(f"direct and flow runs did different work: {work_done}")
+    if same["scored"] != leads or same["moved"] != leads:
+        raise RuntimeError(f"expected {leads} leads scored and moved, got {same}")
+    direct_s, flow_s = statistics.median(direct), statistics.median(flow)
+    task_runs = int(work_done["flow"]["task_runs"])
+    return {
+        "leads": leads,
+        "batches": same["batches"],
+        "task_runs": task_runs,
+        "direct_s": round(direct_s, 3),
+        "flow_s": round(flow_s, 3),
+        "overhead_s": round(flow_s - direct_s, 3),
+        "overhead_per_task_run_s": round((flow_s - direct_s) / task_runs, 4),
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'due leads':>9} {'task runs':>9} {'direct s':>9} {'flow s':>8} {'overhead s':>10}"
+    lines = [head + f" {'per task run s':>14}"]
+    for r in rows:
+        lines.append(
+            f"{r['leads']:>9,} {r['task_runs']:>9} {r['direct_s']:>9.3f} {r['flow_s']:>8.3f}"
+            f" {r['overhead_s']:>10.3f} {r['overhead_per_task_run_s']:>14.4f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", default="0,100,1000,10000", help="Comma-separated counts.")
+    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.leads.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-prefect-") as tmp, SmtpSink() as sink:
+        work = Path(tmp)
+        _prefect_env(work / "prefect")
+        started = time.perf_counter()
+        warm = work / "warm-up.db"
+        build_database(_settings(work, warm, sink.port, args.batch_size), 0)
+        run_flow(_settings(work, warm, sink.port, args.batch_size))
+        server_start_s = time.perf_counter() - started
+        rows = [
+            measure(
+                work, n, smtp_port=sink.port, batch_size=args.batch_size, repeat=args.repeat
+            )
+            for n in counts
+        ]
+        _release_runtime(work, sink.port, args.batch_size)
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "prefect_overhead",
+                "batch_size": args.batch_size,
+                "repeat": args.repeat,
+                "first_flow_with_server_start_s": round(server_start_s, 2),
+                "rows": rows,
+            }
+        )
+    )
+    print(_table(rows))
+    print(
+        f"(median of {args.repeat}; heartbeat off; first flow, which started the temporary "
+        f"Prefect server: {server_start_s:.1f} s, not included)"
+    )
+
+
+def _release_runtime(work: Path, smtp_port: int, batch_size: int) -> None:
+    """Close the flows' runtime before its database file is deleted."""
+    from flows.context import use_settings
+
+    use_settings(_settings(work, work / "closed.db", smtp_port, batch_size))
+
+
+if __name__ == "__main__":
+    main()
