@@ -15,9 +15,9 @@ Baseline: the very bytes the sink received from the full path, sent again with a
 The sink (``leadflow.mail.sink.SmtpSink``, no directory) runs in a process of its own by
 default, as a real relay would; ``--sink thread`` runs it in this process, where it competes
 with the sender for the GIL. Output: one JSON line (throughputs, ratio, and the seconds the
-full path spent in each delivery step: claim, compose_and_send (of which compose), record), then one line for
-people. ``--profile`` runs the full path under cProfile and prints the top functions by
-cumulative and own time to stderr.
+full path spent per delivery step: claim, compose_and_send with the compose part of it, and
+record), then one line for people. ``--profile`` runs the full path under cProfile and
+prints the top functions by cumulative and own time to stderr.
 """
 
 from __future__ import annotations

@@ -1,9 +1,23 @@
 """Pipeline metrics and reports: the public facade over ``leadflow.reporting``.
 
 ``build_report`` asks the database for aggregated rows only (GROUP BY and window functions,
-portable across SQLite ≥ 3.25 and PostgreSQL) and returns a JSON-ready dict; the other
+portable across SQLite >= 3.25 and PostgreSQL) and returns a JSON-ready dict; the other
 functions present that dict: rich tables, a self-contained HTML page, a one-line headline,
-and a spreadsheet-safe CSV of any list of rows from it.
+and a spreadsheet-safe CSV of any list of rows taken from it.
+
+What the figures mean (details in each module's docstring):
+
+- Snapshot (funnel, aging, stuck, weighted pipeline): the leads as they are now, ages
+  measured at ``until``; the period does not apply.
+- Conversion: entries into a stage made in the period and where each went next by
+  ``until`` (next stage, a later stage, back, recycled, lost, or still there).
+- Time in stage: completed stays that ended in the period; leads still in a stage are left
+  out (their age is in the aging section). Percentiles interpolate between ranks.
+- Outcomes: won = ``won_at`` in the period, lost = closed in the period; the sales cycle is
+  ``created_at`` -> ``won_at`` of those wins.
+- Email: messages that reached SMTP in the period, their events by outbox id up to
+  ``until``; first response = hours from a lead's first sent email to its first reply after
+  it, for replies in the period.
 """
 
 from __future__ import annotations

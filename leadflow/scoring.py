@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -42,6 +42,7 @@ from leadflow.fields import LeadSql, _days_between
 from models.tables import EVENTS, LEADS, SCORE_CHANGES
 
 LN2 = math.log(2)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # before any timestamp the engine writes
 HORIZON_HALF_LIVES = 12  # events older than this contribute < 0.03% of their points
 
 
@@ -103,7 +104,20 @@ def grade_expression(loaded: LoadedConfig, score: Any) -> Any:
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
-    return LEADS.c.rescore_at <= now
+    """Leads to rescore at ``now``, as asked over the whole table when batches are planned.
+
+    The lower bound is always true. It is there for SQLite's planner, which has no statistics:
+    given only ``rescore_at <= now`` plus ``ORDER BY id`` it scans the whole table in id order;
+    given a two-sided range it reads the ``rescore_at`` index, so an idle tick stays cheap.
+    """
+    return LEADS.c.rescore_at.between(EARLIEST, now)
+
+
+def _due_in_range(id_range: IdRange, now: datetime) -> ColumnElement[bool]:
+    """Inside one batch the id range must lead (a one-sided ``rescore_at`` test keeps it so):
+    a bounded ``rescore_at`` range could make SQLite walk every due lead for every batch."""
+    lead = LEADS
+    return and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], lead.c.rescore_at <= now)
 
 
 def score_batch(
@@ -112,7 +126,7 @@ def score_batch(
     """Rescore the due leads in ``id_range``; call inside a transaction."""
     lead = LEADS
     sql = resolver(conn, loaded, now)
-    in_batch = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], due_condition(now))
+    in_batch = _due_in_range(id_range, now)
     result = conn.execute(
         update(lead)
         .where(in_batch)

@@ -16,7 +16,7 @@ import getpass
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, insert, literal, not_, or_, select, update
@@ -39,6 +39,7 @@ from models.tables import (
 )
 
 REEVALUATE_AFTER = timedelta(seconds=1)
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # before any timestamp the engine writes
 TIME_RECHECK = timedelta(days=1)
 CHECKIN_WINDOW = SendWindow(frozenset(range(5)), time(9, 0), time(17, 0))
 
@@ -91,8 +92,24 @@ class AdvanceOutcome:
 
 
 def due_condition(now: datetime) -> ColumnElement[bool]:
+    """Active leads the engine must look at by ``now``, as asked when batches are planned.
+
+    The always-true lower bound makes the range two-sided, so SQLite's planner (without
+    statistics) reads the ``next_action_at`` index instead of scanning the table in id order.
+    """
     lead = LEADS
-    return and_(lead.c.status == LeadStatus.ACTIVE, lead.c.next_action_at <= now)
+    return and_(lead.c.status == LeadStatus.ACTIVE, lead.c.next_action_at.between(EARLIEST, now))
+
+
+def _due_in_range(id_range: IdRange, now: datetime) -> ColumnElement[bool]:
+    """Inside one batch the id range must lead, so the time test stays one-sided."""
+    lead = LEADS
+    return and_(
+        lead.c.id >= id_range[0],
+        lead.c.id <= id_range[1],
+        lead.c.status == LeadStatus.ACTIVE,
+        lead.c.next_action_at <= now,
+    )
 
 
 def _decision_case(rt: Runtime, sql: LeadSql) -> tuple[Any, list[tuple[str, str | None]]]:
@@ -141,7 +158,7 @@ def plan_batch(
     decision, actions = _decision_case(rt, sql)
     rows = conn.execute(
         select(lead.c.id, lead.c.email, lead.c.pipeline, lead.c.stage, decision).where(
-            lead.c.id >= id_range[0], lead.c.id <= id_range[1], due_condition(now)
+            _due_in_range(id_range, now)
         )
     ).all()
     out = []

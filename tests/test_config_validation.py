@@ -168,6 +168,37 @@ BROKEN = {
             f"{F}:115:1: recycled: unknown key 'recycled' (did you mean 'recycling'?)",
         ],
     ),
+    "unknown event type in a rule": (
+        edit(
+            'events("won") > 0\'}\n          - {to: lost',
+            'events("wonn") > 0\'}\n          - {to: lost',
+        ),
+        [
+            f"{F}:172:38: pipelines[0].stages[4].exits[1].when: rule: unknown event type 'wonn' "
+            "(did you mean 'won'?)"
+        ],
+    ),
+    "mapping onto engine state": (
+        edit('"Deal Value": deal_value', '"Deal Value": score'),
+        [
+            f"{F}:42:19: intake.mapping.Deal Value: unknown lead field 'score' (did you mean "
+            "'source'?); declare custom fields under intake.attributes"
+        ],
+    ),
+    "attribute shadowing a derived field": (
+        edit("web_visits: int", "days_in_stage: int"),
+        [
+            f"{F}:45:5: intake.attributes.days_in_stage: custom attribute 'days_in_stage' shadows "
+            "the lead field of the same name"
+        ],
+    ),
+    "duplicate check-in id": (
+        edit("{id: month_one,", "{id: onboarding,"),
+        [
+            f"{F}:124:5: checkins.customer_success: duplicate check-in id 'onboarding' (check-ins "
+            "and renewals share ids)"
+        ],
+    ),
     "several errors at once": (
         edit(
             "  daily_cap: 400",

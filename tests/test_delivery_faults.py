@@ -21,7 +21,7 @@ from smtp_faults import FaultSmtpServer
 from sqlalchemy import Row, select
 
 from leadflow import delivery
-from leadflow.delivery import deliver_batch, smtp_transport_factory
+from leadflow.delivery import COMPOSE_AHEAD, deliver_batch, smtp_transport_factory
 from leadflow.engine import tick
 from leadflow.mail.transport import SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
@@ -67,7 +67,7 @@ def sender(rt: Runtime, smtp: FaultSmtpServer) -> Runtime:
     return Runtime(settings=settings, loaded=rt.loaded, engine=rt.engine)
 
 
-def enroll(rt: Runtime, email: str, **fields: Any) -> int:
+def lead_values(email: str, **fields: Any) -> dict[str, Any]:
     """A lead in stage ``prospect`` working cadence ``outbound`` (not due for the engine)."""
     values: dict[str, Any] = {
         "email": email,
@@ -81,8 +81,25 @@ def enroll(rt: Runtime, email: str, **fields: Any) -> int:
         "updated_at": T0,
     }
     values.update(fields)
+    return values
+
+
+def message_values(lead_id: int, email: str, step: str, due: datetime) -> dict[str, Any]:
+    return {
+        "lead_id": lead_id,
+        "cadence": "outbound",
+        "step": step,
+        "stage": "prospect",
+        "to_email": email,
+        "due_at": due,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+
+
+def enroll(rt: Runtime, email: str, **fields: Any) -> int:
     with session_scope(rt.engine) as session:
-        lead = Lead(**values)
+        lead = Lead(**lead_values(email, **fields))
         session.add(lead)
         session.flush()
         assert lead.id is not None
@@ -91,16 +108,7 @@ def enroll(rt: Runtime, email: str, **fields: Any) -> int:
 
 def queue(rt: Runtime, lead_id: int, email: str, step: str, due: datetime) -> int:
     with session_scope(rt.engine) as session:
-        message = OutboundMessage(
-            lead_id=lead_id,
-            cadence="outbound",
-            step=step,
-            stage="prospect",
-            to_email=email,
-            due_at=due,
-            created_at=T0,
-            updated_at=T0,
-        )
+        message = OutboundMessage(**message_values(lead_id, email, step, due))
         session.add(message)
         session.flush()
         assert message.id is not None
@@ -226,6 +234,54 @@ def test_a_message_deferred_max_attempts_times_fails_for_good(
     assert smtp.connections == MAX_ATTEMPTS  # one SMTP session per attempt, none after
     assert smtp.messages == []
     assert pauses.calls == []
+
+
+def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
+    sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses
+) -> None:
+    """More messages than are rendered ahead (several chunks over one pool), with a bounce,
+    a lost reply, a rejected payload and an address no message can be built for among them:
+    every row gets its own outcome and every accepted message its own row."""
+    count = 2 * COMPOSE_AHEAD + 10
+    faults = {7: "code550", COMPOSE_AHEAD + 5: "drop-after-data", count - 2: "data554"}
+    unbuildable = COMPOSE_AHEAD + 20
+    emails = [
+        # five domains keep every one under the per-domain daily cap
+        f"{faults.get(n, f'ok{n}') if n != unbuildable else 'two words'}@d{n % 5}.example"
+        for n in range(count)
+    ]
+    with session_scope(sender.engine) as session:
+        leads = [Lead(**lead_values(email)) for email in emails]
+        session.add_all(leads)
+        session.flush()
+        messages = [
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+            for lead in leads
+        ]
+        session.add_all(messages)
+        session.flush()
+        ids = [m.id or 0 for m in messages]
+
+    out = deliver_batch(sender, (ids[0], ids[-1]), now=T0, transport=smtp_transport_factory(sender))
+
+    assert (out.claimed, out.render_failed) == (count, 1)
+    assert dict(out.statuses) == {"sent": count - 4, "bounced": 1, "unknown": 1, "failed": 2}
+    expected = ["sent"] * count
+    for n, status in ((7, "bounced"), (COMPOSE_AHEAD + 5, "unknown"), (count - 2, "failed")):
+        expected[n] = status
+    expected[unbuildable] = "failed"
+    with sender.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(OUTBOX).where(OUTBOX.c.step == "intro"))}
+    assert [rows[i].status for i in ids] == expected
+    assert rows[ids[unbuildable]].last_error == (
+        f"render failed: to_email: invalid email address 'two words@d{unbuildable % 5}.example'"
+    )
+    by_message_id = {r.message_id: r for r in rows.values()}
+    delivered = [(m.recipients, m.parsed()["Message-ID"]) for m in smtp.messages]
+    assert len(delivered) == count - 4
+    for recipients, message_id in delivered:
+        assert by_message_id[message_id].status == "sent"
+        assert recipients == (by_message_id[message_id].to_email,)
 
 
 # --- header safety through the whole tick -------------------------------------------------

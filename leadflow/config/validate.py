@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -23,8 +24,13 @@ from leadflow.business_time import HolidayCalendar, is_valid_zone
 from leadflow.config.schema import PipelineConfig, Stage
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
 from leadflow.events import KNOWN_EVENTS
-from leadflow.fields import LEAD_COLUMNS, catalog
+from leadflow.fields import DERIVED, FUNCTIONS, LEAD_COLUMNS, catalog
 from leadflow.rules import Catalog, Rule, RuleError, compile_rule
+from models.tables import LeadBase
+
+# Fields an import may set: the LeadBase columns (not engine state such as stage or score).
+IMPORTABLE_FIELDS = tuple(name for name in LeadBase.model_fields if name != "attributes")
+_EVENT_ARG = re.compile(r"\b(" + "|".join(FUNCTIONS) + r")\(\s*([\"'])(.*?)\2")
 
 StageKey = tuple[str, str]
 
@@ -195,10 +201,20 @@ class _Checker:
 
     def rule(self, path: Path_, text: str) -> Rule | None:
         try:
-            return compile_rule(text, self.loaded.catalog)
+            compiled = compile_rule(text, self.loaded.catalog)
         except RuleError as exc:
             self.error(path, f"rule: {exc.message}", offset=exc.offset)
             return None
+        for match in _EVENT_ARG.finditer(text):
+            event_type = match.group(3)
+            if event_type not in KNOWN_EVENTS:
+                self.error(
+                    path,
+                    f"rule: unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                    offset=match.start(3),
+                )
+                return None
+        return compiled
 
     def run(self) -> list[Issue]:
         self.zones()
@@ -233,13 +249,13 @@ class _Checker:
 
     def attributes(self) -> None:
         for name in self.config.intake.attributes:
-            if name in LEAD_COLUMNS:
+            if name in LEAD_COLUMNS or name in DERIVED:
                 self.error(
                     ("intake", "attributes", name),
                     f"custom attribute '{name}' shadows the lead field of the same name",
                     key=True,
                 )
-        targets = set(LEAD_COLUMNS) | set(self.config.intake.attributes)
+        targets = set(IMPORTABLE_FIELDS) | set(self.config.intake.attributes)
         for column, target in self.config.intake.mapping.items():
             if target not in targets:
                 self.error(
@@ -360,10 +376,27 @@ class _Checker:
                     ("cadences", cid, "on_complete", "to"),
                     f"unknown stage '{target}'{suggest(target, all_stage_ids)}",
                 )
+            elif target:
+                for pipeline in self.config.pipelines:
+                    uses = any(s.on_enter.cadence == cid for s in pipeline.stages) or (
+                        self.config.recycling.cadence == cid
+                    )
+                    if uses and pipeline.stage(target) is None:
+                        self.error(
+                            ("cadences", cid, "on_complete", "to"),
+                            f"stage '{target}' does not exist in pipeline '{pipeline.id}', "
+                            "which uses this cadence",
+                        )
 
     def checkins(self) -> None:
         attributes = self.config.intake.attributes
         for plan_id, plan in self.config.checkins.items():
+            ids = [c.id for c in plan.checkins] + [r.id for r in plan.renewals]
+            for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+                self.error(
+                    ("checkins", plan_id),
+                    f"duplicate check-in id '{duplicate}' (check-ins and renewals share ids)",
+                )
             for ri, renewal in enumerate(plan.renewals):
                 if renewal.date_field not in attributes:
                     self.error(

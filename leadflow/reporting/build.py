@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from leadflow.config import LoadedConfig
 from leadflow.config.schema import Pipeline
 from leadflow.reporting import flow, messaging, outcomes, snapshot
-from leadflow.reporting.numbers import money, ratio, round_days, round_rate
+from leadflow.reporting.numbers import money, ratio, round_days, round_hours, round_rate
 from leadflow.reporting.sqlfn import EPOCH_MONDAY, Distribution, Scope, week_start
 
 
@@ -356,7 +356,7 @@ def _velocity(
 def _hours(d: Distribution | None) -> dict[str, Any]:
     return {
         "leads": d.count if d else 0,
-        "median_hours": round_days(d.median if d else None),
-        "p90_hours": round_days(d.p90 if d else None),
-        "mean_hours": round_days(d.mean if d else None),
+        "median_hours": round_hours(d.median if d else None),
+        "p90_hours": round_hours(d.p90 if d else None),
+        "mean_hours": round_hours(d.mean if d else None),
     }

@@ -20,6 +20,10 @@ def round_days(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+def round_hours(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 def money(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
