@@ -41,6 +41,17 @@ def _at(now: str) -> datetime:
     return parse_instant(now)
 
 
+def step_config(now: str) -> dict[str, Any]:
+    """A changed config makes every open lead due once (new rules must reach idle leads)."""
+    changed = tasks.apply_config_change(now)
+    summary = f"config changed: {changed} lead(s) re-evaluated" if changed else ""
+    return {
+        "config_hash": runtime().loaded.short_hash,
+        "leads_made_due": changed,
+        "summary": summary,
+    }
+
+
 def step_score(now: str) -> dict[str, Any]:
     ranges = engine.score_ranges(runtime(), now=_at(now))
     results = tasks.score_batch.map(ranges, unmapped(now)).result()
@@ -101,7 +112,7 @@ def intake_flow(now: str | None = None) -> dict[str, Any]:
 def score_flow(now: str | None = None) -> dict[str, Any]:
     """Rescore leads with new data or events, and refresh decay."""
     at = _start(now)
-    result = {"score": step_score(at)}
+    result = {"config": step_config(at), "score": step_score(at)}
     _publish("score", at, result)
     return result
 
@@ -110,7 +121,7 @@ def score_flow(now: str | None = None) -> dict[str, Any]:
 def advance_flow(now: str | None = None) -> dict[str, Any]:
     """Move due leads between stages, apply SLAs and cadence outcomes."""
     at = _start(now)
-    result = {"advance": step_advance(at)}
+    result = {"config": step_config(at), "advance": step_advance(at)}
     _publish("advance", at, result)
     return result
 
@@ -156,6 +167,7 @@ def tick_flow(now: str | None = None) -> dict[str, Any]:
     """One heartbeat of the pipeline: every step in order, in one flow run."""
     at = _start(now)
     result = {
+        "config": step_config(at),
         "intake": step_intake(at),
         "score": step_score(at),
         "callbacks": step_callbacks(at),

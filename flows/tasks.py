@@ -86,6 +86,16 @@ def deliver_batch(id_range: IdRange, now: str, kind: str) -> dict[str, Any]:
 
 
 @task(
+    name="apply config change",
+    cache_policy=NO_CACHE,
+    retries=DB_RETRIES,
+    retry_delay_seconds=DB_RETRY_DELAYS,
+)
+def apply_config_change(now: str) -> int:
+    return engine.apply_config_change(runtime(), now=_when(now))
+
+
+@task(
     name="import inbox files",
     cache_policy=NO_CACHE,
     retries=DB_RETRIES,

@@ -82,6 +82,7 @@ class TickOutcome:
     checkins: DeliveryOutcome = field(default_factory=DeliveryOutcome)
     unknown: list[int] = field(default_factory=list)
     batches: int = 0
+    config_changed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,12 +96,14 @@ class TickOutcome:
             "checkins": self.checkins.as_dict(),
             "unknown": self.unknown,
             "batches": self.batches,
+            "config_changed": self.config_changed,
         }
 
 
 def tick(rt: Runtime, *, now: datetime, transport: TransportFactory) -> TickOutcome:
     """All steps in order, without Prefect: the baseline the flows are measured against."""
     out = TickOutcome(now=now, config_hash=rt.config_hash)
+    out.config_changed = apply_config_change(rt, now=now)
     for r in score_ranges(rt, now=now):
         result = score(rt, r, now=now)
         out.scored += result.rescored
@@ -146,3 +149,40 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def last_config_hash(rt: Runtime) -> str | None:
+    from sqlalchemy import select
+
+    from models.tables import RUNS
+
+    with rt.engine.connect() as conn:
+        return conn.execute(
+            select(RUNS.c.config_hash).order_by(RUNS.c.started_at.desc(), RUNS.c.id.desc())
+        ).scalar()
+
+
+def apply_config_change(rt: Runtime, *, now: datetime) -> int:
+    """After a config change, every open lead is due once for rescoring and its stage rules.
+
+    New fit rules or exits must reach leads that have no new data; this is one set-based
+    UPDATE, run only when the config hash differs from the last recorded run's.
+    """
+    previous = last_config_hash(rt)
+    if previous is None or previous == rt.config_hash:
+        return 0
+    with session_scope(rt.engine) as session:
+        return mark_all_due(session.connection(), now=now)
+
+
+def mark_all_due(conn: Any, *, now: datetime) -> int:
+    from sqlalchemy import update
+
+    from models.tables import LEADS, LeadStatus
+
+    result = conn.execute(
+        update(LEADS)
+        .where(LEADS.c.status == LeadStatus.ACTIVE)
+        .values(rescore_at=now, next_action_at=now)
+    )
+    return max(int(result.rowcount), 0)

@@ -19,15 +19,16 @@ from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
 
 
-def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
+def simulate(rt: Runtime, *, now: datetime, all_due: bool = False) -> dict[str, Any]:
     """What one tick at ``now`` would do under ``rt``'s config. Changes nothing."""
-    score_ranges = engine.score_ranges(rt, now=now)
     callback_ranges = engine.callback_ranges(rt, now=now)
     with rt.engine.connect() as conn:
         trans = conn.begin()
         try:
+            if all_due:
+                engine.mark_all_due(conn, now=now)
             rescored = changed = 0
-            for r in score_ranges:
+            for r in _ranges(conn, "lead", scoring.due_condition(now)):
                 result = scoring.score_batch(conn, rt.loaded, r, now=now)
                 rescored += result.rescored
                 changed += result.changed
@@ -77,7 +78,9 @@ def plan_tick(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"current": simulate(current, now=now)}
     if proposed is not None:
-        result["proposed"] = simulate(proposed, now=now)
+        # a changed config makes every open lead due once (see engine.apply_config_change)
+        changed = proposed.config_hash != current.config_hash
+        result["proposed"] = simulate(proposed, now=now, all_due=changed)
         result["diff"] = diff(result["current"], result["proposed"])
     return result
 

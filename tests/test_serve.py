@@ -273,3 +273,27 @@ def test_editing_a_cron_changes_the_rebuilt_deployment_schedules() -> None:
         assert d.concurrency_limit == 1
         assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
         assert d.entrypoint.endswith(f"pipeline.py:{d.flow_name}_flow")
+
+
+def test_prefect_yaml_declares_every_flow_on_the_pipeline_crons() -> None:
+    """The work-pool route (prefect.yaml) must not drift from what `leadflow serve` deploys."""
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    from flows import pipeline
+
+    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    PrefectYamlModel.model_validate(raw)  # what `prefect deploy` parses the file with
+    crons = load_config(DEFAULT_CONFIG, templates=TEMPLATES).config.schedules.model_dump()
+    declared = {d["name"]: d for d in raw["deployments"]}
+    assert sorted(declared) == sorted(f"leadflow-{name}" for name in pipeline.FLOWS)
+    for name, flow in pipeline.FLOWS.items():
+        d = declared[f"leadflow-{name}"]
+        path, function = d["entrypoint"].split(":")
+        assert path == "flows/pipeline.py"
+        assert getattr(pipeline, function) is flow
+        assert [(s["cron"], s["timezone"]) for s in d["schedules"]] == (
+            [(crons[name], "UTC")] if crons[name] else []
+        )
+        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+        assert d["work_pool"]["name"] == "leadflow"

@@ -32,7 +32,7 @@ svg.chart{background:#fff;border:1px solid #e1e4ea;border-radius:8px;max-width:1
 svg text{font-size:12px;fill:#1f2430}svg text.num,svg text.axis{fill:#667085;font-size:11px}
 svg text.legend-new{fill:#3b6fd8}svg text.legend-won{fill:#2e9e5b}
 """
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+CSP = "default-src 'none'; style-src 'unsafe-inline'"
 NONE = "-"
 
 
