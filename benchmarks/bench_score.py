@@ -38,6 +38,7 @@ from benchmarks.common import (
     build_database,
     peak_rss_mib,
     ratio,
+    reset_peak_rss,
     rss_mib,
     run_phase,
     sql_time,
@@ -72,6 +73,7 @@ def score_phase(path: str, batch_size: int) -> dict[str, Any]:
         loaded=load_config(CONFIG, templates=TEMPLATES),
         engine=open_database(url, migrate=False),
     )
+    reset_peak_rss()
     start_rss = rss_mib()
     rescored = changed = 0
     with timed() as elapsed:
@@ -108,6 +110,7 @@ def baseline_phase(path: str, leads: int, batch_size: int) -> dict[str, Any]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    reset_peak_rss()
     start_rss = rss_mib()
     with timed() as elapsed:
         for first in range(1, leads + 1, batch_size):

@@ -4,11 +4,12 @@ Each deployment has a concurrency limit of one with the CANCEL_NEW strategy: a r
 fires while the previous run of the same flow is still busy is cancelled instead of running
 beside it (the next tick picks up the work); the outbox claim in the database is the
 guarantee behind it. Restarting ``serve`` after editing a cron replaces the
-schedule.
+schedule (a removed cron removes it). See docs/orchestration.md.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import serve
@@ -39,6 +40,16 @@ def build_deployments(config: PipelineConfig) -> list[Any]:
     return deployments
 
 
+# Prefect keeps deployment-concurrency leases in server memory by default: if the server stops
+# while a run holds its deployment's slot and that run never reports an end (a crash, a
+# reboot), the slot stays taken after the restart and every later run of that flow is
+# cancelled. Leases kept on disk (under PREFECT_HOME) survive a restart and expire instead
+# (at most ~5 min after the run's last renewal). Without PREFECT_API_URL the server is the
+# temporary one this process starts, so the setting must be in the environment before then.
+FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
+
+
 def serve_all(settings: Settings, config: PipelineConfig) -> None:
+    os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", FILE_LEASES)
     use_settings(settings)
     serve(*build_deployments(config), print_starting_message=True)

@@ -155,24 +155,36 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
 # first SMTP command goes out early, large enough that the pool rarely drains between chunks.
 COMPOSE_AHEAD = 50
 
-Sent = tuple[Claimed, Outgoing, SendResult]
+
+@dataclass(frozen=True)
+class _Sent:
+    """What is kept of a sent message until it is recorded. Not the message itself: with a
+    batch of live ``EmailMessage`` graphs every full garbage collection walks all of them
+    (measured: 2-3 ms per message in batches of 2,000, most of the cost of building one)."""
+
+    item: Claimed
+    message_id: str
+    subject: str
+    result: SendResult
 
 
 async def _compose_and_send(
     rt: Runtime, factory: TransportFactory, claimed: Sequence[Claimed], *, now: datetime
-) -> tuple[list[Sent], list[tuple[Claimed, str]]]:
+) -> tuple[list[_Sent], list[tuple[Claimed, str]]]:
     """Render chunk k+1 while chunk k is being sent, over one transport (one pool).
 
     Rendering is CPU work and sending mostly waits for the server, so the two overlap in
     this one thread: the composer yields to the event loop after every message, letting the
     replies to messages in flight be handled in between.
     """
-    sent: list[Sent] = []
+    sent: list[_Sent] = []
     failed: list[tuple[Claimed, str]] = []
 
     async def send(transport: Transport, chunk: list[tuple[Claimed, Outgoing]]) -> None:
-        results = await transport.send_batch([message for _item, message in chunk])
-        sent.extend((item, message, r) for (item, message), r in zip(chunk, results, strict=True))
+        results = await transport.send_batch([outgoing for _item, outgoing in chunk])
+        for (item, outgoing), result in zip(chunk, results, strict=True):
+            headers = outgoing.message
+            sent.append(_Sent(item, str(headers["Message-ID"]), str(headers["Subject"]), result))
 
     async with factory() as transport:
         in_flight: asyncio.Task[None] | None = None
@@ -225,24 +237,19 @@ def deliver_batch(
         return out
     sent, failed = asyncio.run(_compose_and_send(rt, transport, claim.claimed, now=now))
     rows: list[tuple[str, int | None, str, str | None, str | None]] = []
-    for item, message, result in sent:
+    for done in sent:
+        result = done.result
         rows.append(
-            (
-                str(result.outcome),
-                result.code,
-                result.detail,
-                str(message.message["Message-ID"]),
-                str(message.message["Subject"]),
-            )
+            (str(result.outcome), result.code, result.detail, done.message_id, done.subject)
         )
-        out.templates[item.template] += 1
+        out.templates[done.item.template] += 1
     rows += [("failed", None, error, None, None) for _item, error in failed]
     out.render_failed = len(failed)
     with session_scope(rt.engine) as session:
         recorded = record_results(
             session.connection(),
             rt,
-            [*(x[0] for x in sent), *(f[0] for f in failed)],
+            [*(done.item for done in sent), *(f[0] for f in failed)],
             rows,
             now=now,
         )

@@ -3,11 +3,11 @@
 Per batch of due leads (``rescore_at <= now``) three statements run in one transaction:
 1. fit + BANT points (a sum of CASE expressions compiled from the YAML rules) and the
    engagement score (a correlated sum over recent events, each worth
-   ``points * 0.5 ** (age_days / half_life)``);
+   ``points * 0.5 ** (age_days / half_life)``), into a per-connection scratch table;
 2. a score-history row for every lead whose total moved by a point or whose grade changed;
-3. total, grade, and the next times to look at the lead: a changed score makes it due for
-   the stage engine now; engaged leads are rescored again after ``refresh_days`` so decay
-   shows, others only when new data or events arrive.
+3. one UPDATE of the lead rows: points, total, grade, and the next times to look at the
+   lead: a changed score makes it due for the stage engine now; engaged leads are rescored
+   again after ``refresh_days`` so decay shows, others only when new data or events arrive.
 
 ``explain`` recomputes the same figures for one lead, rule by rule and event by event, so
 ``leadflow show`` can list where every point came from.
@@ -16,17 +16,26 @@ Per batch of due leads (``rescore_at <= now``) three statements run in one trans
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     Float,
+    Insert,
+    Integer,
+    MetaData,
     Numeric,
+    Table,
+    Update,
     and_,
+    bindparam,
     case,
     cast,
+    delete,
     func,
     insert,
     literal,
@@ -87,9 +96,10 @@ def engagement_expression(loaded: LoadedConfig, dialect: str, now: datetime) -> 
     horizon = now - timedelta(days=engagement.half_life_days * HORIZON_HALF_LIVES)
     total = (
         select(func.sum(weight * decay))
+        # No ``type IN (...)`` here: on the (lead_id, type, occurred_at) index that is one seek
+        # per listed type; ``lead_id`` alone is one seek, and other types weigh 0 anyway.
         .where(
             event.c.lead_id == lead.c.id,
-            event.c.type.in_(list(points)),
             event.c.occurred_at <= now,
             event.c.occurred_at >= horizon,
         )
@@ -113,56 +123,104 @@ def due_condition(now: datetime) -> ColumnElement[bool]:
     return LEADS.c.rescore_at.between(EARLIEST, now)
 
 
-def _due_in_range(id_range: IdRange, now: datetime) -> ColumnElement[bool]:
-    """Inside one batch the id range must lead (a one-sided ``rescore_at`` test keeps it so):
-    a bounded ``rescore_at`` range could make SQLite walk every due lead for every batch."""
-    lead = LEADS
-    return and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], lead.c.rescore_at <= now)
+# Per-connection scratch table: the new fit and engagement points of one batch, computed once
+# and then used by both the history insert and the single UPDATE of the lead rows (writing
+# each lead row once instead of twice was a quarter of the time).
+WORK = Table(
+    "score_work",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("fit", Float, nullable=False),
+    Column("engagement", Float, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+_CREATE_WORK = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS score_work "
+    "(id INTEGER PRIMARY KEY, fit FLOAT NOT NULL, engagement FLOAT NOT NULL)"
+)
 
 
-def score_batch(
-    conn: Connection, loaded: LoadedConfig, id_range: IdRange, *, now: datetime
-) -> ScoreOutcome:
-    """Rescore the due leads in ``id_range``; call inside a transaction."""
-    lead = LEADS
-    sql = resolver(conn, loaded, now)
-    in_batch = _due_in_range(id_range, now)
-    result = conn.execute(
-        update(lead)
-        .where(in_batch)
-        .values(
-            fit_score=rounded(fit_expression(loaded, sql), 2),
-            engagement_score=rounded(engagement_expression(loaded, conn.dialect.name, now), 2),
-            scored_at=now,
+@dataclass(frozen=True)
+class _Statements:
+    """The statements of a batch, with the id range left as ``first``/``last`` binds."""
+
+    compute: Insert
+    history: Insert
+    apply: Update
+
+
+_STATEMENTS: dict[tuple[int, str, datetime], tuple[LoadedConfig, _Statements]] = {}
+_STATEMENTS_KEPT = 8
+_STATEMENTS_LOCK = threading.Lock()
+
+
+def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statements:
+    """Built once per (config, database, instant) and reused by every batch of a tick.
+
+    Building the rule expressions and computing the statements' cache keys costs ~10 ms;
+    per batch of 2,000 leads that was a third of the time. Statements are immutable, so
+    threads may share them; the worst a race does is build one twice.
+    """
+    key = (id(loaded), dialect, now)
+    with _STATEMENTS_LOCK:
+        hit = _STATEMENTS.get(key)
+    if hit is not None and hit[0] is loaded:
+        return hit[1]
+    lead, work = LEADS, WORK
+    first, last = bindparam("first", type_=Integer), bindparam("last", type_=Integer)
+    sql = LeadSql(dialect=dialect, now=now, attributes=loaded.config.intake.attributes)
+    # Inside one batch the id range must lead, also where the scratch table is joined (SQLite
+    # knows nothing of its size and would rather scan every lead): a bounded ``rescore_at``
+    # range could make SQLite walk every due lead for every batch.
+    in_range = and_(lead.c.id >= first, lead.c.id <= last)
+    in_batch = and_(in_range, lead.c.rescore_at <= now)
+    compute = (
+        insert(work)
+        .from_select(
+            ["id", "fit", "engagement"],
+            select(
+                lead.c.id,
+                rounded(fit_expression(loaded, sql), 2),
+                rounded(engagement_expression(loaded, dialect, now), 2),
+            ).where(in_batch),
         )
+        .execution_options(preserve_rowcount=True)
     )
-    rescored = max(result.rowcount, 0)
-    scored_now = and_(lead.c.id >= id_range[0], lead.c.id <= id_range[1], lead.c.scored_at == now)
-    new_score = rounded(lead.c.fit_score + lead.c.engagement_score, 1)
+    new_score = rounded(work.c.fit + work.c.engagement, 1)
     new_grade = grade_expression(loaded, new_score)
     changed = or_(
         func.abs(new_score - lead.c.score) >= 1.0,
         lead.c.grade.is_(None),
         lead.c.grade != new_grade,
     )
-    history = conn.execute(
-        insert(SCORE_CHANGES).from_select(  # type: ignore[arg-type]
+    history = (
+        insert(SCORE_CHANGES)
+        .from_select(
             ["lead_id", "at", "fit_score", "engagement_score", "score", "grade"],
             select(
-                lead.c.id,
+                work.c.id,
                 literal(now, lead.c.scored_at.type),
-                lead.c.fit_score,
-                lead.c.engagement_score,
+                work.c.fit,
+                work.c.engagement,
                 new_score,
                 new_grade,
-            ).where(scored_now, changed),
+            )
+            .select_from(work.join(lead, lead.c.id == work.c.id))
+            .where(in_range, changed),
         )
+        # without it SQLAlchemy reports no row count for INSERT ... SELECT on PostgreSQL
+        .execution_options(preserve_rowcount=True)
     )
     refresh = now + timedelta(days=loaded.config.scoring.engagement.refresh_days)
-    conn.execute(
+    apply = (
         update(lead)
-        .where(scored_now)
+        .where(lead.c.id == work.c.id, in_range)  # UPDATE ... FROM: SQLite >= 3.33, PostgreSQL
         .values(
+            fit_score=work.c.fit,
+            engagement_score=work.c.engagement,
+            score=new_score,
+            grade=new_grade,
+            scored_at=now,
             next_action_at=case(
                 (
                     and_(
@@ -174,12 +232,31 @@ def score_batch(
                 ),
                 else_=lead.c.next_action_at,
             ),
-            score=new_score,
-            grade=new_grade,
-            rescore_at=case((lead.c.engagement_score >= 0.05, refresh), else_=None),
+            rescore_at=case((work.c.engagement >= 0.05, refresh), else_=None),
         )
     )
-    return ScoreOutcome(rescored=rescored, changed=max(history.rowcount, 0))
+    built = _Statements(compute=compute, history=history, apply=apply)
+    with _STATEMENTS_LOCK:
+        while len(_STATEMENTS) >= _STATEMENTS_KEPT:
+            _STATEMENTS.pop(next(iter(_STATEMENTS)))
+        _STATEMENTS[key] = (loaded, built)
+    return built
+
+
+def score_batch(
+    conn: Connection, loaded: LoadedConfig, id_range: IdRange, *, now: datetime
+) -> ScoreOutcome:
+    """Rescore the due leads in ``id_range``; call inside a transaction."""
+    statements = _statements(loaded, conn.dialect.name, now)
+    bounds = {"first": id_range[0], "last": id_range[1]}
+    conn.exec_driver_sql(_CREATE_WORK)
+    conn.execute(delete(WORK))
+    rescored = max(conn.execute(statements.compute, bounds).rowcount, 0)
+    changed = max(conn.execute(statements.history, bounds).rowcount, 0) if rescored else 0
+    if rescored:
+        conn.execute(statements.apply, bounds)
+        conn.execute(delete(WORK))
+    return ScoreOutcome(rescored=rescored, changed=changed)
 
 
 @dataclass(frozen=True)

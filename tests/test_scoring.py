@@ -9,7 +9,6 @@ engagement half-life 14 days, horizon 12 half-lives (168 days), refresh after 1 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,11 +54,11 @@ def blank_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def fresh_engine(blank: Path, folder: Path) -> Iterator[Engine]:
-    """An empty database: a copy of ``blank``, or the emptied shared PostgreSQL one."""
-    shared = os.environ.get("LEADFLOW_TEST_DATABASE_URL")
-    if shared:
-        db = open_database(shared)
+def fresh_engine(blank: Path, folder: Path, url: str) -> Iterator[Engine]:
+    """An empty, migrated database: a copy of ``blank`` on SQLite; on PostgreSQL the test's own
+    database (``url``, cloned by conftest from a migrated template), emptied."""
+    if url.startswith("postgresql"):
+        db = open_database(url)
         _empty_if_shared(db)
     else:
         path = folder / "test.db"
@@ -75,7 +74,7 @@ def fresh_engine(blank: Path, folder: Path) -> Iterator[Engine]:
 def rt(
     settings: Settings, loaded: LoadedConfig, blank_database: Path, tmp_path: Path
 ) -> Iterator[Runtime]:
-    with fresh_engine(blank_database, tmp_path) as db:
+    with fresh_engine(blank_database, tmp_path, settings.db_url) as db:
         yield Runtime(settings=settings, loaded=loaded, engine=db)
 
 
@@ -531,14 +530,13 @@ def run_scoring(
 )
 @given(leads=LEAD_HISTORIES)
 def test_scores_do_not_depend_on_batch_size(
-    blank_database: Path, loaded: LoadedConfig, leads: list[Any], tmp_path: Path
+    blank_database: Path, loaded: LoadedConfig, leads: list[Any], settings: Settings
 ) -> None:
-    settings = Settings(home=tmp_path, config=DEFAULT_CONFIG, templates=TEMPLATES, demo=True)
     outcomes = []
     for batch_size in (1, 3, 1000):
         with (
             tempfile.TemporaryDirectory() as folder,
-            fresh_engine(blank_database, Path(folder)) as db,
+            fresh_engine(blank_database, Path(folder), settings.db_url) as db,
         ):
             outcomes.append(run_scoring(db, settings, loaded, leads, batch_size))
 

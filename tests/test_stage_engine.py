@@ -8,7 +8,6 @@ WEAK 9 and POOR 0 (grade D).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, event, func, insert, select
 from sqlmodel import SQLModel
 
 from leadflow import engine, scoring, stages
@@ -33,7 +32,7 @@ from leadflow.mail.transport import MemoryTransport
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import insert_ignore, make_engine, open_database, session_scope
-from models.tables import CALLBACKS, EVENTS, LEADS, OUTBOX, TRANSITIONS
+from models.tables import CALLBACKS, EVENTS, LEADS, OUTBOX, SCORE_CHANGES, TRANSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "pipeline.yaml"
@@ -86,11 +85,11 @@ def _empty_if_shared(db: Engine) -> None:
 
 
 @contextmanager
-def fresh_engine(blank: Path, folder: Path) -> Iterator[Engine]:
-    """An empty database: a copy of ``blank``, or the emptied shared PostgreSQL one."""
-    shared = os.environ.get("LEADFLOW_TEST_DATABASE_URL")
-    if shared:
-        db = open_database(shared)
+def fresh_engine(blank: Path, folder: Path, url: str) -> Iterator[Engine]:
+    """An empty, migrated database: a copy of ``blank`` on SQLite; on PostgreSQL the test's own
+    database (``url``, cloned by conftest from a migrated template), emptied."""
+    if url.startswith("postgresql"):
+        db = open_database(url)
         _empty_if_shared(db)
     else:
         path = folder / "test.db"
@@ -106,7 +105,7 @@ def fresh_engine(blank: Path, folder: Path) -> Iterator[Engine]:
 def rt(
     settings: Settings, loaded: LoadedConfig, blank_database: Path, tmp_path: Path
 ) -> Iterator[Runtime]:
-    with fresh_engine(blank_database, tmp_path) as db:
+    with fresh_engine(blank_database, tmp_path, settings.db_url) as db:
         yield Runtime(settings=settings, loaded=loaded, engine=db)
 
 
@@ -713,20 +712,34 @@ def test_a_failing_advance_batch_writes_nothing_and_earlier_batches_stay(
         ], table
 
 
-def test_a_failing_score_batch_writes_nothing(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_score_batch_writes_nothing(rt: Runtime) -> None:
     rt.settings = rt.settings.model_copy(update={"batch_size": 2})
     ids = [new_lead(rt, STRONG) for _ in range(5)]
-    # grade_expression is built after the first UPDATE of a batch already ran
-    monkeypatch.setattr(scoring, "grade_expression", fail_on_call(2, scoring.grade_expression))
+    lead_updates = [0]
 
-    with pytest.raises(Boom):
-        tick(rt, T0)
+    def fail_second_lead_update(*args: Any) -> None:
+        """Scoring writes the lead rows last, after the batch's history rows went in."""
+        statement = str(args[2])
+        if statement.startswith("UPDATE lead"):
+            lead_updates[0] += 1
+            if lead_updates[0] == 2:
+                raise Boom("the database went away")
+
+    event.listen(rt.engine, "before_cursor_execute", fail_second_lead_update)
+    try:
+        with pytest.raises(Boom):
+            tick(rt, T0)
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", fail_second_lead_update)
 
     rows = [lead_row(rt, i) for i in ids]
     assert [(r.fit_score, r.score, r.grade, r.scored_at) for r in rows] == [
         (65.0, 65.0, "A", T0)
     ] * 2 + [(0.0, 0.0, None, None)] * 3
     assert [r.stage for r in rows] == [None] * 5  # the tick stopped before the stage engine
+    with rt.engine.connect() as conn:
+        history = conn.execute(select(SCORE_CHANGES.c.lead_id).order_by(SCORE_CHANGES.c.id))
+        assert history.scalars().all() == ids[:2]
 
 
 def test_a_failing_revive_batch_writes_nothing(
@@ -901,12 +914,16 @@ def check_lead(rt: Runtime, lead_id: int) -> None:
 def test_random_histories_keep_the_stage_invariants(
     shared_rt: Runtime,
     blank_database: Path,
+    settings: Settings,
     profiles: list[dict[str, Any]],
     steps: list[tuple[int, tuple[str, int, str]]],
 ) -> None:
     rt = shared_rt
     memory = MemoryTransport()
-    with tempfile.TemporaryDirectory() as folder, fresh_engine(blank_database, Path(folder)) as db:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        fresh_engine(blank_database, Path(folder), settings.db_url) as db,
+    ):
         rt.engine = db
         ids = [new_lead(rt, profile) for profile in profiles]
         now = T0
