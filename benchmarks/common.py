@@ -213,7 +213,7 @@ def run_phase(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(receiver.recv())
     except EOFError:
         process.join()
-        raise RuntimeError(f"benchmark phase {fn.__name__} died (exit {process.exitcode})")
+        raise RuntimeError(f"phase {fn.__name__} died (exit {process.exitcode})") from None
     process.join()
     return result
 

@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 
 from flows.context import use_settings
 from flows.pipeline import FLOWS
+from flows.runner import SERIAL_TASKS_ENV, uses_sqlite
 from leadflow.config.schema import PipelineConfig
 from leadflow.settings import Settings
 
@@ -51,5 +52,7 @@ FILE_LEASES = "prefect.server.concurrency.lease_storage.filesystem"
 
 def serve_all(settings: Settings, config: PipelineConfig) -> None:
     os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", FILE_LEASES)
+    if uses_sqlite(settings):  # served runs import the flows afresh, in subprocesses
+        os.environ.setdefault(SERIAL_TASKS_ENV, "1")
     use_settings(settings)
     serve(*build_deployments(config), print_starting_message=True)

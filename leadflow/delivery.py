@@ -151,9 +151,9 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
     )
 
 
-# Messages rendered ahead while the previous ones are on the wire; small enough that the
-# first SMTP command goes out early, large enough that the pool rarely drains between chunks.
-COMPOSE_AHEAD = 50
+# Messages built, then sent, at a time over the batch's one pool: the first goes out early,
+# and only this many built messages are alive at once (see ``_Sent``).
+CHUNK = 100
 
 
 @dataclass(frozen=True)
@@ -171,44 +171,24 @@ class _Sent:
 async def _compose_and_send(
     rt: Runtime, factory: TransportFactory, claimed: Sequence[Claimed], *, now: datetime
 ) -> tuple[list[_Sent], list[tuple[Claimed, str]]]:
-    """Render chunk k+1 while chunk k is being sent, over one transport (one pool).
-
-    Rendering is CPU work and sending mostly waits for the server, so the two overlap in
-    this one thread: the composer yields to the event loop after every message, letting the
-    replies to messages in flight be handled in between.
-    """
+    """Build and send ``claimed`` chunk by chunk over one transport (one pool)."""
     sent: list[_Sent] = []
     failed: list[tuple[Claimed, str]] = []
-
-    async def send(transport: Transport, chunk: list[tuple[Claimed, Outgoing]]) -> None:
-        results = await transport.send_batch([outgoing for _item, outgoing in chunk])
-        for (item, outgoing), result in zip(chunk, results, strict=True):
-            headers = outgoing.message
-            sent.append(_Sent(item, str(headers["Message-ID"]), str(headers["Subject"]), result))
-
     async with factory() as transport:
-        in_flight: asyncio.Task[None] | None = None
-        try:
-            for start in range(0, len(claimed), COMPOSE_AHEAD):
-                chunk: list[tuple[Claimed, Outgoing]] = []
-                for item in claimed[start : start + COMPOSE_AHEAD]:
-                    try:
-                        chunk.append((item, compose(rt, item, now=now)))
-                    except (TemplateRenderError, ValueError, KeyError) as exc:
-                        failed.append((item, f"render failed: {exc}"))
-                    if in_flight is not None:
-                        await asyncio.sleep(0)
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.create_task(send(transport, chunk)) if chunk else None
-            if in_flight is not None:
-                await in_flight
-        except BaseException:
-            # Unexpected trouble: let the messages on the wire finish before the pool closes;
-            # the whole batch stays claimed and becomes ``unknown`` (never resent).
-            if in_flight is not None:
-                await asyncio.gather(in_flight, return_exceptions=True)
-            raise
+        for start in range(0, len(claimed), CHUNK):
+            chunk: list[tuple[Claimed, Outgoing]] = []
+            for item in claimed[start : start + CHUNK]:
+                try:
+                    chunk.append((item, compose(rt, item, now=now)))
+                except (TemplateRenderError, ValueError, KeyError) as exc:
+                    failed.append((item, f"render failed: {exc}"))
+            if not chunk:
+                continue
+            results = await transport.send_batch([outgoing for _item, outgoing in chunk])
+            for (item, outgoing), result in zip(chunk, results, strict=True):
+                headers = outgoing.message
+                message_id, subject = str(headers["Message-ID"]), str(headers["Subject"])
+                sent.append(_Sent(item, message_id, subject, result))
     return sent, failed
 
 

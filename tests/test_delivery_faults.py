@@ -21,7 +21,7 @@ from smtp_faults import FaultSmtpServer
 from sqlalchemy import Row, select
 
 from leadflow import delivery
-from leadflow.delivery import COMPOSE_AHEAD, deliver_batch, smtp_transport_factory
+from leadflow.delivery import deliver_batch, smtp_transport_factory
 from leadflow.engine import tick
 from leadflow.mail.transport import SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
@@ -237,14 +237,16 @@ def test_a_message_deferred_max_attempts_times_fails_for_good(
 
 
 def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
-    sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses
+    sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """More messages than are rendered ahead (several chunks over one pool), with a bounce,
+    """More messages than are built at a time (several chunks over one pool), with a bounce,
     a lost reply, a rejected payload and an address no message can be built for among them:
     every row gets its own outcome and every accepted message its own row."""
-    count = 2 * COMPOSE_AHEAD + 10
-    faults = {7: "code550", COMPOSE_AHEAD + 5: "drop-after-data", count - 2: "data554"}
-    unbuildable = COMPOSE_AHEAD + 20
+    chunk = 20
+    monkeypatch.setattr(delivery, "CHUNK", chunk)  # fewer messages, same shape
+    count = 2 * chunk + 10
+    faults = {7: "code550", chunk + 5: "drop-after-data", count - 2: "data554"}
+    unbuildable = chunk + 12
     emails = [
         # five domains keep every one under the per-domain daily cap
         f"{faults.get(n, f'ok{n}') if n != unbuildable else 'two words'}@d{n % 5}.example"
@@ -267,7 +269,7 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
     assert (out.claimed, out.render_failed) == (count, 1)
     assert dict(out.statuses) == {"sent": count - 4, "bounced": 1, "unknown": 1, "failed": 2}
     expected = ["sent"] * count
-    for n, status in ((7, "bounced"), (COMPOSE_AHEAD + 5, "unknown"), (count - 2, "failed")):
+    for n, status in ((7, "bounced"), (chunk + 5, "unknown"), (count - 2, "failed")):
         expected[n] = status
     expected[unbuildable] = "failed"
     with sender.engine.connect() as conn:

@@ -118,11 +118,12 @@ def test_task_runs_grow_with_batches_not_with_leads(
         add_lead(**FIT)
     small_batches = settings.model_copy(update={"batch_size": 5})
     _, run_id = _run("score", small_batches, T0.isoformat())
-    assert asyncio.run(_task_names(run_id)) == ["score batch"] * 3  # 12 leads / 5 per batch
+    # 12 leads / 5 per batch = 3 batches, plus the config-change check of every run
+    assert asyncio.run(_task_names(run_id)) == ["apply config change"] + ["score batch"] * 3
     for _ in range(12):
         add_lead(**FIT)
     big_batches = settings.model_copy(update={"batch_size": 1000})
     _, run_id = _run("score", big_batches, T0.isoformat())
-    assert asyncio.run(_task_names(run_id)) == ["score batch"]  # 12 new leads, one batch
+    assert asyncio.run(_task_names(run_id)) == ["apply config change", "score batch"]
     with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(OUTBOX)).scalar() == 0

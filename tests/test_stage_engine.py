@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, event, func, insert, select
 from sqlmodel import SQLModel
 
-from leadflow import engine, scoring, stages
+from leadflow import engine, stages
 from leadflow.config import LoadedConfig, load_config
 from leadflow.engine import TickOutcome
 from leadflow.events import EventIn, record_events
