@@ -5,19 +5,21 @@
 
 For each lead count a SQLite database is filled once with leads that are all due (new, to be
 scored and moved into the first stage at ``T0``); every measurement runs on its own copy of
-that file, so the direct run and the flow run see exactly the same due work. The direct run is
-``Runtime.open`` + ``import_inbox`` + ``engine.tick`` + ``record_run``, which is what the tick
-flow does; the flow run is ``tick_flow`` called in this process with the heartbeat off
-(``flows.runner.quick_flows``) against a temporary Prefect server that is started once, by a
-warm-up run that is not timed. Both deliver through the same local SMTP sink. Each figure is
-the median of ``--repeat`` runs; the two kinds of run alternate. Output: one JSON line, then a
-table for people. Task runs are counted from the flow's own result (one per batch, plus the
-intake task and one reconcile task per delivery step).
+that file, so the direct run and the flow run see exactly the same due work. The direct run
+is ``Runtime.open`` + ``import_inbox`` + ``engine.tick`` + ``record_run``, which is what the
+tick flow does. The flow run is ``tick_flow`` called in this process the way ``leadflow run``
+calls it (``flows.runner``: heartbeat off, batches one at a time on SQLite, as in the direct
+run) against a temporary Prefect server, started once by an untimed warm-up run. Both deliver
+through the same local SMTP sink. Each figure is the median of ``--repeat`` runs; the two
+kinds of run alternate. Output: one JSON line, then a table for people. Task runs are counted
+from what the Prefect server recorded for the flow run (one per batch, plus one each for the
+config check, the inbox import and the two reconciles).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import insert
 
@@ -40,7 +43,6 @@ from models.tables import LEADS, Lead
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # a Tuesday, 09:30 in New York
-FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
 CHUNK = 5_000
 
 
@@ -81,7 +83,10 @@ def build_database(settings: Settings, leads: int) -> None:
                         updated_at=T0,
                         rescore_at=T0,
                         next_action_at=T0,
-                        **FIT,
+                        industry="saas",
+                        company_size=120,
+                        title="CTO",
+                        country="US",
                     ).model_dump(exclude={"id"})
                     for i in range(start, min(leads, start + CHUNK))
                 ]
@@ -110,25 +115,43 @@ def run_flow(settings: Settings) -> tuple[float, dict[str, Any]]:
     """The tick flow in this process (heartbeat off), timed around the flow call."""
     from flows.context import use_settings
     from flows.pipeline import tick_flow
-    from flows.runner import quick_flows
+    from flows.runner import for_database, quick_flows
 
     use_settings(settings)  # closes the previous runtime; the flow opens this one
+    flow = for_database(tick_flow, settings)  # SQLite: batches one at a time, as in run_direct
     with quick_flows():
         started = time.perf_counter()
-        state = tick_flow(now=T0.isoformat(), return_state=True)
+        state = flow(now=T0.isoformat(), return_state=True)
         elapsed = time.perf_counter() - started
     if not state.is_completed():
         raise RuntimeError(f"tick flow ended {state}")
     result: dict[str, Any] = state.result()
-    batches = sum(result[step]["batches"] for step in ("score", "callbacks", "advance"))
-    batches += result["nurture"]["batches"] + result["checkins"]["batches"]
+    steps = ("score", "callbacks", "advance", "nurture", "checkins")
     moved = sum(m["count"] for m in result["advance"]["moves"])
     return elapsed, {
         "scored": result["score"]["rescored"],
         "moved": moved,
-        "batches": batches,
-        "task_runs": batches + 3,  # + import inbox files + one reconcile per delivery step
+        "batches": sum(result[step]["batches"] for step in steps),
+        "task_runs": asyncio.run(_task_run_count(state.state_details.flow_run_id)),
     }
+
+
+async def _task_run_count(flow_run_id: UUID | None) -> int:
+    """Task runs the server recorded for the run (they arrive as events, so wait until the
+    count holds still for a second)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    assert flow_run_id is not None
+    flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    seen, stable_since = -1, time.monotonic()
+    async with get_client() as client:
+        while time.monotonic() - stable_since < 1.0:
+            count = len(await client.read_task_runs(flow_run_filter=flow_runs))
+            if count != seen:
+                seen, stable_since = count, time.monotonic()
+            await asyncio.sleep(0.2)
+    return seen
 
 
 def measure(
@@ -192,9 +215,7 @@ def main() -> None:
         run_flow(_settings(work, warm, sink.port, args.batch_size))
         server_start_s = time.perf_counter() - started
         rows = [
-            measure(
-                work, n, smtp_port=sink.port, batch_size=args.batch_size, repeat=args.repeat
-            )
+            measure(work, n, smtp_port=sink.port, batch_size=args.batch_size, repeat=args.repeat)
             for n in counts
         ]
         _release_runtime(work, sink.port, args.batch_size)

@@ -90,7 +90,7 @@ def score_phase(path: str, batch_size: int) -> dict[str, Any]:
         "history_rows": changed,
         "batches": len(ranges),
         "start_rss_mib": round(start_rss, 1),
-        "peak_growth_mib": round(peak_rss_mib() - start_rss, 1),
+        "peak_growth_mib": round(max(peak_rss_mib() - start_rss, 0.0), 1),
     }
 
 
@@ -127,7 +127,7 @@ def baseline_phase(path: str, leads: int, batch_size: int) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 3),
         "start_rss_mib": round(start_rss, 1),
-        "peak_growth_mib": round(peak_rss_mib() - start_rss, 1),
+        "peak_growth_mib": round(max(peak_rss_mib() - start_rss, 0.0), 1),
     }
 
 

@@ -153,7 +153,7 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
 
 # Messages built, then sent, at a time over the batch's one pool: the first goes out early,
 # and only this many built messages are alive at once (see ``_Sent``).
-CHUNK = 100
+CHUNK = 200
 
 
 @dataclass(frozen=True)

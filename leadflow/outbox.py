@@ -28,7 +28,7 @@ from leadflow.business_time import in_window, next_window_start
 from leadflow.cadence import choose_variant, following_step, step_due, step_index, window_of
 from leadflow.events import EventIn, record_events
 from leadflow.runtime import Runtime
-from leadflow.stages import CHECKIN_WINDOW
+from leadflow.stages import CHECKIN_WINDOW, REEVALUATE_AFTER
 from leadflow.suppression import suppress_many
 from models.db import insert_ignore
 from models.tables import (
@@ -382,8 +382,16 @@ def record_results(
                     next_rows.append(nxt)
                     out.next_steps += 1
                 elif nxt is not None:
+                    # Due for the stage engine no earlier than a moved lead would be: at
+                    # ``now`` itself a repeated tick would act on the completion.
+                    next_check = max(nxt, now + REEVALUATE_AFTER)
                     completions.append(
-                        {"b_id": item.lead_id, "b_done": nxt, "b_cadence": item.cadence}
+                        {
+                            "b_id": item.lead_id,
+                            "b_done": nxt,
+                            "b_next": next_check,
+                            "b_cadence": item.cadence,
+                        }
                     )
                     out.completed += 1
         elif outcome in ("deferred", "throttled") and attempts_used < MAX_ATTEMPTS:
@@ -436,7 +444,7 @@ def record_results(
             .where(lead.c.id == bindparam("b_id"), lead.c.cadence == bindparam("b_cadence"))
             .values(
                 cadence_done_at=bindparam("b_done"),
-                next_action_at=bindparam("b_done"),
+                next_action_at=bindparam("b_next"),
                 updated_at=now,
             ),
             completions,

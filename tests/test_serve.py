@@ -4,6 +4,7 @@ The end-to-end test starts ``prefect server start`` and ``leadflow serve`` as su
 an operator would, and checks everything through Prefect's client API. The server's scheduler
 service is off so that no cron-fired run (the tick is due every 15 minutes of wall-clock time)
 can collide with the triggered one and be cancelled by the deployment's concurrency limit.
+Leftover processes are found through /proc (Linux).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -34,6 +35,7 @@ from tests.conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
 T = TypeVar("T")
 
 SERVED = ["intake", "score", "advance", "nurture", "callbacks", "checkins", "report", "tick"]
+FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
 CRONS = {"tick": "*/15 * * * *", "intake": "*/5 * * * *", "report": "0 7 * * 1"}
 STARTUP_TIMEOUT = 120.0  # a new Prefect database takes 15-30 s to migrate on 2 cores
 RUN_TIMEOUT = 120.0
@@ -54,34 +56,48 @@ def _clean_env(**values: str) -> dict[str, str]:
     return env
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in a process group, read from /proc."""
-    members = []
+def _processes() -> dict[int, tuple[int, int]]:
+    """Live (non-zombie) processes from /proc: pid -> (parent pid, process group)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(stat.parent.name))
-    return members
+        if fields[0] != "Z":
+            found[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))
+    return found
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 30.0) -> None:
-    """Signal the leader, wait for it, then kill whatever is left of its process group."""
+def _family(leader: int) -> set[int]:
+    """The leader, its descendants (Prefect may start flow runs in new sessions) and its group."""
+    procs = _processes()
+    family = {pid for pid, (_, group) in procs.items() if group == leader} | {leader}
+    grew = True
+    while grew:
+        children = {pid for pid, (parent, _) in procs.items() if parent in family}
+        grew = not children <= family
+        family |= children
+    return family & procs.keys()
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 30.0) -> list[int]:
+    """Signal the leader and wait for it and every process it started to exit; kill and
+    return whatever was still alive after ``timeout``."""
+    family = _family(proc.pid)
     if proc.poll() is None:
         proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-    if _group_members(proc.pid):
-        os.killpg(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout
-        while _group_members(proc.pid) and time.monotonic() < deadline:
-            time.sleep(POLL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not family & _processes().keys():
+            return []
+        time.sleep(POLL)
+    leftovers = sorted(family & _processes().keys())
+    for pid in leftovers:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout)
+    return leftovers
 
 
 @contextmanager
@@ -101,9 +117,7 @@ def _tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_for(
-    what: str, check: Callable[[], T | None], timeout: float, logs: list[Path]
-) -> T:
+def _wait_for(what: str, check: Callable[[], T | None], timeout: float, logs: list[Path]) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -167,7 +181,9 @@ async def _artifacts(client: Any, flow_run_id: UUID) -> list[Any]:
 def test_served_tick_deployment_runs_unattended_on_a_real_server(
     tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
 ) -> None:
-    lead_id = add_lead(industry="saas", company_size=120, title="CTO", country="US")
+    from flows.deployments import FILE_LEASES
+
+    lead_ids = [add_lead(**FIT) for _ in range(3)]
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     prefect_home = tmp_path / "prefect"
@@ -176,7 +192,11 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
-    server_env = _clean_env(**common, PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+    server_env = _clean_env(
+        **common,
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=FILE_LEASES,  # as docs/orchestration.md advises
+    )
     serve_env = _clean_env(
         **common,
         PREFECT_API_URL=api_url,
@@ -188,6 +208,7 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
         LEADFLOW_INBOX=str(settings.inbox_dir),
         LEADFLOW_DEMO="true",
         LEADFLOW_SMTP_PORT="1",  # nothing is due to be sent at the first tick
+        LEADFLOW_BATCH_SIZE="1",  # three batches per step: the mapped-task path on SQLite
     )
     bin_dir = Path(sys.executable).parent
     server_cmd = [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1"]
@@ -218,22 +239,20 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
             done = _wait_for("the triggered tick run", finished, RUN_TIMEOUT, logs)
             artifacts = _api(api_url, lambda c: _artifacts(c, run.id))
 
-            _stop(serve, signal.SIGTERM)
+            assert _stop(serve, signal.SIGTERM) == []  # nothing had to be killed
             assert serve.returncode == 0, _tail(serve_log)
-            assert _group_members(serve.pid) == []
             after_stop = _api(api_url, lambda c: c.read_deployment(tick.id))
 
-        _stop(server, signal.SIGTERM)
-        assert _group_members(server.pid) == []
+        assert _stop(server, signal.SIGTERM) == []
 
     assert done.state.type.value == "COMPLETED", f"{done.state}\n{_tail(serve_log)}"
     assert done.name == f"tick @ {T0.isoformat()}"
     assert len(artifacts) == 1
     assert f"# tick at {T0.isoformat()}" in artifacts[0].data
-    assert "| (new) | lead | 1 |" in artifacts[0].data
+    assert "| (new) | lead | 3 |" in artifacts[0].data
     with rt.engine.connect() as conn:
-        stage = conn.execute(select(LEADS.c.stage).where(LEADS.c.id == lead_id)).scalar_one()
-    assert stage == "lead"  # the served run worked on this test's database
+        stages = conn.execute(select(LEADS.c.stage).where(LEADS.c.id.in_(lead_ids))).scalars()
+        assert list(stages) == ["lead"] * 3  # the served run worked on this test's database
 
     schedules = {
         name: [s.schedule.cron for s in d.schedules if s.active] for name, d in deployments.items()
