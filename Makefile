@@ -41,6 +41,7 @@ bench: install
 
 ui: install
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
 		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 # Regenerate the lock file after editing dependencies in pyproject.toml.

@@ -17,6 +17,8 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 
 from flows.context import use_settings
 from flows.pipeline import FLOWS
+from prefect.schedules import Cron
+
 from flows.runner import SERIAL_TASKS_ENV, uses_sqlite
 from leadflow.config.schema import PipelineConfig
 from leadflow.settings import Settings
@@ -27,10 +29,12 @@ def build_deployments(config: PipelineConfig) -> list[Any]:
     crons = config.schedules.model_dump()
     for name, flow in FLOWS.items():
         cron = crons.get(name)
+        # crons are read in the config's time zone: "0 7 * * 1" is Monday 07:00 for ops
+        schedules = [Cron(cron, timezone=config.timezone)] if cron else []
         deployments.append(
             flow.to_deployment(
                 name=f"leadflow-{name}",
-                cron=cron,
+                schedules=schedules,
                 tags=["leadflow", name],
                 description=flow.description,
                 concurrency_limit=ConcurrencyLimitConfig(

@@ -37,14 +37,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE = {"leadflow_write": True}  # execution option: this transaction will write
+
+
+def _begin(conn: Connection) -> None:
+    """Writers start with BEGIN IMMEDIATE (take the write lock first); readers plain BEGIN."""
+    immediate = conn.get_execution_options().get("leadflow_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite files get their folder, WAL and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # The driver's own transaction handling is off so that write transactions can start
+        # with BEGIN IMMEDIATE: a batch reads then writes, and a deferred transaction that must
+        # upgrade its lock after another writer committed fails at once instead of waiting
+        # for the busy timeout. Taking the write lock up front makes writers queue politely.
+        engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -91,7 +105,7 @@ def open_database(url: str, *, migrate: bool = True) -> Engine:
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session committed on success and rolled back on error."""
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine.execution_options(**WRITE), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -267,6 +268,41 @@ def test_two_processes_sending_the_same_due_set_deliver_each_message_once(
     assert received(smtp) == once_each_sent_row(rt)
 
 
+ON_POSTGRES = pytest.mark.skipif(
+    not os.environ.get("LEADFLOW_TEST_DATABASE_URL"),
+    reason="on SQLite no writer can commit between our SELECT and our claim (BEGIN IMMEDIATE);"
+    " test_no_writer_gets_between_our_select_and_our_claim_on_sqlite proves it",
+)
+
+
+def test_no_writer_gets_between_our_select_and_our_claim_on_sqlite(
+    rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if rt.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only; PostgreSQL uses FOR UPDATE SKIP LOCKED")
+    import sqlite3
+
+    seed_due_messages(rt.engine, 3, now=T0)
+    database = rt.engine.url.database
+    assert database is not None
+    refused: list[str] = []
+
+    def rival_writer() -> None:
+        other = sqlite3.connect(database, timeout=0.2, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            refused.append(str(exc))
+        finally:
+            other.close()
+
+    after_select(monkeypatch, rival_writer)
+    ours = deliver_all_rows(with_smtp(rt, smtp.port), now=T0)
+    assert refused == ["database is locked"]
+    assert ours.claimed == 3
+
+
+@ON_POSTGRES
 def test_a_rival_claim_between_our_select_and_our_claim_wins(
     rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,6 +320,7 @@ def test_a_rival_claim_between_our_select_and_our_claim_wins(
     assert [i for i, r in rows(rt).items() if r.status == "sent"] == ids
 
 
+@ON_POSTGRES
 def test_our_cap_deferral_never_undoes_a_rival_claim(
     rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,6 +445,7 @@ def test_an_address_suppressed_before_the_claim_is_never_sent(
     assert smtp.delivered_to() == ["bob@example.com"]
 
 
+@ON_POSTGRES
 def test_a_suppression_committed_between_select_and_claim_is_honoured(
     rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,779 @@
+"""Scale-out on PostgreSQL: scoring and sending with 1, 2 and 4 worker processes.
+
+    python -m benchmarks.bench_scaling [--leads 200000] [--messages 4000] [--workers 1,2,4]
+                                       [--events-per-lead 2] [--score-batch-size 2000]
+                                       [--send-batch-size 200] [--repeat 1] [--no-limits]
+                                       [--database-url postgresql+psycopg://...]
+
+The server: ``--database-url``, else ``LEADFLOW_TEST_DATABASE_URL``, else the benchmark runs
+itself again under ``scripts/with-postgres`` (a throwaway PostgreSQL on loopback). It works
+in scratch databases of its own on that server (its role needs CREATEDB) and drops them.
+
+Scoring: ``--leads`` due leads with ``--events-per-lead`` events each, seeded once into a
+template database; every run gets a fresh clone (``CREATE DATABASE ... TEMPLATE``). The
+clock starts when every worker process has loaded its config; the parent plans the batches
+once (``engine.score_ranges``) and worker ``i`` of ``k`` scores ranges ``i, i+k, ...``, one
+transaction each (``engine.score``), as the mapped tasks of a flow run would.
+
+Sending: ``--messages`` cadence emails due now (a fresh clone per run), to a loopback
+``SmtpSink`` in its own process. Every worker loops ``engine.outbox_ranges`` +
+``engine.deliver`` like ``tests/scale_worker.py``: all of them walk the same ranges, so
+``FOR UPDATE SKIP LOCKED`` decides who sends what. Checked per run: every message arrived
+once (Message-IDs at the sink), every row is ``sent``, none is left due.
+
+Limits (unless ``--no-limits``): the daily cap with all workers claiming at once (how far
+it can be overshot), and the per-minute rate with 1 and with all workers (what it limits).
+
+Times are wall-clock seconds from "go" to the last worker's end; CPU seconds are those of
+the worker processes, of PostgreSQL (postmaster and children, read from /proc when the
+server is local) and of the sink. Output: one JSON line, then a table for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from benchmarks.bench_send import NOW, seed, uncapped_config
+from benchmarks.common import CONFIG, ROOT, TEMPLATES, ratio
+from leadflow import engine as pipeline
+from leadflow.batching import IdRange
+from leadflow.config import load_config
+from leadflow.delivery import smtp_transport_factory
+from leadflow.mail.sink import SmtpSink
+from leadflow.outbox import due_condition as outbox_due
+from leadflow.runtime import Runtime
+from leadflow.scoring import due_condition as score_due
+from leadflow.settings import Settings
+from models.db import open_database
+from models.tables import OUTBOX, SCORE_CHANGES
+
+SERVER_ENV = "LEADFLOW_TEST_DATABASE_URL"
+WITH_POSTGRES = ROOT / "scripts" / "with-postgres"
+RATE_PER_MINUTE = 1200  # the per-minute check: slow enough to dominate, quick enough to run
+RATE_MESSAGES = 200
+RATE_BATCH = 50
+
+
+# --- the server and scratch databases ----------------------------------------------------
+
+
+def postgres_available() -> bool:
+    """What ``scripts/with-postgres`` needs: server binaries, or root to install them."""
+    if os.geteuid() == 0:
+        return True
+    if shutil.which("pg_config"):
+        return True
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+def relaunch_under_postgres(argv: Sequence[str]) -> int:
+    """Run this benchmark again with a throwaway server (the script exports the URL)."""
+    command = [str(WITH_POSTGRES), sys.executable, "-m", "benchmarks.bench_scaling", *argv]
+    return subprocess.run(command, cwd=ROOT, check=False).returncode
+
+
+class Databases:
+    """Scratch databases on one server: templates seeded once, a fresh clone for every run."""
+
+    def __init__(self, server_url: str) -> None:
+        self.base = make_url(server_url)
+        self.admin = create_engine(self.base, isolation_level="AUTOCOMMIT")
+        self.prefix = f"bench_scaling_{os.getpid()}"
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        return self.base.set(database=name).render_as_string(hide_password=False)
+
+    def create(self, label: str, template: str | None = None) -> str:
+        name = f"{self.prefix}_{label}"
+        self.drop(name)
+        clause = f" TEMPLATE {template}" if template else ""
+        with self.admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}{clause}"))
+        self.created.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        if name in self.created:
+            self.created.remove(name)
+
+    def server_version(self) -> str:
+        with self.admin.connect() as conn:
+            return str(conn.execute(text("SHOW server_version")).scalar())
+
+    def postmaster_pid(self) -> int | None:
+        """The server's main process, when it runs on this machine (else None)."""
+        if self.base.host not in ("127.0.0.1", "localhost", "::1", None):
+            return None
+        with self.admin.connect() as conn:
+            backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        try:
+            return int(_proc_stat(backend)[1])
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        for name in list(self.created):
+            self.drop(name)
+        self.admin.dispose()
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (field 3, ``state``, is index 0)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def postgres_cpu_s(postmaster: int | None) -> float | None:
+    """CPU seconds of the whole server so far: the postmaster, its reaped children (cutime),
+    and its live (or not yet reaped) children, whose times are not in cutime yet."""
+    if postmaster is None:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        own = _proc_stat(postmaster)
+        total = sum(int(v) for v in own[11:15])  # utime, stime, cutime, cstime
+    except OSError:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError, ValueError, IndexError):
+            fields = _proc_stat(int(entry.name))
+            if int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- data --------------------------------------------------------------------------------
+
+LEADS_SQL = """
+INSERT INTO lead (
+    id, email, first_name, last_name, company, title, industry, company_size, country,
+    timezone, source, budget, authority, need, timeline_days, attributes, status, pipeline,
+    stage, stage_entered_at, round, recycle_count, stuck, fit_score, engagement_score, score,
+    grade, rescore_at, next_action_at, created_at, updated_at
+)
+SELECT
+    i, 'lead' || i || '@d' || (i % 5000) || '.example', 'Lead' || i, 'Example',
+    'Company ' || (i % 997),
+    CASE i % 5 WHEN 0 THEN 'VP Sales' WHEN 1 THEN 'Engineering Manager'
+        WHEN 2 THEN 'CTO' WHEN 3 THEN 'Analyst' ELSE 'Head of Data' END,
+    CASE i % 6 WHEN 0 THEN 'saas' WHEN 1 THEN 'fintech' WHEN 2 THEN 'healthcare'
+        WHEN 3 THEN 'retail' WHEN 4 THEN 'media' ELSE NULL END,
+    (i * 37) % 3000,
+    CASE i % 4 WHEN 0 THEN 'US' WHEN 1 THEN 'DE' WHEN 2 THEN 'BR' ELSE 'CA' END,
+    'America/New_York', 'import',
+    CASE WHEN i % 3 = 0 THEN 20000.0 END, i % 2 = 1,
+    CASE WHEN i % 4 = 0 THEN 'reporting' END, i % 180,
+    CAST(CASE WHEN i % 10 = 0 THEN '{"plan_interest": "enterprise"}' ELSE '{}' END AS json),
+    'active', 'b2b', 'lead', :created, 0, 0, false,
+    0.0, 0.0, 0.0, NULL, :due_at, :due_at, :created, :created
+FROM generate_series(1, :n) AS i
+"""
+
+EVENTS_SQL = """
+INSERT INTO event (lead_id, type, occurred_at, data)
+SELECT
+    (j % :n) + 1,
+    CASE j % 6 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked'
+        WHEN 2 THEN 'web_visit' WHEN 3 THEN 'form_filled'
+        WHEN 4 THEN 'email_opened' ELSE 'proposal_sent' END,
+    CAST(:now AS timestamptz) - ((j * 7919) % 4800) * interval '1 hour',
+    CAST('{}' AS json)
+FROM generate_series(0, :m - 1) AS j
+"""
+
+
+def _vacuum(engine: Engine) -> None:
+    """Statistics and a visibility map, as a long-lived database has them."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+
+
+def seed_leads(url: str, leads: int, events_per_lead: int) -> float:
+    """The shape of ``benchmarks.common.build_database`` (every lead due), on PostgreSQL."""
+    started = time.perf_counter()
+    engine = open_database(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(LEADS_SQL),
+                {
+                    "n": leads,
+                    "due_at": NOW - timedelta(hours=1),
+                    "created": NOW - timedelta(days=30),
+                },
+            )
+            conn.execute(text("SELECT setval('lead_id_seq', :n)"), {"n": leads})
+            if events_per_lead:
+                conn.execute(
+                    text(EVENTS_SQL),
+                    {"n": leads, "m": leads * events_per_lead, "now": NOW},
+                )
+        _vacuum(engine)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - started
+
+
+def seed_outbox(url: str, messages: int) -> None:
+    """Enrolled leads with their first cadence step due now (``bench_send.seed``)."""
+    engine = open_database(url)
+    try:
+        seed(engine, messages)
+        _vacuum(engine)
+    finally:
+        engine.dispose()
+
+
+def config_text(
+    messages: int, *, daily_cap: int | None = None, per_minute: int | None = None
+) -> str:
+    """The default pipeline with caps out of the way, or with the one limit under test."""
+    data = yaml.safe_load(uncapped_config(messages))
+    if daily_cap is not None:
+        data["sender"]["daily_cap"] = daily_cap
+    if per_minute is not None:
+        data["sender"]["per_minute"] = per_minute
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def runtime(url: str, batch_size: int, *, config: str | None = None, port: int = 1) -> Runtime:
+    settings = Settings(
+        home=Path(tempfile.gettempdir()),
+        database_url=url,
+        config=CONFIG,
+        templates=TEMPLATES,
+        demo=True,
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        batch_size=batch_size,
+    )
+    return Runtime(
+        settings=settings,
+        loaded=load_config(CONFIG, templates=TEMPLATES, text=config),
+        engine=open_database(url, migrate=False),
+    )
+
+
+# --- worker processes --------------------------------------------------------------------
+
+
+def score_worker(url: str, batch_size: int, conn: Connection) -> None:
+    """Score the ranges the parent hands out, one transaction each."""
+    rt = runtime(url, batch_size)
+    conn.send("ready")
+    ranges: list[IdRange] = conn.recv()
+    cpu, start = own_cpu_s(), time.monotonic()
+    rescored = changed = 0
+    for id_range in ranges:
+        outcome = pipeline.score(rt, id_range, now=NOW)
+        rescored += outcome.rescored
+        changed += outcome.changed
+    end = time.monotonic()
+    rt.close()
+    conn.send(
+        {
+            "start": start,
+            "end": end,
+            "cpu_s": own_cpu_s() - cpu,
+            "batches": len(ranges),
+            "items": rescored,
+            "changed": changed,
+        }
+    )
+
+
+def send_worker(url: str, batch_size: int, config: str, port: int, conn: Connection) -> None:
+    """Drain the due outbox as ``tests/scale_worker.py`` does, racing the other workers."""
+    rt = runtime(url, batch_size, config=config, port=port)
+    factory = smtp_transport_factory(rt)
+    conn.send("ready")
+    conn.recv()
+    cpu, start = own_cpu_s(), time.monotonic()
+    claimed = sent = batches = 0
+    deferred: dict[str, int] = {}
+    while True:
+        ranges = pipeline.outbox_ranges(rt, now=NOW, kind="cadence")
+        progress = 0
+        for id_range in ranges:
+            outcome = pipeline.deliver(rt, id_range, now=NOW, kind="cadence", transport=factory)
+            batches += 1 if outcome.claimed else 0
+            claimed += outcome.claimed
+            sent += outcome.statuses.get("sent", 0)
+            progress += outcome.claimed + sum(outcome.deferred.values())
+            for reason, n in outcome.deferred.items():
+                deferred[reason] = deferred.get(reason, 0) + n
+        if progress == 0:
+            break  # nothing left, or everything left is claimed by other workers
+    end = time.monotonic()
+    rt.close()
+    conn.send(
+        {
+            "start": start,
+            "end": end,
+            "cpu_s": own_cpu_s() - cpu,
+            "batches": batches,
+            "items": sent,
+            "claimed": claimed,
+            "deferred": deferred,
+        }
+    )
+
+
+def run_workers(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    count: int,
+    handout: Callable[[int], list[Any]],
+) -> tuple[float, list[dict[str, Any]]]:
+    """Start ``count`` workers, wait until all are loaded, then time ``handout`` + the work.
+
+    ``handout(count)`` runs on the clock and returns what to send to each worker.
+    """
+    context = multiprocessing.get_context("spawn")
+    processes: list[BaseProcess] = []
+    pipes: list[Connection] = []
+    try:
+        for _ in range(count):
+            parent, child = context.Pipe()
+            process: BaseProcess = context.Process(target=target, args=(*args, child))
+            process.start()
+            child.close()
+            processes.append(process)
+            pipes.append(parent)
+        for parent in pipes:
+            if parent.recv() != "ready":
+                raise RuntimeError("a worker did not start")
+        started = time.monotonic()
+        for parent, work in zip(pipes, handout(count), strict=True):
+            parent.send(work)
+        results: list[dict[str, Any]] = []
+        for parent, process in zip(pipes, processes, strict=True):
+            try:
+                results.append(parent.recv())
+            except EOFError:
+                process.join()
+                raise RuntimeError(f"a worker died (exit {process.exitcode})") from None
+        for process in processes:
+            process.join()
+        return max(r["end"] for r in results) - started, results
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+
+
+# --- the sink ----------------------------------------------------------------------------
+
+
+def sink_process(conn: Connection) -> None:
+    """Child process: a sink; on "take", its CPU seconds and the Message-IDs it received."""
+    with SmtpSink() as sink:
+        cpu = own_cpu_s()
+        conn.send(sink.port)
+        while conn.recv() == "take":
+            used = own_cpu_s() - cpu
+            ids = [
+                str(email.message_from_bytes(m.data, policy=email.policy.default)["Message-ID"])
+                for m in sink.messages
+            ]
+            conn.send({"cpu_s": used, "message_ids": ids})
+            cpu = own_cpu_s()
+
+
+@contextmanager
+def running_sink() -> Iterator[tuple[int, Callable[[], dict[str, Any]]]]:
+    """A sink in its own process, as a real relay is: its port and a ``take`` function."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=sink_process, args=(child,))
+    process.start()
+    child.close()
+    try:
+        port: int = parent.recv()
+
+        def take() -> dict[str, Any]:
+            parent.send("take")
+            received: dict[str, Any] = parent.recv()
+            return received
+
+        yield port, take
+    finally:
+        with suppress(OSError):
+            parent.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def _count(url: str, *where: Any) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(*where)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _cpu_summary(
+    results: list[dict[str, Any]], pg_before: float | None, pg_after: float | None
+) -> dict[str, float | None]:
+    return {
+        "workers_s": round(sum(r["cpu_s"] for r in results), 2),
+        "postgres_s": None
+        if pg_before is None or pg_after is None
+        else round(pg_after - pg_before, 2),
+    }
+
+
+def score_run(
+    dbs: Databases, template: str, workers: int, batch_size: int, leads: int
+) -> dict[str, Any]:
+    name = dbs.create("score_run", template)
+    url = dbs.url(name)
+    planner = runtime(url, batch_size)
+    planned: dict[str, float] = {}
+
+    def handout(count: int) -> list[list[IdRange]]:
+        started = time.monotonic()
+        ranges = pipeline.score_ranges(planner, now=NOW)
+        planned["plan_s"] = time.monotonic() - started
+        planned["batches"] = len(ranges)
+        return [ranges[i::count] for i in range(count)]
+
+    pg = dbs.postmaster_pid()
+    pg_before = postgres_cpu_s(pg)
+    try:
+        seconds, results = run_workers(score_worker, (url, batch_size), workers, handout)
+    finally:
+        planner.close()
+    pg_after = postgres_cpu_s(pg)
+    rescored = sum(r["items"] for r in results)
+    checks = {
+        "rescored": rescored,
+        "left_due": _count(url, score_due(NOW)),
+        "history_rows": _count(url, SCORE_CHANGES.c.id > 0),
+    }
+    dbs.drop(name)
+    if rescored != leads or checks["left_due"] != 0:
+        raise AssertionError(f"scored {rescored} of {leads} leads, {checks['left_due']} left due")
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "plan_s": round(planned["plan_s"], 3),
+        "batches": int(planned["batches"]),
+        "per_worker": [r["items"] for r in results],
+        "cpu": {**_cpu_summary(results, pg_before, pg_after), "sink_s": None},
+        "checks": checks,
+    }
+
+
+def send_run(
+    dbs: Databases,
+    template: str,
+    workers: int,
+    batch_size: int,
+    config: str,
+) -> dict[str, Any]:
+    """Drain one due set with ``workers`` processes; what arrived, and what is left."""
+    name = dbs.create("send_run", template)
+    url = dbs.url(name)
+    pg = dbs.postmaster_pid()
+    with running_sink() as (port, take):
+        pg_before = postgres_cpu_s(pg)
+        seconds, results = run_workers(
+            send_worker, (url, batch_size, config, port), workers, lambda n: ["go"] * n
+        )
+        pg_after = postgres_cpu_s(pg)
+        received = take()
+    ids = received["message_ids"]
+    checks = {
+        "received": len(ids),
+        "duplicates": len(ids) - len(set(ids)),
+        "rows_sent": _count(url, OUTBOX.c.step == "intro", OUTBOX.c.status == "sent"),
+        "left_due": _count(url, outbox_due(NOW, "cadence")),
+        "left_sending": _count(url, OUTBOX.c.status == "sending"),
+    }
+    dbs.drop(name)
+    deferred: dict[str, int] = {}
+    for r in results:
+        for reason, n in r["deferred"].items():
+            deferred[reason] = deferred.get(reason, 0) + n
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 3),
+        "sent": sum(r["items"] for r in results),
+        "batches": sum(r["batches"] for r in results),
+        "per_worker": [r["claimed"] for r in results],
+        "deferred": deferred,
+        "cpu": {
+            **_cpu_summary(results, pg_before, pg_after),
+            "sink_s": round(received["cpu_s"], 2),
+        },
+        "checks": checks,
+    }
+
+
+def check_send(run: dict[str, Any], messages: int) -> None:
+    c = run["checks"]
+    if (
+        run["sent"] != messages
+        or c["received"] != messages
+        or c["duplicates"]
+        or c["rows_sent"] != messages
+        or c["left_due"]
+        or c["left_sending"]
+    ):
+        raise AssertionError(f"send with {run['workers']} workers: {run['sent']} sent, {c}")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median time (its own figures, not a blend of several runs)."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["all_seconds"] = [r["seconds"] for r in runs]
+    return chosen
+
+
+def add_rates(runs: list[dict[str, Any]], items: int, cores: int) -> None:
+    base = next((r["seconds"] for r in runs if r["workers"] == 1), None)
+    for r in runs:
+        r["per_s"] = round(items / r["seconds"], 1)
+        r["speedup"] = ratio(base, r["seconds"]) if base else None
+        used = [v for v in r["cpu"].values() if v is not None]
+        r["cpu"]["busy_pct"] = round(100 * sum(used) / (r["seconds"] * cores))
+
+
+def limit_checks(
+    dbs: Databases, send_template: str, empty_template: str, workers: int, batch_size: int
+) -> dict[str, Any]:
+    """How the daily cap and the per-minute rate behave with several workers at once."""
+    cap = max(batch_size // 2, 1)  # below one batch, as the default config's 400 is below 2000
+    capped = send_run(dbs, send_template, workers, batch_size, config_text(10**6, daily_cap=cap))
+    daily = {
+        "workers": workers,
+        "batch_size": batch_size,
+        "daily_cap": cap,
+        "sent": capped["sent"],
+        "overshoot": max(capped["sent"] - cap, 0),
+        "bound": workers * min(batch_size, cap),
+        "per_worker": capped["per_worker"],
+        "deferred": capped["deferred"],
+        "duplicates": capped["checks"]["duplicates"],
+    }
+    rate_template = dbs.create("rate_tpl", empty_template)
+    seed_outbox(dbs.url(rate_template), RATE_MESSAGES)
+    rate: dict[str, Any] = {
+        "per_minute": RATE_PER_MINUTE,
+        "messages": RATE_MESSAGES,
+        "batch_size": RATE_BATCH,
+    }
+    for count in sorted({1, workers}):
+        run = send_run(
+            dbs,
+            rate_template,
+            count,
+            RATE_BATCH,
+            config_text(RATE_MESSAGES, per_minute=RATE_PER_MINUTE),
+        )
+        check_send(run, RATE_MESSAGES)
+        rate[f"workers_{count}_per_minute"] = round(RATE_MESSAGES / run["seconds"] * 60)
+    dbs.drop(rate_template)
+    return {"daily_cap": daily, "per_minute": rate}
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    cores = result["cores"]
+    lines = [
+        f"scale-out on PostgreSQL {result['postgres']}, {cores} CPU cores (load average "
+        f"{result['loadavg_start']:.1f} at start): the workers, PostgreSQL and the sink share "
+        f"these {cores} cores, so more than {cores} busy processes cannot run faster",
+        f"{'step':<6} {'workers':>7} {'seconds':>8} {'items/s':>9} {'speed-up':>8}   "
+        f"{'CPU s: workers':>14} {'postgres':>8} {'sink':>5} {'busy':>5}  per worker",
+    ]
+    for step in ("score", "send"):
+        for r in result[step]["runs"]:
+            cpu = r["cpu"]
+            lines.append(
+                f"{step:<6} {r['workers']:>7} {r['seconds']:>8.2f} {r['per_s']:>9,.0f} "
+                f"{_fmt(r['speedup'], '.2f'):>7}x   {cpu['workers_s']:>14.1f} "
+                f"{_fmt(cpu['postgres_s'], '.1f'):>8} {_fmt(cpu['sink_s'], '.1f'):>5} "
+                f"{cpu['busy_pct']:>4}%  {r['per_worker']}"
+            )
+    score, send = result["score"], result["send"]
+    lines.append(
+        f"score: {score['leads']:,} leads, {score['events_per_lead']} events each, batches of "
+        f"{score['batch_size']}; send: {send['messages']:,} messages, batches of "
+        f"{send['batch_size']}, {send['smtp_concurrency']} SMTP connections per worker; every "
+        f"send run: all received once (0 duplicates), all rows sent, 0 left due"
+    )
+    limits = result.get("limits")
+    if limits:
+        d, p = limits["daily_cap"], limits["per_minute"]
+        lines.append(
+            f"daily cap {d['daily_cap']} with {d['workers']} workers claiming at once: sent "
+            f"{d['sent']} (overshoot {d['overshoot']}, bound {d['bound']} = workers x "
+            f"min(batch, cap)), {d['duplicates']} duplicates"
+        )
+        rates = ", ".join(
+            f"{k.split('_')[1]} worker(s) {v}/min" for k, v in p.items() if k.startswith("workers_")
+        )
+        lines.append(f"per_minute {p['per_minute']}: {rates} (one token bucket per delivery batch)")
+    return "\n".join(lines)
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=200_000)
+    parser.add_argument("--events-per-lead", type=int, default=2)
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--workers", default="1,2,4", help="comma-separated process counts")
+    parser.add_argument(
+        "--score-batch-size",
+        type=int,
+        default=Settings.model_fields["batch_size"].default,
+        help="Settings.batch_size for scoring (default: %(default)s, as in production)",
+    )
+    parser.add_argument(
+        "--send-batch-size",
+        type=int,
+        default=200,
+        help="Settings.batch_size for sending (default %(default)s: enough batches for every "
+        "worker; with 2,000 the 4,000 messages would make two batches, so two workers at most)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (median kept)")
+    parser.add_argument("--no-limits", action="store_true", help="skip the cap and rate checks")
+    parser.add_argument("--database-url", default=None, help=f"default: ${SERVER_ENV}")
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, server: str) -> dict[str, Any]:
+    workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    cores = len(os.sched_getaffinity(0))
+    dbs = Databases(server)
+    try:
+        result: dict[str, Any] = {
+            "benchmark": "scaling",
+            "postgres": dbs.server_version(),
+            "cores": cores,
+            "loadavg_start": os.getloadavg()[0],
+        }
+        empty = dbs.create("empty_tpl")
+        open_database(dbs.url(empty)).dispose()  # migrated, no rows
+
+        score_tpl = dbs.create("score_tpl", empty)
+        built = seed_leads(dbs.url(score_tpl), args.leads, args.events_per_lead)
+        runs = [
+            median_run(
+                [
+                    score_run(dbs, score_tpl, n, args.score_batch_size, args.leads)
+                    for _ in range(args.repeat)
+                ]
+            )
+            for n in workers
+        ]
+        dbs.drop(score_tpl)
+        add_rates(runs, args.leads, cores)
+        result["score"] = {
+            "leads": args.leads,
+            "events_per_lead": args.events_per_lead,
+            "batch_size": args.score_batch_size,
+            "seed_s": round(built, 1),
+            "runs": runs,
+        }
+
+        send_tpl = dbs.create("send_tpl", empty)
+        seed_outbox(dbs.url(send_tpl), args.messages)
+        config = config_text(args.messages)
+        send_runs: list[dict[str, Any]] = []
+        for n in workers:
+            repeats = [
+                send_run(dbs, send_tpl, n, args.send_batch_size, config) for _ in range(args.repeat)
+            ]
+            for run in repeats:
+                check_send(run, args.messages)
+            send_runs.append(median_run(repeats))
+        add_rates(send_runs, args.messages, cores)
+        result["send"] = {
+            "messages": args.messages,
+            "batch_size": args.send_batch_size,
+            "smtp_concurrency": Settings.model_fields["smtp_concurrency"].default,
+            "runs": send_runs,
+        }
+        if not args.no_limits:
+            result["limits"] = limit_checks(
+                dbs, send_tpl, empty, max(workers), args.send_batch_size
+            )
+        result["loadavg_end"] = os.getloadavg()[0]
+        return result
+    finally:
+        dbs.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    server = args.database_url or os.environ.get(SERVER_ENV)
+    if not server:
+        if not postgres_available():
+            print(
+                "bench_scaling: SKIPPED - no PostgreSQL: pass --database-url or set "
+                f"{SERVER_ENV}, or install PostgreSQL for scripts/with-postgres"
+            )
+            return
+        code = relaunch_under_postgres(sys.argv[1:] if argv is None else list(argv))
+        if code:
+            raise SystemExit(code)
+        return
+    result = measure(args, server)
+    print(json.dumps(result))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
