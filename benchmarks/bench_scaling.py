@@ -592,7 +592,7 @@ def limit_checks(
         "daily_cap": cap,
         "sent": capped["sent"],
         "overshoot": max(capped["sent"] - cap, 0),
-        "bound": workers * min(batch_size, cap),
+        "max_overshoot": (workers - 1) * min(batch_size, cap),
         "per_worker": capped["per_worker"],
         "deferred": capped["deferred"],
         "duplicates": capped["checks"]["duplicates"],
@@ -648,15 +648,16 @@ def table(result: dict[str, Any]) -> str:
         f"score: {score['leads']:,} leads, {score['events_per_lead']} events each, batches of "
         f"{score['batch_size']}; send: {send['messages']:,} messages, batches of "
         f"{send['batch_size']}, {send['smtp_concurrency']} SMTP connections per worker; every "
-        f"send run: all received once (0 duplicates), all rows sent, 0 left due"
+        f"send run: all received once (0 duplicates), all rows sent, 0 left due; busy = CPU "
+        f"seconds of workers + PostgreSQL + sink / (seconds x {cores} cores)"
     )
     limits = result.get("limits")
     if limits:
         d, p = limits["daily_cap"], limits["per_minute"]
         lines.append(
             f"daily cap {d['daily_cap']} with {d['workers']} workers claiming at once: sent "
-            f"{d['sent']} (overshoot {d['overshoot']}, bound {d['bound']} = workers x "
-            f"min(batch, cap)), {d['duplicates']} duplicates"
+            f"{d['sent']}: overshoot {d['overshoot']} (at most {d['max_overshoot']} = "
+            f"(workers - 1) x min(batch, cap)), {d['duplicates']} duplicates"
         )
         rates = ", ".join(
             f"{k.split('_')[1]} worker(s) {v}/min" for k, v in p.items() if k.startswith("workers_")

@@ -52,10 +52,14 @@ def record_events(
     *,
     stop_on: dict[str, frozenset[str]],
     now: datetime,
+    due_at: datetime | None = None,
 ) -> int:
     """Insert events and apply their side effects in the caller's transaction.
 
-    ``stop_on`` maps cadence id -> event types that end it (from the config).
+    ``stop_on`` maps cadence id -> event types that end it (from the config). The leads
+    become due for scoring and the stage engine at ``due_at`` (default: the earliest event,
+    at the latest ``now``); events a tick records itself pass a later instant so that a
+    tick repeated at the same ``now`` changes nothing.
     """
     if not events:
         return 0
@@ -78,7 +82,7 @@ def record_events(
     )
     lead = LEADS
     lead_ids = sorted({e.lead_id for e in events})
-    when = min(now, min(e.occurred_at for e in events))
+    when = due_at or min(now, min(e.occurred_at for e in events))
     conn.execute(
         update(lead)
         .where(lead.c.id.in_(lead_ids))

@@ -456,6 +456,7 @@ def record_results(
             [EventIn(b.lead_id, "bounced", now, message_id=b.id, source="smtp") for b in bounces],
             stop_on=rt.stop_on,
             now=now,
+            due_at=now + REEVALUATE_AFTER,
         )
     return out
 

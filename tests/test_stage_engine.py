@@ -661,13 +661,6 @@ def test_a_tick_repeated_after_a_cadence_completed_in_it_changes_nothing(rt: Run
     assert dump(rt) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leadflow/events.py record_events makes the lead of an event recorded during the "
-    "tick (a bounce from delivery) due for scoring and the stage engine at the tick's own "
-    "`now`, so a repeated tick at that instant rescores and re-examines it; events the tick "
-    "itself records should be due at now + 1 s",
-)
 def test_a_tick_repeated_after_a_bounce_in_it_changes_nothing(rt: Runtime) -> None:
     lead_id = new_lead(rt, MEDIUM)
     bouncing = MemoryTransport(decide=lambda item: Outcome.BOUNCED)
