@@ -41,6 +41,8 @@ from models.tables import (
 )
 
 CLAIM_TTL = timedelta(minutes=15)
+# cancellations that leave the lead's cadence with nothing left to send
+ORPHANING = frozenset({"step removed from config", "cadence removed from config"})
 MAX_ATTEMPTS = 6
 BACKOFF = (
     timedelta(minutes=5),
@@ -184,6 +186,7 @@ def claim_batch(
     defer: list[dict[str, Any]] = []
     suppressed: list[int] = []
     to_claim: list[dict[str, Any]] = []
+    orphaned: list[dict[str, Any]] = []
     for row in rows:
         if row.suppressed:
             suppressed.append(row.id)
@@ -192,9 +195,13 @@ def claim_batch(
         if isinstance(plan, str):
             cancel.append({"b_id": row.id, "error": plan})
             result.cancelled[plan] += 1
+            if plan in ORPHANING and row.lead_cadence == row.cadence:
+                orphaned.append({"b_id": row.lead_id, "b_cadence": row.cadence})
             continue
         template, variant, window = plan
-        tz = rt.zone(row.lead_timezone, row.lead_pipeline)
+        tz = rt.send_zone(
+            row.cadence if row.kind == "cadence" else None, row.lead_timezone, row.lead_pipeline
+        )
         if not in_window(now, window, tz=tz, holidays=rt.holidays):
             start = next_window_start(now, window, tz=tz, holidays=rt.holidays)
             defer.append({"b_id": row.id, "due": start, "reason": "send window"})
@@ -261,6 +268,16 @@ def claim_batch(
             .where(outbox.c.id == bindparam("b_id"), still_open)
             .values(status=MessageStatus.CANCELLED, last_error=bindparam("error"), updated_at=now),
             cancel,
+        )
+    if orphaned:
+        # The step the lead was waiting on is gone from the config: its cadence counts as
+        # complete, so the stage engine applies ``on_complete`` instead of waiting forever.
+        done = now + REEVALUATE_AFTER
+        conn.execute(
+            update(LEADS)
+            .where(LEADS.c.id == bindparam("b_id"), LEADS.c.cadence == bindparam("b_cadence"))
+            .values(cadence_done_at=done, next_action_at=done, updated_at=now),
+            orphaned,
         )
     if defer:
         conn.execute(
@@ -476,7 +493,7 @@ def _schedule_next(rt: Runtime, item: Claimed, now: datetime) -> dict[str, Any] 
     nxt = following_step(cadence, item.step)
     if nxt is None:
         return now + timedelta(days=cadence.on_complete.after_days)
-    tz = rt.zone(item.lead.get("timezone"), item.lead.get("pipeline"))
+    tz = rt.send_zone(item.cadence, item.lead.get("timezone"), item.lead.get("pipeline"))
     due = step_due(now, nxt, window=window_of(cadence.window), tz=tz, holidays=rt.holidays)
     return {
         "lead_id": item.lead_id,

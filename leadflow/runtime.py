@@ -55,6 +55,16 @@ class Runtime:
             self._zones[key] = found
         return found
 
+    def send_zone(
+        self, cadence_id: str | None, lead_zone: str | None, pipeline_id: str | None
+    ) -> ZoneInfo:
+        """The zone a cadence's send window is read in: the lead's (default) or, with
+        ``window.timezone: pipeline``, the pipeline's."""
+        cadence = self.loaded.config.cadences.get(cadence_id or "")
+        if cadence is not None and cadence.window.timezone == "pipeline":
+            return self.zone(None, pipeline_id)
+        return self.zone(lead_zone, pipeline_id)
+
     @cached_property
     def stop_on(self) -> dict[str, frozenset[str]]:
         return {cid: frozenset(c.stop_on) for cid, c in self.loaded.config.cadences.items()}

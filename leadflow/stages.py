@@ -262,7 +262,7 @@ class _Writer:
     ) -> None:
         cadence = self.rt.loaded.config.cadences[cadence_id]
         first = cadence.steps[0]
-        tz = self.rt.zone(lead.timezone, pipeline_id)
+        tz = self.rt.send_zone(cadence_id, lead.timezone, pipeline_id)
         due = step_due(
             self.now, first, window=window_of(cadence.window), tz=tz, holidays=self.rt.holidays
         )
@@ -571,6 +571,22 @@ def manual_move(
             .values(revived_at=now)
         )
         new_round = row.round + 1
+    target = rt.loaded.stage(pipeline_id, to_stage)
+    cadence = target.on_enter.cadence if target else None
+    if cadence and new_round == row.round:
+        # Moved back into a stage whose cadence already ran in this round: the person wants
+        # the lead worked again, so it starts a fresh round (and gets the cadence again).
+        already = conn.execute(
+            select(OUTBOX.c.id)
+            .where(
+                OUTBOX.c.lead_id == lead_id,
+                OUTBOX.c.cadence == cadence,
+                OUTBOX.c.round == row.round,
+            )
+            .limit(1)
+        ).first()
+        if already is not None:
+            new_round = row.round + 1
     writer.move(
         row,
         pipeline_id,

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
 
 from leadflow.cli import app, main
-from tests.conftest import DEFAULT_CONFIG, TEMPLATES, database_url
 
 COMMANDS = [
     "validate",

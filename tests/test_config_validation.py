@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import DEFAULT_CONFIG, TEMPLATES
 
 from leadflow.config import ConfigError, load_config
-from tests.conftest import DEFAULT_CONFIG, TEMPLATES
 
 BASE = DEFAULT_CONFIG.read_text(encoding="utf-8")
 F = "config/pipeline.yaml"

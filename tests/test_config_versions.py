@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES, LeadFactory
 from sqlalchemy import select
 
 from leadflow import engine
@@ -13,7 +14,6 @@ from leadflow.mail.transport import MemoryTransport
 from leadflow.planning import plan_tick
 from leadflow.runtime import Runtime
 from models.tables import LEADS, TRANSITIONS
-from tests.conftest import DEFAULT_CONFIG, T0, TEMPLATES, LeadFactory
 
 # industry saas (+20) would pass the prospect threshold; healthcare (+8) + CA (+5) = 13 does not
 LUKEWARM = {"industry": "healthcare", "country": "CA", "title": "Analyst"}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import typer.main
 import yaml
+from conftest import DEFAULT_CONFIG, ROOT, TEMPLATES
 from pydantic import BaseModel
 
 from leadflow.cli import app
@@ -19,7 +20,6 @@ from leadflow.config import ConfigError, load_config
 from leadflow.config.schema import PipelineConfig
 from leadflow.events import KNOWN_EVENTS
 from leadflow.fields import catalog
-from tests.conftest import DEFAULT_CONFIG, ROOT, TEMPLATES
 
 DOC = ROOT / "docs" / "pipeline-yaml.md"
 README = ROOT / "README.md"

@@ -10,13 +10,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from conftest import T0, LeadFactory
 from sqlalchemy import func, select
 
 from leadflow.mail.sink import SmtpSink
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import OUTBOX
-from tests.conftest import T0, LeadFactory
 
 pytestmark = [pytest.mark.flow, pytest.mark.usefixtures("prefect_server")]
 

@@ -556,6 +556,21 @@ def test_a_step_removed_from_config_is_cancelled(
         "step removed from config",
     )
     assert smtp.messages == []
+    # nothing is left to send, so the cadence counts as complete and on_complete applies
+    # (outbound: recycle to the callback list) instead of the lead waiting forever
+    from leadflow import stages
+    from models.tables import CALLBACKS
+
+    later = T0 + timedelta(seconds=2)
+    with session_scope(rt.engine) as session:
+        stages.advance_batch(session.connection(), changed, (_lead, _lead), now=later)
+    with rt.engine.connect() as conn:
+        lead = conn.execute(
+            select(LEADS.c.status, LEADS.c.cadence).where(LEADS.c.id == _lead)
+        ).one()
+        reasons = conn.execute(select(CALLBACKS.c.reason)).scalars().all()
+    assert tuple(lead) == ("callback", None)
+    assert reasons == ["no response to outbound cadence"]
 
 
 def test_a_changed_template_is_used_from_the_next_send(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import database_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -29,7 +30,6 @@ from leadflow.report import build_report, export_csv, headline, render_report, w
 from leadflow.reporting.sqlfn import distributions
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
-from tests.conftest import database_url
 
 CONFIG = """
 version: 1

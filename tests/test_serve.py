@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import pytest
+from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
 from sqlalchemy import select
 
 from leadflow.config import load_config
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS
-from tests.conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
 
 T = TypeVar("T")
 

@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES
 from sqlalchemy import func, insert, select
 
 from leadflow.mail.sink import SmtpSink
 from leadflow.runtime import Runtime
 from models.tables import LEADS, OUTBOX
-from tests.conftest import DEFAULT_CONFIG, T0, TEMPLATES
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("LEADFLOW_TEST_DATABASE_URL"),
