@@ -208,7 +208,7 @@ SELECT
     CASE j % 6 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked'
         WHEN 2 THEN 'web_visit' WHEN 3 THEN 'form_filled'
         WHEN 4 THEN 'email_opened' ELSE 'proposal_sent' END,
-    CAST(:now AS timestamptz) - ((j * 7919) % 4800) * interval '1 hour',
+    CAST(:now AS timestamptz) - ((CAST(j AS bigint) * 7919) % 4800) * interval '1 hour',
     CAST('{}' AS json)
 FROM generate_series(0, :m - 1) AS j
 """

@@ -376,6 +376,37 @@ class _Writer:
             }
         )
 
+    def _drop_cadences_already_run(self) -> None:
+        """A cadence runs at most once per round: a lead moved back into a stage whose cadence
+        it already received in this round is not enrolled again (only a revival from the
+        callback list starts a new round), so it never waits on a cadence with nothing left."""
+        first_steps = [r for r in self.outbox if r["kind"] == "cadence"]
+        if not first_steps:
+            return
+        existing = {
+            tuple(row)
+            for row in self.conn.execute(
+                select(OUTBOX.c.lead_id, OUTBOX.c.cadence, OUTBOX.c.step, OUTBOX.c.round).where(
+                    OUTBOX.c.lead_id.in_(sorted({r["lead_id"] for r in first_steps})),
+                    OUTBOX.c.kind == "cadence",
+                )
+            )
+        }
+        repeated = {
+            r["lead_id"]
+            for r in first_steps
+            if (r["lead_id"], r["cadence"], r["step"], r["round"]) in existing
+        }
+        if not repeated:
+            return
+        self.outbox = [
+            r for r in self.outbox if r["lead_id"] not in repeated or r["kind"] != "cadence"
+        ]
+        for values in self.lead_updates:
+            if values["b_id"] in repeated and values.get("cadence"):
+                values["cadence"] = None
+        self.outcome.enrolled -= len(repeated)
+
     def flush(self) -> None:
         conn = self.conn
         lead = LEADS
@@ -394,6 +425,7 @@ class _Writer:
                     updated_at=self.now,
                 )
             )
+        self._drop_cadences_already_run()
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for values in self.lead_updates:
             by_shape.setdefault(tuple(sorted(values)), []).append(values)
@@ -571,22 +603,6 @@ def manual_move(
             .values(revived_at=now)
         )
         new_round = row.round + 1
-    target = rt.loaded.stage(pipeline_id, to_stage)
-    cadence = target.on_enter.cadence if target else None
-    if cadence and new_round == row.round:
-        # Moved back into a stage whose cadence already ran in this round: the person wants
-        # the lead worked again, so it starts a fresh round (and gets the cadence again).
-        already = conn.execute(
-            select(OUTBOX.c.id)
-            .where(
-                OUTBOX.c.lead_id == lead_id,
-                OUTBOX.c.cadence == cadence,
-                OUTBOX.c.round == row.round,
-            )
-            .limit(1)
-        ).first()
-        if already is not None:
-            new_round = row.round + 1
     writer.move(
         row,
         pipeline_id,

@@ -275,7 +275,7 @@ LINT = {
     ),
     "exit that is always false": (
         edit(
-            "{to: lost, when: 'grade == \"D\" and days_in_stage >= 3', reason: poor fit}",
+            "{to: lost, when: 'score < 10 and days_in_stage >= 3', reason: poor fit}",
             '{to: lost, when: "1 > 2"}',
         ),
         "exit can never fire: its rule is always false",

@@ -926,7 +926,11 @@ def test_a_failing_batch_leaves_no_half_written_lead(engine: Engine) -> None:
 
 def test_queries_per_batch_do_not_grow_with_the_number_of_rows(engine: Engine) -> None:
     statements: list[str] = []
-    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda *a: None if a[2].startswith("BEGIN") else statements.append(a[2]),
+    )
 
     def batch_statements(size: int) -> int:
         statements.clear()
