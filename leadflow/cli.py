@@ -239,11 +239,13 @@ def show(
     from leadflow import queries
     from leadflow.scoring import explain
 
-    when = _now(now)
     with runtime(config) as rt, rt.engine.connect() as conn:
         lead = queries.find_lead(conn, email)
         if lead is None:
             fail(f"no lead with email '{email}'")
+        # by default explain the stored score (as of its last scoring), so the lines add up
+        # to the number shown; --now asks what the decayed score would be at that instant
+        when = _now(now) if now else (lead.scored_at or _now(None))
         contributions = explain(conn, rt.loaded, lead.id, now=when)
         history = queries.transitions(conn, lead.id)
         scores = queries.score_history(conn, lead.id)
@@ -269,7 +271,13 @@ def show(
         f"(fit {lead.fit_score:g} + engagement {lead.engagement_score:g}), "
         f"grade {lead.grade or '-'}"
     )
-    table = Table("source", "rule / event", "points", "why", title="Score explained")
+    table = Table(
+        "source",
+        "rule / event",
+        "points",
+        "why",
+        title=f"Score explained (as of {when:%Y-%m-%d %H:%M} UTC)",
+    )
     for c in contributions:
         table.add_row(c.source, c.name, f"{c.points:+.1f}", c.detail)
     table.add_row("", "[bold]total[/bold]", f"{sum(c.points for c in contributions):.1f}", "")
