@@ -14,11 +14,10 @@ from typing import Any
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.schedules import Cron
 
 from flows.context import use_settings
 from flows.pipeline import FLOWS
-from prefect.schedules import Cron
-
 from flows.runner import SERIAL_TASKS_ENV, uses_sqlite
 from leadflow.config.schema import PipelineConfig
 from leadflow.settings import Settings
