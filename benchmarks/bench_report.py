@@ -64,6 +64,11 @@ def _stage(step: str, last: str) -> str:
     )
 
 
+def _entered(step: str) -> str:
+    """SQL for the julian day the lead (``i``) entered the stage of ``step``."""
+    return f"{CREATED} + {step} * (1 + i % 7) + {step} / 24.0"
+
+
 def _stamp(julian: str) -> str:
     return f"strftime({STAMP}, {julian})"
 
@@ -92,13 +97,18 @@ def fill(path: Path, leads: int, transitions: int) -> dict[str, int]:
         f"{_stamp(CREATED)}, {_stamp(CREATED)} FROM seq",
         (leads,),
     )
+    # Each row is a completed stay of the previous step's stage (none before the intake and
+    # after the callback list), like the stage engine writes it.
     db.execute(
         "WITH RECURSIVE seq(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM seq WHERE j < ?) "
-        "INSERT INTO stage_transition (lead_id, pipeline, to_stage, at, kind, reason, actor) "
-        f"SELECT i, 'b2b', {_stage('s', str(last))}, "
-        f"{_stamp(f'{CREATED} + s * (1 + i % 7) + s / 24.0')}, "
+        "INSERT INTO stage_transition (lead_id, pipeline, from_stage, from_entered_at, to_stage, "
+        "at, kind, reason, actor) "
+        "SELECT i, 'b2b', from_stage, "
+        f"CASE WHEN from_stage IS NOT NULL THEN {_stamp(_entered('(s - 1)'))} END, "
+        f"{_stage('s', str(last))}, {_stamp(_entered('s'))}, "
         "CASE s WHEN 0 THEN 'intake' ELSE 'rule' END, '', 'bench' "
-        "FROM (SELECT j / ? + 1 AS i, j % ? AS s FROM seq)",
+        f"FROM (SELECT i, s, CASE WHEN s > 0 THEN {_stage('s - 1', str(last))} END AS from_stage "
+        "FROM (SELECT j / ? + 1 AS i, j % ? AS s FROM seq))",
         (total - 1, per, per),
     )
     sent = f"{CREATED} + 1 + 9 / 24.0"

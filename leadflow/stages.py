@@ -187,16 +187,20 @@ class _Writer:
         lead_id: int,
         pipeline: str | None,
         from_stage: str | None,
+        from_entered_at: datetime | None,
         to_stage: str | None,
         kind: str,
         reason: str,
         actor: str = "engine",
     ) -> None:
+        """Record a move; ``from_entered_at`` (when ``from_stage`` was entered) makes the row
+        a complete stay, so reports need not pair each row with the lead's previous one."""
         self.transitions.append(
             {
                 "lead_id": lead_id,
                 "pipeline": pipeline,
                 "from_stage": from_stage,
+                "from_entered_at": from_entered_at if from_stage is not None else None,
                 "to_stage": to_stage,
                 "at": self.now,
                 "kind": kind,
@@ -244,7 +248,9 @@ class _Writer:
             values["closed_at"] = self.now
             values["next_action_at"] = None
         self.cancel_cadence_for.append(lead.id)
-        self.transition(lead.id, pipeline_id, lead.stage, to_stage, kind, reason, actor)
+        self.transition(
+            lead.id, pipeline_id, lead.stage, lead.stage_entered_at, to_stage, kind, reason, actor
+        )
         self.outcome.moves[(lead.stage or "(new)", to_stage)] += 1
         examples = self.outcome.examples.setdefault((lead.stage or "(new)", to_stage), [])
         if len(examples) < 3:
@@ -345,7 +351,9 @@ class _Writer:
                 )
                 return
         self.cancel_cadence_for.append(lead.id)
-        self.transition(lead.id, pipeline_id, lead.stage, None, "recycle", reason)
+        self.transition(
+            lead.id, pipeline_id, lead.stage, lead.stage_entered_at, None, "recycle", reason
+        )
         self.outcome.recycled += 1
         self.outcome.moves[(lead.stage or "(new)", "(callback)")] += 1
         self.callbacks.append(

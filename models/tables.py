@@ -134,12 +134,19 @@ class Event(SQLModel, table=True):
 
 
 class StageTransition(SQLModel, table=True):
-    """Append-only history of every move; replaying it gives the current stage."""
+    """Append-only history of every move; replaying it gives the current stage.
+
+    A row is also one completed stay: ``from_stage`` entered at ``from_entered_at`` and left
+    at ``at`` for ``to_stage``, so reports aggregate stays without pairing rows per lead.
+    ``from_entered_at`` is NULL when there was no stage before (intake, revival).
+    """
 
     __tablename__ = "stage_transition"
     __table_args__ = (
         Index("ix_transition_lead_at", "lead_id", "at"),
         Index("ix_transition_to_at", "to_stage", "at"),
+        # The report's stays and flows: covering, and in GROUP BY order (no sort).
+        Index("ix_transition_stay", "pipeline", "from_stage", "to_stage", "at", "from_entered_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -147,6 +154,7 @@ class StageTransition(SQLModel, table=True):
     pipeline: str | None = Field(default=None, max_length=64)
     from_stage: str | None = Field(default=None, max_length=64)
     to_stage: str | None = Field(default=None, max_length=64)
+    from_entered_at: datetime | None = None
     at: datetime
     kind: str = Field(max_length=32)  # intake, rule, sla, cadence, manual, event, recycle, revive
     reason: str = Field(default="", max_length=500)

@@ -22,12 +22,12 @@ from conftest import database_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
-from sqlalchemy import Engine, literal, select, union_all
+from sqlalchemy import Engine, String, literal, select, union_all
 from sqlmodel import Session
 
 from leadflow.config import LoadedConfig, load_config
 from leadflow.report import build_report, export_csv, headline, render_report, write_html
-from leadflow.reporting.sqlfn import distributions
+from leadflow.reporting.sqlfn import distributions, distributions_per_group
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
 
@@ -178,7 +178,11 @@ def _lead_row(lead_id: int) -> Lead:
 
 
 def _transitions(lead_id: int) -> list[StageTransition]:
-    pipeline, rows, previous = LEADS[lead_id][2], [], None
+    """Rows as the stage engine writes them: each move also records when the stage it leaves
+    was entered (none for the intake and for a revival from the callback list)."""
+    pipeline, rows = LEADS[lead_id][2], []
+    previous: str | None = None
+    entered: datetime | None = None
     for i, (stage, moment) in enumerate(_moves(LEADS[lead_id][5])):
         kind = "intake" if i == 0 else "recycle" if stage is None else "rule"
         rows.append(
@@ -186,12 +190,13 @@ def _transitions(lead_id: int) -> list[StageTransition]:
                 lead_id=lead_id,
                 pipeline=pipeline,
                 from_stage=previous,
+                from_entered_at=entered if previous is not None else None,
                 to_stage=stage,
                 at=moment,
                 kind=kind,
             )
         )
-        previous = stage
+        previous, entered = stage, moment
     return rows
 
 
@@ -801,3 +806,36 @@ def test_percentiles_from_ranked_rows_match_the_statistics_module(
     assert found.median == pytest.approx(statistics.median(values))
     assert found.p90 == pytest.approx(statistics.quantiles(values, n=10, method="inclusive")[8])
     assert found.mean == pytest.approx(statistics.fmean(values))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.dictionaries(
+        st.sampled_from(["a", "b", None]),
+        st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=30),
+        min_size=1,
+    )
+)
+def test_percentiles_ranked_per_group_match_the_statistics_module(
+    engine: Engine, groups: dict[str | None, list[int]]
+) -> None:
+    """The per-group variant (one GROUP BY, then one ranking per group, a NULL key included)
+    gives the same figures as the standard library."""
+    rows = union_all(
+        *[
+            select(literal(g, String).label("g"), literal(v).label("v"))
+            for g, values in groups.items()
+            for v in values
+        ]
+    )
+    with engine.connect() as conn:
+        found = distributions_per_group(conn, select(rows.subquery()), ["g"])
+    assert set(found) == {(g,) for g in groups}
+    for g, values in groups.items():
+        got = found[(g,)]
+        one = len(values) == 1  # ``quantiles`` wants two values; one value is every quantile
+        p90 = values[0] if one else statistics.quantiles(values, n=10, method="inclusive")[8]
+        assert got.count == len(values)
+        assert got.mean == pytest.approx(statistics.fmean(values))
+        assert got.median == pytest.approx(statistics.median(values))
+        assert got.p90 == pytest.approx(p90)

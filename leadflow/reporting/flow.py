@@ -1,8 +1,10 @@
 """Movement between stages, from the append-only transition history.
 
-``LEAD()`` over each lead's transitions (ordered by ``at``, then ``id``) pairs every entry
-into a stage with the move that ended it. Transitions after ``until`` are ignored, so an
-entry whose next move is later than ``until`` counts as still in the stage.
+Every transition row is one completed stay: ``from_stage`` entered at ``from_entered_at``
+and left at ``at`` for ``to_stage`` (NULL: the callback list). Both metrics are therefore
+plain aggregates over ``stage_transition``, with no pairing of each row with the lead's next
+one. Transitions after ``until`` are ignored, so an entry whose next move is later than
+``until`` counts as still in the stage.
 
 - Conversion is a cohort: entries into a stage made within the period, grouped by where
   each went next. A lead that re-enters a stage (a revival) counts once per entry, so the
@@ -14,13 +16,12 @@ entry whose next move is later than ``until`` counts as still in the stage.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, and_, case, func, select
 
-from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
+from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions_per_group
 from models.tables import TRANSITIONS
 
 
@@ -39,60 +40,51 @@ class Flow:
     count: int
 
 
-def _paired(scope: Scope, *, entered_in_period: bool, with_next_stage: bool) -> Select[Any]:
-    """Each transition with the time (and stage) of the lead's next one.
+def flows(conn: Connection, scope: Scope) -> list[Flow]:
+    """Entries in the period by outcome, in one pass over the transitions of the period.
 
-    Only the window functions a caller needs are computed: on SQLite each ``LEAD()`` costs
-    about as much as reading the table.
+    Every row in the period is an entry into its ``to_stage``; a row whose stay of
+    ``from_stage`` began in the period is also the move that ended that entry (a move is
+    never before its entry, so those rows are in the period too). The entries left over
+    have not moved by ``until``.
     """
     t = TRANSITIONS
-    order = (t.c.at, t.c.id)
-    # An entry inside the period is followed by moves at or after it, so the lower bound can
-    # be applied before the window; stays that merely *end* in the period need all history.
-    bounds: ColumnElement[bool] = (
-        scope.within(t.c.at) if entered_in_period else t.c.at <= scope.until
-    )
-    columns: list[Any] = [
-        t.c.pipeline,
-        t.c.to_stage,
-        t.c.at,
-        func.lead(t.c.at, type_=t.c.at.type)
-        .over(partition_by=t.c.lead_id, order_by=order)
-        .label("next_at"),
-    ]
-    if with_next_stage:
-        columns.append(
-            func.lead(t.c.to_stage).over(partition_by=t.c.lead_id, order_by=order).label("next_to")
-        )
-    return select(*columns).where(bounds, *scope.in_pipeline(t.c.pipeline))
-
-
-def flows(conn: Connection, scope: Scope) -> list[Flow]:
-    paired = _paired(scope, entered_in_period=True, with_next_stage=True).subquery()
-    moved = paired.c.next_at.is_not(None)  # ``at`` is NOT NULL: no next time, no next move
-    grouped = select(
-        paired.c.pipeline,
-        paired.c.to_stage,
-        paired.c.next_to,
-        moved.label("moved"),
-        func.count().label("n"),
-    ).where(paired.c.to_stage.is_not(None))
+    began_here = and_(t.c.from_stage.is_not(None), scope.within(t.c.from_entered_at))
     rows = conn.execute(
-        grouped.group_by(paired.c.pipeline, paired.c.to_stage, paired.c.next_to, moved)
+        select(
+            t.c.pipeline,
+            t.c.from_stage,
+            t.c.to_stage,
+            func.count(),
+            func.sum(case((began_here, 1), else_=0)),
+        )
+        .where(scope.within(t.c.at), *scope.in_pipeline(t.c.pipeline))
+        .group_by(t.c.pipeline, t.c.from_stage, t.c.to_stage)
     ).all()
-    return [Flow(r[0], str(r[1]), r[2], bool(r[3]), int(r[4])) for r in rows]
+    result: list[Flow] = []
+    waiting: dict[tuple[str | None, str], int] = defaultdict(int)
+    for pipeline, from_stage, to_stage, entries, moved in rows:
+        if to_stage is not None:
+            waiting[(pipeline, str(to_stage))] += int(entries)
+        if moved:
+            result.append(Flow(pipeline, str(from_stage), to_stage, True, int(moved)))
+            waiting[(pipeline, str(from_stage))] -= int(moved)
+    result += [Flow(p, stage, None, False, n) for (p, stage), n in waiting.items() if n]
+    return result
 
 
 def time_in_stage(conn: Connection, scope: Scope) -> dict[tuple[str | None, str], Distribution]:
     """Days from entering a stage to the next move, for stays that ended in the period."""
-    paired = _paired(scope, entered_in_period=False, with_next_stage=False).subquery()
+    t = TRANSITIONS
     stays = select(
-        paired.c.pipeline,
-        paired.c.to_stage.label("stage"),
-        days_between(scope.dialect, paired.c.next_at, paired.c.at).label("v"),
+        t.c.pipeline,
+        t.c.from_stage.label("stage"),
+        days_between(scope.dialect, t.c.at, t.c.from_entered_at).label("v"),
     ).where(
-        paired.c.to_stage.is_not(None),
-        scope.within(paired.c.next_at),
+        t.c.from_stage.is_not(None),
+        t.c.from_entered_at.is_not(None),
+        scope.within(t.c.at),
+        *scope.in_pipeline(t.c.pipeline),
     )
-    found = distributions(conn, stays, ["pipeline", "stage"])
+    found = distributions_per_group(conn, stays, ["pipeline", "stage"])
     return {(key[0], str(key[1])): dist for key, dist in found.items()}

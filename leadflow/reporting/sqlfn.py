@@ -122,7 +122,50 @@ def distributions(
     }
 
 
+def distributions_per_group(
+    conn: Connection, source: Select[Any], keys: Sequence[str]
+) -> dict[tuple[Any, ...], Distribution]:
+    """``distributions`` for millions of values whose ``keys`` lead an index of the source.
+
+    Count and mean come from one GROUP BY, which reads the index in key order without a
+    sort; then each group's values (found through the index) are ranked by one ROW_NUMBER,
+    about a third of the cost of the three windows over all groups in ``distributions``.
+    The source runs once per group plus once, so it must be cheap to filter by its keys.
+    ``v`` must not be NULL: a test for it would compute the expression once more per row.
+    """
+    sub = source.subquery()
+    part = [sub.c[k] for k in keys]
+    width = len(keys)
+    stats = conn.execute(sa_select(*part, func.count(), func.avg(sub.c.v)).group_by(*part)).all()
+    found: dict[tuple[Any, ...], Distribution] = {}
+    for row in stats:
+        key, count, mean = tuple(row[:width]), int(row[width]), float(row[width + 1])
+        same = [c.is_(None) if k is None else c == k for c, k in zip(part, key, strict=True)]
+        ranked = (
+            sa_select(sub.c.v, (func.row_number().over(order_by=sub.c.v) - 1).label("i"))
+            .where(*same)
+            .subquery()
+        )
+        wanted = sorted({i for q in (MEDIAN, P90) for i in _ranks(count, q)})
+        values = {
+            int(i): float(v)
+            for i, v in conn.execute(
+                sa_select(ranked.c.i, ranked.c.v).where(ranked.c.i.in_(wanted))
+            ).all()
+        }
+        found[key] = Distribution(
+            count, mean, _pick(values, count, MEDIAN), _pick(values, count, P90)
+        )
+    return found
+
+
+def _ranks(count: int, q: Fraction) -> tuple[int, int]:
+    """The two ranks (0-based) that the ``q`` quantile of ``count`` values lies between."""
+    position = (count - 1) * q
+    return math.floor(position), math.ceil(position)
+
+
 def _pick(values: dict[int, float], count: int, q: Fraction) -> float:
     position = (count - 1) * q
-    low, high = math.floor(position), math.ceil(position)
+    low, high = _ranks(count, q)
     return values[low] + (values[high] - values[low]) * float(position - low)
