@@ -156,11 +156,15 @@ def plan_batch(
     lead = LEADS
     sql = LeadSql(dialect=conn.dialect.name, now=now, attributes=rt.loaded.config.intake.attributes)
     decision, actions = _decision_case(rt, sql)
-    rows = conn.execute(
-        select(lead.c.id, lead.c.email, lead.c.pipeline, lead.c.stage, decision).where(
-            _due_in_range(id_range, now)
-        )
-    ).all()
+    query = select(lead.c.id, lead.c.email, lead.c.pipeline, lead.c.stage, decision).where(
+        _due_in_range(id_range, now)
+    )
+    if conn.dialect.name == "postgresql":
+        # Two runs of the same step at once (a tick and an on-demand `advance`) must not both
+        # move a lead: rows another transaction is deciding are skipped, and they are no
+        # longer due once it commits. (SQLite writers are serialised by BEGIN IMMEDIATE.)
+        query = query.with_for_update(skip_locked=True, of=lead)
+    rows = conn.execute(query).all()
     out = []
     for row_id, email, pipeline, stage, index in rows:
         action, target = actions[index] if index >= 0 else ("", None)
@@ -637,11 +641,12 @@ def revive_batch(
 ) -> AdvanceOutcome:
     """Bring due callbacks back into the pipeline at the configured re-entry stage."""
     cb = CALLBACKS
-    due = conn.execute(
-        select(cb.c.id, cb.c.lead_id, cb.c.pipeline, cb.c.reason).where(
-            cb.c.id >= id_range[0], cb.c.id <= id_range[1], callbacks_due_condition(now)
-        )
-    ).all()
+    query = select(cb.c.id, cb.c.lead_id, cb.c.pipeline, cb.c.reason).where(
+        cb.c.id >= id_range[0], cb.c.id <= id_range[1], callbacks_due_condition(now)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=cb)  # see plan_batch
+    due = conn.execute(query).all()
     writer = _Writer(conn, rt, now)
     writer.outcome.examined = len(due)
     if not due:

@@ -130,3 +130,54 @@ def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path
     claimed = [r["claimed"] for r in results]
     assert sum(claimed) == MESSAGES
     assert min(claimed) >= MESSAGES / WORKERS / 3, claimed  # a fair split: nobody starved
+
+
+def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runtime) -> None:
+    import threading
+
+    from leadflow import stages
+    from models.db import session_scope
+    from models.tables import TRANSITIONS
+
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(LEADS),
+            [
+                {
+                    "email": f"new{n}@example.com",
+                    "status": "active",
+                    "attributes": {},
+                    "created_at": T0,
+                    "updated_at": T0,
+                    "next_action_at": T0,
+                    "round": 0,
+                    "recycle_count": 0,
+                    "stuck": False,
+                    "fit_score": 0.0,
+                    "engagement_score": 0.0,
+                    "score": 30.0,
+                }
+                for n in range(2000)
+            ],
+        )
+        first, last = conn.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def advance() -> None:
+        try:
+            barrier.wait()
+            with session_scope(rt.engine) as session:
+                stages.advance_batch(session.connection(), rt, (first, last), now=T0)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=advance) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with rt.engine.connect() as conn:
+        moves = conn.execute(select(func.count()).select_from(TRANSITIONS)).scalar()
+    assert moves == 2000
