@@ -8,14 +8,22 @@ compiled once per run (``TemplateSet`` caches them).
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Engine
+
 from leadflow.batching import IdRange
-from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import Outgoing, SendResult, SmtpConfig, SmtpTransport, Transport
 from leadflow.outbox import Claimed, claim_batch, reconcile, record_results
@@ -110,57 +118,108 @@ def lead_context(lead: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Outgoing:
-    """Render and build the MIME message for one claimed row (pure, no I/O but templates)."""
-    sender = rt.loaded.config.sender
-    secret = rt.settings.require_real_secret()
-    unsubscribe = link_for(rt.settings.public_url, item.to_email, secret)
-    lead = lead_context(item.lead)
-    context = {
-        "lead": lead,
-        "sender": {
+@dataclass(frozen=True)
+class Composed:
+    """One claimed row made ready to send: the wire bytes plus the headers the outbox records."""
+
+    outgoing: Outgoing
+    message_id: str
+    subject: str
+
+
+class Composer:
+    """Renders and builds the message of each claimed row of one run (pure, no I/O but
+    templates). What is the same for every row (sender, secret, domain) is looked up once."""
+
+    def __init__(self, rt: Runtime, *, now: datetime) -> None:
+        sender = rt.loaded.config.sender
+        self._rt = rt
+        self._now = now
+        self._secret = rt.settings.require_real_secret()
+        self._public_url = rt.settings.public_url
+        self._sender = sender
+        self._domain = sender.from_email.rsplit("@", 1)[-1]
+        self._sender_context = {
             "name": sender.from_name,
             "email": sender.from_email,
             "reply_to": sender.reply_to,
             "company": sender.company,
             "postal_address": sender.postal_address,
-        },
-        "unsubscribe_url": unsubscribe,
-        "message": {"cadence": item.cadence, "step": item.step, "variant": item.variant},
-    }
-    rendered = rt.templates.compile(item.template).render(context)
-    domain = sender.from_email.rsplit("@", 1)[-1]
-    message_id = make_message_id(
-        f"lf{item.id}.{item.lead_id}.{item.cadence}.{item.step}.{item.round}", domain
-    )
-    message = build_message(
-        rendered,
-        from_name=sender.from_name,
-        from_email=sender.from_email,
-        reply_to=sender.reply_to,
-        to_name=lead["full_name"] or "",
-        to_email=item.to_email,
-        message_id=message_id,
-        date=now,
-        unsubscribe_url=unsubscribe,
-        unsubscribe_mailto=sender.unsubscribe_mailto,
-        extra_headers={"X-Leadflow-Cadence": f"{item.cadence}/{item.step}"},
-    )
-    return Outgoing(
-        key=str(item.id), sender=sender.from_email, recipient=item.to_email, message=message
-    )
+        }
+
+    def __call__(self, item: Claimed) -> Composed:
+        sender = self._sender
+        unsubscribe = link_for(self._public_url, item.to_email, self._secret)
+        lead = lead_context(item.lead)
+        context = {
+            "lead": lead,
+            "sender": dict(self._sender_context),
+            "unsubscribe_url": unsubscribe,
+            "message": {"cadence": item.cadence, "step": item.step, "variant": item.variant},
+        }
+        rendered = self._rt.templates.compile(item.template).render(context)
+        message_id = make_message_id(
+            f"lf{item.id}.{item.lead_id}.{item.cadence}.{item.step}.{item.round}", self._domain
+        )
+        wire = build_wire(
+            rendered,
+            from_name=sender.from_name,
+            from_email=sender.from_email,
+            reply_to=sender.reply_to,
+            to_name=lead["full_name"] or "",
+            to_email=item.to_email,
+            message_id=message_id,
+            date=self._now,
+            unsubscribe_url=unsubscribe,
+            unsubscribe_mailto=sender.unsubscribe_mailto,
+            extra_headers={"X-Leadflow-Cadence": f"{item.cadence}/{item.step}"},
+        )
+        outgoing = Outgoing(
+            key=str(item.id), sender=sender.from_email, recipient=item.to_email, message=wire.data
+        )
+        return Composed(outgoing, wire.message_id, wire.subject)
 
 
-# Messages built, then sent, at a time over the batch's one pool: the first goes out early,
-# and only this many built messages are alive at once (see ``_Sent``).
+def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Composed:
+    """Render and build the message for one claimed row (see ``Composer``)."""
+    return Composer(rt, now=now)(item)
+
+
+# Most messages built, then sent, at a time over the batch's one pool. The next chunk is built
+# while the previous one is on the wire (the relay works while this process renders), and only
+# two chunks of built messages are alive at once. The first chunks are smaller, so the wire
+# starts early, and so are the last, so it is not left to work alone for long at the end.
 CHUNK = 200
+FIRST_CHUNK = 16
+# Event-loop turns given to the SMTP workers after each message built: a reply the server sent
+# meanwhile takes three turns (aiosmtplib's read, then ``asyncio.wait_for``'s two hand-offs)
+# to become the next command; with one turn, building would hold each SMTP step back for
+# three messages' worth of rendering.
+YIELDS = 4
+
+
+async def _let_the_wire_move() -> None:
+    for _turn in range(YIELDS):
+        await asyncio.sleep(0)
+
+
+def chunk_sizes(total: int, largest: int) -> list[int]:
+    """Sizes (summing to ``total``, none above ``largest``): doubling from ``FIRST_CHUNK`` up
+    to ``largest``, then even chunks of at most ``largest``, then the same ramp down."""
+    ramp: list[int] = []
+    size = FIRST_CHUNK
+    while size < largest and total - 2 * sum(ramp) >= 4 * size:
+        ramp.append(size)
+        size *= 2
+    middle = total - 2 * sum(ramp)
+    pieces = -(-middle // largest)  # ceiling division
+    even = [middle // pieces + (1 if n < middle % pieces else 0) for n in range(pieces)]
+    return [*ramp, *even, *reversed(ramp)]
 
 
 @dataclass(frozen=True)
 class _Sent:
-    """What is kept of a sent message until it is recorded. Not the message itself: with a
-    batch of live ``EmailMessage`` graphs every full garbage collection walks all of them
-    (measured: 2-3 ms per message in batches of 2,000, most of the cost of building one)."""
+    """What is kept of a sent message until it is recorded: not the message bytes."""
 
     item: Claimed
     message_id: str
@@ -168,27 +227,149 @@ class _Sent:
     result: SendResult
 
 
+_Chunk = list[tuple[Claimed, Composed]]
+
+
+def _collect(chunk: _Chunk, results: Sequence[SendResult], sent: list[_Sent]) -> None:
+    for (item, composed), result in zip(chunk, results, strict=True):
+        sent.append(_Sent(item, composed.message_id, composed.subject, result))
+
+
+def _compose_or_error(composer: Composer, item: Claimed) -> Composed | str:
+    try:
+        return composer(item)
+    except (TemplateRenderError, ValueError, KeyError) as exc:
+        return f"render failed: {exc}"
+
+
+# --- a helper process for building ---------------------------------------------------------
+#
+# Building a message costs about as much CPU as sending it. A big batch is built by a helper
+# process on another core while this one talks SMTP. The helper is forked (it starts at once,
+# with the compiled templates) and only from a process with no other thread, so no lock can
+# be copied in a held state; otherwise (e.g. under Prefect's task threads) the batch is built
+# here, between the SMTP steps. Each helper serves one batch.
+HELPER_MIN = 400  # messages; below this the helper costs more than it saves
+HELPER_AHEAD = 2  # chunks handed to the helper ahead of the one awaited
+
+_helper_composer: Composer | None = None  # set in the helper process only
+
+
+def _can_fork() -> bool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        (cores or 1) > 1
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+    )
+
+
+def _adopt(composer: Composer, engine: Engine) -> None:
+    """Helper start: keep the composer; never touch the parent's database connections."""
+    global _helper_composer
+    engine.dispose(close=False)
+    _helper_composer = composer
+
+
+def _compose_chunk(items: Sequence[Claimed]) -> list[Composed | str]:
+    """Runs in the helper: each item's message, or why it could not be built."""
+    if _helper_composer is None:
+        raise RuntimeError("not a composing helper process")
+    return [_compose_or_error(_helper_composer, item) for item in items]
+
+
+@contextmanager
+def _composing_helper(
+    rt: Runtime, composer: Composer, count: int
+) -> Iterator[ProcessPoolExecutor | None]:
+    """A started helper process for ``count`` messages, or None when it would not pay off or
+    this process cannot fork safely."""
+    if count < HELPER_MIN or not _can_fork():
+        yield None
+        return
+    helper = ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_adopt,
+        initargs=(composer, rt.engine),
+    )
+    try:
+        helper.submit(int).result()  # fork now, while this process still has one thread
+    except BrokenProcessPool:
+        helper.shutdown(wait=True)
+        yield None
+        return
+    try:
+        yield helper
+    finally:
+        helper.shutdown(wait=True, cancel_futures=True)
+
+
+def _split(claimed: Sequence[Claimed]) -> list[Sequence[Claimed]]:
+    chunks, start = [], 0
+    for size in chunk_sizes(len(claimed), CHUNK):
+        chunks.append(claimed[start : start + size])
+        start += size
+    return chunks
+
+
 async def _compose_and_send(
-    rt: Runtime, factory: TransportFactory, claimed: Sequence[Claimed], *, now: datetime
+    rt: Runtime,
+    factory: TransportFactory,
+    claimed: Sequence[Claimed],
+    *,
+    now: datetime,
+    composer: Composer | None = None,
+    helper: Executor | None = None,
 ) -> tuple[list[_Sent], list[tuple[Claimed, str]]]:
-    """Build and send ``claimed`` chunk by chunk over one transport (one pool)."""
+    """Build and send ``claimed`` chunk by chunk over one transport (one pool), building each
+    chunk while the one before it is being sent: in ``helper`` if given, else here."""
     sent: list[_Sent] = []
     failed: list[tuple[Claimed, str]] = []
+    composer = composer if composer is not None else Composer(rt, now=now)
+    chunks = _split(claimed)
+    loop = asyncio.get_running_loop()
+    ahead: deque[asyncio.Future[list[Composed | str]]] = deque()
+    handed = 0  # chunks handed to the helper so far
     async with factory() as transport:
-        for start in range(0, len(claimed), CHUNK):
-            chunk: list[tuple[Claimed, Outgoing]] = []
-            for item in claimed[start : start + CHUNK]:
-                try:
-                    chunk.append((item, compose(rt, item, now=now)))
-                except (TemplateRenderError, ValueError, KeyError) as exc:
-                    failed.append((item, f"render failed: {exc}"))
-            if not chunk:
-                continue
-            results = await transport.send_batch([outgoing for _item, outgoing in chunk])
-            for (item, outgoing), result in zip(chunk, results, strict=True):
-                headers = outgoing.message
-                message_id, subject = str(headers["Message-ID"]), str(headers["Subject"])
-                sent.append(_Sent(item, message_id, subject, result))
+        in_flight: _Chunk = []
+        sending: asyncio.Future[list[SendResult]] | None = None
+        try:
+            for index, items in enumerate(chunks):
+                built: list[Composed | str] | None = None
+                if helper is not None:
+                    while handed < len(chunks) and handed <= index + HELPER_AHEAD:
+                        ahead.append(loop.run_in_executor(helper, _compose_chunk, chunks[handed]))
+                        handed += 1
+                    try:
+                        built = await ahead.popleft()
+                    except BrokenProcessPool:  # the helper died: build the rest here
+                        helper = None
+                if built is None:
+                    built = []
+                    for item in items:
+                        built.append(_compose_or_error(composer, item))
+                        if sending is not None and not sending.done():
+                            await _let_the_wire_move()
+                chunk: _Chunk = []
+                for item, composed in zip(items, built, strict=True):
+                    if isinstance(composed, str):
+                        failed.append((item, composed))
+                    else:
+                        chunk.append((item, composed))
+                if sending is not None:
+                    _collect(in_flight, await sending, sent)
+                    sending = None
+                if chunk:
+                    in_flight = chunk
+                    outgoing = [composed.outgoing for _item, composed in chunk]
+                    sending = asyncio.ensure_future(transport.send_batch(outgoing))
+            if sending is not None:
+                _collect(in_flight, await sending, sent)
+                sending = None
+        finally:
+            if sending is not None:  # building failed unexpectedly: let the chunk on the wire end
+                await asyncio.wait([sending])
     return sent, failed
 
 
@@ -215,7 +396,13 @@ def deliver_batch(
     out.suppressed = claim.suppressed
     if not claim.claimed:
         return out
-    sent, failed = asyncio.run(_compose_and_send(rt, transport, claim.claimed, now=now))
+    composer = Composer(rt, now=now)
+    with _composing_helper(rt, composer, len(claim.claimed)) as helper:
+        sent, failed = asyncio.run(
+            _compose_and_send(
+                rt, transport, claim.claimed, now=now, composer=composer, helper=helper
+            )
+        )
     rows: list[tuple[str, int | None, str, str | None, str | None]] = []
     for done in sent:
         result = done.result

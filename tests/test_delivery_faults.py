@@ -286,6 +286,24 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
         assert recipients == (by_message_id[message_id].to_email,)
 
 
+@pytest.mark.parametrize(
+    ("total", "largest", "sizes"),
+    [
+        (0, 200, []),
+        (1, 200, [1]),
+        (50, 20, [17, 17, 16]),
+        (100, 200, [16, 68, 16]),
+        (2000, 200, [16, 32, 64, 128, *[190] * 8, 128, 64, 32, 16]),
+    ],
+)
+def test_chunks_start_and_end_small_and_never_exceed_the_largest(
+    total: int, largest: int, sizes: list[int]
+) -> None:
+    """Small first chunks put the first message on the wire early; small last ones leave
+    the wire working alone (nothing left to build) only briefly."""
+    assert delivery.chunk_sizes(total, largest) == sizes
+
+
 # --- header safety through the whole tick -------------------------------------------------
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from typing import Any, cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail import message as message_module
+from leadflow.mail.message import build_message, build_wire, make_message_id
 from leadflow.mail.rendering import RenderedEmail
+from leadflow.mail.transport import _flatten
 from leadflow.unsubscribe import sign_token, unsubscribe_url, verify_token
 
 SECRET = "k3y-for-tests-only-0123456789"
@@ -45,12 +51,39 @@ def wire(message: EmailMessage) -> bytes:
     return message.as_bytes(policy=policy.SMTP)
 
 
+def build_bytes(**overrides: Any) -> bytes:
+    """``build_wire`` with the same arguments as ``build``."""
+    arguments: dict[str, Any] = {
+        "from_name": "Sam Rivera",
+        "from_email": "sam@leadflow.example",
+        "reply_to": "replies@leadflow.example",
+        "to_name": "Zoë Ångström",
+        "to_email": "zoe@example.com",
+        "message_id": "<outbox-42@leadflow.example>",
+        "date": WHEN,
+        "unsubscribe_url": UNSUBSCRIBE,
+        "unsubscribe_mailto": "unsubscribe@leadflow.example?subject=unsubscribe",
+    }
+    rendered = overrides.pop("rendered", RENDERED)
+    arguments.update(overrides)
+    return build_wire(rendered, **arguments).data
+
+
+# Every guarantee holds for both builders: the EmailMessage (flattened as the stdlib does) and
+# the wire bytes the send path uses.
+Builder = Callable[..., bytes]
+BUILDERS = pytest.mark.parametrize(
+    "built", [lambda **o: wire(build(**o)), build_bytes], ids=["email_message", "wire"]
+)
+
+
 def parse(data: bytes) -> EmailMessage:
     return BytesParser(policy=policy.default).parsebytes(data)
 
 
-def test_message_is_multipart_alternative_with_text_then_html() -> None:
-    parsed = parse(wire(build()))
+@BUILDERS
+def test_message_is_multipart_alternative_with_text_then_html(built: Builder) -> None:
+    parsed = parse(built())
 
     assert parsed.get_content_type() == "multipart/alternative"
     parts = list(parsed.iter_parts())
@@ -59,8 +92,9 @@ def test_message_is_multipart_alternative_with_text_then_html() -> None:
     assert cast(EmailMessage, parts[1]).get_content().replace("\r\n", "\n") == RENDERED.html
 
 
-def test_headers_round_trip_with_utf8_names_and_subject() -> None:
-    data = wire(build(from_name="Müller GmbH"))
+@BUILDERS
+def test_headers_round_trip_with_utf8_names_and_subject(built: Builder) -> None:
+    data = built(from_name="Müller GmbH")
     parsed = parse(data)
 
     assert data.isascii()
@@ -73,8 +107,9 @@ def test_headers_round_trip_with_utf8_names_and_subject() -> None:
     assert str(parsed["Message-ID"]) == "<outbox-42@leadflow.example>"
 
 
-def test_list_unsubscribe_headers_for_one_click() -> None:
-    data = wire(build())
+@BUILDERS
+def test_list_unsubscribe_headers_for_one_click(built: Builder) -> None:
+    data = built()
     parsed = parse(data)
 
     assert str(parsed["List-Unsubscribe"]) == (
@@ -86,19 +121,19 @@ def test_list_unsubscribe_headers_for_one_click() -> None:
     assert b"=?utf-8?" not in data.split(b"List-Unsubscribe:")[1].split(b"\r\nList-")[0]
 
 
-def test_list_unsubscribe_without_mailto() -> None:
-    parsed = parse(wire(build(unsubscribe_mailto=None)))
+@BUILDERS
+def test_list_unsubscribe_without_mailto(built: Builder) -> None:
+    parsed = parse(built(unsubscribe_mailto=None))
 
     assert str(parsed["List-Unsubscribe"]) == f"<{UNSUBSCRIBE}>"
 
 
-def test_crlf_in_a_lead_name_cannot_inject_headers() -> None:
-    data = wire(
-        build(
-            to_name="Eve\r\nBcc: victim@example.com",
-            from_name="Sam\nCc: other@example.com",
-            rendered=RenderedEmail("Hi\r\nBcc: victim@example.com", "x\n", "<p>x</p>\n"),
-        )
+@BUILDERS
+def test_crlf_in_a_lead_name_cannot_inject_headers(built: Builder) -> None:
+    data = built(
+        to_name="Eve\r\nBcc: victim@example.com",
+        from_name="Sam\nCc: other@example.com",
+        rendered=RenderedEmail("Hi\r\nBcc: victim@example.com", "x\n", "<p>x</p>\n"),
     )
     parsed = parse(data)
 
@@ -130,18 +165,24 @@ def test_crlf_in_a_lead_name_cannot_inject_headers() -> None:
 def test_invalid_inputs_are_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         build(**overrides)
+    with pytest.raises(ValueError):
+        build_bytes(**overrides)
 
 
-def test_extra_headers_are_added_on_one_line() -> None:
-    parsed = parse(wire(build(extra_headers={"X-Leadflow-Cadence": "new_lead\r\nstep 1"})))
+@BUILDERS
+def test_extra_headers_are_added_on_one_line(built: Builder) -> None:
+    parsed = parse(built(extra_headers={"X-Leadflow-Cadence": "new_lead\r\nstep 1"}))
 
     assert str(parsed["X-Leadflow-Cadence"]) == "new_lead step 1"
 
 
-def test_date_keeps_its_offset() -> None:
-    parsed = parse(wire(build(date=WHEN.astimezone(timezone(timedelta(hours=2))))))
+@BUILDERS
+def test_date_keeps_its_offset(built: Builder) -> None:
+    parsed = parse(built(date=WHEN.astimezone(timezone(timedelta(hours=2)))))
+    utc = parse(built(date=WHEN))  # the same instant: the header must not be cached across
 
     assert str(parsed["Date"]) == "Tue, 04 Mar 2025 11:30:00 +0200"
+    assert str(utc["Date"]) == "Tue, 04 Mar 2025 09:30:00 +0000"
 
 
 def test_message_id_is_deterministic() -> None:
@@ -169,6 +210,188 @@ def test_message_id_sanitises_unsafe_keys_without_collisions() -> None:
 def test_message_id_rejects_empty_key_or_bad_domain(key: str, domain: str) -> None:
     with pytest.raises(ValueError):
         make_message_id(key, domain)
+
+
+# --- the wire form: the same message as the email package writes ------------------------
+
+PROPERTY_SETTINGS = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+# Names that take the plain path (atoms) and names that need quoting or RFC 2047 encoding.
+plain_names = st.lists(st.text(ATEXT, min_size=1, max_size=12), max_size=6).map(" ".join)
+names = st.one_of(plain_names, st.text(ATEXT + ' .,:;"()<>@\\[]éß', max_size=40), st.text())
+printable_words = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1)
+subjects = st.one_of(
+    st.lists(printable_words, min_size=1, max_size=12).map(" ".join),  # ASCII, short or folded
+    st.text(min_size=1, max_size=120),  # anything, control characters included
+)
+locals_ = st.from_regex(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[A-Za-z0-9_-]{1,8}){0,2}", fullmatch=True
+)
+domains = st.one_of(
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]{1,10}){0,3}", fullmatch=True),
+    st.sampled_from(["bücher.example", "EXAMPLE.COM", "xn--bcher-kva.example"]),
+)
+uri_tails = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='<>"'))
+message_ids = st.one_of(
+    st.from_regex(r"<[A-Za-z0-9._-]{1,90}@[a-z0-9.-]{1,30}>", fullmatch=True),
+    st.from_regex(r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,40}@[a-z0-9.-]{1,20}>", fullmatch=True),
+)
+
+
+def header_block(data: bytes) -> bytes:
+    """The top-level headers, the multipart boundary replaced (the stdlib's is random)."""
+    return re.sub(rb'boundary="[^"]*"', b'boundary="B"', data.split(b"\r\n\r\n", 1)[0])
+
+
+def flattened(message: EmailMessage, *, utf8: bool) -> bytes:
+    """What ``SmtpTransport`` sends for an ``EmailMessage`` (7-bit relay)."""
+    return _flatten(message, utf8=utf8, eight_bit=False)
+
+
+@PROPERTY_SETTINGS
+@given(
+    from_name=names,
+    to_name=names,
+    subject=subjects,
+    to_email=st.builds("{}@{}".format, locals_, domains),
+    message_id=message_ids,
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    url=uri_tails,
+    mailto=st.none() | uri_tails,
+    extra=st.text(max_size=100),
+)
+def test_wire_headers_are_the_email_packages_own(
+    from_name: str,
+    to_name: str,
+    subject: str,
+    to_email: str,
+    message_id: str,
+    offset_minutes: int,
+    url: str,
+    mailto: str | None,
+    extra: str,
+) -> None:
+    arguments: dict[str, Any] = {
+        "from_name": from_name,
+        "from_email": "sam@leadflow.example",
+        "reply_to": "replies@leadflow.example",
+        "to_name": to_name,
+        "to_email": to_email,
+        "message_id": message_id,
+        "date": datetime(2026, 11, 3, 14, 30, tzinfo=timezone(timedelta(minutes=offset_minutes))),
+        "unsubscribe_url": f"https://leadflow.example/u/{url}",
+        "unsubscribe_mailto": f"mailto:{mailto}" if mailto is not None else None,
+        "extra_headers": {"X-Leadflow-Cadence": extra},
+    }
+    rendered = RenderedEmail(subject, "x\n", "<p>x</p>\n")
+    try:
+        message = build_message(rendered, **arguments)
+    except ValueError:
+        with pytest.raises(ValueError):
+            build_wire(rendered, **arguments)
+        return
+    built = build_wire(rendered, **arguments)
+
+    expected = flattened(message, utf8=not to_email.isascii())
+    assert header_block(built.data) == header_block(expected)
+    # what delivery records: as the EmailMessage reported them
+    assert (built.message_id, built.subject) == (
+        str(message["Message-ID"]),
+        str(message["Subject"]),
+    )
+    assert [key.lower() for key in parse(built.data)] == [
+        "subject",
+        "from",
+        "to",
+        "reply-to",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "x-leadflow-cadence",
+        "mime-version",
+        "content-type",
+    ]
+
+
+bodies = st.one_of(
+    st.text(),
+    st.lists(
+        st.sampled_from(
+            [
+                *(".", "..", ". x", "From x", "a=b", "=?utf-8?q?x?=", " ", "\t", "x \t"),
+                *("\r", "\r\n", "--===============0000000000000000000==", "é" * 40, "x" * 200),
+                "\x00\x0b\x0c",
+            ]
+        ),
+        max_size=20,
+    ).map("\n".join),
+)
+
+
+@PROPERTY_SETTINGS
+@given(text=bodies, document=bodies)
+def test_wire_parts_decode_to_what_the_email_package_decodes(text: str, document: str) -> None:
+    rendered = RenderedEmail("Hello", text, document)
+    arguments: dict[str, Any] = {"rendered": rendered}
+    ours, theirs = parse(build_bytes(**arguments)), parse(wire(build(**arguments)))
+
+    def parts(message: EmailMessage) -> list[tuple[str, str, str]]:
+        return [
+            (part.get_content_type(), str(part["Content-Transfer-Encoding"]), part.get_content())
+            for part in message.iter_parts()
+            if isinstance(part, EmailMessage)
+        ]
+
+    assert parts(ours) == parts(theirs)
+    assert len(parts(ours)) == 2
+    assert not ours.defects and all(not part.defects for part in ours.iter_parts())
+
+
+def test_wire_message_is_7bit_crlf_and_the_same_bytes_on_every_attempt() -> None:
+    data = build_bytes()
+
+    assert data == build_bytes()
+    assert data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998  # List-Unsubscribe is long
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # quoted-printable
+    assert data.endswith(b"--\r\n")
+
+
+def test_wire_headers_for_a_non_ascii_address_are_utf8() -> None:
+    """As the transport flattens an EmailMessage for it: RFC 6532 headers (needs SMTPUTF8)."""
+    data = build_bytes(to_email="zoe@bücher.example")
+    parsed = Parser(policy=policy.default).parsestr(data.decode("utf-8"))
+
+    assert header_block(data) == header_block(
+        flattened(build(to_email="zoe@bücher.example"), utf8=True)
+    )
+    assert "Zoë Ångström <zoe@bücher.example>".encode() in data
+    assert parsed["To"].addresses[0].addr_spec == "zoe@bücher.example"
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "Subject: hi\r\nBcc: victim@example.com\r\n",  # a header nobody meant to set
+        "Subject: hi\r\n\r\nBody\r\n",  # an empty line: the body would start early
+        "Subject: hi\nBcc: victim@example.com\r\n",  # a bare line feed
+        "Subject: hi",  # not terminated
+    ],
+)
+def test_header_block_check_refuses_lines_no_expected_header_started(block: str) -> None:
+    names = frozenset({"subject"})
+    message_module._check_header_block("Subject: hi\r\n folded on\r\n", names, utf8=False)
+
+    with pytest.raises(ValueError):
+        message_module._check_header_block(block, names, utf8=False)
 
 
 # --- unsubscribe tokens ------------------------------------------------------------------

@@ -6,7 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import css_inline
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leadflow.mail.rendering import (
     LEAD_KEYS,
@@ -14,6 +17,9 @@ from leadflow.mail.rendering import (
     TemplateProblem,
     TemplateRenderError,
     TemplateSet,
+    _extract,
+    _fast_extract,
+    _TextExtractor,
     html_to_text,
     sample_context,
 )
@@ -206,6 +212,97 @@ def test_text_part_generated_from_html() -> None:
         "Read the guide (https://example.com/a?b=1&c=2), or https://example.com/x.\n\n"
         "- one\n- two"
     )
+
+
+# --- the fast reader of inlined HTML gives what HTMLParser gives -------------------------
+
+
+def read_with_html_parser(document: str) -> tuple[str, list[str], list[str]]:
+    parser = _TextExtractor()
+    parser.feed(document)
+    parser.close()
+    return parser.text(), parser.links, parser.parts
+
+
+def read(document: str) -> tuple[str, list[str], list[str]]:
+    extracted = _extract(document)
+    return extracted.text(), extracted.links, extracted.parts
+
+
+HOSTILE = {
+    "first_name": "Eve <b>&amp; 'x' \"y\"\r\n</p><p>Bcc: z",
+    "company": "{{ 7*7 }} & <script>alert(1)</script> <!-- c --> ]]>",
+    "industry": "\u00a0ü  \t x &nbsp; <style>p{}</style>",
+}
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+@pytest.mark.parametrize("lead", [{}, HOSTILE, {"first_name": None, "company": None}])
+def test_inlined_shipped_templates_read_as_html_parser_reads_them(
+    name: str, lead: dict[str, Any]
+) -> None:
+    compiled = TemplateSet(SHIPPED).compile(name)
+    document = css_inline.inline(compiled._html.render(context_with(**lead)))
+
+    fast = _fast_extract(document)
+
+    assert fast is not None  # css_inline output never needs HTMLParser
+    assert (fast.text(), fast.links, fast.parts) == read_with_html_parser(document)
+
+
+_ALPHABET = st.sampled_from(
+    [*"ab &;<>\"'=/-!\n\t\u00a0é", "&amp;", "&lt;", "&#39;", "&nbsp;", "&bogus", "<!--", "-->"]
+)
+_TEXT = st.lists(_ALPHABET, max_size=12).map("".join)
+_TAGS = st.sampled_from(
+    [
+        *("p", "div", "a", "img", "br", "table", "tr", "td", "th", "li", "ul", "span", "h1"),
+        *("b", "head", "title", "style", "script", "template", "svg", "P", "A", "Td", "xmp"),
+        "textarea",
+    ]
+)
+
+
+@st.composite
+def _markup(draw: st.DrawFn, depth: int = 0) -> str:
+    """Loose HTML: nested tags with attributes (quoted or not), text with entities, comments,
+    stray "<" and unclosed tags, so both the fast path and the fallback are exercised."""
+    parts: list[str] = []
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.integers(0, 9))
+        if kind < 4 or depth > 3:
+            parts.append(draw(_TEXT))
+        elif kind == 4:
+            parts.append(f"<!--{draw(_TEXT)}-->")
+        else:
+            tag = draw(_TAGS)
+            attrs = ""
+            for attr in draw(
+                st.lists(st.sampled_from(["href", "alt", "class", "HREF"]), max_size=2)
+            ):
+                value = draw(_TEXT)
+                attrs += draw(
+                    st.sampled_from([f' {attr}="{value}"', f" {attr}={value}", f" {attr}", ""])
+                )
+            inner = draw(_markup(depth + 1))
+            closing = draw(st.sampled_from([f"</{tag}>", "", f"</{tag} >", "/>"]))
+            parts.append(f"<{tag}{attrs}>{inner}{closing}")
+    return "".join(parts)
+
+
+_STYLE = "<style>p { color: red } a { color: blue } .x td { padding: 1px }</style>"
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(body=_markup())
+def test_any_markup_reads_as_html_parser_reads_it(body: str) -> None:
+    """Inlined (the real input: the fast path) and as written (mostly the fallback)."""
+    document = f"<!DOCTYPE html><html><head>{_STYLE}</head><body>{body}</body></html>"
+    inlined = css_inline.inline(document)
+
+    assert read(inlined) == read_with_html_parser(inlined)
+    assert read(document) == read_with_html_parser(document)
+    assert read(body) == read_with_html_parser(body)
 
 
 # --- validation (leadflow validate) -----------------------------------------------------

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from smtp_faults import FaultSmtpServer
 
-from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail.message import build_message, build_wire, make_message_id
 from leadflow.mail.rendering import TemplateSet, sample_context
-from leadflow.mail.sink import SmtpSink
+from leadflow.mail.sink import EphemeralPortController, SmtpSink
 from leadflow.mail.transport import (
     MemoryTransport,
     Outcome,
@@ -241,6 +243,93 @@ def test_delivered_message_parses_back(server: FaultSmtpServer) -> None:
     assert html_part.get_content().replace("\r\n", "\n") == rendered.html
 
 
+def test_wire_bytes_are_delivered_exactly_as_built(server: FaultSmtpServer) -> None:
+    """``build_wire`` bytes go out as they are: same bytes at the server (dot-stuffing undone),
+    one serialisation, and they parse back to the rendered parts."""
+    context = sample_context()
+    rendered = TemplateSet(TEMPLATES).compile("welcome").render(context)
+    rendered = replace(rendered, text=rendered.text + ".\n. a line starting with a dot\n")
+    wire = build_wire(
+        rendered,
+        from_name="Zoë Ångström",
+        from_email=SENDER,
+        reply_to=None,
+        to_name="Dana Müller",
+        to_email="dana@example.com",
+        message_id=make_message_id("outbox-8", "leadflow.example"),
+        date=datetime(2025, 3, 4, 9, 30, tzinfo=UTC),
+        unsubscribe_url=context["unsubscribe_url"],
+        unsubscribe_mailto=None,
+    )
+
+    results = send(
+        SmtpTransport(server.config()),
+        [Outgoing("outbox-8", SENDER, "dana@example.com", wire.data)],
+    )
+
+    assert outcomes(results) == [("outbox-8", Outcome.SENT, 250)]
+    [received] = server.messages
+    assert received.data == wire.data
+    parsed = received.parsed()
+    assert str(parsed["Message-ID"]) == wire.message_id == "<outbox-8@leadflow.example>"
+    assert str(parsed["Subject"]) == wire.subject == rendered.subject
+    text_part, html_part = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    assert text_part.get_content().replace("\r\n", "\n") == rendered.text
+    assert html_part.get_content().replace("\r\n", "\n") == rendered.html
+
+
+class _EnvelopeRecorder:
+    """aiosmtpd handler keeping the MAIL FROM options and payload of each message."""
+
+    def __init__(self) -> None:
+        self.mail_options: list[list[str]] = []
+        self.payloads: list[bytes] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.mail_options.append(list(envelope.mail_options))
+        self.payloads.append(envelope.original_content or b"")
+        return "250 OK"
+
+
+@pytest.mark.parametrize("eight_bit_mime", [True, False], ids=["8bitmime", "7bit-only"])
+def test_eight_bit_wire_bytes_need_8bitmime(eight_bit_mime: bool) -> None:
+    """Bytes are never re-encoded: 8-bit ones go with BODY=8BITMIME, or FAIL before MAIL FROM
+    when the server cannot take them (aiosmtpd offers 8BITMIME unless it decodes data)."""
+    eight_bit, seven_bit = "Subject: é\r\n\r\nçà\r\n".encode(), b"Subject: e\r\n\r\n.ca\r\n"
+    recorder = _EnvelopeRecorder()
+    controller = EphemeralPortController(
+        recorder, hostname="127.0.0.1", port=0, decode_data=not eight_bit_mime
+    )
+    controller.start()
+    try:
+        config = SmtpConfig(host="127.0.0.1", port=controller.port, timeout=2.0, concurrency=1)
+        items = [
+            Outgoing("8bit", SENDER, "a@example.com", eight_bit),
+            Outgoing("7bit", SENDER, "b@example.com", seven_bit),
+        ]
+        results = send(SmtpTransport(config, local_hostname="localhost"), items)
+    finally:
+        controller.stop()
+
+    if eight_bit_mime:
+        assert [r.outcome for r in results] == [Outcome.SENT, Outcome.SENT]
+        assert [sorted(options) for options in recorder.mail_options] == [
+            ["BODY=8BITMIME", f"SIZE={len(eight_bit)}"],
+            [f"SIZE={len(seven_bit)}"],
+        ]
+        assert recorder.payloads == [eight_bit, seven_bit]
+    else:
+        assert [(r.outcome, r.code) for r in results] == [
+            (Outcome.FAILED, None),
+            (Outcome.SENT, 250),
+        ]
+        assert results[0].detail == (
+            "MAIL FROM: message has 8-bit data; the server does not offer 8BITMIME"
+        )
+        assert recorder.payloads == [seven_bit]
+
+
 def test_throttling_pauses_the_batch_within_a_bounded_budget(server: FaultSmtpServer) -> None:
     sleeps = Sleeps()
     config = server.config(concurrency=1, throttle_pause=0.1, max_throttle_sleep=0.25)
@@ -340,8 +429,10 @@ def test_memory_transport_records_and_returns_scripted_outcomes() -> None:
 
 
 def test_local_sink_keeps_every_message_as_an_eml_file(tmp_path: Path) -> None:
-    first, second = outgoing("a@example.com", key="outbox-1"), outgoing("b@example.com")
-    first.message["Message-ID"] = "<outbox-1@leadflow.example>"
+    message = plain("a@example.com")
+    message["Message-ID"] = "<outbox-1@leadflow.example>"
+    first = Outgoing("outbox-1", SENDER, "a@example.com", message)
+    second = outgoing("b@example.com")
     outbox = tmp_path / "outbox"
 
     with SmtpSink(outbox, clock=lambda: datetime(2025, 3, 4, 9, 30, 5, tzinfo=UTC)) as sink:

@@ -22,7 +22,8 @@ dropped connection, timeout or garbled reply after the          UNKNOWN
 payload was written (it may have been delivered: an UNKNOWN
 message must never be retried automatically)
 address unusable on an SMTP command line, or needing            FAILED
-SMTPUTF8 that the server does not offer
+SMTPUTF8 that the server does not offer; 8-bit message bytes
+for a server offering neither 8BITMIME nor SMTPUTF8
 ==============================================================  ==========
 
 Batch behaviour:
@@ -83,12 +84,18 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message to send; ``sender``/``recipient`` are the envelope (MAIL FROM, RCPT TO)."""
+    """One message to send; ``sender``/``recipient`` are the envelope (MAIL FROM, RCPT TO).
+
+    ``message`` is an ``EmailMessage`` (flattened when sent) or bytes already in wire form
+    (``leadflow.mail.message.build_wire``): CRLF line endings, no Bcc, sent as they are.
+    Bytes that are not 7-bit need a server that offers 8BITMIME (or SMTPUTF8, for a message
+    to or from a non-ASCII address).
+    """
 
     key: str
     sender: str
     recipient: str
-    message: EmailMessage
+    message: EmailMessage | bytes
 
 
 @dataclass(frozen=True)
@@ -212,7 +219,6 @@ class _Batch:
 
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _describe(exc: BaseException) -> str:
@@ -235,10 +241,13 @@ def _flatten(message: EmailMessage, *, utf8: bool, eight_bit: bool) -> bytes:
 
 def _data_payload(raw: bytes) -> bytes:
     """CRLF line endings, dot-stuffing and the terminating ``.`` line (RFC 5321 4.5.2)."""
-    data = _LINE_ENDINGS.sub(b"\r\n", raw)
+    crlf_only = raw.count(b"\n") == raw.count(b"\r") == raw.count(b"\r\n")  # C-speed scans
+    data = raw if crlf_only else _LINE_ENDINGS.sub(b"\r\n", raw)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") + b".\r\n"  # every line ends with LF by now
 
 
 class SmtpTransport:
@@ -425,7 +434,12 @@ class SmtpTransport:
                 raise _Unsendable("address needs SMTPUTF8, which the server does not offer")
             options.append("SMTPUTF8")
         eight_bit = conn.supports_extension("8bitmime")
-        raw = _flatten(item.message, utf8=utf8, eight_bit=eight_bit)
+        if isinstance(item.message, bytes):
+            raw = item.message
+            if not (eight_bit or utf8 or raw.isascii()):
+                raise _Unsendable("message has 8-bit data; the server does not offer 8BITMIME")
+        else:
+            raw = _flatten(item.message, utf8=utf8, eight_bit=eight_bit)
         if eight_bit and not raw.isascii():
             options.append("BODY=8BITMIME")
         if conn.supports_extension("size"):
