@@ -121,7 +121,8 @@ def seed(engine: Engine, messages: int) -> None:
 PHASES: dict[str, tuple[Any, str]] = {  # delivery's steps, timed by wrapping what it calls
     "claim": (delivery, "claim_batch"),
     "compose_and_send": (delivery, "_compose_and_send"),  # wall time; building overlaps sending
-    "compose": (delivery.Composer, "__call__"),  # of which rendering and building the messages
+    # of which this process spent rendering and building (0 when a forked helper builds)
+    "compose": (delivery.Composer, "__call__"),
     "record": (delivery, "record_results"),
 }
 

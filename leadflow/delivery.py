@@ -2,14 +2,18 @@
 
 The steps are the listmonk/Mautic split — who is due (``outbox``), do it (transport), record
 it (``outbox``) — with the claim committed before the first SMTP command, and templates
-compiled once per run (``TemplateSet`` caches them).
+compiled once per run (``TemplateSet`` caches them). Messages are built straight to wire bytes
+(``build_wire``), chunk by chunk, each chunk while the previous one is on the wire: in a forked
+helper process for big batches when that is safe, else here between the SMTP steps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
+import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -259,15 +263,18 @@ def _can_fork() -> bool:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         (cores or 1) > 1
-        and "fork" in multiprocessing.get_all_start_methods()
+        and sys.platform.startswith("linux")  # fork is unsafe on macOS, absent on Windows
         and threading.active_count() == 1
     )
 
 
 def _adopt(composer: Composer, engine: Engine) -> None:
-    """Helper start: keep the composer; never touch the parent's database connections."""
+    """Helper start: keep the composer; never touch the parent's database connections; keep
+    the garbage collector off the objects inherited from the parent (walking them would copy
+    every page of the parent's heap into the helper)."""
     global _helper_composer
     engine.dispose(close=False)
+    gc.freeze()
     _helper_composer = composer
 
 
@@ -287,22 +294,21 @@ def _composing_helper(
     if count < HELPER_MIN or not _can_fork():
         yield None
         return
-    helper = ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         1,
         mp_context=multiprocessing.get_context("fork"),
         initializer=_adopt,
         initargs=(composer, rt.engine),
     )
+    started = True
     try:
-        helper.submit(int).result()  # fork now, while this process still has one thread
-    except BrokenProcessPool:
-        helper.shutdown(wait=True)
-        yield None
-        return
+        pool.submit(int).result()  # fork now, while this process still has one thread
+    except Exception:  # cannot fork here (limits, a daemonic process...): build in-process
+        started = False
     try:
-        yield helper
+        yield pool if started else None
     finally:
-        helper.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _split(claimed: Sequence[Claimed]) -> list[Sequence[Claimed]]:
@@ -345,6 +351,7 @@ async def _compose_and_send(
                         built = await ahead.popleft()
                     except BrokenProcessPool:  # the helper died: build the rest here
                         helper = None
+                        _drop(ahead)
                 if built is None:
                     built = []
                     for item in items:
@@ -368,9 +375,18 @@ async def _compose_and_send(
                 _collect(in_flight, await sending, sent)
                 sending = None
         finally:
+            _drop(ahead)
             if sending is not None:  # building failed unexpectedly: let the chunk on the wire end
                 await asyncio.wait([sending])
     return sent, failed
+
+
+def _drop(futures: deque[asyncio.Future[list[Composed | str]]]) -> None:
+    """Forget chunks handed to the helper: cancel them, or take their error if they failed."""
+    while futures:
+        future = futures.popleft()
+        if not future.cancel() and not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log it as lost
 
 
 def deliver_batch(

@@ -170,6 +170,7 @@ class OutboundMessage(SQLModel, table=True):
         UniqueConstraint("lead_id", "cadence", "step", "round", name="uq_outbox_lead_step"),
         Index("ix_outbox_status_due", "status", "due_at"),
         Index("ix_outbox_lead_status", "lead_id", "status"),
+        Index("ix_outbox_claimed_at", "claimed_at"),  # today's sends, for the daily caps
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -8,25 +8,29 @@ injection through the full tick, and a missing signing key that must change noth
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import T0, LeadFactory
+from conftest import T0, LeadFactory, database_url
 from smtp_faults import FaultSmtpServer
 from sqlalchemy import Row, select
 
 from leadflow import delivery
 from leadflow.delivery import deliver_batch, smtp_transport_factory
 from leadflow.engine import tick
-from leadflow.mail.transport import SmtpTransport
+from leadflow.mail.transport import MemoryTransport, SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
 from leadflow.runtime import Runtime
-from leadflow.settings import PLACEHOLDER_SECRET, SettingsError
+from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
 from models.db import session_scope
 from models.tables import EVENTS, LEADS, OUTBOX, SUPPRESSIONS, Lead, OutboundMessage
 
@@ -302,6 +306,94 @@ def test_chunks_start_and_end_small_and_never_exceed_the_largest(
     """Small first chunks put the first message on the wire early; small last ones leave
     the wire working alone (nothing left to build) only briefly."""
     assert delivery.chunk_sizes(total, largest) == sizes
+
+
+def same(transport: MemoryTransport) -> MemoryTransport:
+    return transport
+
+
+def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
+    rt: Runtime, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built in a forked helper (a chunk at a time, ahead of the wire) or here, the same rows
+    give the same bytes, outcomes and records, render failures included."""
+    if threading.active_count() != 1:
+        pytest.skip("a helper is forked only from a process without other threads")
+    monkeypatch.setattr(delivery, "CHUNK", 8)
+    other = Runtime.open(
+        settings.model_copy(
+            update={"home": tmp_path / "b", "database_url": database_url(tmp_path / "b")}
+        )
+    )
+    built_here = Counter[str]()  # messages built in this process, by run (not in a helper)
+    compose = delivery.Composer.__call__
+
+    def counted(self: delivery.Composer, item: Any) -> Any:
+        built_here["helper run" if self._rt is rt else "in-process run"] += 1
+        return compose(self, item)
+
+    monkeypatch.setattr(delivery.Composer, "__call__", counted)
+    emails = [f"{'two words' if n == 13 else f'ok{n}'}@d{n % 5}.example" for n in range(30)]
+    runs = []
+    try:
+        for runtime, helper_min in ((rt, 10), (other, 10**9)):
+            monkeypatch.setattr(delivery, "HELPER_MIN", helper_min)
+            with session_scope(runtime.engine) as session:
+                leads = [Lead(**lead_values(email)) for email in emails]
+                session.add_all(leads)
+                session.flush()
+                session.add_all(
+                    OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+                    for lead in leads
+                )
+            memory = MemoryTransport()
+            out = deliver_batch(runtime, (1, 10**6), now=T0, transport=partial(same, memory))
+            with runtime.engine.connect() as conn:
+                rows = conn.execute(
+                    select(OUTBOX.c.status, OUTBOX.c.message_id, OUTBOX.c.last_error)
+                    .where(OUTBOX.c.step == "intro")
+                    .order_by(OUTBOX.c.id)
+                ).all()
+            runs.append((out.as_dict(), [tuple(r) for r in rows], memory.sent))
+    finally:
+        other.close()
+
+    (helper_out, helper_rows, helper_sent), (here_out, here_rows, here_sent) = runs
+    assert built_here == Counter({"in-process run": 30})
+    assert helper_out == here_out
+    assert helper_out["render_failed"] == 1 and helper_out["sent"] == 29
+    assert helper_rows == here_rows
+    assert [(o.key, o.recipient, o.message) for o in helper_sent] == [
+        (o.key, o.recipient, o.message) for o in here_sent
+    ]
+
+
+def die(items: Any) -> None:
+    os._exit(3)
+
+
+def test_a_helper_that_dies_leaves_the_building_to_this_process(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if threading.active_count() != 1:
+        pytest.skip("a helper is forked only from a process without other threads")
+    monkeypatch.setattr(delivery, "CHUNK", 8)
+    monkeypatch.setattr(delivery, "HELPER_MIN", 10)
+    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the forked helper gets this one
+    with session_scope(rt.engine) as session:
+        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(20)]
+        session.add_all(leads)
+        session.flush()
+        session.add_all(
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+            for lead in leads
+        )
+    memory = MemoryTransport()
+
+    out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, memory))
+
+    assert (out.claimed, dict(out.statuses), out.render_failed) == (20, {"sent": 20}, 0)
+    assert sorted(o.recipient for o in memory.sent) == sorted(lead.email for lead in leads)
 
 
 # --- header safety through the whole tick -------------------------------------------------
