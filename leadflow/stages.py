@@ -73,9 +73,8 @@ class AdvanceOutcome:
         self.enrolled += other.enrolled
         self.checkins_scheduled += other.checkins_scheduled
         for key, emails in other.examples.items():
-            self.examples.setdefault(key, []).extend(
-                emails[: 3 - len(self.examples[key])] if key in self.examples else emails[:3]
-            )
+            kept = self.examples.setdefault(key, [])
+            kept.extend(emails[: max(0, 3 - len(kept))])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -519,11 +518,17 @@ def advance_batch(
     reschedule: list[dict[str, Any]] = []
     for d in decisions:
         row = rows[d.lead_id]
-        if d.action == "assign":
-            assert d.target is not None
-            pipeline = rt.loaded.config.pipeline(d.target)
-            first = pipeline.stages[0].id if pipeline else ""
-            writer.move(row, d.target, first, kind="intake", reason="new lead")
+        pipeline_of_new = (
+            rt.loaded.config.pipeline(d.target or "") if d.action == "assign" else None
+        )
+        if pipeline_of_new is not None:
+            writer.move(
+                row,
+                pipeline_of_new.id,
+                pipeline_of_new.stages[0].id,
+                kind="intake",
+                reason="new lead",
+            )
             continue
         pipeline_id = d.pipeline or ""
         stage = rt.loaded.stage(pipeline_id, d.stage or "")
