@@ -3,7 +3,7 @@ load the config, plan batches, act on them (one task per batch), publish what ha
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
@@ -18,15 +18,28 @@ from leadflow.summaries import merge_advance, merge_delivery, one_line, tick_mar
 from leadflow.timeutil import parse_instant, utcnow
 
 
+def _scheduled_for() -> datetime:
+    """When this run was due: its cron instant, or when it was triggered."""
+    due: datetime = flow_run.scheduled_start_time
+    return due.astimezone(UTC)
+
+
 def _run_name() -> str:
-    now = flow_run.parameters.get("now") or "now"
-    return f"{flow_run.flow_name} @ {now}"
+    """Runs are named after the instant they act at; a cron-fired run (no ``now``) after the
+    minute it was scheduled for, so the UI lists ``tick @ 2026-11-23T19:00:00+00:00``."""
+    now = flow_run.parameters.get("now")
+    at = now or _scheduled_for().isoformat()
+    return f"{flow_run.flow_name} @ {at}"
 
 
 def _start(now: str | None) -> str:
     """Validate the config as it is on disk now and fix the instant this run acts at."""
     reload()
-    return (parse_instant(now) if now else utcnow()).isoformat()
+    if now:
+        return parse_instant(now).isoformat()
+    # the runner starts a cron-fired run up to a few seconds early; never act before the
+    # scheduled instant (a 09:00 run must see the 09:00 send window open)
+    return max(utcnow(), _scheduled_for()).isoformat()
 
 
 def step_intake(now: str) -> dict[str, Any]:

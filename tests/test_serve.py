@@ -1,9 +1,10 @@
 """`leadflow serve` unattended: a real Prefect server, the served deployments, a triggered run.
 
 The end-to-end test starts ``prefect server start`` and ``leadflow serve`` as subprocesses, as
-an operator would, and checks everything through Prefect's client API. The server's scheduler
-service is off so that no cron-fired run (the tick is due every 15 minutes of wall-clock time)
-can collide with the triggered one and be cancelled by the deployment's concurrency limit.
+an operator would, and checks everything through Prefect's client API. One test triggers a
+run by hand (with the server's scheduler off, so that no cron-fired run collides with it and is
+cancelled by the deployment's concurrency limit); the other only waits for the scheduler to
+fire the tick from a per-minute cron.
 Leftover processes are found through /proc (Linux).
 """
 
@@ -19,6 +20,8 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -175,26 +178,51 @@ async def _artifacts(client: Any, flow_run_id: UUID) -> list[Any]:
     return found
 
 
-@pytest.mark.flow
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_served_tick_deployment_runs_unattended_on_a_real_server(
-    tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
-) -> None:
+@dataclass
+class Served:
+    """A running ``prefect server`` and ``leadflow serve`` pair, as an operator starts them."""
+
+    api_url: str
+    server: subprocess.Popen[bytes]
+    serve: subprocess.Popen[bytes]
+    deployments: dict[str, Any]
+    logs: list[Path]
+
+    def call(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        return _api(self.api_url, call)
+
+    def wait_until_final(self, run_id: UUID, timeout: float, what: str) -> Any:
+        def finished() -> Any:
+            flow_run = self.call(lambda c: c.read_flow_run(run_id))
+            return flow_run if flow_run.state and flow_run.state.is_final() else None
+
+        return _wait_for(what, finished, timeout, self.logs)
+
+    def stop_serve(self) -> None:
+        assert _stop(self.serve, signal.SIGTERM) == []  # nothing had to be killed
+        assert self.serve.returncode == 0, _tail(self.logs[1])
+
+
+@contextmanager
+def _served(
+    tmp_path: Path, settings: Settings, *, config: Path, scheduler: bool
+) -> Iterator[Served]:
+    """Start a Prefect server on loopback and ``leadflow serve`` against it; stop both after.
+
+    With ``scheduler`` off, the server creates no cron-fired runs, so a triggered run cannot
+    collide with one (and be cancelled by the deployment's concurrency limit)."""
     from flows.deployments import FILE_LEASES
 
-    lead_ids = [add_lead(**FIT) for _ in range(3)]
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    prefect_home = tmp_path / "prefect"
     common = {
-        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
     server_env = _clean_env(
         **common,
-        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=str(scheduler).lower(),
         PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=FILE_LEASES,  # as docs/orchestration.md advises
     )
     serve_env = _clean_env(
@@ -203,7 +231,7 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
         PREFECT_RUNNER_POLL_FREQUENCY="1",  # default 10 s between looks for runs to start
         LEADFLOW_HOME=str(settings.home),
         LEADFLOW_DATABASE_URL=settings.db_url,
-        LEADFLOW_CONFIG=str(DEFAULT_CONFIG),
+        LEADFLOW_CONFIG=str(config),
         LEADFLOW_TEMPLATES=str(TEMPLATES),
         LEADFLOW_INBOX=str(settings.inbox_dir),
         LEADFLOW_DEMO="true",
@@ -224,35 +252,40 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
                 STARTUP_TIMEOUT,
                 logs,
             )
-            tick = deployments["tick"]
-            run = _api(
-                api_url,
-                lambda c: c.create_flow_run_from_deployment(
-                    tick.id, parameters={"now": T0.isoformat()}
-                ),
-            )
-
-            def finished() -> Any:
-                flow_run = _api(api_url, lambda c: c.read_flow_run(run.id))
-                return flow_run if flow_run.state and flow_run.state.is_final() else None
-
-            done = _wait_for("the triggered tick run", finished, RUN_TIMEOUT, logs)
-            artifacts = _api(api_url, lambda c: _artifacts(c, run.id))
-
-            assert _stop(serve, signal.SIGTERM) == []  # nothing had to be killed
-            assert serve.returncode == 0, _tail(serve_log)
-            after_stop = _api(api_url, lambda c: c.read_deployment(tick.id))
-
+            yield Served(api_url, server, serve, deployments, logs)
         assert _stop(server, signal.SIGTERM) == []
 
-    assert done.state.type.value == "COMPLETED", f"{done.state}\n{_tail(serve_log)}"
+
+def _stages(rt: Runtime, lead_ids: list[int]) -> list[str]:
+    with rt.engine.connect() as conn:
+        rows = conn.execute(select(LEADS.c.stage).where(LEADS.c.id.in_(lead_ids)))
+        return list(rows.scalars())
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_served_tick_deployment_runs_unattended_on_a_real_server(
+    tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
+) -> None:
+    lead_ids = [add_lead(**FIT) for _ in range(3)]
+    with _served(tmp_path, settings, config=DEFAULT_CONFIG, scheduler=False) as served:
+        tick = served.deployments["tick"]
+        run = served.call(
+            lambda c: c.create_flow_run_from_deployment(tick.id, parameters={"now": T0.isoformat()})
+        )
+        done = served.wait_until_final(run.id, RUN_TIMEOUT, "the triggered tick run")
+        artifacts = served.call(lambda c: _artifacts(c, run.id))
+        served.stop_serve()
+        after_stop = served.call(lambda c: c.read_deployment(tick.id))
+        deployments = served.deployments
+
+    assert done.state.type.value == "COMPLETED", f"{done.state}\n{_tail(served.logs[1])}"
     assert done.name == f"tick @ {T0.isoformat()}"
     assert len(artifacts) == 1
     assert f"# tick at {T0.isoformat()}" in artifacts[0].data
     assert "| (new) | lead | 3 |" in artifacts[0].data
-    with rt.engine.connect() as conn:
-        stages = conn.execute(select(LEADS.c.stage).where(LEADS.c.id.in_(lead_ids))).scalars()
-        assert list(stages) == ["lead"] * 3  # the served run worked on this test's database
+    assert _stages(rt, lead_ids) == ["lead"] * 3  # the served run worked on this database
 
     schedules = {
         name: [s.schedule.cron for s in d.schedules if s.active] for name, d in deployments.items()
@@ -264,6 +297,71 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
         assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
         assert not d.paused
     assert after_stop.paused  # serve pauses its schedules on SIGTERM; a restart resumes them
+
+
+async def _runs_of(client: Any, deployment_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    found: list[Any] = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+    )
+    return found
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_served_cron_schedule_fires_the_tick_by_itself(
+    tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
+) -> None:
+    """Nobody triggers anything: the server's scheduler creates the run from the cron in
+    pipeline.yaml, ``serve`` starts it at its minute, and it works on the database."""
+    every_minute = DEFAULT_CONFIG.read_text().replace('tick: "*/15 * * * *"', 'tick: "* * * * *"')
+    every_minute = every_minute.replace('  intake: "*/5 * * * *"\n', "").replace(
+        '  report: "0 7 * * 1"\n', ""
+    )
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(every_minute)
+    lead_ids = [add_lead(**FIT) for _ in range(3)]
+
+    with _served(tmp_path, settings, config=config, scheduler=True) as served:
+        tick = served.deployments["tick"]
+        assert [s.schedule.cron for s in tick.schedules] == ["* * * * *"]
+
+        def first_scheduled() -> Any:
+            runs = served.call(lambda c: _runs_of(c, tick.id))
+            return runs[0] if runs else None
+
+        scheduled = _wait_for("a run created by the scheduler", first_scheduled, 60, served.logs)
+        done = served.wait_until_final(scheduled.id, 150, "the cron-fired tick run")
+        artifacts = served.call(lambda c: _artifacts(c, scheduled.id))
+        later = served.call(lambda c: _runs_of(c, tick.id))
+        others = {
+            name: served.call(lambda c, d=d: _runs_of(c, d.id))
+            for name, d in served.deployments.items()
+            if name != "tick"
+        }
+        served.stop_serve()
+
+    due = scheduled.expected_start_time
+    assert scheduled.auto_scheduled  # made by the server's scheduler, not by a person
+    assert (due.second, due.microsecond) == (0, 0)  # on the cron's minute
+    assert done.state.type.value == "COMPLETED", f"{done.state}\n{_tail(served.logs[1])}"
+    assert done.start_time >= due - timedelta(seconds=15)  # the runner may start it early
+    assert done.name == f"tick @ {due.astimezone(UTC).isoformat()}"
+    assert len(artifacts) == 1
+    acted_at = artifacts[0].data.split("# tick at ", 1)[1].split()[0]
+    assert due <= datetime.fromisoformat(acted_at) < done.end_time  # never before its minute
+    assert "| (new) | lead | 3 |" in artifacts[0].data
+    assert _stages(rt, lead_ids) == ["lead"] * 3
+    following = [r.expected_start_time for r in later if r.id != scheduled.id]
+    assert following and following[0] - due == timedelta(minutes=1)  # and on it goes
+    assert all(r.auto_scheduled for r in later)
+    assert others == {name: [] for name in SERVED if name != "tick"}  # no cron, no runs
 
 
 def test_editing_a_cron_changes_the_rebuilt_deployment_schedules() -> None:

@@ -36,6 +36,7 @@ from leadflow.config.schema import Intake
 from leadflow.intake.normalize import LEAD_FIELDS, NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
 from leadflow.suppression import suppress_many
+from models.db import WRITE
 from models.tables import LEADS, SUPPRESSIONS, LeadStatus
 
 SUPPRESSION_REASON = "do_not_email"
@@ -200,7 +201,9 @@ def _import_batch(
 ) -> ImportSummary:
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            with engine.begin() as conn:
+            # a writer: on SQLite, take the write lock up front (BEGIN IMMEDIATE) so two
+            # imports at once queue instead of failing with 'database is locked'
+            with engine.execution_options(**WRITE).begin() as conn:
                 return _write_batch(conn, results, now=now)
         except IntegrityError:
             if attempt == ATTEMPTS:
