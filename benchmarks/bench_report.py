@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         path = args.db
     t0 = time.perf_counter()
-    if path.exists():
+    if path.exists():  # reuse it, brought to the newest schema (and its indexes) first
+        open_database(f"sqlite:///{path}").dispose()
         counts = dict.fromkeys(TABLES, -1)
     else:
         counts = build_database(path, args.leads, args.transitions)

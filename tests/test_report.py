@@ -12,7 +12,7 @@ import io
 import json
 import re
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ from conftest import database_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
-from sqlalchemy import Engine, String, literal, select, union_all
+from sqlalchemy import Connection, Engine, String, event, literal, select, union_all
 from sqlmodel import Session
 
 from leadflow.config import LoadedConfig, load_config
 from leadflow.report import build_report, export_csv, headline, render_report, write_html
-from leadflow.reporting.sqlfn import distributions, distributions_per_group
+from leadflow.reporting import flow
+from leadflow.reporting.sqlfn import Scope, distributions, distributions_in_order
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
 
@@ -819,8 +820,8 @@ def test_percentiles_from_ranked_rows_match_the_statistics_module(
 def test_percentiles_ranked_per_group_match_the_statistics_module(
     engine: Engine, groups: dict[str | None, list[int]]
 ) -> None:
-    """The per-group variant (one GROUP BY, then one ranking per group, a NULL key included)
-    gives the same figures as the standard library."""
+    """The per-group variant (one GROUP BY, then LIMIT/OFFSET walks from either end of each
+    group, a NULL key included) gives the same figures as the standard library."""
     rows = union_all(
         *[
             select(literal(g, String).label("g"), literal(v).label("v"))
@@ -828,8 +829,9 @@ def test_percentiles_ranked_per_group_match_the_statistics_module(
             for v in values
         ]
     )
+    sub = rows.subquery()
     with engine.connect() as conn:
-        found = distributions_per_group(conn, select(rows.subquery()), ["g"])
+        found = distributions_in_order(conn, [sub.c.g], sub.c.v, [sub.c.v], [])
     assert set(found) == {(g,) for g in groups}
     for g, values in groups.items():
         got = found[(g,)]
@@ -839,3 +841,39 @@ def test_percentiles_ranked_per_group_match_the_statistics_module(
         assert got.mean == pytest.approx(statistics.fmean(values))
         assert got.median == pytest.approx(statistics.median(values))
         assert got.p90 == pytest.approx(p90)
+
+
+# --- query plans: the large-database paths read indexes, they do not sort ---------------------
+
+
+def _plans(engine: Engine, run: Callable[[Connection, Scope], object]) -> list[str]:
+    """EXPLAIN QUERY PLAN of every statement ``run`` executes, on SQLite (one string each)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("query plans are checked on SQLite")
+    statements: list[tuple[str, Any]] = []
+
+    def record(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with engine.connect() as conn:
+            run(conn, Scope("sqlite", None, UNTIL, None))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with engine.connect() as conn:
+        return [
+            " | ".join(r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + s, p))
+            for s, p in statements
+        ]
+
+
+def test_time_in_stage_walks_the_stay_length_index(engine: Engine) -> None:
+    """Count, mean and every percentile come from ``ix_transition_stay_days`` in its order:
+    the ORDER BY must match the index expression exactly, or SQLite sorts every stay."""
+    plans = _plans(engine, flow.time_in_stage)
+    assert len(plans) > 1
+    for plan in plans:
+        assert "COVERING INDEX ix_transition_stay_days" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan

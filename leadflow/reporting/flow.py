@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, case, func, select
 
-from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions_per_group
-from models.tables import TRANSITIONS
+from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions_in_order
+from models.tables import TRANSITIONS, stay_order
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,24 @@ def flows(conn: Connection, scope: Scope) -> list[Flow]:
 
 
 def time_in_stage(conn: Connection, scope: Scope) -> dict[tuple[str | None, str], Distribution]:
-    """Days from entering a stage to the next move, for stays that ended in the period."""
+    """Days from entering a stage to the next move, for stays that ended in the period.
+
+    Read in length order from ``ix_transition_stay_days`` (on SQLite its key is the value
+    itself; on PostgreSQL the interval, with the value breaking ties exactly as a sort would).
+    """
     t = TRANSITIONS
-    stays = select(
-        t.c.pipeline,
-        t.c.from_stage.label("stage"),
-        days_between(scope.dialect, t.c.at, t.c.from_entered_at).label("v"),
-    ).where(
-        t.c.from_stage.is_not(None),
-        t.c.from_entered_at.is_not(None),
-        scope.within(t.c.at),
-        *scope.in_pipeline(t.c.pipeline),
+    days = days_between(scope.dialect, t.c.at, t.c.from_entered_at)
+    key = stay_order(t.c.at, t.c.from_entered_at)
+    found = distributions_in_order(
+        conn,
+        [t.c.pipeline, t.c.from_stage],
+        days,
+        [key] if scope.dialect == "sqlite" else [key, days],
+        [
+            t.c.from_stage.is_not(None),
+            key.is_not(None),  # no stay start (NULL from_entered_at): not a stay
+            scope.within(t.c.at),
+            *scope.in_pipeline(t.c.pipeline),
+        ],
     )
-    found = distributions_per_group(conn, stays, ["pipeline", "stage"])
     return {(key[0], str(key[1])): dist for key, dist in found.items()}

@@ -14,11 +14,24 @@ from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, Select, and_, cast, extract, func, literal, or_
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    Select,
+    and_,
+    cast,
+    extract,
+    func,
+    literal,
+    literal_column,
+    or_,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import ColumnElement
 
-_UNIX_EPOCH_JULIAN = 2440587.5
+# Written into the SQL, not bound: SQLite matches an expression index only on literal text.
+_UNIX_EPOCH_JULIAN = literal_column("2440587.5", Float)
 EPOCH_MONDAY = date(1970, 1, 5)  # weeks are numbered from the first Monday after the epoch
 _MONDAY_EPOCH_DAY = 4
 MEDIAN = Fraction(1, 2)
@@ -122,37 +135,42 @@ def distributions(
     }
 
 
-def distributions_per_group(
-    conn: Connection, source: Select[Any], keys: Sequence[str]
+def distributions_in_order(
+    conn: Connection,
+    keys: Sequence[ColumnElement[Any]],
+    value: ColumnElement[float],
+    order: Sequence[ColumnElement[Any]],
+    where: Sequence[ColumnElement[bool]],
 ) -> dict[tuple[Any, ...], Distribution]:
-    """``distributions`` for millions of values whose ``keys`` lead an index of the source.
+    """``distributions`` of ``value`` per group of ``keys``, read from an index instead of sorted.
 
-    Count and mean come from one GROUP BY, which reads the index in key order without a
-    sort; then each group's values (found through the index) are ranked by one ROW_NUMBER,
-    about a third of the cost of the three windows over all groups in ``distributions``.
-    The source runs once per group plus once, so it must be cheap to filter by its keys.
-    ``v`` must not be NULL: a test for it would compute the expression once more per row.
+    ``keys`` then ``order`` should lead an index (``order`` sorts the rows like ``value``):
+    count and mean come from one GROUP BY in index order, and each percentile from one
+    ``ORDER BY order LIMIT 2 OFFSET k`` walk of the group's index range, taken from whichever
+    end is nearer (the p90 from the top), so no row is sorted and about 0.6 of each group is
+    read. Without such an index the figures are the same, only slower.
     """
-    sub = source.subquery()
-    part = [sub.c[k] for k in keys]
     width = len(keys)
-    stats = conn.execute(sa_select(*part, func.count(), func.avg(sub.c.v)).group_by(*part)).all()
+    stats = conn.execute(
+        sa_select(*keys, func.count(), func.avg(value)).where(*where).group_by(*keys)
+    ).all()
     found: dict[tuple[Any, ...], Distribution] = {}
     for row in stats:
         key, count, mean = tuple(row[:width]), int(row[width]), float(row[width + 1])
-        same = [c.is_(None) if k is None else c == k for c, k in zip(part, key, strict=True)]
-        ranked = (
-            sa_select(sub.c.v, (func.row_number().over(order_by=sub.c.v) - 1).label("i"))
-            .where(*same)
-            .subquery()
-        )
-        wanted = sorted({i for q in (MEDIAN, P90) for i in _ranks(count, q)})
-        values = {
-            int(i): float(v)
-            for i, v in conn.execute(
-                sa_select(ranked.c.i, ranked.c.v).where(ranked.c.i.in_(wanted))
-            ).all()
-        }
+        same = [c.is_(None) if k is None else c == k for c, k in zip(keys, key, strict=True)]
+        values: dict[int, float] = {}
+        for q in (MEDIAN, P90):
+            low, high = _ranks(count, q)
+            if low in values and high in values:
+                continue
+            ranks: Sequence[int] = range(low, high + 1)
+            walk = sa_select(value).where(*where, *same).limit(high - low + 1)
+            if low <= count - 1 - high:
+                walk = walk.order_by(*order).offset(low)
+            else:  # nearer the top: walk down from the largest value
+                walk = walk.order_by(*[o.desc() for o in order]).offset(count - 1 - high)
+                ranks = range(high, low - 1, -1)
+            values.update(zip(ranks, (float(v) for v in conn.execute(walk).scalars()), strict=True))
         found[key] = Distribution(
             count, mean, _pick(values, count, MEDIAN), _pick(values, count, P90)
         )
