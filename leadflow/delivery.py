@@ -1,10 +1,12 @@
 """One delivery batch end to end: claim, render, send over one SMTP pool, record.
 
 The steps are the listmonk/Mautic split — who is due (``outbox``), do it (transport), record
-it (``outbox``) — with the claim committed before the first SMTP command, and templates
-compiled once per run (``TemplateSet`` caches them). Messages are built straight to wire bytes
-(``build_wire``), chunk by chunk, each chunk while the previous one is on the wire: in a forked
-helper process for big batches when that is safe, else here between the SMTP steps.
+it (``outbox``) — with each claim committed before the first SMTP command of its rows, and
+templates compiled once per run (``TemplateSet`` caches them). The steps overlap: rows are
+claimed a slice at a time and outcomes recorded a chunk at a time on a database thread, and
+messages are built straight to wire bytes (``build_wire``) chunk by chunk, each chunk while
+the previous one is on the wire: in a forked helper process for big batches when that is
+safe, else here between the SMTP steps.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from leadflow.batching import IdRange
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import Outgoing, SendResult, SmtpConfig, SmtpTransport, Transport
-from leadflow.outbox import Claimed, claim_batch, reconcile, record_results
+from leadflow.outbox import Claimed, ClaimOutcome, claim_batch, reconcile, record_results
 from leadflow.runtime import Runtime
 from leadflow.unsubscribe import link_for
 from models.db import session_scope
@@ -189,10 +191,12 @@ def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Composed:
     return Composer(rt, now=now)(item)
 
 
-# Most messages built, then sent, at a time over the batch's one pool. The next chunk is built
-# while the previous one is on the wire (the relay works while this process renders), and only
-# two chunks of built messages are alive at once. The first chunks are smaller, so the wire
-# starts early, and so are the last, so it is not left to work alone for long at the end.
+# --- building, chunk by chunk ---------------------------------------------------------------
+#
+# Messages are built, then sent, a chunk at a time over the batch's one pool. The next chunk is
+# built while the previous one is on the wire (the relay works while this process renders), and
+# only a few chunks of built messages are alive at once. The first chunks are smaller, so the
+# wire starts early, and so are the last, so it is not left to work alone for long at the end.
 CHUNK = 200
 FIRST_CHUNK = 16
 # Event-loop turns given to the SMTP workers after each message built: a reply the server sent
@@ -207,18 +211,26 @@ async def _let_the_wire_move() -> None:
         await asyncio.sleep(0)
 
 
-def chunk_sizes(total: int, largest: int) -> list[int]:
-    """Sizes (summing to ``total``, none above ``largest``): doubling from ``FIRST_CHUNK`` up
-    to ``largest``, then even chunks of at most ``largest``, then the same ramp down."""
-    ramp: list[int] = []
-    size = FIRST_CHUNK
-    while size < largest and total - 2 * sum(ramp) >= 4 * size:
-        ramp.append(size)
-        size *= 2
-    middle = total - 2 * sum(ramp)
-    pieces = -(-middle // largest)  # ceiling division
-    even = [middle // pieces + (1 if n < middle % pieces else 0) for n in range(pieces)]
-    return [*ramp, *even, *reversed(ramp)]
+def next_chunk_size(index: int, available: int, *, final: bool) -> int:
+    """How many of ``available`` built-to-be messages make chunk number ``index``: doubling
+    from ``FIRST_CHUNK`` up to ``CHUNK``; once no more rows are coming (``final``), halving
+    down again over the last ones."""
+    size = min(CHUNK, FIRST_CHUNK << min(index, 20))
+    if final:
+        if available < 2 * size:
+            size = max(FIRST_CHUNK, available // 2)
+        if available - size < FIRST_CHUNK:  # no runt chunk at the very end
+            size = min(available, CHUNK)
+    return min(size, available)
+
+
+def chunk_sizes(total: int, *, final: bool = True) -> list[int]:
+    """The chunk sizes ``total`` rows claimed at once are sent in (see ``next_chunk_size``)."""
+    sizes: list[int] = []
+    while total:
+        sizes.append(next_chunk_size(len(sizes), total, final=final))
+        total -= sizes[-1]
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -229,14 +241,6 @@ class _Sent:
     message_id: str
     subject: str
     result: SendResult
-
-
-_Chunk = list[tuple[Claimed, Composed]]
-
-
-def _collect(chunk: _Chunk, results: Sequence[SendResult], sent: list[_Sent]) -> None:
-    for (item, composed), result in zip(chunk, results, strict=True):
-        sent.append(_Sent(item, composed.message_id, composed.subject, result))
 
 
 def _compose_or_error(composer: Composer, item: Claimed) -> Composed | str:
@@ -287,11 +291,11 @@ def _compose_chunk(items: Sequence[Claimed]) -> list[Composed | str]:
 
 @contextmanager
 def _composing_helper(
-    rt: Runtime, composer: Composer, count: int
+    rt: Runtime, composer: Composer, expected: int
 ) -> Iterator[ProcessPoolExecutor | None]:
-    """A started helper process for ``count`` messages, or None when it would not pay off or
-    this process cannot fork safely."""
-    if count < HELPER_MIN or not _can_fork():
+    """A started helper process for about ``expected`` messages, or None when it would not
+    pay off or this process cannot fork safely."""
+    if expected < HELPER_MIN or not _can_fork():
         yield None
         return
     pool = ProcessPoolExecutor(
@@ -311,82 +315,189 @@ def _composing_helper(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _split(claimed: Sequence[Claimed]) -> list[Sequence[Claimed]]:
-    chunks, start = [], 0
-    for size in chunk_sizes(len(claimed), CHUNK):
-        chunks.append(claimed[start : start + size])
-        start += size
-    return chunks
+# --- one batch: claims and records overlap the SMTP conversation ------------------------------
+#
+# The rows of a batch are claimed a slice at a time: a small first slice before the first SMTP
+# command (so the wire starts at once), the next slices on a database thread while earlier ones
+# are on the wire. Each chunk's outcomes are recorded on the same thread while the next chunk is
+# sent. Claims and records stay in order on that one thread, each in its own transaction; a
+# claim still commits before any message of its slice is sent.
+FIRST_CLAIM = 256  # rows claimed before the first SMTP command
+CLAIM_SLICE = 1000  # rows per later claim
+
+_Row = tuple[str, int | None, str, str | None, str | None]
 
 
-async def _compose_and_send(
-    rt: Runtime,
-    factory: TransportFactory,
-    claimed: Sequence[Claimed],
-    *,
-    now: datetime,
-    composer: Composer | None = None,
-    helper: Executor | None = None,
-) -> tuple[list[_Sent], list[tuple[Claimed, str]]]:
-    """Build and send ``claimed`` chunk by chunk over one transport (one pool), building each
-    chunk while the one before it is being sent: in ``helper`` if given, else here."""
-    sent: list[_Sent] = []
-    failed: list[tuple[Claimed, str]] = []
-    composer = composer if composer is not None else Composer(rt, now=now)
-    chunks = _split(claimed)
-    loop = asyncio.get_running_loop()
-    ahead: deque[asyncio.Future[list[Composed | str]]] = deque()
-    handed = 0  # chunks handed to the helper so far
-    async with factory() as transport:
-        in_flight: _Chunk = []
+class _Books:
+    """The database side of one batch (claims and records), called on one thread in order."""
+
+    def __init__(self, rt: Runtime, id_range: IdRange, *, now: datetime, kind: str | None):
+        self._rt, self._range, self._now, self._kind = rt, id_range, now, kind
+
+    def claim(self, limit: int) -> ClaimOutcome:
+        with session_scope(self._rt.engine) as session:
+            return claim_batch(
+                session.connection(),
+                self._rt,
+                self._range,
+                now=self._now,
+                kind=self._kind,
+                limit=limit,
+            )
+
+    def record(self, sent: Sequence[_Sent], failed: Sequence[tuple[Claimed, str]]) -> Counter[str]:
+        rows: list[_Row] = [
+            (str(s.result.outcome), s.result.code, s.result.detail, s.message_id, s.subject)
+            for s in sent
+        ]
+        rows += [("failed", None, error, None, None) for _item, error in failed]
+        items = [*(s.item for s in sent), *(item for item, _error in failed)]
+        if not items:
+            return Counter()
+        with session_scope(self._rt.engine) as session:
+            return record_results(session.connection(), self._rt, items, rows, now=self._now).counts
+
+
+def _more_may_be_due(claim: ClaimOutcome, limit: int) -> bool:
+    """A claim that looked at ``limit`` rows may have left due rows behind it. (Every row it
+    looked at left the due set, so asking again always makes progress.)"""
+    return claim.examined == limit
+
+
+def _count_claim(out: DeliveryOutcome, claim: ClaimOutcome) -> None:
+    out.claimed += len(claim.claimed)
+    out.deferred.update(claim.deferred)
+    out.cancelled.update(claim.cancelled)
+    out.suppressed += claim.suppressed
+
+
+class _BatchRun:
+    """Claim, build, send and record one batch, each step overlapping the others."""
+
+    def __init__(
+        self,
+        books: _Books,
+        factory: TransportFactory,
+        composer: Composer,
+        helper: Executor | None,
+        db: Executor,
+        out: DeliveryOutcome,
+    ) -> None:
+        self._books, self._factory, self._composer = books, factory, composer
+        self._helper, self._db, self._out = helper, db, out
+        self._queue: deque[Claimed] = deque()  # claimed, not yet cut into a chunk
+        self._planned: deque[tuple[list[Claimed], asyncio.Future[list[Composed | str]] | None]]
+        self._planned = deque()
+        self._claiming: asyncio.Future[ClaimOutcome] | None = None
+        self._records: list[asyncio.Future[Counter[str]]] = []
+        self._chunks = 0
+
+    def absorb(self, claim: ClaimOutcome, limit: int) -> None:
+        """Count a claim's outcome, queue its rows, and start the next claim if more may be due."""
+        _count_claim(self._out, claim)
+        self._queue.extend(claim.claimed)
+        if _more_may_be_due(claim, limit):
+            loop = asyncio.get_running_loop()
+            self._claiming = loop.run_in_executor(self._db, self._books.claim, CLAIM_SLICE)
+
+    async def _top_up(self) -> None:
+        """Take the next claim when it is in, or wait for it when the queue runs short."""
+        depth = HELPER_AHEAD + 1 if self._helper is not None else 1
+        while self._claiming is not None and (
+            self._claiming.done() or len(self._queue) < CHUNK * depth
+        ):
+            claiming, self._claiming = self._claiming, None
+            self.absorb(await claiming, CLAIM_SLICE)
+
+    def _plan(self) -> None:
+        """Cut chunks from the queue; hand them to the helper ahead of need, if there is one."""
+        depth = HELPER_AHEAD + 1 if self._helper is not None else 1
+        loop = asyncio.get_running_loop()
+        while len(self._planned) < depth and self._queue:
+            final = self._claiming is None
+            size = next_chunk_size(self._chunks, len(self._queue), final=final)
+            items = [self._queue.popleft() for _ in range(size)]
+            self._chunks += 1
+            future = (
+                loop.run_in_executor(self._helper, _compose_chunk, items)
+                if self._helper is not None
+                else None
+            )
+            self._planned.append((items, future))
+
+    async def _build(
+        self,
+        items: list[Claimed],
+        future: asyncio.Future[list[Composed | str]] | None,
+        sending: asyncio.Future[list[SendResult]] | None,
+    ) -> list[Composed | str]:
+        if future is not None:
+            try:
+                return await future
+            except BrokenProcessPool:  # the helper died: build the rest here
+                self._helper = None
+        built: list[Composed | str] = []
+        for item in items:
+            built.append(_compose_or_error(self._composer, item))
+            if sending is not None and not sending.done():
+                await _let_the_wire_move()
+        return built
+
+    def _record(self, sent: list[_Sent], failed: list[tuple[Claimed, str]]) -> None:
+        self._out.templates.update(s.item.template for s in sent)
+        if sent or failed:
+            loop = asyncio.get_running_loop()
+            self._records.append(loop.run_in_executor(self._db, self._books.record, sent, failed))
+
+    async def run(self) -> None:
+        in_flight: list[tuple[Claimed, Composed]] = []
         sending: asyncio.Future[list[SendResult]] | None = None
         try:
-            for index, items in enumerate(chunks):
-                built: list[Composed | str] | None = None
-                if helper is not None:
-                    while handed < len(chunks) and handed <= index + HELPER_AHEAD:
-                        ahead.append(loop.run_in_executor(helper, _compose_chunk, chunks[handed]))
-                        handed += 1
-                    try:
-                        built = await ahead.popleft()
-                    except BrokenProcessPool:  # the helper died: build the rest here
-                        helper = None
-                        _drop(ahead)
-                if built is None:
-                    built = []
-                    for item in items:
-                        built.append(_compose_or_error(composer, item))
-                        if sending is not None and not sending.done():
-                            await _let_the_wire_move()
-                chunk: _Chunk = []
-                for item, composed in zip(items, built, strict=True):
-                    if isinstance(composed, str):
-                        failed.append((item, composed))
-                    else:
-                        chunk.append((item, composed))
+            async with self._factory() as transport:
+                while True:
+                    await self._top_up()
+                    self._plan()
+                    if not self._planned:
+                        break
+                    items, future = self._planned.popleft()
+                    built = await self._build(items, future, sending)
+                    chunk = [
+                        (i, c) for i, c in zip(items, built, strict=True) if not isinstance(c, str)
+                    ]
+                    failed = [
+                        (i, c) for i, c in zip(items, built, strict=True) if isinstance(c, str)
+                    ]
+                    self._out.render_failed += len(failed)
+                    if sending is not None:
+                        self._record(_sent(in_flight, await sending), [])
+                        sending = None
+                    self._record([], failed)
+                    if chunk:
+                        in_flight = chunk
+                        outgoing = [composed.outgoing for _item, composed in chunk]
+                        sending = asyncio.ensure_future(transport.send_batch(outgoing))
                 if sending is not None:
-                    _collect(in_flight, await sending, sent)
+                    self._record(_sent(in_flight, await sending), [])
                     sending = None
-                if chunk:
-                    in_flight = chunk
-                    outgoing = [composed.outgoing for _item, composed in chunk]
-                    sending = asyncio.ensure_future(transport.send_batch(outgoing))
-            if sending is not None:
-                _collect(in_flight, await sending, sent)
-                sending = None
         finally:
-            _drop(ahead)
-            if sending is not None:  # building failed unexpectedly: let the chunk on the wire end
+            if sending is not None:  # something failed: let the chunk on the wire end
                 await asyncio.wait([sending])
-    return sent, failed
+            for _items, future in self._planned:
+                if future is not None and not future.cancel() and not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it as lost
+            if self._claiming is not None:  # its rows stay claimed: reconciled as unknown
+                await asyncio.wait([self._claiming])
+            if self._records:
+                await asyncio.wait(self._records)
+        for recorded in self._records:
+            self._out.statuses.update(recorded.result())
 
 
-def _drop(futures: deque[asyncio.Future[list[Composed | str]]]) -> None:
-    """Forget chunks handed to the helper: cancel them, or take their error if they failed."""
-    while futures:
-        future = futures.popleft()
-        if not future.cancel() and not future.cancelled():
-            future.exception()  # retrieved, so asyncio does not log it as lost
+def _sent(chunk: list[tuple[Claimed, Composed]], results: Sequence[SendResult]) -> list[_Sent]:
+    return [
+        _Sent(item, composed.message_id, composed.subject, result)
+        for (item, composed), result in zip(chunk, results, strict=True)
+    ]
 
 
 def deliver_batch(
@@ -404,39 +515,25 @@ def deliver_batch(
     """
     rt.settings.require_real_secret()
     out = DeliveryOutcome()
-    with session_scope(rt.engine) as session:
-        claim = claim_batch(session.connection(), rt, id_range, now=now, kind=kind)
-    out.claimed = len(claim.claimed)
-    out.deferred.update(claim.deferred)
-    out.cancelled.update(claim.cancelled)
-    out.suppressed = claim.suppressed
-    if not claim.claimed:
+    books = _Books(rt, id_range, now=now, kind=kind)
+    first = books.claim(FIRST_CLAIM)
+    if not first.claimed and not _more_may_be_due(first, FIRST_CLAIM):
+        _count_claim(out, first)
         return out
     composer = Composer(rt, now=now)
-    with _composing_helper(rt, composer, len(claim.claimed)) as helper:
-        sent, failed = asyncio.run(
-            _compose_and_send(
-                rt, transport, claim.claimed, now=now, composer=composer, helper=helper
-            )
-        )
-    rows: list[tuple[str, int | None, str, str | None, str | None]] = []
-    for done in sent:
-        result = done.result
-        rows.append(
-            (str(result.outcome), result.code, result.detail, done.message_id, done.subject)
-        )
-        out.templates[done.item.template] += 1
-    rows += [("failed", None, error, None, None) for _item, error in failed]
-    out.render_failed = len(failed)
-    with session_scope(rt.engine) as session:
-        recorded = record_results(
-            session.connection(),
-            rt,
-            [*(done.item for done in sent), *(f[0] for f in failed)],
-            rows,
-            now=now,
-        )
-    out.statuses.update(recorded.counts)
+    expected = CLAIM_SLICE if _more_may_be_due(first, FIRST_CLAIM) else len(first.claimed)
+    # the helper is forked first, while this process has no other thread
+    with (
+        _composing_helper(rt, composer, expected) as helper,
+        ThreadPoolExecutor(1, thread_name_prefix="leadflow-outbox") as db,
+    ):
+        batch = _BatchRun(books, transport, composer, helper, db, out)
+
+        async def run() -> None:
+            batch.absorb(first, FIRST_CLAIM)
+            await batch.run()
+
+        asyncio.run(run())
     return out
 
 

@@ -86,6 +86,7 @@ class ClaimOutcome:
     cancelled: Counter[str] = field(default_factory=Counter)
     suppressed: int = 0
     token: str = ""
+    examined: int = 0  # due rows looked at; equal to the claim's limit when more may be due
 
 
 LEAD_FIELDS = (
@@ -143,11 +144,19 @@ def _sent_today(conn: Connection, day_start: datetime) -> tuple[int, Counter[str
 
 
 def claim_batch(
-    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime, kind: str | None = None
+    conn: Connection,
+    rt: Runtime,
+    id_range: IdRange,
+    *,
+    now: datetime,
+    kind: str | None = None,
+    limit: int | None = None,
 ) -> ClaimOutcome:
-    """Decide the fate of every due row in ``id_range`` and claim the sendable ones.
+    """Decide the fate of the due rows in ``id_range`` (the first ``limit`` of them, in due
+    order, if given) and claim the sendable ones.
 
-    Call inside a transaction and commit before sending.
+    Call inside a transaction and commit before sending. Every row looked at leaves the due
+    set (claimed, deferred, cancelled or suppressed), so calling again takes the next ones.
     """
     config = rt.loaded.config
     outbox = OUTBOX
@@ -170,11 +179,12 @@ def claim_batch(
         .join(lead, lead.c.id == outbox.c.lead_id)
         .where(outbox.c.id >= id_range[0], outbox.c.id <= id_range[1], due_condition(now, kind))
         .order_by(outbox.c.due_at, outbox.c.id)
+        .limit(limit)
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=outbox)
     rows = conn.execute(query).all()
-    result = ClaimOutcome(token=uuid.uuid4().hex)
+    result = ClaimOutcome(token=uuid.uuid4().hex, examined=len(rows))
     sender_tz = ZoneInfo(config.timezone)
     local_now = now.astimezone(sender_tz)
     day_start = datetime.combine(local_now.date(), time(0), sender_tz)

@@ -291,21 +291,25 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
 
 
 @pytest.mark.parametrize(
-    ("total", "largest", "sizes"),
+    ("total", "final", "sizes"),
     [
-        (0, 200, []),
-        (1, 200, [1]),
-        (50, 20, [17, 17, 16]),
-        (100, 200, [16, 68, 16]),
-        (2000, 200, [16, 32, 64, 128, *[190] * 8, 128, 64, 32, 16]),
+        (0, True, []),
+        (1, True, [1]),
+        (50, True, [16, 17, 17]),
+        (100, True, [16, 32, 26, 26]),
+        (2000, True, [16, 32, 64, 128, *[200] * 7, 180, 90, 45, 22, 23]),
+        (1000, False, [16, 32, 64, 128, 200, 200, 200, 160]),
     ],
 )
 def test_chunks_start_and_end_small_and_never_exceed_the_largest(
-    total: int, largest: int, sizes: list[int]
+    total: int, final: bool, sizes: list[int]
 ) -> None:
     """Small first chunks put the first message on the wire early; small last ones leave
-    the wire working alone (nothing left to build) only briefly."""
-    assert delivery.chunk_sizes(total, largest) == sizes
+    the wire working alone (nothing left to build) only briefly. While more rows are being
+    claimed (not ``final``), chunks stay at full size."""
+    assert delivery.CHUNK == 200
+    assert delivery.chunk_sizes(total, final=final) == sizes
+    assert sum(sizes) == total and all(0 < size <= delivery.CHUNK for size in sizes)
 
 
 def same(transport: MemoryTransport) -> MemoryTransport:

@@ -13,6 +13,9 @@ from typing import TypeVar
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtplib.email import quote_address
+from hypothesis import given
+from hypothesis import strategies as st
 from smtp_faults import FaultSmtpServer
 
 from leadflow.mail.message import build_message, build_wire, make_message_id
@@ -27,6 +30,7 @@ from leadflow.mail.transport import (
     SmtpTransport,
     TokenBucket,
     Transport,
+    smtp_path,
 )
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "email"
@@ -457,3 +461,23 @@ def test_smtp_and_memory_transports_share_one_interface() -> None:
     transports: list[Transport] = [SmtpTransport(SmtpConfig("127.0.0.1", 25)), MemoryTransport()]
 
     assert [type(t).__name__ for t in transports] == ["SmtpTransport", "MemoryTransport"]
+
+
+ADDRESS_CHARS = st.sampled_from(list("aZ09.!#$%&'*+/=?^_`{|}~-@ <>\"\\[]()ä,;:\r\n\t"))
+
+
+@given(st.text(ADDRESS_CHARS, min_size=1, max_size=12))
+def test_envelope_addresses_are_quoted_exactly_as_aiosmtplib_quotes_them(address: str) -> None:
+    """The fast path for plain addresses gives aiosmtplib's own result, and whatever
+    aiosmtplib refuses (spaces, line breaks) is still refused."""
+    try:
+        expected: str | None = quote_address(address)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = smtp_path(address)
+    except ValueError:
+        got = None
+    assert got == expected
+    if got is not None:
+        assert "\r" not in got and "\n" not in got

@@ -66,11 +66,28 @@ from aiosmtplib import (
     SMTP,
     SMTPDataError,
     SMTPHeloError,
+    SMTPRecipientRefused,
     SMTPResponse,
     SMTPResponseException,
+    SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import quote_address
+
+# A dot-atom local part and a plain domain (ASCII letters, digits, dots, hyphens): what
+# ``quote_address`` returns unchanged inside <...>. Anything else
+# (display names, comments, quoted local parts, non-ASCII) goes through ``quote_address``,
+# which refuses what cannot be sent safely on a command line.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def smtp_path(address: str) -> str:
+    """The ``<address>`` of a MAIL FROM or RCPT TO command (aiosmtplib's quoting, with a
+    fast path for the plain addresses nearly every lead has)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
 
 
 class Outcome(StrEnum):
@@ -452,9 +469,21 @@ class SmtpTransport:
         phase = _Phase.MAIL
         try:
             options, encoding, payload = self._prepare(conn, item)
-            await conn.mail(item.sender, options=options, encoding=encoding)
+            # MAIL and RCPT as aiosmtplib's mail() and rcpt() send them (the connection said
+            # EHLO when it was opened), without parsing the same sender again for each message
+            reply = await conn.execute_command(
+                b"MAIL",
+                b"FROM:" + smtp_path(item.sender).encode(encoding),
+                *[option.encode("ascii") for option in options],
+            )
+            if reply.code != 250:
+                raise SMTPSenderRefused(reply.code, reply.message, item.sender)
             phase = _Phase.RCPT
-            await conn.rcpt(item.recipient, encoding=encoding)
+            reply = await conn.execute_command(
+                b"RCPT", b"TO:" + smtp_path(item.recipient).encode(encoding)
+            )
+            if reply.code not in (250, 251):
+                raise SMTPRecipientRefused(reply.code, reply.message, item.recipient)
             phase = _Phase.DATA
             reply = await conn.execute_command(b"DATA")
             if reply.code != 354:
