@@ -31,6 +31,7 @@ from leadflow.mail.transport import MemoryTransport, SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
 from leadflow.runtime import Runtime
 from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
+from leadflow.suppression import suppress_many
 from models.db import session_scope
 from models.tables import EVENTS, LEADS, OUTBOX, SUPPRESSIONS, Lead, OutboundMessage
 
@@ -288,6 +289,59 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
     for recipients, message_id in delivered:
         assert by_message_id[message_id].status == "sent"
         assert recipients == (by_message_id[message_id].to_email,)
+
+
+def test_a_batch_is_claimed_a_slice_at_a_time_in_due_order_and_each_row_sent_once(
+    sender: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first slice is claimed before the first SMTP command, the next ones while earlier
+    messages are on the wire; every slice takes the next due rows (earliest first), the
+    suppressed ones included, until a slice comes back short."""
+    monkeypatch.setattr(delivery, "FIRST_CLAIM", 4)
+    monkeypatch.setattr(delivery, "CLAIM_SLICE", 6)
+    monkeypatch.setattr(delivery, "CHUNK", 5)
+    claims: list[tuple[int | None, list[int], int]] = []
+    real_claim = delivery.claim_batch
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        outcome = real_claim(*args, **kwargs)
+        claims.append((kwargs["limit"], [c.id for c in outcome.claimed], outcome.suppressed))
+        return outcome
+
+    monkeypatch.setattr(delivery, "claim_batch", spied)
+    emails = [f"ok{n}@d{n % 5}.example" for n in range(23)]
+    with session_scope(sender.engine) as session:
+        leads = [Lead(**lead_values(email)) for email in emails]
+        session.add_all(leads)
+        session.flush()
+        # the later the row, the earlier it is due: claims go by due time, not by id
+        messages = [
+            OutboundMessage(
+                **message_values(lead.id or 0, lead.email, "intro", T0 - timedelta(minutes=n))
+            )
+            for n, lead in enumerate(leads)
+        ]
+        session.add_all(messages)
+        session.flush()
+        ids = [m.id or 0 for m in messages]
+        suppress_many(
+            session.connection(), [(emails[3], "unsubscribed"), (emails[20], "bounced")], now=T0
+        )
+
+    out = deliver_batch(sender, (ids[0], ids[-1]), now=T0, transport=smtp_transport_factory(sender))
+
+    in_due_order = ids[::-1]
+    assert [limit for limit, _ids, _suppressed in claims] == [4, 6, 6, 6, 6]
+    assert [len(claimed) + suppressed for _limit, claimed, suppressed in claims] == [4, 6, 6, 6, 1]
+    claimed_in_order = [i for _limit, claimed, _suppressed in claims for i in claimed]
+    assert claimed_in_order == [i for i in in_due_order if i not in (ids[3], ids[20])]
+    assert (out.claimed, out.suppressed, dict(out.statuses)) == (21, 2, {"sent": 21})
+    with sender.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(OUTBOX).where(OUTBOX.c.step == "intro"))}
+    assert sorted(r.status for r in rows.values()) == ["sent"] * 21 + ["suppressed"] * 2
+    delivered = sorted(m.parsed()["Message-ID"] for m in smtp.messages)
+    assert delivered == sorted(r.message_id for r in rows.values() if r.status == "sent")
+    assert len(set(delivered)) == 21
 
 
 @pytest.mark.parametrize(
