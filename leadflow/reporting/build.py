@@ -65,7 +65,7 @@ class _Facts:
         self.scope = scope
         self.counts = snapshot.stage_counts(conn, scope)
         self.aging = snapshot.stage_aging(conn, scope, pipelines)
-        self.stuck = snapshot.oldest_stuck(conn, scope, pipelines)
+        self.stuck = snapshot.oldest_stuck(conn, scope, pipelines, self.aging)
         self.flows = flow.flows(conn, scope)
         self.stays = flow.time_in_stage(conn, scope)
         self.closed = outcomes.closed(conn, scope)

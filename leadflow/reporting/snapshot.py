@@ -7,11 +7,11 @@ stage for at least the stage's ``sla.max_days`` (the engine's own test) or is fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, Float, Row, and_, case, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Pipeline
@@ -118,38 +118,46 @@ def stage_aging(
 
 
 def oldest_stuck(
-    conn: Connection, scope: Scope, pipelines: Sequence[Pipeline]
+    conn: Connection,
+    scope: Scope,
+    pipelines: Sequence[Pipeline],
+    stages: Iterable[tuple[str | None, str]],
 ) -> list[dict[str, Any]]:
-    """The ``OLDEST_PER_STAGE`` longest-waiting stuck leads of every stage, oldest first."""
+    """The ``OLDEST_PER_STAGE`` longest-waiting stuck leads of every stage, oldest first.
+
+    ``stages`` are the (pipeline, stage) pairs that have active leads (``stage_aging``'s).
+    One ``ORDER BY stage_entered_at, id LIMIT 10`` per stage walks ``ix_lead_report_stage``
+    from the oldest entry and stops at the tenth stuck lead, instead of ranking them all.
+    """
     lead = LEADS
     age, over_sla, stuck = _age_and_stuck(scope, pipelines)
-    ranked = (
-        select(
-            lead.c.pipeline,
-            lead.c.stage,
-            lead.c.email,
-            lead.c.company,
-            lead.c.stuck.label("flagged"),
-            age.label("days"),
-            case((over_sla, True), else_=False).label("over_sla"),
-            func.row_number()
-            .over(
-                partition_by=(lead.c.pipeline, lead.c.stage),
-                order_by=(lead.c.stage_entered_at, lead.c.id),
-            )
-            .label("rank"),
-        )
-        .where(
-            lead.c.status == LeadStatus.ACTIVE,
-            lead.c.stage.is_not(None),
-            stuck,
-            *scope.in_pipeline(lead.c.pipeline),
-        )
-        .subquery()
+    columns = (
+        lead.c.pipeline,
+        lead.c.stage,
+        lead.c.email,
+        lead.c.company,
+        lead.c.stuck.label("flagged"),
+        age.label("days"),
+        case((over_sla, True), else_=False).label("over_sla"),
     )
-    rows = conn.execute(
-        select(ranked).where(ranked.c.rank <= OLDEST_PER_STAGE).order_by(ranked.c.rank)
-    ).all()
+    ranked: list[tuple[int, Row[Any]]] = []
+    for pipeline, stage in sorted(stages, key=lambda k: (k[0] or "", k[1])):
+        same = lead.c.pipeline.is_(None) if pipeline is None else lead.c.pipeline == pipeline
+        oldest = conn.execute(
+            select(*columns)
+            .where(
+                same,
+                lead.c.stage == stage,
+                lead.c.status == LeadStatus.ACTIVE,
+                stuck,
+                *scope.in_pipeline(lead.c.pipeline),
+            )
+            .order_by(lead.c.stage_entered_at, lead.c.id)
+            .limit(OLDEST_PER_STAGE)
+        ).all()
+        ranked += enumerate(oldest)
+    ranked.sort(key=lambda pair: pair[0])  # by rank over all stages, as one ORDER BY would
+    rows = [r for _, r in ranked]
     return [
         {
             "pipeline": r.pipeline,
