@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
 from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
@@ -26,51 +27,59 @@ ENGAGEMENT = {
 
 
 def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Sent, bounced and engaged messages per (pipeline, template, variant).
+
+    One pass over the sent messages: each message's engagement is one seek on
+    ``ix_event_message`` returning a bit per kind it had (``OFFSET 0`` keeps that a subquery
+    run once per message), then the bits are summed per group.
+    """
     msg = OUTBOX
     event = EVENTS
     lead = LEADS
-    per_message = (
+    seen = (
         select(
-            event.c.message_id,
-            *[
-                func.max(case((event.c.type == kind, 1), else_=0)).label(name)
+            sum(
+                (func.max(case((event.c.type == kind, 1), else_=0)) * _BIT[name])
                 for name, kind in ENGAGEMENT.items()
-            ],
+            )
         )
-        .where(
-            event.c.message_id.is_not(None),
-            event.c.type.in_(list(ENGAGEMENT.values())),
-            event.c.occurred_at <= scope.until,
-        )
-        .group_by(event.c.message_id)
-        .subquery()
+        .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
+        .scalar_subquery()
     )
-    bounced = or_(msg.c.status == MessageStatus.BOUNCED, per_message.c.bounced == 1)
-    engaged = [
-        func.sum(func.coalesce(per_message.c[name], 0)).label(name)
-        for name in ENGAGEMENT
-        if name != "bounced"
-    ]
-    rows = conn.execute(
+    sent = (
         select(
             lead.c.pipeline,
             msg.c.template,
             msg.c.variant,
-            func.count().label("sent"),
-            func.sum(case((bounced, 1), else_=0)).label("bounced"),
-            *engaged,
+            (msg.c.status == MessageStatus.BOUNCED).label("refused"),
+            seen.label("seen"),
         )
-        .select_from(
-            msg.join(lead, lead.c.id == msg.c.lead_id).outerjoin(
-                per_message, per_message.c.message_id == msg.c.id
-            )
-        )
+        .select_from(msg.join(lead, lead.c.id == msg.c.lead_id))
         .where(
             or_(msg.c.sent_at.is_not(None), msg.c.status == MessageStatus.BOUNCED),
             scope.within(func.coalesce(msg.c.sent_at, msg.c.updated_at)),
             *scope.in_pipeline(lead.c.pipeline),
         )
-        .group_by(lead.c.pipeline, msg.c.template, msg.c.variant)
+        .offset(0)
+        .subquery()
+    )
+
+    def had(name: str) -> ColumnElement[bool]:
+        return sent.c.seen.op("&")(_BIT[name]) != 0
+
+    rows = conn.execute(
+        select(
+            sent.c.pipeline,
+            sent.c.template,
+            sent.c.variant,
+            func.count().label("sent"),
+            func.sum(case((or_(sent.c.refused, had("bounced")), 1), else_=0)).label("bounced"),
+            *[
+                func.sum(case((had(name), 1), else_=0)).label(name)
+                for name in ENGAGEMENT
+                if name != "bounced"
+            ],
+        ).group_by(sent.c.pipeline, sent.c.template, sent.c.variant)
     ).all()
     return [
         {
@@ -81,6 +90,9 @@ def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+_BIT = {name: 1 << i for i, name in enumerate(ENGAGEMENT)}
 
 
 def first_response(conn: Connection, scope: Scope) -> dict[str | None, Distribution]:
