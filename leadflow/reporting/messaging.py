@@ -9,6 +9,8 @@ event. Rates divide by delivered (sent - bounced); the bounce rate divides by se
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
@@ -36,13 +38,12 @@ def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     msg = OUTBOX
     event = EVENTS
     lead = LEADS
+    bits = [
+        func.max(case((event.c.type == kind, _BIT[name]), else_=0))
+        for name, kind in ENGAGEMENT.items()
+    ]
     seen = (
-        select(
-            sum(
-                (func.max(case((event.c.type == kind, 1), else_=0)) * _BIT[name])
-                for name, kind in ENGAGEMENT.items()
-            )
-        )
+        select(reduce(operator.add, bits))
         .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
         .scalar_subquery()
     )
