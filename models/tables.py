@@ -89,7 +89,7 @@ class Lead(LeadBase, table=True):
             "stuck",
             "deal_value",
         ),
-        Index("ix_lead_report_created", "pipeline", "created_at", "source", "won_at"),
+        Index("ix_lead_report_source", "pipeline", "source", "created_at", "won_at"),
         Index("ix_lead_report_won", "pipeline", "won_at", "created_at", "deal_value"),
         Index("ix_lead_report_closed", "pipeline", "status", "closed_at"),
     )

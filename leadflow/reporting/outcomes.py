@@ -56,25 +56,30 @@ def sales_cycle(conn: Connection, scope: Scope) -> dict[str | None, Distribution
 
 
 def sources(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Leads created in the period per source, and how many of them have been won by ``until``."""
+    """Leads created in the period per source, and how many of them have been won by ``until``.
+
+    Grouped by the stored source, in the order of ``ix_lead_report_source`` (no sort); a
+    missing source is then counted as ``NO_SOURCE``.
+    """
     lead = LEADS
-    keyed = (
+    rows = conn.execute(
         select(
             lead.c.pipeline,
-            func.coalesce(lead.c.source, NO_SOURCE).label("source"),
-            case((lead.c.won_at <= scope.until, 1), else_=0).label("won"),
+            lead.c.source,
+            func.count(),
+            func.sum(case((lead.c.won_at <= scope.until, 1), else_=0)),
         )
         .where(scope.within(lead.c.created_at), *scope.in_pipeline(lead.c.pipeline))
-        .subquery()
-    )
-    rows = conn.execute(
-        select(keyed.c.pipeline, keyed.c.source, func.count(), func.sum(keyed.c.won)).group_by(
-            keyed.c.pipeline, keyed.c.source
-        )
+        .group_by(lead.c.pipeline, lead.c.source)
     ).all()
+    tally: dict[tuple[str | None, str], list[int]] = {}
+    for pipeline, source, leads, won in rows:
+        counts = tally.setdefault((pipeline, NO_SOURCE if source is None else str(source)), [0, 0])
+        counts[0] += int(leads)
+        counts[1] += int(won or 0)
     return [
-        {"pipeline": r[0], "source": str(r[1]), "leads": int(r[2]), "won": int(r[3] or 0)}
-        for r in rows
+        {"pipeline": pipeline, "source": source, "leads": leads, "won": won}
+        for (pipeline, source), (leads, won) in tally.items()
     ]
 
 

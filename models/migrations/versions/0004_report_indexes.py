@@ -28,7 +28,7 @@ INDEXES = {
         "ix_lead_report_stage": [
             "pipeline", "stage", "status", "stage_entered_at", "stuck", "deal_value"
         ],
-        "ix_lead_report_created": ["pipeline", "created_at", "source", "won_at"],
+        "ix_lead_report_source": ["pipeline", "source", "created_at", "won_at"],
         "ix_lead_report_won": ["pipeline", "won_at", "created_at", "deal_value"],
         "ix_lead_report_closed": ["pipeline", "status", "closed_at"],
     },
