@@ -52,6 +52,10 @@ BACKOFF = (
     timedelta(hours=8),
 )
 THROTTLE_BACKOFF = timedelta(minutes=30)
+# PostgreSQL advisory lock taken by every claim transaction until it commits: claims run one
+# at a time, so each counts the sends of the claims before it against the daily caps. (On
+# SQLite, BEGIN IMMEDIATE already serializes every writer.) Sending stays parallel.
+CLAIM_LOCK = 0x6C66_636C_6169_6D  # "lfclaim"
 
 
 def due_condition(now: datetime, kind: str | None = None) -> ColumnElement[bool]:
@@ -162,6 +166,8 @@ def claim_batch(
     outbox = OUTBOX
     lead = LEADS
     supp = SUPPRESSIONS
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
     query = (
         select(
             outbox.c.id,

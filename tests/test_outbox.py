@@ -302,42 +302,72 @@ def test_no_writer_gets_between_our_select_and_our_claim_on_sqlite(
     assert ours.claimed == 3
 
 
+def rival_after_our_count(
+    monkeypatch: pytest.MonkeyPatch, action: Callable[[], None], *, wait: float = 2.0
+) -> list[threading.Thread]:
+    """Start ``action`` on another thread inside the next ``claim_batch``, once it has read
+    its due rows and counted today's sends, and give it ``wait`` seconds to finish before our
+    claim goes on: without serialized claims it would claim and send in that gap."""
+    original = outbox._sent_today
+    started: list[threading.Thread] = []
+
+    def hooked(conn: Any, day_start: datetime) -> Any:
+        counted = original(conn, day_start)
+        if not started:
+            rival = threading.Thread(target=action)
+            started.append(rival)
+            rival.start()
+            rival.join(wait)
+        return counted
+
+    monkeypatch.setattr(outbox, "_sent_today", hooked)
+    return started
+
+
 @ON_POSTGRES
-def test_a_rival_claim_between_our_select_and_our_claim_wins(
+def test_a_rival_claim_waits_for_ours_and_finds_nothing_left(
     rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = seed_due_messages(rt.engine, 5, now=T0)
     sender = with_smtp(rt, smtp.port)
     rival: list[DeliveryOutcome] = []
-    after_select(monkeypatch, lambda: rival.append(deliver_all_rows(sender, now=T0)))
+    started = rival_after_our_count(
+        monkeypatch, lambda: rival.append(deliver_all_rows(sender, now=T0))
+    )
 
     ours = deliver_all_rows(sender, now=T0)
+    started[0].join(30)
 
-    sqlite = rt.engine.dialect.name == "sqlite"  # PostgreSQL: our FOR UPDATE locks win
-    assert (rival[0].claimed, ours.claimed) == ((5, 0) if sqlite else (0, 5))
+    assert (rival[0].claimed, ours.claimed) == (0, 5)
     assert statuses(rt) == {"sent": 5, "pending": 5}
     assert received(smtp) == once_each_sent_row(rt)
     assert [i for i, r in rows(rt).items() if r.status == "sent"] == ids
 
 
 @ON_POSTGRES
-def test_our_cap_deferral_never_undoes_a_rival_claim(
+def test_a_rival_claim_at_the_same_time_cannot_push_sends_past_the_daily_cap(
     rt: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rival's sends fill the daily cap between our SELECT and our writes: our deferral
-    must not turn its sent rows back into deferred ones (they would go out again tomorrow)."""
-    seed_due_messages(rt.engine, 3, now=T0)
+    """Two runs over different rows would each count 0 sends today and claim up to the cap
+    of 3, 6 in all, if their claims ran side by side; serialized, the rival counts our 3."""
+    ours_ids = seed_due_messages(rt.engine, 3, now=T0, domain="a.example")
+    rival_ids = seed_due_messages(rt.engine, 3, now=T0, domain="b.example")
     capped = with_smtp(variant(rt, sender__daily_cap=3), smtp.port)
 
-    def rival() -> None:
-        deliver_all_rows(capped, now=T0)
+    def deliver(ids: list[int]) -> DeliveryOutcome:
+        return deliver_batch(
+            capped, (ids[0], ids[-1]), now=T0, transport=smtp_transport_factory(capped)
+        )
 
-    after_select(monkeypatch, rival)
+    rival: list[DeliveryOutcome] = []
+    started = rival_after_our_count(monkeypatch, lambda: rival.append(deliver(rival_ids)))
 
-    deliver_all_rows(capped, now=T0)
-    deliver_all_rows(capped, now=WEDNESDAY_9AM_NY)
+    ours = deliver(ours_ids)
+    started[0].join(30)
 
-    assert statuses(rt) == {"sent": 3, "pending": 3}
+    assert (ours.claimed, rival[0].claimed) == (3, 0)
+    assert rival[0].deferred == {"daily cap": 3}
+    assert statuses(rt) == {"sent": 3, "deferred": 3, "pending": 3}
     assert received(smtp) == once_each_sent_row(rt)
 
 

@@ -76,15 +76,9 @@ def _seed(rt: Runtime) -> None:
         )
 
 
-def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path) -> None:
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        DEFAULT_CONFIG.read_text(encoding="utf-8")
-        .replace("daily_cap: 400", "daily_cap: 100000")
-        .replace("per_domain_daily_cap: 40", "per_domain_daily_cap: 1000"),
-        encoding="utf-8",
-    )
-    _seed(rt)
+def _run_workers(rt: Runtime, config: Path) -> tuple[list[dict[str, int]], list[bytes]]:
+    """Four worker processes drain the due set at once; their JSON results and what the
+    SMTP sink received."""
     with SmtpSink() as sink:
         workers = [
             subprocess.Popen(
@@ -110,8 +104,20 @@ def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path
             out, _ = worker.communicate(timeout=300)
             assert worker.returncode == 0
             results.append(json.loads(out.strip().splitlines()[-1]))
-        received = sink.messages
-    ids = Counter(email.message_from_bytes(m.data)["Message-ID"] for m in received)
+        return results, [m.data for m in sink.messages]
+
+
+def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        DEFAULT_CONFIG.read_text(encoding="utf-8")
+        .replace("daily_cap: 400", "daily_cap: 100000")
+        .replace("per_domain_daily_cap: 40", "per_domain_daily_cap: 1000"),
+        encoding="utf-8",
+    )
+    _seed(rt)
+    results, received = _run_workers(rt, config)
+    ids = Counter(email.message_from_bytes(m)["Message-ID"] for m in received)
     assert len(received) == MESSAGES  # zero lost at the server
     assert max(ids.values()) == 1  # zero duplicates
     with rt.engine.connect() as conn:
@@ -130,6 +136,42 @@ def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path
     claimed = [r["claimed"] for r in results]
     assert sum(claimed) == MESSAGES
     assert min(claimed) >= MESSAGES / WORKERS / 3, claimed  # a fair split: nobody starved
+
+
+def test_four_workers_at_once_never_send_past_the_daily_caps(rt: Runtime, tmp_path: Path) -> None:
+    """Claims are serialized (an advisory lock), so each counts the others' claims: the
+    daily cap and the per-domain cap hold exactly, not to within a batch per worker."""
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        DEFAULT_CONFIG.read_text(encoding="utf-8")
+        .replace("daily_cap: 400", "daily_cap: 300")
+        .replace("per_domain_daily_cap: 40", "per_domain_daily_cap: 7"),
+        encoding="utf-8",
+    )
+    _seed(rt)  # 1,200 due messages to 50 domains: the domain cap allows 350, the daily cap 300
+    results, received = _run_workers(rt, config)
+    with rt.engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                select(OUTBOX.c.status, func.count())
+                .where(OUTBOX.c.step == "intro")
+                .group_by(OUTBOX.c.status)
+            ).all()
+        )
+        reasons = dict(
+            conn.execute(
+                select(OUTBOX.c.defer_reason, func.count())
+                .where(OUTBOX.c.status == "deferred")
+                .group_by(OUTBOX.c.defer_reason)
+            ).all()
+        )
+    domains = Counter(
+        email.message_from_bytes(m)["To"].rsplit("@", 1)[-1].rstrip(">") for m in received
+    )
+    assert len(received) == 300 and counts == {"sent": 300, "deferred": MESSAGES - 300}
+    assert max(domains.values()) <= 7
+    assert sum(reasons.values()) == MESSAGES - 300 and set(reasons) <= {"daily cap", "domain cap"}
+    assert sum(r["sent"] for r in results) == 300
 
 
 def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runtime) -> None:
