@@ -23,7 +23,8 @@ Sending: ``--messages`` cadence emails due now (a fresh clone per run), to a loo
 once (Message-IDs at the sink), every row is ``sent``, none is left due.
 
 Limits (step ``limits``): the daily cap with all workers claiming at once (claims are
-serialized, so the overshoot should be 0), and the per-minute rate with 1 and with all workers (what it limits).
+serialized, so the overshoot should be 0), and the per-minute rate with 1 and with all
+workers (what it limits).
 
 Times are wall-clock seconds from "go" to the last worker's end; CPU seconds are those of
 the worker processes, of PostgreSQL (postmaster and children, read from /proc when the
