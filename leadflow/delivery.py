@@ -32,7 +32,14 @@ from leadflow.batching import IdRange
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import Outgoing, SendResult, SmtpConfig, SmtpTransport, Transport
-from leadflow.outbox import Claimed, ClaimOutcome, claim_batch, reconcile, record_results
+from leadflow.outbox import (
+    Claimed,
+    ClaimOutcome,
+    claim_batch,
+    reconcile,
+    record_results,
+    release_claims,
+)
 from leadflow.runtime import Runtime
 from leadflow.unsubscribe import link_for
 from models.db import session_scope
@@ -345,6 +352,10 @@ class _Books:
                 limit=limit,
             )
 
+    def release(self, items: Sequence[Claimed]) -> int:
+        with session_scope(self._rt.engine) as session:
+            return release_claims(session.connection(), [item.id for item in items], now=self._now)
+
     def record(self, sent: Sequence[_Sent], failed: Sequence[tuple[Claimed, str]]) -> Counter[str]:
         rows: list[_Row] = [
             (str(s.result.outcome), s.result.code, s.result.detail, s.message_id, s.subject)
@@ -452,6 +463,7 @@ class _BatchRun:
     async def run(self) -> None:
         in_flight: list[tuple[Claimed, Composed]] = []
         sending: asyncio.Future[list[SendResult]] | None = None
+        building: list[Claimed] = []  # taken from the plan, not yet handed to the transport
         try:
             async with self._factory() as transport:
                 while True:
@@ -459,14 +471,11 @@ class _BatchRun:
                     self._plan()
                     if not self._planned:
                         break
-                    items, future = self._planned.popleft()
-                    built = await self._build(items, future, sending)
-                    chunk = [
-                        (i, c) for i, c in zip(items, built, strict=True) if not isinstance(c, str)
-                    ]
-                    failed = [
-                        (i, c) for i, c in zip(items, built, strict=True) if isinstance(c, str)
-                    ]
+                    building, future = self._planned.popleft()
+                    built = await self._build(building, future, sending)
+                    pairs = list(zip(building, built, strict=True))
+                    chunk = [(i, c) for i, c in pairs if not isinstance(c, str)]
+                    failed = [(i, c) for i, c in pairs if isinstance(c, str)]
                     self._out.render_failed += len(failed)
                     if sending is not None:
                         self._record(_sent(in_flight, await sending), [])
@@ -476,21 +485,47 @@ class _BatchRun:
                         in_flight = chunk
                         outgoing = [composed.outgoing for _item, composed in chunk]
                         sending = asyncio.ensure_future(transport.send_batch(outgoing))
+                    building = []
                 if sending is not None:
                     self._record(_sent(in_flight, await sending), [])
                     sending = None
-        finally:
-            if sending is not None:  # something failed: let the chunk on the wire end
+        except BaseException:
+            if sending is not None:  # let the chunk on the wire end, and keep what it did
                 await asyncio.wait([sending])
-            for _items, future in self._planned:
-                if future is not None and not future.cancel() and not future.cancelled():
-                    future.exception()  # retrieved, so asyncio does not log it as lost
-            if self._claiming is not None:  # its rows stay claimed: reconciled as unknown
-                await asyncio.wait([self._claiming])
+                if not sending.cancelled() and sending.exception() is None:
+                    self._record(_sent(in_flight, sending.result()), [])
+                sending = None
+            await self._release([*building, *self._unsent()])
+            raise
+        finally:
+            self._forget_planned()
             if self._records:
                 await asyncio.wait(self._records)
         for recorded in self._records:
             self._out.statuses.update(recorded.result())
+
+    def _unsent(self) -> list[Claimed]:
+        """Claimed rows no message was handed to the transport for."""
+        planned = [item for items, _future in self._planned for item in items]
+        return [*planned, *self._queue]
+
+    async def _release(self, items: list[Claimed]) -> None:
+        """After a failure: give back the rows this run claimed but never tried to send, so
+        the next run sends them (instead of the reconciler calling them ``unknown``)."""
+        claiming, self._claiming = self._claiming, None
+        if claiming is not None:
+            await asyncio.wait([claiming])
+            if not claiming.cancelled() and claiming.exception() is None:
+                items = [*items, *claiming.result().claimed]
+        if items:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._db, self._books.release, items)
+
+    def _forget_planned(self) -> None:
+        for _items, future in self._planned:
+            if future is not None and not future.cancel() and not future.cancelled():
+                future.exception()  # retrieved, so asyncio does not log it as lost
+        self._planned.clear()
 
 
 def _sent(chunk: list[tuple[Claimed, Composed]], results: Sequence[SendResult]) -> list[_Sent]:

@@ -130,6 +130,28 @@ def reconcile(conn: Connection, *, now: datetime) -> list[int]:
     return ids
 
 
+def release_claims(conn: Connection, ids: Sequence[int], *, now: datetime) -> int:
+    """Give claimed rows back, due now, when no message was handed to SMTP for them (the run
+    failed before): the claim's attempt is not counted and the caps no longer count them."""
+    if not ids:
+        return 0
+    outbox = OUTBOX
+    released = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(list(ids)), outbox.c.status == MessageStatus.SENDING)
+        .values(
+            status=MessageStatus.DEFERRED,
+            due_at=now,
+            defer_reason="released: the run stopped before sending it",
+            attempts=outbox.c.attempts - 1,
+            claim_token=None,
+            claimed_at=None,
+            updated_at=now,
+        )
+    )
+    return int(released.rowcount or 0)
+
+
 def _sent_today(conn: Connection, day_start: datetime) -> tuple[int, Counter[str]]:
     outbox = OUTBOX
     emails = (

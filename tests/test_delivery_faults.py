@@ -344,6 +344,63 @@ def test_a_batch_is_claimed_a_slice_at_a_time_in_due_order_and_each_row_sent_onc
     assert len(set(delivered)) == 21
 
 
+def test_a_run_that_fails_mid_batch_gives_back_the_rows_it_never_tried(
+    sender: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while building chunk 3: what was sent is recorded, what was
+    claimed but never handed to SMTP is released (due now, the attempt not counted), and the
+    next run sends exactly those."""
+    monkeypatch.setattr(delivery, "FIRST_CLAIM", 4)
+    monkeypatch.setattr(delivery, "CLAIM_SLICE", 6)
+    monkeypatch.setattr(delivery, "CHUNK", 5)
+    emails = [f"ok{n}@d{n % 5}.example" for n in range(23)]
+    with session_scope(sender.engine) as session:
+        leads = [Lead(**lead_values(email)) for email in emails]
+        session.add_all(leads)
+        session.flush()
+        messages = [
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+            for lead in leads
+        ]
+        session.add_all(messages)
+        session.flush()
+        ids = [m.id or 0 for m in messages]
+    compose = delivery.Composer.__call__
+    broken = {"on": True}
+
+    def bug_on_the_twelfth(self: delivery.Composer, item: Any) -> Any:
+        if broken["on"] and item.to_email == emails[11]:
+            raise RuntimeError("a bug")
+        return compose(self, item)
+
+    monkeypatch.setattr(delivery.Composer, "__call__", bug_on_the_twelfth)
+    transport = smtp_transport_factory(sender)
+    with pytest.raises(RuntimeError, match="a bug"):
+        deliver_batch(sender, (ids[0], ids[-1]), now=T0, transport=transport)
+
+    with sender.engine.connect() as conn:
+        after_failure = {
+            r.id: r for r in conn.execute(select(OUTBOX).where(OUTBOX.c.step == "intro"))
+        }
+    # chunks of 5: two sent, the third (messages 11-15) failed while being built
+    assert [after_failure[i].status for i in ids[:10]] == ["sent"] * 10
+    assert len(smtp.messages) == 10
+    released = [after_failure[i] for i in ids[10:]]
+    # claimed ones are given back; how many slices were claimed by then depends on timing
+    assert {(r.status, r.attempts, r.due_at, r.claimed_at, r.defer_reason) for r in released} <= {
+        ("deferred", 0, T0, None, "released: the run stopped before sending it"),
+        ("pending", 0, T0, None, None),  # not claimed yet
+    }
+    assert [after_failure[i].status for i in ids[10:15]] == ["deferred"] * 5
+
+    broken["on"] = False
+    again = deliver_batch(sender, (ids[0], ids[-1]), now=T0, transport=transport)
+
+    assert (again.claimed, dict(again.statuses)) == (13, {"sent": 13})
+    delivered = [m.parsed()["Message-ID"] for m in smtp.messages]
+    assert len(delivered) == 23 and len(set(delivered)) == 23
+
+
 @pytest.mark.parametrize(
     ("total", "final", "sizes"),
     [
