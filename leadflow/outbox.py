@@ -24,7 +24,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, u
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
-from leadflow.business_time import in_window, next_window_start
+from leadflow.business_time import SendWindow, in_window, next_window_start
 from leadflow.cadence import choose_variant, following_step, step_due, step_index, window_of
 from leadflow.events import EventIn, record_events
 from leadflow.runtime import Runtime
@@ -225,6 +225,7 @@ def claim_batch(
     suppressed: list[int] = []
     to_claim: list[dict[str, Any]] = []
     orphaned: list[dict[str, Any]] = []
+    window_opens: dict[tuple[SendWindow, ZoneInfo], datetime | None] = {}  # None: open now
     for row in rows:
         if row.suppressed:
             suppressed.append(row.id)
@@ -240,9 +241,16 @@ def claim_batch(
         tz = rt.send_zone(
             row.cadence if row.kind == "cadence" else None, row.lead_timezone, row.lead_pipeline
         )
-        if not in_window(now, window, tz=tz, holidays=rt.holidays):
-            start = next_window_start(now, window, tz=tz, holidays=rt.holidays)
-            defer.append({"b_id": row.id, "due": start, "reason": "send window"})
+        # the same for every row with this window and zone: worked out once per claim
+        if (window, tz) not in window_opens:
+            window_opens[(window, tz)] = (
+                None
+                if in_window(now, window, tz=tz, holidays=rt.holidays)
+                else next_window_start(now, window, tz=tz, holidays=rt.holidays)
+            )
+        opens = window_opens[(window, tz)]
+        if opens is not None:
+            defer.append({"b_id": row.id, "due": opens, "reason": "send window"})
             result.deferred["send window"] += 1
             continue
         domain = row.to_email.rsplit("@", 1)[-1]
@@ -417,6 +425,7 @@ def record_results(
     next_rows: list[dict[str, Any]] = []
     completions: list[dict[str, Any]] = []
     bounces: list[Claimed] = []
+    due_at: dict[tuple[str, str, ZoneInfo], datetime] = {}
     for item, (outcome, code, detail, message_id, subject) in zip(claimed, results, strict=True):
         values: dict[str, Any] = {
             "b_id": item.id,
@@ -432,7 +441,7 @@ def record_results(
         if outcome == "sent":
             values.update(status=MessageStatus.SENT, sent_at=now)
             if item.kind == "cadence":
-                nxt = _schedule_next(rt, item, now)
+                nxt = _schedule_next(rt, item, now, due_at)
                 if isinstance(nxt, dict):
                     next_rows.append(nxt)
                     out.next_steps += 1
@@ -523,8 +532,11 @@ def _coalesce_due() -> Any:
     )
 
 
-def _schedule_next(rt: Runtime, item: Claimed, now: datetime) -> dict[str, Any] | datetime | None:
-    """The next step's outbox row, or when the cadence counts as complete."""
+def _schedule_next(
+    rt: Runtime, item: Claimed, now: datetime, due_at: dict[tuple[str, str, ZoneInfo], datetime]
+) -> dict[str, Any] | datetime | None:
+    """The next step's outbox row, or when the cadence counts as complete. ``due_at`` keeps
+    the due times worked out in this batch: they depend only on the step and the zone."""
     cadence = rt.loaded.config.cadences.get(item.cadence)
     if cadence is None:
         return None
@@ -532,7 +544,11 @@ def _schedule_next(rt: Runtime, item: Claimed, now: datetime) -> dict[str, Any] 
     if nxt is None:
         return now + timedelta(days=cadence.on_complete.after_days)
     tz = rt.send_zone(item.cadence, item.lead.get("timezone"), item.lead.get("pipeline"))
-    due = step_due(now, nxt, window=window_of(cadence.window), tz=tz, holidays=rt.holidays)
+    key = (item.cadence, nxt.id, tz)
+    due = due_at.get(key)
+    if due is None:
+        window = window_of(cadence.window)
+        due = due_at[key] = step_due(now, nxt, window=window, tz=tz, holidays=rt.holidays)
     return {
         "lead_id": item.lead_id,
         "cadence": item.cadence,
