@@ -31,7 +31,14 @@ from sqlalchemy import Engine
 from leadflow.batching import IdRange
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
-from leadflow.mail.transport import Outgoing, SendResult, SmtpConfig, SmtpTransport, Transport
+from leadflow.mail.transport import (
+    Outgoing,
+    SendResult,
+    SmtpConfig,
+    SmtpTransport,
+    Transport,
+    shared_bucket,
+)
 from leadflow.outbox import (
     Claimed,
     ClaimOutcome,
@@ -95,6 +102,8 @@ class DeliveryOutcome:
 def smtp_transport_factory(rt: Runtime) -> TransportFactory:
     s = rt.settings
 
+    per_minute = rt.loaded.config.sender.per_minute
+
     def make() -> Transport:
         return SmtpTransport(
             SmtpConfig(
@@ -105,8 +114,10 @@ def smtp_transport_factory(rt: Runtime) -> TransportFactory:
                 tls=s.smtp_tls,
                 timeout=s.smtp_timeout,
                 concurrency=s.smtp_concurrency,
-                max_per_minute=rt.loaded.config.sender.per_minute,
-            )
+                max_per_minute=per_minute,
+            ),
+            # one rate for the whole process: batches one after another or side by side
+            bucket=shared_bucket(s.smtp_host, s.smtp_port, per_minute) if per_minute else None,
         )
 
     return make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Awaitable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from leadflow.mail.transport import (
     SmtpTransport,
     TokenBucket,
     Transport,
+    shared_bucket,
     smtp_path,
 )
 
@@ -388,6 +390,46 @@ def test_rate_limit_paces_each_message_with_a_token_bucket(server: FaultSmtpServ
 
     assert {r.outcome for r in results} == {Outcome.SENT}
     assert sleeps.calls == [1.0, 2.0, 3.0]
+
+
+def test_batches_sharing_a_bucket_keep_one_rate_between_them(server: FaultSmtpServer) -> None:
+    """One bucket for every batch of the process: a second batch (one after the other, or
+    side by side in another task thread) queues behind the first instead of starting over."""
+    sleeps = Sleeps()
+    config = server.config(concurrency=1, max_per_minute=60)
+    bucket = TokenBucket(60, clock=lambda: 100.0)  # a frozen clock: every token is queued
+    first = [outgoing(f"a{n}@example.com") for n in range(2)]
+    second = [outgoing(f"b{n}@example.com") for n in range(2)]
+
+    send(SmtpTransport(config, sleep=sleeps, bucket=bucket), first)
+    send(SmtpTransport(config, sleep=sleeps, bucket=bucket), second)
+
+    assert sleeps.calls == [1.0, 2.0, 3.0]  # a bucket per batch would give [1.0, 1.0]
+    assert len(server.messages) == 4
+
+
+def test_the_process_shares_one_bucket_per_relay_and_rate_across_threads() -> None:
+    bucket = shared_bucket("relay.example", 2525, 600)
+    assert shared_bucket("relay.example", 2525, 600) is bucket
+    assert shared_bucket("relay.example", 2525, 601) is not bucket
+    assert shared_bucket("other.example", 2525, 600) is not bucket
+
+    waits: list[float] = []
+    lock = threading.Lock()
+
+    def reserve_many() -> None:
+        got = [bucket.reserve() for _ in range(250)]
+        with lock:
+            waits.extend(got)
+
+    threads = [threading.Thread(target=reserve_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 1,000 reservations at 10 per second, made within moments: every one has its own slot
+    assert len(waits) == 1000
+    assert 99.0 < max(waits) < 100.1
 
 
 def test_token_bucket_refills_with_time_up_to_its_burst() -> None:

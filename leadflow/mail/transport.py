@@ -35,7 +35,8 @@ Batch behaviour:
   (THROTTLED for a 421 greeting) without further attempts: a dead server costs one try.
 * THROTTLED halves the number of workers for the rest of the batch (at least one) and pauses
   them all: ``throttle_pause`` seconds, doubling, at most ``max_throttle_sleep`` in total.
-* ``max_per_minute`` paces MAIL FROM commands with a token bucket on a monotonic clock.
+* ``max_per_minute`` paces MAIL FROM commands with a token bucket on a monotonic clock (one
+  per transport, or one shared by every transport of the process: ``shared_bucket``).
 
 The DATA step is driven by hand (DATA command, then the payload through the protocol) because
 ``aiosmtplib.SMTP.data`` cannot tell "no 354 yet" from "payload sent, reply lost"; that
@@ -50,6 +51,7 @@ import io
 import re
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -165,8 +167,9 @@ class Transport(Protocol):
 class TokenBucket:
     """Reservation-style token bucket: ``reserve()`` takes a token, returns seconds to wait.
 
-    Tokens may go negative, so concurrent callers queue up fairly without a lock (``reserve``
-    never awaits). ``burst`` tokens are available at once; the default of one paces evenly.
+    Tokens may go negative, so concurrent callers queue up fairly (``reserve`` never awaits;
+    a lock makes it safe from several threads' event loops). ``burst`` tokens are available
+    at once; the default of one paces evenly.
     """
 
     def __init__(
@@ -179,13 +182,31 @@ class TokenBucket:
         self._tokens = float(burst)
         self._clock = clock
         self._last = clock()
+        self._lock = threading.Lock()
 
     def reserve(self) -> float:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+
+_SHARED_BUCKETS: dict[tuple[str, int, int], TokenBucket] = {}
+_SHARED_BUCKETS_LOCK = threading.Lock()
+
+
+def shared_bucket(host: str, port: int, per_minute: int) -> TokenBucket:
+    """The one bucket of this process for a relay and rate: every delivery batch (one after
+    another, or at once in a flow's task threads) draws from it, so ``per_minute`` holds for
+    the whole process, not per batch."""
+    key = (host, port, per_minute)
+    with _SHARED_BUCKETS_LOCK:
+        bucket = _SHARED_BUCKETS.get(key)
+        if bucket is None:
+            bucket = _SHARED_BUCKETS[key] = TokenBucket(per_minute)
+        return bucket
 
 
 class _Phase(Enum):
@@ -278,14 +299,17 @@ class SmtpTransport:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         local_hostname: str | None = None,
         tls_context: ssl.SSLContext | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
+        """``bucket`` paces MAIL FROM commands (e.g. a ``shared_bucket``); without one, a
+        bucket of this transport's own is made from ``config.max_per_minute``, if set."""
         self._config = config
         self._sleep = sleep
         self._local_hostname = local_hostname
         self._tls_context = tls_context
-        self._bucket = (
-            TokenBucket(config.max_per_minute, clock=clock) if config.max_per_minute else None
-        )
+        if bucket is None and config.max_per_minute:
+            bucket = TokenBucket(config.max_per_minute, clock=clock)
+        self._bucket = bucket
         self._idle: list[SMTP] = []
         self._lock: asyncio.Lock | None = None
 
