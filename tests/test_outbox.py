@@ -188,11 +188,11 @@ def after_select(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) ->
     original = outbox._sent_today
     fired: list[bool] = []
 
-    def hooked(conn: Any, day_start: datetime) -> Any:
+    def hooked(conn: Any, day_start: datetime, **options: Any) -> Any:
         if not fired:
             fired.append(True)
             action()
-        return original(conn, day_start)
+        return original(conn, day_start, **options)
 
     monkeypatch.setattr(outbox, "_sent_today", hooked)
 
@@ -311,8 +311,8 @@ def rival_after_our_count(
     original = outbox._sent_today
     started: list[threading.Thread] = []
 
-    def hooked(conn: Any, day_start: datetime) -> Any:
-        counted = original(conn, day_start)
+    def hooked(conn: Any, day_start: datetime, **options: Any) -> Any:
+        counted = original(conn, day_start, **options)
         if not started:
             rival = threading.Thread(target=action)
             started.append(rival)
