@@ -61,6 +61,10 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> Pauses:
     throttle pauses are recorded instead of slept."""
     recorder = Pauses()
     monkeypatch.setattr(delivery, "SmtpTransport", partial(SmtpTransport, sleep=recorder))
+    # These tests run retries microseconds apart that are minutes apart in production, so the
+    # process-wide pacing bucket (per_minute, tested in test_transport) would rightly space them
+    # a few milliseconds apart; each transport paces on its own bucket here instead.
+    monkeypatch.setattr(delivery, "shared_bucket", lambda host, port, per_minute: None)
     return recorder
 
 
