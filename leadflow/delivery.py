@@ -21,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -277,6 +277,10 @@ def _compose_or_error(composer: Composer, item: Claimed) -> Composed | str:
 # here, between the SMTP steps. Each helper serves one batch.
 HELPER_MIN = 400  # messages; below this the helper costs more than it saves
 HELPER_AHEAD = 2  # chunks handed to the helper ahead of the one awaited
+# The helper works ahead of the wire, so it yields the CPU to whatever the wire waits on: this
+# process's SMTP conversation and, on a shared box, the relay (measured: send ratio median
+# 0.62 at nice 0, 0.67 at nice 10, 0.68 at 19, two cores, relay on loopback).
+HELPER_NICE = 10
 
 _helper_composer: Composer | None = None  # set in the helper process only
 
@@ -291,10 +295,12 @@ def _can_fork() -> bool:
 
 
 def _adopt(composer: Composer, engine: Engine) -> None:
-    """Helper start: keep the composer; never touch the parent's database connections; keep
-    the garbage collector off the objects inherited from the parent (walking them would copy
-    every page of the parent's heap into the helper)."""
+    """Helper start: step back in CPU priority; keep the composer; never touch the parent's
+    database connections; keep the garbage collector off the objects inherited from the
+    parent (walking them would copy every page of the parent's heap into the helper)."""
     global _helper_composer
+    with suppress(OSError):  # not allowed here: build at the parent's priority
+        os.nice(HELPER_NICE)
     engine.dispose(close=False)
     gc.freeze()
     _helper_composer = composer

@@ -515,6 +515,37 @@ def test_a_helper_that_dies_leaves_the_building_to_this_process(
     assert sorted(o.recipient for o in memory.sent) == sorted(lead.email for lead in leads)
 
 
+def priority_of_builder(items: Any) -> list[str]:
+    return [f"built at priority {os.getpriority(os.PRIO_PROCESS, 0)}"] * len(items)
+
+
+def test_the_helper_builds_at_a_lower_cpu_priority_than_the_sender(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper works ahead of the wire, so it gives way to the SMTP conversation."""
+    if threading.active_count() != 1:
+        pytest.skip("a helper is forked only from a process without other threads")
+    monkeypatch.setattr(delivery, "CHUNK", 8)
+    monkeypatch.setattr(delivery, "HELPER_MIN", 10)
+    monkeypatch.setattr(delivery, "_compose_chunk", priority_of_builder)
+    with session_scope(rt.engine) as session:
+        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(12)]
+        session.add_all(leads)
+        session.flush()
+        session.add_all(
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+            for lead in leads
+        )
+
+    out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, MemoryTransport()))
+
+    with rt.engine.connect() as conn:
+        errors = conn.execute(select(OUTBOX.c.last_error).where(OUTBOX.c.step == "intro")).all()
+    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + delivery.HELPER_NICE, 19)
+    assert out.render_failed == 12
+    assert {error for (error,) in errors} == {f"built at priority {expected}"}
+
+
 # --- header safety through the whole tick -------------------------------------------------
 
 
