@@ -233,13 +233,18 @@ def next_chunk_size(index: int, available: int, *, final: bool) -> int:
     """How many of ``available`` built-to-be messages make chunk number ``index``: doubling
     from ``FIRST_CHUNK`` up to ``CHUNK``; once no more rows are coming (``final``), halving
     down again over the last ones."""
-    size = min(CHUNK, FIRST_CHUNK << min(index, 20))
+    size = _ramp(index)
     if final:
         if available < 2 * size:
             size = max(FIRST_CHUNK, available // 2)
         if available - size < FIRST_CHUNK:  # no runt chunk at the very end
             size = min(available, CHUNK)
     return min(size, available)
+
+
+def _ramp(index: int) -> int:
+    """The size of chunk number ``index`` while more rows are coming."""
+    return min(CHUNK, FIRST_CHUNK << min(index, 20))
 
 
 def chunk_sizes(total: int, *, final: bool = True) -> list[int]:
@@ -417,38 +422,62 @@ class _BatchRun:
         self._planned: deque[tuple[list[Claimed], asyncio.Future[list[Composed | str]] | None]]
         self._planned = deque()
         self._claiming: asyncio.Future[ClaimOutcome] | None = None
+        self._more = False  # the last claim may have left due rows behind: claim again
         self._records: list[asyncio.Future[Counter[str]]] = []
         self._chunks = 0
 
-    def absorb(self, claim: ClaimOutcome, limit: int) -> None:
-        """Count a claim's outcome, queue its rows, and start the next claim if more may be due."""
+    def absorb(self, claim: ClaimOutcome, limit: int, *, claim_next: bool = True) -> None:
+        """Count a claim's outcome, queue its rows, and start the next claim if more may be due
+        (the first claim's successor waits until the wire has started: see ``run``)."""
         _count_claim(self._out, claim)
         self._queue.extend(claim.claimed)
-        if _more_may_be_due(claim, limit):
+        self._more = _more_may_be_due(claim, limit)
+        if claim_next:
+            self._claim_next()
+
+    def _claim_next(self) -> None:
+        if self._more and self._claiming is None:
+            self._more = False
             loop = asyncio.get_running_loop()
             self._claiming = loop.run_in_executor(self._db, self._books.claim, CLAIM_SLICE)
 
+    def _coming(self) -> bool:
+        """More rows may still be claimed in this batch."""
+        return self._more or self._claiming is not None
+
+    def _short(self) -> bool:
+        """The queue cannot fill the next chunk, and a claim may fill it."""
+        return self._coming() and len(self._queue) < _ramp(self._chunks)
+
     async def _top_up(self) -> None:
-        """Take the next claim when it is in, or wait for it when the queue runs short."""
-        depth = HELPER_AHEAD + 1 if self._helper is not None else 1
-        while self._claiming is not None and (
-            self._claiming.done() or len(self._queue) < CHUNK * depth
-        ):
+        """Take the next claim when it is in; wait for it only when the queue cannot fill the
+        next chunk (waiting for more, e.g. to feed the helper, would hold the first chunk of
+        a batch back for a whole claim)."""
+        while self._coming():
+            if self._claiming is None:
+                if not self._short():
+                    return
+                self._claim_next()
+            elif not (self._claiming.done() or self._short()):
+                return
             claiming, self._claiming = self._claiming, None
-            self.absorb(await claiming, CLAIM_SLICE)
+            if claiming is not None:
+                self.absorb(await claiming, CLAIM_SLICE)
 
     def _plan(self) -> None:
         """Cut chunks from the queue; hand them to the helper ahead of need, if there is one."""
         depth = HELPER_AHEAD + 1 if self._helper is not None else 1
         loop = asyncio.get_running_loop()
-        while len(self._planned) < depth and self._queue:
-            final = self._claiming is None
+        while len(self._planned) < depth and self._queue and not self._short():
+            final = not self._coming()
             size = next_chunk_size(self._chunks, len(self._queue), final=final)
             items = [self._queue.popleft() for _ in range(size)]
             self._chunks += 1
+            # the first chunk is built here: nothing is on the wire yet to overlap with, and
+            # a hand-over to the helper costs more than building a few messages
             future = (
                 loop.run_in_executor(self._helper, _compose_chunk, items)
-                if self._helper is not None
+                if self._helper is not None and self._chunks > 1
                 else None
             )
             self._planned.append((items, future))
@@ -502,6 +531,9 @@ class _BatchRun:
                         in_flight = chunk
                         outgoing = [composed.outgoing for _item, composed in chunk]
                         sending = asyncio.ensure_future(transport.send_batch(outgoing))
+                        # claims hold the GIL for a while: the next one starts once the wire
+                        # has work, not while the first chunk is being handed over
+                        self._claim_next()
                     building = []
                 if sending is not None:
                     self._record(_sent(in_flight, await sending), [])
@@ -574,6 +606,7 @@ def deliver_batch(
         return out
     composer = Composer(rt, now=now)
     expected = CLAIM_SLICE if _more_may_be_due(first, FIRST_CLAIM) else len(first.claimed)
+    _compile_ahead(rt, first.claimed)
     # the helper is forked first, while this process has no other thread
     with (
         _composing_helper(rt, composer, expected) as helper,
@@ -582,11 +615,21 @@ def deliver_batch(
         batch = _BatchRun(books, transport, composer, helper, db, out)
 
         async def run() -> None:
-            batch.absorb(first, FIRST_CLAIM)
+            batch.absorb(first, FIRST_CLAIM, claim_next=False)
             await batch.run()
 
         asyncio.run(run())
     return out
+
+
+def _compile_ahead(rt: Runtime, items: Sequence[Claimed]) -> None:
+    """Compile the templates of the first claim here, before a helper is forked: the helper
+    inherits them (instead of compiling them again for every batch, before its first chunk)
+    and they stay compiled for the rest of the run. Broken templates are left for building to
+    report, message by message."""
+    for name in {item.template for item in items}:
+        with suppress(TemplateRenderError):
+            rt.templates.compile(name)
 
 
 def reconcile_stale(rt: Runtime, *, now: datetime) -> list[int]:

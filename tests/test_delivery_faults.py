@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,7 +27,7 @@ from sqlalchemy import Row, select
 from leadflow import delivery
 from leadflow.delivery import deliver_batch, smtp_transport_factory
 from leadflow.engine import tick
-from leadflow.mail.transport import MemoryTransport, SmtpTransport
+from leadflow.mail.transport import MemoryTransport, Outgoing, SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
 from leadflow.runtime import Runtime
 from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
@@ -295,6 +295,44 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
         assert recipients == (by_message_id[message_id].to_email,)
 
 
+def test_the_first_chunk_goes_to_the_wire_before_the_next_claim_starts(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim holds the interpreter for a while: started before the first chunk is handed
+    to the transport, it would hold the start of every batch back by a whole claim."""
+    monkeypatch.setattr(delivery, "FIRST_CLAIM", 20)
+    monkeypatch.setattr(delivery, "CLAIM_SLICE", 20)
+    steps: list[str] = []
+    real_claim = delivery.claim_batch
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        steps.append(f"claim {kwargs['limit']}")
+        return real_claim(*args, **kwargs)
+
+    class Logged(MemoryTransport):
+        def send_batch(self, items: Sequence[Outgoing]) -> Any:  # type: ignore[override]
+            steps.append(f"send {len(items)}")
+            return super().send_batch(items)
+
+    monkeypatch.setattr(delivery, "claim_batch", spied)
+    with session_scope(rt.engine) as session:
+        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(50)]
+        session.add_all(leads)
+        session.flush()
+        session.add_all(
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
+            for lead in leads
+        )
+    memory = Logged()
+
+    out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, memory))
+
+    assert steps[:3] == ["claim 20", "send 16", "claim 20"]
+    assert steps.count("claim 20") == 3 and steps.count("claim 256") == 0
+    assert (out.claimed, dict(out.statuses)) == (50, {"sent": 50})
+    assert sorted(o.recipient for o in memory.sent) == sorted(lead.email for lead in leads)
+
+
 def test_a_batch_is_claimed_a_slice_at_a_time_in_due_order_and_each_row_sent_once(
     sender: Runtime, smtp: FaultSmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,7 +516,8 @@ def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
         other.close()
 
     (helper_out, helper_rows, helper_sent), (here_out, here_rows, here_sent) = runs
-    assert built_here == Counter({"in-process run": 30})
+    # the helper run builds its first chunk here (nothing is on the wire to overlap with yet)
+    assert built_here == Counter({"in-process run": 30, "helper run": 8})
     assert helper_out == here_out
     assert helper_out["render_failed"] == 1 and helper_out["sent"] == 29
     assert helper_rows == here_rows
@@ -529,7 +568,7 @@ def test_the_helper_builds_at_a_lower_cpu_priority_than_the_sender(
     monkeypatch.setattr(delivery, "HELPER_MIN", 10)
     monkeypatch.setattr(delivery, "_compose_chunk", priority_of_builder)
     with session_scope(rt.engine) as session:
-        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(12)]
+        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(24)]
         session.add_all(leads)
         session.flush()
         session.add_all(
@@ -542,8 +581,11 @@ def test_the_helper_builds_at_a_lower_cpu_priority_than_the_sender(
     with rt.engine.connect() as conn:
         errors = conn.execute(select(OUTBOX.c.last_error).where(OUTBOX.c.step == "intro")).all()
     expected = min(os.getpriority(os.PRIO_PROCESS, 0) + delivery.HELPER_NICE, 19)
-    assert out.render_failed == 12
-    assert {error for (error,) in errors} == {f"built at priority {expected}"}
+    # the first chunk (8) is built and sent here; the helper "builds" the other 16
+    assert (out.render_failed, out.statuses["sent"]) == (16, 8)
+    assert Counter(error for (error,) in errors) == Counter(
+        {f"built at priority {expected}": 16, None: 8}
+    )
 
 
 # --- header safety through the whole tick -------------------------------------------------
