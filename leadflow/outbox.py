@@ -13,10 +13,11 @@ Promises (see docs/delivery.md):
 from __future__ import annotations
 
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -110,6 +111,7 @@ LEAD_FIELDS = (
     "status",
     "cadence",
 )
+_lead_values = attrgetter(*(f"lead_{f}" for f in LEAD_FIELDS))  # a claim row's lead columns
 
 
 def reconcile(conn: Connection, *, now: datetime) -> list[int]:
@@ -242,14 +244,15 @@ def claim_batch(
     cancel: list[dict[str, Any]] = []
     defer: list[dict[str, Any]] = []
     suppressed: list[int] = []
-    to_claim: list[dict[str, Any]] = []
+    to_claim: defaultdict[tuple[str, str | None], list[int]] = defaultdict(list)
     orphaned: list[dict[str, Any]] = []
     window_opens: dict[tuple[SendWindow, ZoneInfo], datetime | None] = {}  # None: open now
+    windows: dict[str, SendWindow] = {}  # by cadence, for this claim
     for row in rows:
         if row.suppressed:
             suppressed.append(row.id)
             continue
-        plan = _resolve(rt, row)
+        plan = _resolve(rt, row, windows)
         if isinstance(plan, str):
             cancel.append({"b_id": row.id, "error": plan})
             result.cancelled[plan] += 1
@@ -295,7 +298,7 @@ def claim_batch(
             continue
         sent_count += 1
         per_domain[domain] += 1
-        to_claim.append({"b_id": row.id, "template": template, "variant": variant})
+        to_claim[(template, variant)].append(row.id)
         result.claimed.append(
             Claimed(
                 id=row.id,
@@ -308,7 +311,7 @@ def claim_batch(
                 variant=variant,
                 to_email=row.to_email,
                 attempts=row.attempts + 1,
-                lead={f: getattr(row, f"lead_{f}") for f in LEAD_FIELDS},
+                lead=dict(zip(LEAD_FIELDS, _lead_values(row), strict=True)),
             )
         )
     # Every write below re-checks that the row is still open: a rival run may have claimed
@@ -356,13 +359,15 @@ def claim_batch(
             ),
             defer,
         )
-    if to_claim:
+    # One UPDATE per (template, variant), usually a handful per claim: cheaper than a
+    # statement per row, and the claim holds the interpreter for less time beside the sending.
+    for (template, variant), claim_ids in to_claim.items():
         # The guard: only rows still open and not suppressed are taken, whatever another
         # process did since we read them.
         conn.execute(
             update(outbox)
             .where(
-                outbox.c.id == bindparam("b_id"),
+                outbox.c.id.in_(claim_ids),
                 still_open,
                 ~exists().where(supp.c.email == outbox.c.to_email),
             )
@@ -371,12 +376,12 @@ def claim_batch(
                 claim_token=result.token,
                 claimed_at=now,
                 attempts=outbox.c.attempts + 1,
-                template=bindparam("template"),
-                variant=bindparam("variant"),
+                template=template,
+                variant=variant,
                 updated_at=now,
-            ),
-            to_claim,
+            )
         )
+    if to_claim:
         won = set(
             conn.execute(
                 select(outbox.c.id).where(
@@ -390,8 +395,11 @@ def claim_batch(
     return result
 
 
-def _resolve(rt: Runtime, row: Any) -> tuple[str, str | None, Any] | str:
-    """(template, variant, window) for a row under the current config, or why it is cancelled."""
+def _resolve(
+    rt: Runtime, row: Any, windows: dict[str, SendWindow]
+) -> tuple[str, str | None, Any] | str:
+    """(template, variant, window) for a row under the current config, or why it is cancelled.
+    ``windows`` keeps each cadence's send window for the rest of the claim."""
     config = rt.loaded.config
     if row.kind == "checkin":
         plan = config.checkins.get(row.cadence)
@@ -415,7 +423,10 @@ def _resolve(rt: Runtime, row: Any) -> tuple[str, str | None, Any] | str:
     if index is None:
         return "step removed from config"
     variant, template = choose_variant(row.lead_id, row.cadence, cadence.steps[index])
-    return template, variant, window_of(cadence.window)
+    window = windows.get(row.cadence)
+    if window is None:
+        window = windows[row.cadence] = window_of(cadence.window)
+    return template, variant, window
 
 
 @dataclass
