@@ -15,16 +15,21 @@ for _key in [
 ]:
     del os.environ[_key]
 
+import shutil  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+from sqlmodel import SQLModel  # noqa: E402
 
+from leadflow.config import LoadedConfig, load_config  # noqa: E402
 from leadflow.runtime import Runtime  # noqa: E402
 from leadflow.settings import Settings  # noqa: E402
-from models.db import session_scope  # noqa: E402
+from models.db import make_engine, open_database, session_scope  # noqa: E402
 from models.tables import Lead  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +96,55 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime = Runtime.open(settings)
     yield runtime
     runtime.close()
+
+
+# --- a fast Runtime: the config validated once per module, a copied blank database ----------
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedConfig:
+    """Validated once per module: validation (templates included) is the slow part of Runtime."""
+    return load_config(DEFAULT_CONFIG, templates=TEMPLATES)
+
+
+@pytest.fixture(scope="module")
+def blank_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file: copying it is much cheaper than migrating per test."""
+    path = tmp_path_factory.mktemp("blank") / "blank.db"
+    open_database(f"sqlite:///{path}").dispose()
+    return path
+
+
+@contextmanager
+def fresh_engine(blank: Path, folder: Path, url: str) -> Iterator[Engine]:
+    """An empty, migrated database: a copy of ``blank`` on SQLite; on PostgreSQL the test's own
+    database (``url``, cloned from a migrated template by ``database_url``), emptied."""
+    if url.startswith("postgresql"):
+        db = open_database(url)
+        _empty(db)
+    else:
+        path = folder / "test.db"
+        shutil.copyfile(blank, path)
+        db = make_engine(f"sqlite:///{path}")
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def _empty(db: Engine) -> None:
+    names = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
+    with db.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def quick_rt(
+    settings: Settings, loaded: LoadedConfig, blank_database: Path, tmp_path: Path
+) -> Iterator[Runtime]:
+    """Like ``rt``, without validating the config and migrating a database for each test."""
+    with fresh_engine(blank_database, tmp_path, settings.db_url) as db:
+        yield Runtime(settings=settings, loaded=loaded, engine=db)
 
 
 LeadFactory = Callable[..., int]

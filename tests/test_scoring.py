@@ -9,27 +9,24 @@ engagement half-life 14 days, horizon 12 half-lives (168 days), refresh after 1 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fresh_engine
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
-from sqlmodel import SQLModel
 
 from leadflow import engine, scoring
-from leadflow.config import LoadedConfig, load_config
+from leadflow.config import LoadedConfig
 from leadflow.events import EventIn, record_events
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.db import make_engine, open_database, session_scope
+from models.db import session_scope
 from models.tables import EVENTS, LEADS, SCORE_CHANGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,51 +36,10 @@ NOW = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)
 HALF_LIFE = 14.0
 
 
-@pytest.fixture(scope="module")
-def loaded() -> LoadedConfig:
-    """Validated once per module: validation (templates included) is the slow part of Runtime."""
-    return load_config(DEFAULT_CONFIG, templates=TEMPLATES)
-
-
-@pytest.fixture(scope="module")
-def blank_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty SQLite file: copying it is much cheaper than migrating per test."""
-    path = tmp_path_factory.mktemp("blank") / "blank.db"
-    open_database(f"sqlite:///{path}").dispose()
-    return path
-
-
-@contextmanager
-def fresh_engine(blank: Path, folder: Path, url: str) -> Iterator[Engine]:
-    """An empty, migrated database: a copy of ``blank`` on SQLite; on PostgreSQL the test's own
-    database (``url``, cloned by conftest from a migrated template), emptied."""
-    if url.startswith("postgresql"):
-        db = open_database(url)
-        _empty_if_shared(db)
-    else:
-        path = folder / "test.db"
-        shutil.copyfile(blank, path)
-        db = make_engine(f"sqlite:///{path}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 @pytest.fixture
-def rt(
-    settings: Settings, loaded: LoadedConfig, blank_database: Path, tmp_path: Path
-) -> Iterator[Runtime]:
-    with fresh_engine(blank_database, tmp_path, settings.db_url) as db:
-        yield Runtime(settings=settings, loaded=loaded, engine=db)
-
-
-def _empty_if_shared(db: Engine) -> None:
-    if db.dialect.name != "postgresql":
-        return
-    names = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
-    with db.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+def rt(quick_rt: Runtime) -> Runtime:
+    """A copied blank database and the config validated once per module (conftest)."""
+    return quick_rt
 
 
 def new_lead(rt: Runtime, *, due: datetime | None = NOW, **fields: Any) -> int:

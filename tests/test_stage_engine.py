@@ -8,20 +8,19 @@ WEAK 9 and POOR 0 (grade D).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import fresh_engine
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlmodel import SQLModel
 
 from leadflow import engine, stages
@@ -31,7 +30,7 @@ from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport, Outcome
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.db import insert_ignore, make_engine, open_database, session_scope
+from models.db import insert_ignore, make_engine, session_scope
 from models.tables import CALLBACKS, EVENTS, LEADS, OUTBOX, SCORE_CHANGES, TRANSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,51 +61,10 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 # --- fixtures and helpers --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def loaded() -> LoadedConfig:
-    """Validated once per module: validation (templates included) is the slow part of Runtime."""
-    return load_config(DEFAULT_CONFIG, templates=TEMPLATES)
-
-
-@pytest.fixture(scope="module")
-def blank_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty SQLite file: copying it is much cheaper than migrating per test."""
-    path = tmp_path_factory.mktemp("blank") / "blank.db"
-    open_database(f"sqlite:///{path}").dispose()
-    return path
-
-
-def _empty_if_shared(db: Engine) -> None:
-    if db.dialect.name != "postgresql":
-        return
-    names = ", ".join(t.name for t in SQLModel.metadata.sorted_tables)
-    with db.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-
-
-@contextmanager
-def fresh_engine(blank: Path, folder: Path, url: str) -> Iterator[Engine]:
-    """An empty, migrated database: a copy of ``blank`` on SQLite; on PostgreSQL the test's own
-    database (``url``, cloned by conftest from a migrated template), emptied."""
-    if url.startswith("postgresql"):
-        db = open_database(url)
-        _empty_if_shared(db)
-    else:
-        path = folder / "test.db"
-        shutil.copyfile(blank, path)
-        db = make_engine(f"sqlite:///{path}")
-    try:
-        yield db
-    finally:
-        db.dispose()
-
-
 @pytest.fixture
-def rt(
-    settings: Settings, loaded: LoadedConfig, blank_database: Path, tmp_path: Path
-) -> Iterator[Runtime]:
-    with fresh_engine(blank_database, tmp_path, settings.db_url) as db:
-        yield Runtime(settings=settings, loaded=loaded, engine=db)
+def rt(quick_rt: Runtime) -> Runtime:
+    """A copied blank database and the config validated once per module (conftest)."""
+    return quick_rt
 
 
 @pytest.fixture
