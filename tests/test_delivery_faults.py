@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -245,6 +245,24 @@ def test_a_message_deferred_max_attempts_times_fails_for_good(
     assert pauses.calls == []
 
 
+def queue_intros(
+    rt: Runtime, emails: list[str], *, due: Callable[[int], datetime] = lambda n: T0
+) -> list[int]:
+    """One lead per address, each with step ``intro`` queued, due at ``due(n)``: the message
+    ids, in the order of ``emails``."""
+    with session_scope(rt.engine) as session:
+        leads = [Lead(**lead_values(email)) for email in emails]
+        session.add_all(leads)
+        session.flush()
+        messages = [
+            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", due(n)))
+            for n, lead in enumerate(leads)
+        ]
+        session.add_all(messages)
+        session.flush()
+        return [m.id or 0 for m in messages]
+
+
 def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
     sender: Runtime, smtp: FaultSmtpServer, pauses: Pauses, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -261,17 +279,7 @@ def test_a_batch_of_several_chunks_records_each_outcome_on_its_own_row(
         f"{faults.get(n, f'ok{n}') if n != unbuildable else 'two words'}@d{n % 5}.example"
         for n in range(count)
     ]
-    with session_scope(sender.engine) as session:
-        leads = [Lead(**lead_values(email)) for email in emails]
-        session.add_all(leads)
-        session.flush()
-        messages = [
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-            for lead in leads
-        ]
-        session.add_all(messages)
-        session.flush()
-        ids = [m.id or 0 for m in messages]
+    ids = queue_intros(sender, emails)
 
     out = deliver_batch(sender, (ids[0], ids[-1]), now=T0, transport=smtp_transport_factory(sender))
 
@@ -315,14 +323,8 @@ def test_the_first_chunk_goes_to_the_wire_before_the_next_claim_starts(
             return super().send_batch(items)
 
     monkeypatch.setattr(delivery, "claim_batch", spied)
-    with session_scope(rt.engine) as session:
-        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(50)]
-        session.add_all(leads)
-        session.flush()
-        session.add_all(
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-            for lead in leads
-        )
+    emails = [f"ok{n}@d{n % 5}.example" for n in range(50)]
+    queue_intros(rt, emails)
     memory = Logged()
 
     out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, memory))
@@ -330,7 +332,7 @@ def test_the_first_chunk_goes_to_the_wire_before_the_next_claim_starts(
     assert steps[:3] == ["claim 20", "send 16", "claim 20"]
     assert steps.count("claim 20") == 3 and steps.count("claim 256") == 0
     assert (out.claimed, dict(out.statuses)) == (50, {"sent": 50})
-    assert sorted(o.recipient for o in memory.sent) == sorted(lead.email for lead in leads)
+    assert sorted(o.recipient for o in memory.sent) == sorted(emails)
 
 
 def test_a_batch_is_claimed_a_slice_at_a_time_in_due_order_and_each_row_sent_once(
@@ -352,20 +354,9 @@ def test_a_batch_is_claimed_a_slice_at_a_time_in_due_order_and_each_row_sent_onc
 
     monkeypatch.setattr(delivery, "claim_batch", spied)
     emails = [f"ok{n}@d{n % 5}.example" for n in range(23)]
+    # the later the row, the earlier it is due: claims go by due time, not by id
+    ids = queue_intros(sender, emails, due=lambda n: T0 - timedelta(minutes=n))
     with session_scope(sender.engine) as session:
-        leads = [Lead(**lead_values(email)) for email in emails]
-        session.add_all(leads)
-        session.flush()
-        # the later the row, the earlier it is due: claims go by due time, not by id
-        messages = [
-            OutboundMessage(
-                **message_values(lead.id or 0, lead.email, "intro", T0 - timedelta(minutes=n))
-            )
-            for n, lead in enumerate(leads)
-        ]
-        session.add_all(messages)
-        session.flush()
-        ids = [m.id or 0 for m in messages]
         suppress_many(
             session.connection(), [(emails[3], "unsubscribed"), (emails[20], "bounced")], now=T0
         )
@@ -396,17 +387,7 @@ def test_a_run_that_fails_mid_batch_gives_back_the_rows_it_never_tried(
     monkeypatch.setattr(delivery, "CLAIM_SLICE", 6)
     monkeypatch.setattr(delivery, "CHUNK", 5)
     emails = [f"ok{n}@d{n % 5}.example" for n in range(23)]
-    with session_scope(sender.engine) as session:
-        leads = [Lead(**lead_values(email)) for email in emails]
-        session.add_all(leads)
-        session.flush()
-        messages = [
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-            for lead in leads
-        ]
-        session.add_all(messages)
-        session.flush()
-        ids = [m.id or 0 for m in messages]
+    ids = queue_intros(sender, emails)
     compose = delivery.Composer.__call__
     broken = {"on": True}
 
@@ -495,14 +476,7 @@ def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
     try:
         for runtime, helper_min in ((rt, 10), (other, 10**9)):
             monkeypatch.setattr(delivery, "HELPER_MIN", helper_min)
-            with session_scope(runtime.engine) as session:
-                leads = [Lead(**lead_values(email)) for email in emails]
-                session.add_all(leads)
-                session.flush()
-                session.add_all(
-                    OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-                    for lead in leads
-                )
+            queue_intros(runtime, emails)
             memory = MemoryTransport()
             out = deliver_batch(runtime, (1, 10**6), now=T0, transport=partial(same, memory))
             with runtime.engine.connect() as conn:
@@ -538,20 +512,14 @@ def test_a_helper_that_dies_leaves_the_building_to_this_process(
     monkeypatch.setattr(delivery, "CHUNK", 8)
     monkeypatch.setattr(delivery, "HELPER_MIN", 10)
     monkeypatch.setattr(delivery, "_compose_chunk", die)  # the forked helper gets this one
-    with session_scope(rt.engine) as session:
-        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(20)]
-        session.add_all(leads)
-        session.flush()
-        session.add_all(
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-            for lead in leads
-        )
+    emails = [f"ok{n}@d{n % 5}.example" for n in range(20)]
+    queue_intros(rt, emails)
     memory = MemoryTransport()
 
     out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, memory))
 
     assert (out.claimed, dict(out.statuses), out.render_failed) == (20, {"sent": 20}, 0)
-    assert sorted(o.recipient for o in memory.sent) == sorted(lead.email for lead in leads)
+    assert sorted(o.recipient for o in memory.sent) == sorted(emails)
 
 
 def priority_of_builder(items: Any) -> list[str]:
@@ -567,14 +535,7 @@ def test_the_helper_builds_at_a_lower_cpu_priority_than_the_sender(
     monkeypatch.setattr(delivery, "CHUNK", 8)
     monkeypatch.setattr(delivery, "HELPER_MIN", 10)
     monkeypatch.setattr(delivery, "_compose_chunk", priority_of_builder)
-    with session_scope(rt.engine) as session:
-        leads = [Lead(**lead_values(f"ok{n}@d{n % 5}.example")) for n in range(24)]
-        session.add_all(leads)
-        session.flush()
-        session.add_all(
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", T0))
-            for lead in leads
-        )
+    queue_intros(rt, [f"ok{n}@d{n % 5}.example" for n in range(24)])
 
     out = deliver_batch(rt, (1, 10**6), now=T0, transport=partial(same, MemoryTransport()))
 
