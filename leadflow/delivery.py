@@ -453,16 +453,14 @@ class _BatchRun:
         """Take the next claim when it is in; wait for it only when the queue cannot fill the
         next chunk (waiting for more, e.g. to feed the helper, would hold the first chunk of
         a batch back for a whole claim)."""
-        while self._coming():
-            if self._claiming is None:
-                if not self._short():
-                    return
-                self._claim_next()
-            elif not (self._claiming.done() or self._short()):
+        while True:
+            if self._short():
+                self._claim_next()  # if none is under way yet
+            claiming = self._claiming
+            if claiming is None or not (claiming.done() or self._short()):
                 return
-            claiming, self._claiming = self._claiming, None
-            if claiming is not None:
-                self.absorb(await claiming, CLAIM_SLICE)
+            self._claiming = None
+            self.absorb(await claiming, CLAIM_SLICE)
 
     def _plan(self) -> None:
         """Cut chunks from the queue; hand them to the helper ahead of need, if there is one."""

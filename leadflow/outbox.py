@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
 from leadflow.business_time import SendWindow, in_window, next_window_start
-from leadflow.cadence import choose_variant, following_step, step_due, step_index, window_of
+from leadflow.cadence import choose_variant, following_step, step_due, step_index
 from leadflow.events import EventIn, record_events
 from leadflow.runtime import Runtime
 from leadflow.stages import CHECKIN_WINDOW, REEVALUATE_AFTER
@@ -247,12 +247,11 @@ def claim_batch(
     to_claim: defaultdict[tuple[str, str | None], list[int]] = defaultdict(list)
     orphaned: list[dict[str, Any]] = []
     window_opens: dict[tuple[SendWindow, ZoneInfo], datetime | None] = {}  # None: open now
-    windows: dict[str, SendWindow] = {}  # by cadence, for this claim
     for row in rows:
         if row.suppressed:
             suppressed.append(row.id)
             continue
-        plan = _resolve(rt, row, windows)
+        plan = _resolve(rt, row)
         if isinstance(plan, str):
             cancel.append({"b_id": row.id, "error": plan})
             result.cancelled[plan] += 1
@@ -395,11 +394,8 @@ def claim_batch(
     return result
 
 
-def _resolve(
-    rt: Runtime, row: Any, windows: dict[str, SendWindow]
-) -> tuple[str, str | None, Any] | str:
-    """(template, variant, window) for a row under the current config, or why it is cancelled.
-    ``windows`` keeps each cadence's send window for the rest of the claim."""
+def _resolve(rt: Runtime, row: Any) -> tuple[str, str | None, Any] | str:
+    """(template, variant, window) for a row under the current config, or why it is cancelled."""
     config = rt.loaded.config
     if row.kind == "checkin":
         plan = config.checkins.get(row.cadence)
@@ -423,10 +419,7 @@ def _resolve(
     if index is None:
         return "step removed from config"
     variant, template = choose_variant(row.lead_id, row.cadence, cadence.steps[index])
-    window = windows.get(row.cadence)
-    if window is None:
-        window = windows[row.cadence] = window_of(cadence.window)
-    return template, variant, window
+    return template, variant, rt.send_windows[row.cadence]
 
 
 @dataclass
@@ -577,7 +570,7 @@ def _schedule_next(
     key = (item.cadence, nxt.id, tz)
     due = due_at.get(key)
     if due is None:
-        window = window_of(cadence.window)
+        window = rt.send_windows[item.cadence]
         due = due_at[key] = step_due(now, nxt, window=window, tz=tz, holidays=rt.holidays)
     return {
         "lead_id": item.lead_id,

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from leadflow.business_time import HolidayCalendar, resolve_zone
+from leadflow.business_time import HolidayCalendar, SendWindow, resolve_zone
+from leadflow.cadence import window_of
 from leadflow.config import LoadedConfig, load_config
 from leadflow.mail.rendering import TemplateSet
 from leadflow.settings import Settings
@@ -64,6 +65,12 @@ class Runtime:
         if cadence is not None and cadence.window.timezone == "pipeline":
             return self.zone(None, pipeline_id)
         return self.zone(lead_zone, pipeline_id)
+
+    @cached_property
+    def send_windows(self) -> dict[str, SendWindow]:
+        """Each cadence's send window, worked out once per runtime (claims and records ask
+        for it per message)."""
+        return {cid: window_of(c.window) for cid, c in self.loaded.config.cadences.items()}
 
     @cached_property
     def stop_on(self) -> dict[str, frozenset[str]]:

@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
 from leadflow.business_time import SendWindow, next_window_start
-from leadflow.cadence import step_due, window_of
+from leadflow.cadence import step_due
 from leadflow.config.schema import Stage
 from leadflow.fields import TIME_DEPENDENT, LeadSql
 from leadflow.runtime import Runtime
@@ -273,7 +273,11 @@ class _Writer:
         first = cadence.steps[0]
         tz = self.rt.send_zone(cadence_id, lead.timezone, pipeline_id)
         due = step_due(
-            self.now, first, window=window_of(cadence.window), tz=tz, holidays=self.rt.holidays
+            self.now,
+            first,
+            window=self.rt.send_windows[cadence_id],
+            tz=tz,
+            holidays=self.rt.holidays,
         )
         self.outbox.append(
             self._outbox_row(lead, cadence_id, first.id, round_, stage_id, "cadence", due)
