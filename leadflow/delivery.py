@@ -607,6 +607,7 @@ def deliver_batch(
     _compile_ahead(rt, first.claimed)
     # the helper is forked first, while this process has no other thread
     with (
+        _old_objects_left_alone(),
         _composing_helper(rt, composer, expected) as helper,
         ThreadPoolExecutor(1, thread_name_prefix="leadflow-outbox") as db,
     ):
@@ -618,6 +619,23 @@ def deliver_batch(
 
         asyncio.run(run())
     return out
+
+
+@contextmanager
+def _old_objects_left_alone() -> Iterator[None]:
+    """Keep the garbage collector's full passes off the objects that existed before the batch.
+
+    A process that has imported SQLAlchemy, Jinja and (in a flow) Prefect holds over 100,000
+    objects; a batch allocates enough to trigger full collections, each of which walks all of
+    them with the interpreter held, stalling every SMTP connection (measured: two passes of
+    ~50 ms per 5,000 messages). Frozen objects are only skipped, not leaked: they are handed
+    back to the collector when the batch ends. New objects are collected as usual.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _compile_ahead(rt: Runtime, items: Sequence[Claimed]) -> None:
