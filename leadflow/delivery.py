@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from leadflow.batching import IdRange
+from leadflow.mail.eventloop import run_async
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import (
@@ -617,7 +618,7 @@ def deliver_batch(
             batch.absorb(first, FIRST_CLAIM, claim_next=False)
             await batch.run()
 
-        asyncio.run(run())
+        run_async(run(), rt.settings.event_loop)
     return out
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from leadflow.delivery import lead_context, smtp_transport_factory
+from leadflow.mail.eventloop import run_async
 from leadflow.mail.message import build_message, make_message_id
 from leadflow.mail.rendering import RenderedEmail, sample_context
 from leadflow.mail.transport import Outgoing, SendResult
@@ -64,4 +64,4 @@ def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
         async with smtp_transport_factory(rt)() as transport:
             return (await transport.send_batch([outgoing]))[0]
 
-    return asyncio.run(go())
+    return run_async(go(), rt.settings.event_loop)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from leadflow.mail.eventloop import uvloop_installed
 
 PLACEHOLDER_SECRET = "change-me-demo-only"  # noqa: S105 - the documented placeholder
 
@@ -42,6 +44,19 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     demo: bool = False
     batch_size: int = Field(default=2000, ge=1, le=100_000)
+    # The loop SMTP conversations run on (see leadflow.mail.eventloop): "auto" is uvloop
+    # where it is installed, asyncio's own loop otherwise.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+    @field_validator("event_loop")
+    @classmethod
+    def _loop_available(cls, value: str) -> str:
+        if value == "uvloop" and not uvloop_installed():
+            raise ValueError(
+                "LEADFLOW_EVENT_LOOP=uvloop, but uvloop is not installed "
+                "(pip install uvloop; or use auto or asyncio)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
