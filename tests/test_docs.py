@@ -20,6 +20,7 @@ from leadflow.config import ConfigError, load_config
 from leadflow.config.schema import PipelineConfig
 from leadflow.events import KNOWN_EVENTS
 from leadflow.fields import catalog
+from leadflow.settings import Settings
 
 DOC = ROOT / "docs" / "pipeline-yaml.md"
 README = ROOT / "README.md"
@@ -154,6 +155,25 @@ def test_every_command_is_in_the_readme(command: str) -> None:
     text = README.read_text(encoding="utf-8")
     pattern = rf"\bleadflow {re.escape(command)}(?![\w-])"
     assert re.search(pattern, text), f"README.md never mentions `leadflow {command}`"
+
+
+def readme_settings() -> set[str]:
+    """The environment variables the README's settings table names; a row may shorten the
+    later names of a group (`LEADFLOW_SMTP_HOST`, `_PORT`)."""
+    names: set[str] = set()
+    for line in README.read_text(encoding="utf-8").splitlines():
+        cell = line.split("|")[1] if line.startswith("| `LEADFLOW_") else ""
+        first = re.match(r" `(LEADFLOW_[A-Z]+)_", cell)
+        for token in re.findall(r"`(_?[A-Z_]+)`", cell):
+            names.add(
+                token if token.startswith("LEADFLOW_") else f"{first[1]}{token}" if first else token
+            )
+    return names
+
+
+@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+def test_every_setting_is_in_the_readme(field: str) -> None:
+    assert f"LEADFLOW_{field.upper()}" in readme_settings()
 
 
 # --- every YAML example is valid ----------------------------------------------------------
