@@ -12,7 +12,7 @@ database is SQLite in a temporary folder, seeded with enrolled leads whose first
 Baseline: the very bytes the sink received from the full path, sent again with aiosmtplib
 ``sendmail`` by the same number of workers over persistent connections to a fresh sink, on
 asyncio's own loop (``ratio``), and once more on uvloop (``ratio_vs_raw_uvloop``): the full path
-runs on uvloop by default (``LEADFLOW_EVENT_LOOP``, see ``leadflow.mail.eventloop``), and the
+runs on uvloop by default (``LEADFLOW_EVENT_LOOP``, see ``leadflow.eventloop``), and the
 second ratio shows that the loop's saving is not what carries the first.
 
 The sink (``leadflow.mail.sink.SmtpSink``, no directory) runs in a process of its own by
@@ -54,7 +54,7 @@ from leadflow import delivery
 from leadflow import engine as pipeline
 from leadflow.config import load_config
 from leadflow.delivery import DeliveryOutcome, smtp_transport_factory
-from leadflow.mail.eventloop import run_async
+from leadflow.eventloop import run_async
 from leadflow.mail.sink import SmtpSink
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from leadflow.batching import IdRange
-from leadflow.mail.eventloop import run_async
+from leadflow.eventloop import run_async
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import (

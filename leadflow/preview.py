@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from leadflow.delivery import lead_context, smtp_transport_factory
-from leadflow.mail.eventloop import run_async
+from leadflow.eventloop import run_async
 from leadflow.mail.message import build_message, make_message_id
 from leadflow.mail.rendering import RenderedEmail, sample_context
 from leadflow.mail.transport import Outgoing, SendResult

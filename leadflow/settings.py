@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from leadflow.mail.eventloop import uvloop_installed
+from leadflow.eventloop import uvloop_installed
 
 PLACEHOLDER_SECRET = "change-me-demo-only"  # noqa: S105 - the documented placeholder
 
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     demo: bool = False
     batch_size: int = Field(default=2000, ge=1, le=100_000)
-    # The loop SMTP conversations run on (see leadflow.mail.eventloop): "auto" is uvloop
+    # The loop SMTP conversations run on (see leadflow.eventloop): "auto" is uvloop
     # where it is installed, asyncio's own loop otherwise.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 

@@ -14,8 +14,8 @@ from conftest import T0
 from pydantic import ValidationError
 from test_delivery_faults import queue_intros
 
+from leadflow import eventloop
 from leadflow.delivery import deliver_batch
-from leadflow.mail import eventloop
 from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
