@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -37,14 +38,22 @@ def _run(flow_name: str, settings: Settings, now: str) -> tuple[dict[str, Any], 
     return state.result(), flow_run_id
 
 
-async def _task_names(flow_run_id: UUID) -> list[str]:
+async def _task_names(flow_run_id: UUID, *, expected: int) -> list[str]:
+    """The flow run's task runs by name, once ``expected`` of them are on record (or 20 s have
+    passed). Prefect 3 records task runs from events the server takes in asynchronously, so a
+    read straight after the flow returned may not see the last one yet (a CI failure)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + 20
     async with get_client() as client:
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            if len(runs) >= expected or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
     return sorted(r.name.rsplit("-", 1)[0] for r in runs)
 
 
@@ -119,11 +128,12 @@ def test_task_runs_grow_with_batches_not_with_leads(
     small_batches = settings.model_copy(update={"batch_size": 5})
     _, run_id = _run("score", small_batches, T0.isoformat())
     # 12 leads / 5 per batch = 3 batches, plus the config-change check of every run
-    assert asyncio.run(_task_names(run_id)) == ["apply config change"] + ["score batch"] * 3
+    names = asyncio.run(_task_names(run_id, expected=4))
+    assert names == ["apply config change"] + ["score batch"] * 3
     for _ in range(12):
         add_lead(**FIT)
     big_batches = settings.model_copy(update={"batch_size": 1000})
     _, run_id = _run("score", big_batches, T0.isoformat())
-    assert asyncio.run(_task_names(run_id)) == ["apply config change", "score batch"]
+    assert asyncio.run(_task_names(run_id, expected=2)) == ["apply config change", "score batch"]
     with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(OUTBOX)).scalar() == 0
