@@ -175,10 +175,10 @@ async def _timed_coroutine(
 
 
 def full_path(rt: Runtime) -> DeliveryOutcome:
-    out = DeliveryOutcome()
-    factory = smtp_transport_factory(rt)
-    for id_range in pipeline.outbox_ranges(rt, now=NOW, kind="cadence"):
-        out.merge(pipeline.deliver(rt, id_range, now=NOW, kind="cadence", transport=factory))
+    """The nurture step of a tick (``engine.tick``): every due batch through one session."""
+    out, _batches = pipeline.deliver_all(
+        rt, now=NOW, kind="cadence", transport=smtp_transport_factory(rt)
+    )
     return out
 
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from leadflow import scoring, stages
 from leadflow.batching import IdRange, id_ranges
-from leadflow.delivery import DeliveryOutcome, TransportFactory, deliver_batch, reconcile_stale
+from leadflow.delivery import (
+    DeliveryOutcome,
+    DeliverySession,
+    TransportFactory,
+    deliver_batch,
+    reconcile_stale,
+)
 from leadflow.outbox import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
@@ -62,6 +68,21 @@ def deliver(
     rt: Runtime, id_range: IdRange, *, now: datetime, kind: str, transport: TransportFactory
 ) -> DeliveryOutcome:
     return deliver_batch(rt, id_range, now=now, transport=transport, kind=kind)
+
+
+def deliver_all(
+    rt: Runtime, *, now: datetime, kind: str, transport: TransportFactory
+) -> tuple[DeliveryOutcome, int]:
+    """Every due batch of ``kind``, one after another in one ``DeliverySession`` (one SMTP
+    pool and helper for all of them); returns the merged outcome and the number of batches.
+    Each batch is claimed and recorded by itself, as ``deliver`` does it."""
+    out = DeliveryOutcome()
+    ranges = outbox_ranges(rt, now=now, kind=kind)
+    if ranges:
+        with DeliverySession(rt, now=now, transport=transport) as session:
+            for r in ranges:
+                out.merge(session.deliver(r, kind=kind))
+    return out, len(ranges)
 
 
 def reconcile(rt: Runtime, *, now: datetime) -> list[int]:
@@ -117,9 +138,9 @@ def tick(rt: Runtime, *, now: datetime, transport: TransportFactory) -> TickOutc
         out.batches += 1
     out.unknown = reconcile(rt, now=now)
     for kind, target in (("cadence", out.nurture), ("checkin", out.checkins)):
-        for r in outbox_ranges(rt, now=now, kind=kind):
-            target.merge(deliver(rt, r, now=now, kind=kind, transport=transport))
-            out.batches += 1
+        delivered, batches = deliver_all(rt, now=now, kind=kind, transport=transport)
+        target.merge(delivered)
+        out.batches += batches
     return out
 
 
