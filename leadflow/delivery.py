@@ -433,14 +433,15 @@ class _BatchRun:
 
     def __init__(
         self,
-        books: _Books,
+        books: Sequence[_Books],
         transport: Transport,
         composer: Composer,
         helper: Executor | None,
         db: Executor,
         out: DeliveryOutcome,
     ) -> None:
-        self._books, self._transport, self._composer = books, transport, composer
+        self._books, self._later = books[0], deque(books[1:])  # this batch, the ones after it
+        self._transport, self._composer = transport, composer
         self._helper, self._db, self._out = helper, db, out
         self.helper_lost = False  # the helper died during this batch
         self._queue: deque[Claimed] = deque()  # claimed, not yet cut into a chunk
@@ -460,15 +461,22 @@ class _BatchRun:
         if claim_next:
             self._claim_next()
 
-    def _claim_next(self) -> None:
-        if self._more and self._claiming is None:
+    def _claim_next(self, *, next_batch: bool = False) -> None:
+        """Start the next claim of this batch, if more may be due; with ``next_batch``, the
+        first claim of the next batch once this one is all claimed (only when the queue runs
+        short, so no more rows wait claimed than within one batch)."""
+        if self._claiming is not None:
+            return
+        if next_batch and not self._more and self._later:
+            self._books, self._more = self._later.popleft(), True
+        if self._more:
             self._more = False
             loop = asyncio.get_running_loop()
             self._claiming = loop.run_in_executor(self._db, self._books.claim, CLAIM_SLICE)
 
     def _coming(self) -> bool:
-        """More rows may still be claimed in this batch."""
-        return self._more or self._claiming is not None
+        """More rows may still be claimed, in this batch or the ones after it."""
+        return self._more or self._claiming is not None or bool(self._later)
 
     def _short(self) -> bool:
         """The queue cannot fill the next chunk, and a claim may fill it."""
@@ -480,7 +488,7 @@ class _BatchRun:
         a batch back for a whole claim)."""
         while True:
             if self._short():
-                self._claim_next()  # if none is under way yet
+                self._claim_next(next_batch=True)  # if none is under way yet
             claiming = self._claiming
             if claiming is None or not (claiming.done() or self._short()):
                 return
@@ -621,7 +629,19 @@ def deliver_batch(
     deployment problem, and caught per message it would fail every due row for good.
     """
     with DeliverySession(rt, now=now, transport=transport) as session:
-        return session.deliver(id_range, kind=kind)
+        return session.deliver([id_range], kind=kind)
+
+
+def _first_claim(books: deque[_Books], out: DeliveryOutcome) -> ClaimOutcome | None:
+    """The first claim of the first batch with something due, dropping the batches before
+    it (counted in ``out``); None when nothing is due: no loop or connection is started."""
+    while books:
+        first = books[0].claim(FIRST_CLAIM)
+        if first.claimed or _more_may_be_due(first, FIRST_CLAIM):
+            return first
+        _count_claim(out, first)
+        books.popleft()
+    return None
 
 
 class _Shared(NamedTuple):
@@ -662,16 +682,24 @@ class DeliverySession:
     ) -> None:
         self._resources.__exit__(exc_type, exc, tb)
 
-    def deliver(self, id_range: IdRange, *, kind: str | None = None) -> DeliveryOutcome:
-        """Claim the due messages of ``id_range``, send them, record the outcomes."""
+    def deliver(self, ranges: Sequence[IdRange], *, kind: str | None = None) -> DeliveryOutcome:
+        """Claim the due messages of each id range (one batch each, in order), send them,
+        record the outcomes; returns the outcome of them all.
+
+        The batches follow one another without a pause: once a batch is all claimed and its
+        queue runs short, the next one's first rows are claimed and built while the last
+        chunks of this one are on the wire (a pause at each batch's start and end, with few
+        messages on the wire and the helper cold, cost ~5% of the send rate)."""
         out = DeliveryOutcome()
-        books = _Books(self._rt, id_range, now=self._now, kind=kind)
-        first = books.claim(FIRST_CLAIM)
-        if not first.claimed and not _more_may_be_due(first, FIRST_CLAIM):
-            _count_claim(out, first)
+        books = deque(_Books(self._rt, r, now=self._now, kind=kind) for r in ranges)
+        first = _first_claim(books, out)
+        if first is None:
             return out
-        shared = self._started or self._start(first)
-        batch = _BatchRun(books, shared.transport, shared.composer, self._helper, shared.db, out)
+        more = _more_may_be_due(first, FIRST_CLAIM) or len(books) > 1
+        shared = self._started or self._start(first, CLAIM_SLICE if more else len(first.claimed))
+        batch = _BatchRun(
+            list(books), shared.transport, shared.composer, self._helper, shared.db, out
+        )
 
         async def run() -> None:
             batch.absorb(first, FIRST_CLAIM, claim_next=False)
@@ -681,14 +709,14 @@ class DeliverySession:
             shared.runner.run(run())
         finally:
             if self._helper is not None and batch.helper_lost:
-                self._helper = None  # it died: the next batches build here
+                self._helper = None  # it died: later deliveries build here
         return out
 
-    def _start(self, first: ClaimOutcome) -> _Shared:
-        """Start the shared parts (for the first batch with rows to send)."""
+    def _start(self, first: ClaimOutcome, expected: int) -> _Shared:
+        """Start the shared parts (for the first batch with rows to send, ``first`` its first
+        claim, about ``expected`` messages coming)."""
         rt = self._rt
         composer = Composer(rt, now=self._now)
-        expected = CLAIM_SLICE if _more_may_be_due(first, FIRST_CLAIM) else len(first.claimed)
         _compile_ahead(rt, first.claimed)
         # the helper is forked first, while this process has no other thread
         self._helper = self._resources.enter_context(_composing_helper(rt, composer, expected))

@@ -73,16 +73,14 @@ def deliver(
 def deliver_all(
     rt: Runtime, *, now: datetime, kind: str, transport: TransportFactory
 ) -> tuple[DeliveryOutcome, int]:
-    """Every due batch of ``kind``, one after another in one ``DeliverySession`` (one SMTP
-    pool and helper for all of them); returns the merged outcome and the number of batches.
-    Each batch is claimed and recorded by itself, as ``deliver`` does it."""
-    out = DeliveryOutcome()
+    """Every due batch of ``kind``, one after another without a pause, in one
+    ``DeliverySession`` (one SMTP pool and helper for all of them); returns the merged outcome
+    and the number of batches. Each batch is claimed and recorded by itself."""
     ranges = outbox_ranges(rt, now=now, kind=kind)
-    if ranges:
-        with DeliverySession(rt, now=now, transport=transport) as session:
-            for r in ranges:
-                out.merge(session.deliver(r, kind=kind))
-    return out, len(ranges)
+    if not ranges:
+        return DeliveryOutcome(), 0
+    with DeliverySession(rt, now=now, transport=transport) as session:
+        return session.deliver(ranges, kind=kind), len(ranges)
 
 
 def reconcile(rt: Runtime, *, now: datetime) -> list[int]:

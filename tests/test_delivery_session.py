@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,7 @@ from test_delivery_faults import queue_intros, same
 
 from leadflow import delivery, engine
 from leadflow.delivery import DeliverySession, smtp_transport_factory
-from leadflow.mail.transport import MemoryTransport
+from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult
 from leadflow.runtime import Runtime
 from models.tables import OUTBOX
 
@@ -93,7 +93,7 @@ def test_a_session_opens_its_transport_once_and_closes_it_at_the_end(rt: Runtime
 
     with DeliverySession(sender, now=T0, transport=factory) as session:
         outcomes = [
-            session.deliver(r, kind="cadence")
+            session.deliver([r], kind="cadence")
             for r in engine.outbox_ranges(sender, now=T0, kind="cadence")
         ]
         assert (memory.opened, memory.closed) == (1, 0)
@@ -111,7 +111,7 @@ def test_a_session_with_nothing_due_starts_nothing(rt: Runtime) -> None:
 
     assert (batches, out.claimed, dict(out.statuses)) == (0, 0, {})
     with DeliverySession(rt, now=T0, transport=factory) as session:
-        assert session.deliver((1, 10**6), kind="cadence").claimed == 0
+        assert session.deliver([(1, 10**6)], kind="cadence").claimed == 0
 
 
 def built_by_helper(items: Any) -> list[str]:
@@ -122,8 +122,8 @@ def built_by_helper(items: Any) -> list[str]:
 def test_one_helper_builds_for_every_batch_of_a_session(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The helper is forked once, by the first batch, and serves the later batches too (each
-    batch builds its first chunk here: nothing is on the wire yet to overlap with)."""
+    """The helper is forked once, by the first batch, and builds for the later batches too:
+    only the very first chunk is built here (nothing is on the wire yet to overlap with)."""
     if threading.active_count() != 1:
         pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 4)
@@ -140,15 +140,58 @@ def test_one_helper_builds_for_every_batch_of_a_session(
 
     with sender.engine.connect() as conn:
         rows = conn.execute(
-            select(OUTBOX.c.id, OUTBOX.c.status, OUTBOX.c.last_error)
+            select(OUTBOX.c.status, OUTBOX.c.last_error)
             .where(OUTBOX.c.step == "intro")
             .order_by(OUTBOX.c.id)
         ).all()
-    helpers = {error for _id, status, error in rows if status == "failed"}
+    builders = {error for status, error in rows if status == "failed"}
     assert batches == 3
-    # chunks of 4: batch 1 and 2 build 4 here and 8 in the helper, batch 3 (6 rows) 4 and 2
-    assert (out.statuses["sent"], out.render_failed, len(memory.sent)) == (12, 18, 12)
-    assert len(helpers) == 1 and helpers != {f"render failed: built by process {os.getpid()}"}
-    assert [status for _id, status, _error in rows] == (["sent"] * 4 + ["failed"] * 8) * 2 + [
-        "sent"
-    ] * 4 + ["failed"] * 2
+    assert (out.statuses["sent"], out.render_failed, len(memory.sent)) == (4, 26, 4)
+    assert [status for status, _error in rows] == ["sent"] * 4 + ["failed"] * 26
+    assert len(builders) == 1 and builders != {f"render failed: built by process {os.getpid()}"}
+
+
+class ChunkSizes(MemoryTransport):
+    """A memory transport that notes the size of every chunk it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    async def send_batch(self, items: Sequence[Outgoing]) -> list[SendResult]:
+        self.sizes.append(len(items))
+        return await super().send_batch(items)
+
+
+def test_batches_follow_one_another_in_full_chunks_each_claimed_by_itself(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ramp down and up again between the batches of a session: the chunks stay full
+    across the seams; every claim still takes rows of one batch only."""
+    monkeypatch.setattr(delivery, "CHUNK", 4)
+    monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(delivery, "CLAIM_SLICE", 5)
+    sender = batched(rt, batch_size=12)
+    ids = queue_intros(sender, [f"c{n}@d{n % 4}.example" for n in range(30)])
+    ranges = engine.outbox_ranges(sender, now=T0, kind="cadence")
+    spy = ChunkSizes()
+
+    out, batches = engine.deliver_all(sender, now=T0, kind="cadence", transport=lambda: spy)
+
+    assert (batches, out.claimed, dict(out.statuses)) == (3, 30, {"sent": 30})
+    assert spy.sizes == [4] * 7 + [2]
+    assert sorted(int(item.key) for item in spy.sent) == sorted(ids)
+    with sender.engine.connect() as conn:
+        claims = conn.execute(
+            select(OUTBOX.c.claim_token, OUTBOX.c.id).where(OUTBOX.c.step == "intro")
+        ).all()
+    by_claim: dict[str, list[int]] = {}
+    for token, row_id in claims:
+        by_claim.setdefault(token, []).append(row_id)
+    batch_of = {
+        row_id: n for n, (low, high) in enumerate(ranges) for row_id in range(low, high + 1)
+    }
+    assert all(len({batch_of[row_id] for row_id in rows}) == 1 for rows in by_claim.values())
+    # batches of 12, 12 and 6 rows: the first claim (FIRST_CLAIM, 256) takes all of the first
+    # batch, the later claims 5 rows at most (CLAIM_SLICE)
+    assert sorted(len(rows) for rows in by_claim.values()) == [1, 2, 5, 5, 5, 12]
