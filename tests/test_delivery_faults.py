@@ -444,8 +444,8 @@ def test_a_run_that_fails_mid_batch_gives_back_the_rows_it_never_tried(
         (1, True, [1]),
         (50, True, [16, 17, 17]),
         (100, True, [16, 32, 26, 26]),
-        (2000, True, [16, 32, 64, 128, *[200] * 7, 180, 90, 45, 22, 23]),
-        (1000, False, [16, 32, 64, 128, 200, 200, 200, 160]),
+        (2000, True, [16, 32, 64, 128, 256, *[300] * 4, 152, 76, 38, 19, 19]),
+        (1000, False, [16, 32, 64, 128, 256, 300, 204]),
     ],
 )
 def test_chunks_start_and_end_small_and_never_exceed_the_largest(
@@ -454,7 +454,7 @@ def test_chunks_start_and_end_small_and_never_exceed_the_largest(
     """Small first chunks put the first message on the wire early; small last ones leave
     the wire working alone (nothing left to build) only briefly. While more rows are being
     claimed (not ``final``), chunks stay at full size."""
-    assert delivery.CHUNK == 200
+    assert delivery.CHUNK == 300
     assert delivery.chunk_sizes(total, final=final) == sizes
     assert sum(sizes) == total and all(0 < size <= delivery.CHUNK for size in sizes)
 
