@@ -3,11 +3,12 @@
     python -m benchmarks.bench_send [--messages 5000] [--batch-size 2000] [--concurrency 4]
                                     [--sink process|thread] [--profile] [--repeat N]
 
-Full path: ``engine.outbox_ranges`` plans the batches, then ``engine.deliver`` per batch claims
-the due rows (committed UPDATEs, a slice at a time), renders each email (sandboxed Jinja, CSS
-inlining), builds the MIME message, sends the batch over one ``SmtpTransport`` pool and records
-every outcome (plus the next cadence step) a chunk at a time, exactly as a tick does. The
-database is SQLite in a temporary folder, seeded with enrolled leads whose first step is due.
+Full path: ``engine.deliver_all``, the nurture step of ``engine.tick``: ``engine.outbox_ranges``
+plans the batches, then one ``DeliverySession`` claims each batch's due rows (committed UPDATEs,
+a slice at a time), renders each email (sandboxed Jinja, CSS inlining), builds the MIME message,
+sends it over one ``SmtpTransport`` pool and records every outcome (plus the next cadence step)
+a chunk at a time. The database is SQLite in a temporary folder, seeded with enrolled leads
+whose first step is due.
 
 Baseline: the very bytes the sink received from the full path, sent again with aiosmtplib
 ``sendmail`` by the same number of workers over persistent connections to a fresh sink, on
