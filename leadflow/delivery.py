@@ -24,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.message import EmailMessage
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -321,15 +322,13 @@ def _adopt(composer: Composer, engine: Engine) -> None:
 # What the helper hands back for one message: plain values, because unpickling them costs
 # the sending process a tenth of what the dataclasses cost (measured: 1.4 against 14 µs per
 # message, a 200-message chunk being ~0.9 MB).
-_Flat = tuple[str, str, str, bytes, str, str]
+_Flat = tuple[str, str, str, EmailMessage | bytes, str, str]
 
 
 def _flatten(built: Composed | str) -> _Flat | str:
     if isinstance(built, str):
         return built
     out = built.outgoing
-    if not isinstance(out.message, bytes):  # pragma: no cover - the composer builds bytes
-        raise TypeError("a composed message is wire bytes")
     return (out.key, out.sender, out.recipient, out.message, built.message_id, built.subject)
 
 
@@ -434,7 +433,8 @@ def _count_claim(out: DeliveryOutcome, claim: ClaimOutcome) -> None:
 
 
 class _BatchRun:
-    """Claim, build, send and record one batch, each step overlapping the others."""
+    """Claim, build, send and record one batch, or several one after another, each step
+    overlapping the others."""
 
     def __init__(
         self,
@@ -447,8 +447,7 @@ class _BatchRun:
     ) -> None:
         self._books, self._later = books[0], deque(books[1:])  # this batch, the ones after it
         self._transport, self._composer = transport, composer
-        self._helper, self._db, self._out = helper, db, out
-        self.helper_lost = False  # the helper died during this batch
+        self.helper, self._db, self._out = helper, db, out  # helper: None once it died
         self._queue: deque[Claimed] = deque()  # claimed, not yet cut into a chunk
         self._planned: deque[tuple[list[Claimed], asyncio.Future[list[_Flat | str]] | None]]
         self._planned = deque()
@@ -502,7 +501,7 @@ class _BatchRun:
 
     def _plan(self) -> None:
         """Cut chunks from the queue; hand them to the helper ahead of need, if there is one."""
-        depth = HELPER_AHEAD + 1 if self._helper is not None else 1
+        depth = HELPER_AHEAD + 1 if self.helper is not None else 1
         loop = asyncio.get_running_loop()
         while len(self._planned) < depth and self._queue and not self._short():
             final = not self._coming()
@@ -512,8 +511,8 @@ class _BatchRun:
             # the first chunk is built here: nothing is on the wire yet to overlap with, and
             # a hand-over to the helper costs more than building a few messages
             future = (
-                loop.run_in_executor(self._helper, _compose_chunk, items)
-                if self._helper is not None and self._chunks > 1
+                loop.run_in_executor(self.helper, _compose_chunk, items)
+                if self.helper is not None and self._chunks > 1
                 else None
             )
             self._planned.append((items, future))
@@ -528,8 +527,7 @@ class _BatchRun:
             try:
                 return [_unflatten(flat) for flat in await future]
             except BrokenProcessPool:  # the helper died: build the rest here
-                self._helper = None
-                self.helper_lost = True
+                self.helper = None
         built: list[Composed | str] = []
         for item in items:
             built.append(_compose_or_error(self._composer, item))
@@ -660,8 +658,8 @@ class DeliverySession:
     """What the batches of one run share: an event loop, one SMTP pool (its connections stay
     open from one batch to the next), the database thread and the building helper.
 
-    ``deliver`` runs one batch (one id range: its own claims, records and outcome), exactly as
-    ``deliver_batch`` does; the session only saves what every batch would otherwise set up
+    ``deliver`` runs batches (one per id range, each with its own claims and records) as
+    ``deliver_batch`` runs one; the session saves what every batch would otherwise set up
     again (measured, 5,000 messages in batches of 2,000: connections, a fork and a cold helper
     cost each batch ~30-60 ms of an idle wire). Everything is started by the first batch that
     has rows to send, so a session with nothing due costs one claim per range. The helper is
@@ -672,7 +670,7 @@ class DeliverySession:
         rt.settings.require_real_secret()
         self._rt, self._now, self._factory = rt, now, transport
         self._resources = ExitStack()
-        self._helper: ProcessPoolExecutor | None = None
+        self._helper: Executor | None = None
         self._started: _Shared | None = None
 
     def __enter__(self) -> Self:
@@ -713,8 +711,7 @@ class DeliverySession:
         try:
             shared.runner.run(run())
         finally:
-            if self._helper is not None and batch.helper_lost:
-                self._helper = None  # it died: later deliveries build here
+            self._helper = batch.helper  # None if it died: later deliveries build here
         return out
 
     def _start(self, first: ClaimOutcome, expected: int) -> _Shared:

@@ -16,7 +16,7 @@ import pytest
 from conftest import T0
 from smtp_faults import FaultSmtpServer
 from sqlalchemy import select
-from test_delivery_faults import queue_intros, same
+from test_delivery_faults import die, queue_intros, same
 
 from leadflow import delivery, engine
 from leadflow.delivery import DeliverySession, smtp_transport_factory
@@ -195,3 +195,31 @@ def test_batches_follow_one_another_in_full_chunks_each_claimed_by_itself(
     # batches of 12, 12 and 6 rows: the first claim (FIRST_CLAIM, 256) takes all of the first
     # batch, the later claims 5 rows at most (CLAIM_SLICE)
     assert sorted(len(rows) for rows in by_claim.values()) == [1, 2, 5, 5, 5, 12]
+
+
+def test_a_helper_that_died_in_one_delivery_is_not_used_by_the_next(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper dies during the session's first delivery: that delivery builds the rest
+    here, and the next delivery of the same session does not hand work to the dead helper
+    (a broken pool refuses new work at once, which would fail the batch)."""
+    if threading.active_count() != 1:
+        pytest.skip("a helper is forked only from a process without other threads")
+    monkeypatch.setattr(delivery, "CHUNK", 4)
+    monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(delivery, "HELPER_MIN", 4)
+    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the forked helper gets this one
+    sender = batched(rt, batch_size=10)
+    emails = [f"d{n}@d{n % 4}.example" for n in range(20)]
+    queue_intros(sender, emails)
+    first, second = engine.outbox_ranges(sender, now=T0, kind="cadence")
+    memory = MemoryTransport()
+
+    with DeliverySession(sender, now=T0, transport=partial(same, memory)) as session:
+        outcomes = [session.deliver([r], kind="cadence") for r in (first, second)]
+
+    assert [(o.claimed, dict(o.statuses), o.render_failed) for o in outcomes] == [
+        (10, {"sent": 10}, 0),
+        (10, {"sent": 10}, 0),
+    ]
+    assert sorted(o.recipient for o in memory.sent) == sorted(emails)
