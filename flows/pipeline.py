@@ -97,6 +97,13 @@ def step_deliver(now: str, kind: str) -> dict[str, Any]:
     return merged
 
 
+def step_mailbox(now: str) -> dict[str, Any]:
+    """Replies, auto-replies and bounces, before anything is scored or sent."""
+    if not runtime().settings.mailbox_url:
+        return {"summary": ""}
+    return tasks.sync_mailbox(now)
+
+
 def step_report(now: str) -> dict[str, Any]:
     return tasks.compute_report(now)
 
@@ -166,6 +173,15 @@ def checkins_flow(now: str | None = None) -> dict[str, Any]:
     return result
 
 
+@flow(name="mailbox", flow_run_name=_run_name, timeout_seconds=3600)
+def mailbox_flow(now: str | None = None) -> dict[str, Any]:
+    """Read replies, out-of-office answers and bounces from the mailbox."""
+    at = _start(now)
+    result = {"mailbox": step_mailbox(at)}
+    _publish("mailbox", at, result)
+    return result
+
+
 @flow(name="report", flow_run_name=_run_name, timeout_seconds=3600)
 def report_flow(now: str | None = None) -> dict[str, Any]:
     """Pipeline metrics, published as an artifact."""
@@ -182,6 +198,7 @@ def tick_flow(now: str | None = None) -> dict[str, Any]:
     result = {
         "config": step_config(at),
         "intake": step_intake(at),
+        "mailbox": step_mailbox(at),
         "score": step_score(at),
         "callbacks": step_callbacks(at),
         "advance": step_advance(at),
@@ -200,5 +217,6 @@ FLOWS = {
     "callbacks": callbacks_flow,
     "checkins": checkins_flow,
     "report": report_flow,
+    "mailbox": mailbox_flow,
     "tick": tick_flow,
 }

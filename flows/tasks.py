@@ -85,6 +85,21 @@ def deliver_batch(id_range: IdRange, now: str, kind: str) -> dict[str, Any]:
     return {**outcome.as_dict(), "summary": outcome.summary()}
 
 
+# Reading the mailbox is network I/O: retried. A retry starts again from the checkpoint the
+# last committed batch left, and messages already recorded are recognised by their key.
+@task(
+    name="sync mailbox",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[10.0, 60.0],
+)
+def sync_mailbox(now: str) -> dict[str, Any]:
+    outcome = engine.listen(runtime(), now=_when(now))
+    if outcome.errors and not outcome.fetched:
+        raise RuntimeError(outcome.summary())
+    return outcome.as_dict()
+
+
 @task(
     name="apply config change",
     cache_policy=NO_CACHE,

@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from leadflow.config import ConfigError, load_config
 from leadflow.runtime import Runtime
@@ -32,6 +33,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+mailbox_app = typer.Typer(
+    help="Replies, out-of-office answers and bounces (LEADFLOW_MAILBOX_URL).", no_args_is_help=True
+)
+app.add_typer(mailbox_app, name="mailbox")
 
 out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
@@ -588,6 +593,59 @@ def demo(
     from leadflow.demo import run_demo
 
     run_demo(home=home, days=days, lead_count=leads, console=out)
+
+
+@mailbox_app.command("sync")
+def mailbox_sync(now: NowOpt = None, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Read what is new in the mailbox now: record replies, auto-replies and bounces once."""
+    from leadflow import engine
+    from leadflow.listening.sources import MailboxError
+
+    when = _now(now)
+    with runtime(config) as rt:
+        if not rt.settings.mailbox_url:
+            fail("LEADFLOW_MAILBOX_URL is not set (see docs/mailbox.md)")
+        try:
+            outcome = engine.listen(rt, now=when)
+        except MailboxError as exc:
+            fail(str(exc))
+        engine.record_run(rt, "mailbox", now=when, summary={"mailbox": outcome.as_dict()})
+    if as_json:
+        emit_json(outcome.as_dict())
+    else:
+        out.print(outcome.summary(), markup=False, highlight=False)
+    if outcome.errors:
+        raise typer.Exit(1)
+
+
+@mailbox_app.command("status")
+def mailbox_status(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Checkpoint per folder, messages per class, and the last sync's result or error."""
+    from leadflow.listening.status import mailbox_status as status_of
+
+    with runtime(config) as rt, rt.engine.connect() as conn:
+        status = status_of(conn)
+    if as_json:
+        emit_json(status)
+        return
+    table = Table("mailbox", "folder", "uidvalidity", "last uid", "messages", "synced at")
+    for c in status["checkpoints"]:
+        table.add_row(
+            *(
+                Text(str(c[k]))
+                for k in ("mailbox", "folder", "uidvalidity", "last_uid", "messages", "synced_at")
+            )
+        )
+    out.print(table)
+    classes = Table("class", "matched", "unmatched")
+    for kind, n in status["classes"].items():
+        classes.add_row(Text(kind), str(n["matched"]), str(n["unmatched"]))
+    out.print(classes)
+    last = status["last_sync"]
+    if last is None:
+        out.print("never synced")
+    else:
+        out.print(f"last sync at {last['now']}: {last['summary']}", markup=False, highlight=False)
 
 
 @db_app.command("upgrade")

@@ -32,8 +32,9 @@ from sqlalchemy import Engine
 
 from leadflow.batching import IdRange
 from leadflow.eventloop import loop_factory
+from leadflow.listening.tracking import rewrite_html
 from leadflow.mail.message import build_wire, make_message_id
-from leadflow.mail.rendering import TemplateRenderError
+from leadflow.mail.rendering import RenderedEmail, TemplateRenderError
 from leadflow.mail.transport import (
     Outgoing,
     SendResult,
@@ -165,6 +166,7 @@ class Composer:
         self._secret = rt.settings.require_real_secret()
         self._public_url = rt.settings.public_url
         self._sender = sender
+        self._tracking = rt.loaded.config.tracking
         self._domain = sender.from_email.rsplit("@", 1)[-1]
         self._sender_context = {
             "name": sender.from_name,
@@ -185,6 +187,19 @@ class Composer:
             "message": {"cadence": item.cadence, "step": item.step, "variant": item.variant},
         }
         rendered = self._rt.templates.compile(item.template).render(context)
+        tracking = self._tracking
+        if tracking.clicks or tracking.opens:
+            # links and pixel signed for this outbox row; the unsubscribe link stays as it is
+            html = rewrite_html(
+                rendered.html,
+                outbox_id=item.id,
+                base_url=self._public_url,
+                secret=self._secret,
+                clicks=tracking.clicks,
+                opens=tracking.opens,
+                keep=(unsubscribe,),
+            )
+            rendered = RenderedEmail(rendered.subject, rendered.text, html)
         message_id = make_message_id(
             f"lf{item.id}.{item.lead_id}.{item.cadence}.{item.step}.{item.round}", self._domain
         )

@@ -20,6 +20,7 @@ from rich.table import Table
 from leadflow.sample_data import generate_leads, write_csv
 from leadflow.settings import Settings
 
+BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari"
 START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday; Thanksgiving falls inside the run
 TICKS_UTC = ((14, 30), (17, 30))
 ARRIVALS = {0: 0.6, 7: 0.25, 14: 0.15}  # day offset -> share of the sample leads
@@ -28,7 +29,7 @@ ARRIVALS = {0: 0.6, 7: 0.25, 14: 0.15}  # day offset -> share of the sample lead
 def _reset(home: Path) -> None:
     for name in ("leadflow.db", "leadflow.db-wal", "leadflow.db-shm"):
         (home / name).unlink(missing_ok=True)
-    for folder in ("outbox", "inbox"):
+    for folder in ("outbox", "inbox", "mailbox"):
         shutil.rmtree(home / folder, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
 
@@ -58,7 +59,7 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     from leadflow.events import record_events
     from leadflow.mail.sink import SmtpSink
     from leadflow.report import build_report, headline, write_html
-    from leadflow.simulation import world_events
+    from leadflow.web import record_hit
     from models.db import session_scope
 
     home = home.resolve()
@@ -75,10 +76,13 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
             inbox=home / "inbox",
             smtp_host="127.0.0.1",
             smtp_port=sink.port,
+            mailbox_url=f"maildir://{home / 'mailbox'}",
             demo=True,
         )
         use_settings(settings)
+        world = _world(home, sink, settings, record_hit, runtime)
         console.print(f"SMTP sink on 127.0.0.1:{sink.port} → {outbox_dir}")
+        console.print(f"the leads answer by mail into {home / 'mailbox'} (Maildir)")
         console.print("starting Prefect (a temporary local server; first start ~20 s)...")
         with quick_flows():
             for day in range(days):
@@ -91,11 +95,12 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
                     rt = runtime()
                     with session_scope(rt.engine) as session:
                         conn = session.connection()
-                        events = world_events(conn, now=now)
-                        record_events(conn, events, stop_on=rt.stop_on, now=now)
+                        reactions = world.react(conn, now=now)
+                        record_events(conn, reactions.events, stop_on=rt.stop_on, now=now)
                     result = tick_flow(now=now.isoformat())
+                    heard = result["mailbox"].get("recorded", 0) + reactions.hits
                     console.print(
-                        f"{now:%a %d %b %H:%M}Z  events {len(events):3d} | "
+                        f"{now:%a %d %b %H:%M}Z  heard {heard:3d} | "
                         f"{result['advance']['summary'][:70]} | {result['nurture']['summary']}",
                         highlight=False,
                         soft_wrap=True,
@@ -111,6 +116,7 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     console.print()
     _print_funnel(console, data)
     console.print(f"[bold]{headline(data)}[/bold]", highlight=False)
+    console.print(_heard(rt), highlight=False)
     console.print(f"emails delivered to the local sink: {delivered} (.eml files in {outbox_dir})")
     console.print(
         f"database: {home / 'leadflow.db'}  — try: LEADFLOW_HOME={home} "
@@ -122,6 +128,66 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
         "are under the 'tick' flow)"
     )
     return {"delivered": delivered, "report": data}
+
+
+def _world(home: Path, sink: Any, settings: Settings, record_hit: Any, runtime: Any) -> Any:
+    """The simulated leads, answering by mail and clicking through the tracked links."""
+    from leadflow.listening.classify import parse
+    from leadflow.simulation import World
+
+    mailbox_dir = home / "mailbox"
+    for sub in ("new", "cur", "tmp"):
+        (mailbox_dir / sub).mkdir(parents=True, exist_ok=True)
+    by_id: dict[str, bytes] = {}
+
+    def delivered(message_id: str) -> bytes | None:
+        if message_id not in by_id:
+            for received in sink.messages[len(by_id) :]:
+                by_id.setdefault(str(parse(received.data)["Message-ID"]), received.data)
+        return by_id.get(message_id)
+
+    def hit(outbox_id: int, kind: str, url: str | None, at: datetime) -> object:
+        return record_hit(
+            runtime(),
+            outbox_id=outbox_id,
+            kind=kind,
+            url=url,
+            method="GET",
+            user_agent=BROWSER,
+            now=at,
+        )
+
+    return World(
+        maildir=mailbox_dir,
+        delivered=delivered,
+        record_hit=hit,
+        secret=settings.require_real_secret(),
+    )
+
+
+def _heard(rt: Any) -> str:
+    """What the listening half heard: from the mailbox and the tracked links."""
+    from sqlalchemy import func, select
+
+    from models.tables import EVENTS, INBOUND
+
+    with rt.engine.connect() as conn:
+        mail = dict(
+            conn.execute(select(INBOUND.c.kind, func.count()).group_by(INBOUND.c.kind)).all()
+        )
+        hits = dict(
+            conn.execute(
+                select(EVENTS.c.type, func.count())
+                .where(EVENTS.c.source == "tracking")
+                .group_by(EVENTS.c.type)
+            ).all()
+        )
+    return (
+        f"heard by mail: {mail.get('replied', 0)} replies, {mail.get('out_of_office', 0)} "
+        f"out-of-office, {mail.get('unsubscribed', 0)} unsubscribe requests, "
+        f"{mail.get('bounced', 0)} bounces; tracked: {hits.get('email_opened', 0)} opens, "
+        f"{hits.get('email_clicked', 0)} clicks"
+    )
 
 
 def _print_funnel(console: Console, data: dict[str, Any]) -> None:

@@ -19,13 +19,14 @@ from leadflow.delivery import (
     deliver_batch,
     reconcile_stale,
 )
+from leadflow.listening.sync import SyncOutcome
 from leadflow.outbox import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX
 
-STEPS = ("intake", "score", "advance", "nurture", "callbacks", "checkins", "report")
+STEPS = ("intake", "mailbox", "score", "advance", "nurture", "callbacks", "checkins", "report")
 
 
 def score_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
@@ -83,6 +84,16 @@ def deliver_all(
         return session.deliver(ranges, kind=kind), len(ranges)
 
 
+def listen(rt: Runtime, *, now: datetime) -> SyncOutcome:
+    """Read the mailbox (``LEADFLOW_MAILBOX_URL``) from its checkpoints on; nothing when unset.
+
+    Runs before scoring and the stage engine, so a reply read now stops the cadence before
+    the same tick would send the next step."""
+    from leadflow.listening.sync import sync_mailbox
+
+    return sync_mailbox(rt, now=now)
+
+
 def reconcile(rt: Runtime, *, now: datetime) -> list[int]:
     return reconcile_stale(rt, now=now)
 
@@ -93,6 +104,7 @@ class TickOutcome:
 
     now: datetime
     config_hash: str
+    mailbox: SyncOutcome = field(default_factory=SyncOutcome)
     scored: int = 0
     score_changed: int = 0
     advance: AdvanceOutcome = field(default_factory=AdvanceOutcome)
@@ -107,6 +119,7 @@ class TickOutcome:
         return {
             "now": self.now.isoformat(),
             "config_hash": self.config_hash[:12],
+            "mailbox": self.mailbox.as_dict(),
             "scored": self.scored,
             "score_changed": self.score_changed,
             "advance": self.advance.as_dict(),
@@ -123,6 +136,7 @@ def tick(rt: Runtime, *, now: datetime, transport: TransportFactory) -> TickOutc
     """All steps in order, without Prefect: the baseline the flows are measured against."""
     out = TickOutcome(now=now, config_hash=rt.config_hash)
     out.config_changed = apply_config_change(rt, now=now)
+    out.mailbox = listen(rt, now=now)
     for r in score_ranges(rt, now=now):
         result = score(rt, r, now=now)
         out.scored += result.rescored

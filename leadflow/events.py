@@ -31,6 +31,11 @@ KNOWN_EVENTS = frozenset(
         "lost",
         "unsubscribed",
         "bounced",
+        "soft_bounced",
+        # opens and clicks by link scanners and mail proxies: kept as evidence, never counted
+        # as engagement (leadflow/listening/tracking.py says which rules decide)
+        "machine_opened",
+        "machine_clicked",
     }
 )
 SUPPRESSING_EVENTS = {"unsubscribed": "unsubscribed", "bounced": "bounced"}

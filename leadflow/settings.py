@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     public_url: str = "http://127.0.0.1:8000"
     api_token: SecretStr | None = None
+    # Where replies, auto-replies and bounces arrive (docs/mailbox.md): imaps://user@host/INBOX,
+    # imap://user@host/INBOX (STARTTLS), imap+plain:// (loopback only), or maildir:///path.
+    # Unset: no mailbox is read.
+    mailbox_url: str | None = None
+    mailbox_password: SecretStr | None = None
     demo: bool = False
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     # The loop SMTP conversations run on (see leadflow.eventloop): "auto" is uvloop

@@ -1,9 +1,18 @@
-"""``leadflow web``: web-form intake, events, and the unsubscribe endpoints.
+"""``leadflow web``: web-form intake, events, the unsubscribe endpoints and tracking.
 
 * ``POST /leads`` and ``POST /events`` need ``Authorization: Bearer <LEADFLOW_API_TOKEN>``.
 * ``POST /unsubscribe/{token}`` is the RFC 8058 one-click endpoint: no cookie, no login,
   unsubscribes at once. ``GET /unsubscribe/{token}`` only shows a page that asks — mail
   scanners follow GET links, so a GET never unsubscribes by itself.
+* ``GET``/``HEAD /c/{token}`` records a click and redirects (302) to the URL signed inside the
+  token, and only there: a tracked link is never an open redirect. A bad token is a 404.
+* ``GET``/``HEAD /o/{token}.gif`` records an open and answers a 1x1 GIF, even for a bad
+  token (a mail client must not show a broken image).
+
+Opens and clicks by link scanners and mail proxies are recorded as ``machine_opened`` and
+``machine_clicked`` (``leadflow/listening/tracking.py`` has the rules). When the database
+cannot be reached the click still redirects and the pixel is still served: losing one hit is
+better than a broken link in a prospect's inbox.
 """
 
 from __future__ import annotations
@@ -11,20 +20,42 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from leadflow.events import KNOWN_EVENTS, EventIn, record_events
+from leadflow.listening.tracking import (
+    CLICK_PATH,
+    OPEN_PATH,
+    PIXEL_GIF,
+    machine_reason,
+    read_click_token,
+    read_open_token,
+)
 from leadflow.queries import find_lead
 from leadflow.runtime import Runtime
 from leadflow.suppression import suppress_many
 from leadflow.timeutil import parse_instant, utcnow
 from leadflow.unsubscribe import UNSUBSCRIBE_PATH, verify_token
 from models.db import session_scope
+from models.tables import OUTBOX
+
+log = logging.getLogger(__name__)
+
+HitKind = Literal["open", "click"]
+# (human, machine) event type per kind of hit
+_HIT_EVENTS: Final[dict[HitKind, tuple[str, str]]] = {
+    "open": ("email_opened", "machine_opened"),
+    "click": ("email_clicked", "machine_clicked"),
+}
+_NO_STORE: Final = {"Cache-Control": "no-store, private"}
 
 
 class EventBody(BaseModel):
@@ -41,6 +72,54 @@ def _cell(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
+
+
+def record_hit(
+    rt: Runtime,
+    *,
+    outbox_id: int,
+    kind: HitKind,
+    url: str | None,
+    method: str,
+    user_agent: str | None,
+    now: datetime,
+) -> str | None:
+    """Record an open or a click of outbox row ``outbox_id`` for its lead, in one transaction.
+
+    Returns the event type recorded (``email_clicked``, ``machine_clicked``, ...), or None
+    when there is no such row. The row's ``sent_at`` (its ``claimed_at`` while the send is
+    not recorded yet: scanners at the recipient's gateway can be that quick) decides whether
+    the hit came too soon to be a person.
+    """
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        row = conn.execute(
+            select(OUTBOX.c.lead_id, OUTBOX.c.sent_at, OUTBOX.c.claimed_at).where(
+                OUTBOX.c.id == outbox_id
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        reason = machine_reason(
+            kind=kind,
+            method=method,
+            user_agent=user_agent,
+            sent_at=row.sent_at or row.claimed_at,
+            now=now,
+            human_after_seconds=rt.loaded.config.tracking.human_after_seconds,
+        )
+        human, machine = _HIT_EVENTS[kind]
+        data: dict[str, Any] = {} if url is None else {"url": url}
+        if reason is not None:
+            data["machine"] = reason
+        event = human if reason is None else machine
+        record_events(
+            conn,
+            [EventIn(row.lead_id, event, now, data, source="tracking", message_id=outbox_id)],
+            stop_on=rt.stop_on,
+            now=now,
+        )
+    return event
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -132,5 +211,40 @@ def create_app(rt: Runtime) -> FastAPI:
                     now=now,
                 )
         return f"<!doctype html><p>{html.escape(email)} is unsubscribed. Sorry to see you go.</p>"
+
+    def _hit(request: Request, *, outbox_id: int, kind: HitKind, url: str | None) -> bool:
+        """``record_hit`` for a request: False if the row is unknown. A database failure is
+        logged and reads as True, so the reader still gets the page or the pixel."""
+        try:
+            recorded = record_hit(
+                rt,
+                outbox_id=outbox_id,
+                kind=kind,
+                url=url,
+                method=request.method,
+                user_agent=request.headers.get("user-agent"),
+                now=utcnow(),
+            )
+        except SQLAlchemyError:
+            log.exception("could not record a tracked %s of outbox row %d", kind, outbox_id)
+            return True
+        return recorded is not None
+
+    @app.api_route(CLICK_PATH + "/{token}", methods=["GET", "HEAD"])
+    def tracked_click(token: str, request: Request) -> Response:
+        found = read_click_token(token, rt.settings.require_real_secret())
+        if found is None:
+            raise HTTPException(404, "this link is not valid")
+        outbox_id, url = found
+        if not _hit(request, outbox_id=outbox_id, kind="click", url=url):
+            raise HTTPException(404, "this link is not valid")
+        return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+    @app.api_route(OPEN_PATH + "/{token}.gif", methods=["GET", "HEAD"])
+    def tracked_open(token: str, request: Request) -> Response:
+        outbox_id = read_open_token(token, rt.settings.require_real_secret())
+        if outbox_id is not None:
+            _hit(request, outbox_id=outbox_id, kind="open", url=None)
+        return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
 
     return app

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Table, UniqueConstraint
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -260,6 +260,53 @@ class ScoreChange(SQLModel, table=True):
     grade: str | None = Field(default=None, max_length=8)
 
 
+class InboundMessage(SQLModel, table=True):
+    """One message read from the mailbox, with what it was taken for and why.
+
+    ``key`` is the message's Message-ID (or a hash of its headers when it has none) and is
+    unique: re-syncing, a crash mid-sync and two syncs at once record each message once.
+    """
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        Index("ix_inbound_lead_received", "lead_id", "received_at"),
+        Index("ix_inbound_kind_received", "kind", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400, sa_column_kwargs={"unique": True})
+    mailbox: str = Field(max_length=300)
+    folder: str = Field(max_length=200)
+    uid: int | None = Field(default=None, sa_type=BigInteger)
+    received_at: datetime
+    synced_at: datetime
+    kind: str = Field(max_length=16)  # bounced, soft_bounced, out_of_office, unsubscribed, ...
+    lead_id: int | None = None
+    outbox_id: int | None = None
+    matched_by: str | None = Field(default=None, max_length=16)  # thread, dsn, address
+    from_email: str | None = Field(default=None, max_length=320)
+    subject: str | None = Field(default=None, max_length=1000)
+    snippet: str | None = Field(default=None, max_length=2000)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class MailboxCheckpoint(SQLModel, table=True):
+    """How far a mailbox folder has been read: the last UID under one UIDVALIDITY.
+
+    A folder whose UIDVALIDITY changed starts a new checkpoint from UID 0; the messages it
+    finds again are recognised by their key (``InboundMessage.key``) and not recorded twice.
+    """
+
+    __tablename__ = "mailbox_checkpoint"
+
+    mailbox: str = Field(primary_key=True, max_length=300)
+    folder: str = Field(primary_key=True, max_length=200)
+    uidvalidity: int = Field(primary_key=True, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    messages: int = 0
+    synced_at: datetime
+
+
 class RunRecord(SQLModel, table=True):
     """One row per engine run: which config version ran, at which simulated time, what it did."""
 
@@ -278,6 +325,7 @@ class RunRecord(SQLModel, table=True):
 __all__ = [
     "CALLBACKS",
     "EVENTS",
+    "INBOUND",
     "LEADS",
     "OPEN_MESSAGE_STATES",
     "OUTBOX",
@@ -291,7 +339,10 @@ __all__ = [
     "LeadBase",
     "LeadCreate",
     "LeadPublic",
+    "InboundMessage",
     "LeadStatus",
+    "MAILBOX_CHECKPOINTS",
+    "MailboxCheckpoint",
     "MessageStatus",
     "OutboundMessage",
     "RunRecord",
@@ -314,6 +365,8 @@ CALLBACKS = _table(Callback)
 SUPPRESSIONS = _table(Suppression)
 SCORE_CHANGES = _table(ScoreChange)
 RUNS = _table(RunRecord)
+INBOUND = _table(InboundMessage)
+MAILBOX_CHECKPOINTS = _table(MailboxCheckpoint)
 
 
 class stay_order(FunctionElement[float]):  # lower case: used like a SQL function

@@ -37,7 +37,17 @@ from models.tables import LEADS
 
 T = TypeVar("T")
 
-SERVED = ["intake", "score", "advance", "nurture", "callbacks", "checkins", "report", "tick"]
+SERVED = [
+    "intake",
+    "score",
+    "advance",
+    "nurture",
+    "callbacks",
+    "checkins",
+    "report",
+    "mailbox",
+    "tick",
+]
 FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
 CRONS = {"tick": "*/15 * * * *", "intake": "*/5 * * * *", "report": "0 7 * * 1"}
 STARTUP_TIMEOUT = 120.0  # a new Prefect database takes 15-30 s to migrate on 2 cores

@@ -29,6 +29,7 @@ FLOWS: tuple[str, ...] = (
     "callbacks",
     "checkins",
     "report",
+    "mailbox",
     "tick",
 )
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -283,6 +284,72 @@ class Intake(Strict):
     default_source: str = "import"
 
 
+DEFAULT_UNSUBSCRIBE_PHRASES: tuple[str, ...] = (
+    "unsubscribe",
+    "remove me",
+    "take me off",
+    "stop emailing",
+    "stop sending",
+    "do not contact",
+    "don't contact",
+    "do not email",
+    "don't email",
+    "opt out",
+    "opt-out",
+    "abmelden",
+    "austragen",
+    "keine e-mails mehr",
+    "désabonner",
+    "desabonner",
+    "désinscrire",
+    "ne plus recevoir",
+    "darme de baja",
+    "dar de baja",
+    "no me escriban",
+    "no más correos",
+)
+
+
+class Mailbox(Strict):
+    """How replies, auto-replies and bounces read from the mailbox are acted upon.
+
+    Where the mailbox is (``LEADFLOW_MAILBOX_URL``) and its password are settings, never YAML.
+    """
+
+    after: str = Field(
+        default="leave",
+        pattern=r"^(leave|seen|move:\S.*)$",
+        description="What to do with a message once recorded: leave, seen, or move:Folder",
+    )
+    soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Transient bounces in a row before the address is suppressed"
+    )
+    out_of_office_business_days: int = Field(
+        default=5, ge=1, le=60, description="Pause after an auto-reply with no readable return date"
+    )
+    max_pause_days: int = Field(
+        default=45, ge=1, le=365, description="Longest pause a return date read from a reply sets"
+    )
+    unsubscribe_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UNSUBSCRIBE_PHRASES),
+        description="Phrases that make a reply an unsubscribe request (case-insensitive)",
+    )
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Messages per transaction")
+
+
+class Tracking(Strict):
+    """Open pixel and click redirects, attributed to the outbox row that sent them."""
+
+    opens: bool = True
+    clicks: bool = True
+    human_after_seconds: int = Field(
+        default=10,
+        ge=0,
+        le=3600,
+        description="Opens and clicks sooner than this after sending count as machine traffic",
+    )
+
+
 class Schedules(Strict):
     intake: str | None = None
     score: str | None = None
@@ -291,6 +358,7 @@ class Schedules(Strict):
     callbacks: str | None = None
     checkins: str | None = None
     report: str | None = None
+    mailbox: str | None = None
     tick: str | None = None
 
 
@@ -305,6 +373,8 @@ class PipelineConfig(Strict):
     cadences: dict[Identifier, Cadence] = Field(default_factory=dict)
     recycling: Recycling
     checkins: dict[Identifier, CheckinPlan] = Field(default_factory=dict)
+    mailbox: Mailbox = Field(default_factory=Mailbox)
+    tracking: Tracking = Field(default_factory=Tracking)
     pipelines: list[Pipeline] = Field(min_length=1)
 
     def pipeline(self, pipeline_id: str) -> Pipeline | None:

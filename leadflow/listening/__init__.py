@@ -1,0 +1,1 @@
+"""The listening half: mailbox sync and engagement tracking."""

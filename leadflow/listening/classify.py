@@ -1,0 +1,506 @@
+"""What an inbound message is, decided from the message alone (pure, no I/O).
+
+The rules run in this order; the first that applies wins, and its name is the evidence:
+
+| order | class | recognised by |
+|---|---|---|
+| 1 | ``other`` | a read receipt (``report-type=disposition-notification``) |
+| 2 | ``bounced`` | a delivery-status report with a permanent failure (status 5.x.x) |
+| 2 | ``soft_bounced`` | one with a transient failure (4.x.x, or ``Action: delayed``) |
+| 3 | ``other`` | list mail (``List-Id``/``List-Unsubscribe``) answering nothing of ours |
+| 4 | ``out_of_office`` | RFC 3834 ``Auto-Submitted`` (not ``no``), ``X-Autoreply``, |
+|   |                   | ``X-Autorespond``, ``Precedence: auto_reply/bulk/junk``, or an |
+|   |                   | out-of-office subject (English, German, French, Spanish) |
+| 5 | ``unsubscribed`` | a reply whose new text holds one of ``mailbox.unsubscribe_phrases`` |
+| 6 | ``replied`` | anything else (``other`` when it matches no lead: see sync) |
+
+Delivery reports are RFC 3464 ``multipart/report`` messages (their ``Status:`` and ``Action:``
+per recipient), or the non-standard ones mailer daemons send, read by flufl.bounce (its
+permanent/temporary verdict, else the status or SMTP code in the text). An auto-reply's
+return date is read from its new text (dateparser) when it states one.
+
+Only the new text of a reply counts: our own footer ("Not interested? Unsubscribe") is
+usually quoted below a reply, and must not turn "yes, let's talk" into an unsubscribe.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from flufl.bounce import all_failures
+
+from leadflow.mail.rendering import html_to_text
+
+
+class Kind(StrEnum):
+    BOUNCED = "bounced"
+    SOFT_BOUNCED = "soft_bounced"
+    OUT_OF_OFFICE = "out_of_office"
+    UNSUBSCRIBED = "unsubscribed"
+    REPLIED = "replied"
+    OTHER = "other"
+
+
+MAX_SNIPPET = 500  # characters of a reply's new text kept as evidence
+MAX_TEXT = 200_000  # characters of a body looked at; the rest of a huge message is ignored
+
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_DSN_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s-])")
+_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|noreply-dmarc)", re.I)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|delivery status notification|mail delivery (failed|failure|subsystem)|"
+    r"returned mail|failure notice|delivery has failed|delivery failure|"
+    r"could not be delivered|delivery incomplete|message not delivered|"
+    r"warning: message .* delayed|delayed mail|nondeliverable|non-delivery",
+    re.I,
+)
+_OOO_SUBJECT = re.compile(
+    r"automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|out of (the )?office|"
+    r"\booo\b|away from (the )?office|on vacation|on leave|"
+    r"abwesenheit|automatische antwort|nicht im b(ü|ue)ro|"
+    r"r(é|e)ponse automatique|absence|absent du bureau|"
+    r"respuesta autom(á|a)tica|fuera de la oficina|ausente|"
+    r"risposta automatica|fuori ufficio",
+    re.I,
+)
+_SIGNATURE = re.compile(r"^(-- ?|--|__+|Sent from my .*|Von meinem .* gesendet.*)$", re.M)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A message's class and the facts it rests on (all stored as evidence)."""
+
+    kind: Kind
+    rule: str
+    key: str
+    message_id: str | None
+    answers: tuple[str, ...]  # Message-IDs it replies to, or the bounced original's
+    from_email: str | None
+    subject: str
+    received_at: datetime | None
+    failed: tuple[str, ...] = ()  # addresses a delivery report names as failed
+    status: str | None = None  # DSN status (5.1.1) or SMTP code
+    return_date: date | None = None  # an out-of-office's stated return
+    snippet: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def parse(raw: bytes) -> Message:
+    """A message as the ``email`` package reads it (modern policy, never raises on junk)."""
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def message_key(msg: Message, raw: bytes) -> str:
+    """The message's identity: its Message-ID, or a hash of its header block without one."""
+    found = _MESSAGE_ID.search(_header(msg, "Message-ID"))
+    if found and len(found.group(0)) <= 398:
+        return found.group(0)
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return "sha256:" + hashlib.sha256(head).hexdigest()
+
+
+def classify(
+    msg: Message,
+    raw: bytes,
+    *,
+    unsubscribe_phrases: Sequence[str],
+    sent_by_us: Iterable[str] = (),
+) -> Classified:
+    """Classify one message (see the module docstring for the rules and their order).
+
+    ``sent_by_us`` are our own addresses: a message from one of them is ``other`` (a copy
+    of our own mail, or a colleague's note), never a reply by a lead.
+    """
+    base = _Facts.of(msg, raw)
+    content_type = msg.get_content_type()
+    report_type = str(msg.get_param("report-type", "") or "").lower()
+    if content_type == "multipart/report" and report_type == "disposition-notification":
+        return base.make(Kind.OTHER, "read receipt")
+    if base.from_email and base.from_email in {a.lower() for a in sent_by_us}:
+        return base.make(Kind.OTHER, "sent by us")
+    dsn = _delivery_report(msg, base)
+    if dsn is not None:
+        return dsn
+    if _is_list_mail(msg) and not base.answers:
+        return base.make(Kind.OTHER, "mailing list")
+    auto = _auto_reply_rule(msg, base.subject)
+    text = _new_text(msg)
+    if auto is not None:
+        returning = _return_date(text, base.received_at) if text else None
+        return base.make(Kind.OUT_OF_OFFICE, auto, return_date=returning, snippet=_snip(text))
+    phrase = _unsubscribe_phrase(text, unsubscribe_phrases)
+    if phrase is not None:
+        return base.make(Kind.UNSUBSCRIBED, f"asks to unsubscribe: {phrase!r}", snippet=_snip(text))
+    return base.make(Kind.REPLIED, "human reply", snippet=_snip(text))
+
+
+# --- facts every class shares -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Facts:
+    key: str
+    message_id: str | None
+    answers: tuple[str, ...]
+    from_email: str | None
+    subject: str
+    received_at: datetime | None
+
+    @classmethod
+    def of(cls, msg: Message, raw: bytes) -> _Facts:
+        key = message_key(msg, raw)
+        answers = _MESSAGE_ID.findall(
+            _header(msg, "In-Reply-To") + " " + _header(msg, "References")
+        )
+        return cls(
+            key=key,
+            message_id=None if key.startswith("sha256:") else key,
+            answers=tuple(dict.fromkeys(answers)),
+            from_email=_address(_header(msg, "From")),
+            subject=" ".join(_header(msg, "Subject").split())[:1000],
+            received_at=_date(_header(msg, "Date")),
+        )
+
+    def make(self, kind: Kind, rule: str, **extra: Any) -> Classified:
+        evidence: dict[str, Any] = {"rule": rule}
+        for name in ("status", "failed", "return_date"):
+            value = extra.get(name)
+            if value:
+                evidence[name] = value.isoformat() if isinstance(value, date) else value
+        answers = extra.pop("answers", self.answers)
+        return Classified(
+            kind=kind,
+            rule=rule,
+            key=self.key,
+            message_id=self.message_id,
+            answers=answers,
+            from_email=self.from_email,
+            subject=self.subject,
+            received_at=self.received_at,
+            evidence=evidence,
+            **extra,
+        )
+
+
+def _header(msg: Message, name: str) -> str:
+    try:
+        value = msg.get(name)
+    except Exception:  # a header the email package cannot even parse is no header at all
+        return ""
+    return "" if value is None else str(value)
+
+
+def _address(value: str) -> str | None:
+    found = [addr for _, addr in getaddresses([value]) if "@" in addr]
+    return found[0].strip().lower() if found else None
+
+
+def _date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+# --- 2. delivery-status reports ----------------------------------------------------------------
+
+
+def _delivery_report(msg: Message, base: _Facts) -> Classified | None:
+    report_type = str(msg.get_param("report-type", "") or "").lower()
+    standard = msg.get_content_type() == "multipart/report" and report_type == "delivery-status"
+    if not standard and not _looks_like_bounce(msg, base):
+        return None
+    recipients = _dsn_recipients(msg) if standard else []
+    original = _original_ids(msg)
+    answers = tuple(dict.fromkeys(original + list(base.answers)))
+    if recipients:
+        failed = [r for r in recipients if r["action"] in {"failed", "delayed"}] or recipients
+        permanent = [r for r in failed if r["status"].startswith("5") and r["action"] != "delayed"]
+        chosen = permanent or failed
+        status = chosen[0]["status"] or None
+        addresses = tuple(dict.fromkeys(r["address"] for r in chosen if r["address"]))
+        kind = Kind.BOUNCED if permanent else Kind.SOFT_BOUNCED
+        return base.make(
+            kind, "RFC 3464 delivery-status", failed=addresses, status=status, answers=answers
+        )
+    hard, soft = _flufl_failures(msg)
+    text = _all_text(msg)
+    status = _status_in(text)
+    if hard:
+        kind, addresses = Kind.BOUNCED, hard
+    elif soft:
+        kind, addresses = Kind.SOFT_BOUNCED, soft
+    elif status is not None:
+        kind, addresses = (Kind.BOUNCED if status.startswith("5") else Kind.SOFT_BOUNCED), ()
+    else:
+        return None  # from a daemon, but not about a failed delivery
+    if status is None:
+        status = "5.0.0" if kind is Kind.BOUNCED else "4.0.0"
+    elif kind is Kind.BOUNCED and status.startswith("4"):
+        kind = Kind.SOFT_BOUNCED
+    return base.make(kind, "non-standard bounce", failed=addresses, status=status, answers=answers)
+
+
+def _looks_like_bounce(msg: Message, base: _Facts) -> bool:
+    sender = base.from_email or ""
+    return bool(
+        _DAEMON.match(sender)
+        or _BOUNCE_SUBJECT.search(base.subject)
+        or _header(msg, "X-Failed-Recipients")
+    )
+
+
+def _dsn_recipients(msg: Message) -> list[dict[str, str]]:
+    """The per-recipient blocks of the ``message/delivery-status`` part."""
+    found: list[dict[str, str]] = []
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in _status_blocks(part):
+            address = _recipient(block.get("Final-Recipient") or block.get("Original-Recipient"))
+            if not address:
+                continue
+            status = _DSN_STATUS.search(str(block.get("Status", "")))
+            found.append(
+                {
+                    "address": address,
+                    "action": str(block.get("Action", "")).strip().lower(),
+                    "status": ".".join(status.groups()) if status else "",
+                }
+            )
+    return found
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    text = payload if isinstance(payload, str) else ""
+    blocks = re.split(r"\r?\n\s*\r?\n", text.strip())
+    return [email.message_from_string(b, policy=email.policy.compat32) for b in blocks]
+
+
+def _recipient(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    address = text.split(";", 1)[1] if ";" in text else text
+    address = address.strip().strip("<>").strip().lower()
+    return address if "@" in address else None
+
+
+def _original_ids(msg: Message) -> list[str]:
+    """Message-IDs of the original message a report carries (attached, or its headers)."""
+    ids: list[str] = []
+    for part in msg.walk():
+        kind = part.get_content_type()
+        if kind == "message/rfc822":
+            inner = part.get_payload()
+            inner = inner[0] if isinstance(inner, list) and inner else inner
+            if isinstance(inner, Message):
+                ids += _MESSAGE_ID.findall(_header(inner, "Message-ID"))
+        elif kind == "text/rfc822-headers":
+            body = _text_of(part)
+            ids += re.findall(r"(?im)^message-id:\s*(<[^<>\s]+>)", body)
+    if not ids:  # non-standard bounces often quote the original's headers in the text
+        ids += re.findall(r"(?im)^\s*message-id:\s*(<[^<>\s]+>)", _all_text(msg))
+    return list(dict.fromkeys(ids))
+
+
+def _flufl_failures(msg: Message) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    try:
+        permanent, temporary = all_failures(msg)
+    except Exception:  # a detector tripping on a malformed part is not a reason to fail
+        return (), ()
+
+    def clean(found: Iterable[bytes | str]) -> tuple[str, ...]:
+        out = []
+        for item in found:
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            text = text.strip().strip("<>").lower()
+            if "@" in text:
+                out.append(text)
+        return tuple(sorted(set(out)))
+
+    return clean(permanent), clean(temporary)
+
+
+def _status_in(text: str) -> str | None:
+    found = _DSN_STATUS.search(text)
+    if found:
+        return ".".join(found.groups())
+    code = _SMTP_CODE.search(text)
+    if code:
+        return f"{code.group(1)}.0.0"
+    return None
+
+
+# --- 3 and 4. lists and auto-replies -----------------------------------------------------------
+
+
+def _is_list_mail(msg: Message) -> bool:
+    precedence = _header(msg, "Precedence").strip().lower()
+    listed = bool(_header(msg, "List-Id") or _header(msg, "List-Unsubscribe"))
+    return listed and precedence in {"bulk", "list", "junk", ""}
+
+
+def _auto_reply_rule(msg: Message, subject: str) -> str | None:
+    submitted = _header(msg, "Auto-Submitted").strip().lower()
+    if submitted and submitted != "no":
+        return f"Auto-Submitted: {submitted.split(';')[0]}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autorespond-Info"):
+        if _header(msg, name).strip():
+            return f"{name} header"
+    precedence = _header(msg, "Precedence").strip().lower()
+    if precedence in {"auto_reply", "bulk", "junk"}:
+        return f"Precedence: {precedence}"
+    if _OOO_SUBJECT.search(subject):
+        return "out-of-office subject"
+    return None
+
+
+def _return_date(text: str, received: datetime | None) -> date | None:
+    """The date an auto-reply says its writer is back, if it says one (soonest future date
+    in the text, at most 90 days after the message)."""
+    from dateparser.search import search_dates  # slow to import; only auto-replies need it
+
+    base = (received or datetime.now(UTC)).replace(tzinfo=None)
+    try:
+        found = search_dates(
+            text[:2000],
+            languages=["en", "de", "fr", "es"],
+            settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"},
+        )
+    except Exception:  # dateparser on odd text: no date rather than no sync
+        return None
+    dates = sorted(
+        d.date()
+        for phrase, d in found or []
+        if base.date() < d.date() <= base.date() + timedelta(days=90)
+        and re.search(r"\d", phrase)
+        and len(phrase) >= 5
+    )
+    return dates[-1] if dates else None
+
+
+# --- 5 and 6. human replies --------------------------------------------------------------------
+
+
+def _unsubscribe_phrase(text: str, phrases: Sequence[str]) -> str | None:
+    if not text:
+        return None
+    pattern = _phrase_pattern(tuple(p.lower() for p in phrases if p.strip()))
+    found = pattern.search(text.lower()) if pattern is not None else None
+    return found.group(0) if found else None
+
+
+@lru_cache(maxsize=8)
+def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not phrases:
+        return None
+    alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+
+
+@lru_cache(maxsize=1)
+def _reply_parser() -> Any:
+    from mailparser_reply import EmailReplyParser
+
+    return EmailReplyParser(languages=["en", "de", "fr", "es"])
+
+
+_QUOTE_HINT = re.compile(
+    r"^\s*>|wrote:|schrieb|a écrit|escribió|original message|^from:|^von:|^de :|^de:",
+    re.I | re.M,
+)
+
+
+def _new_text(msg: Message) -> str:
+    """The text its writer typed: the first text part (or the HTML one as text), without
+    quoted replies and signature."""
+    body = _body_text(msg)
+    if not body:
+        return ""
+    if _QUOTE_HINT.search(body):
+        try:
+            latest = _reply_parser().parse_reply(body)
+        except Exception:  # the reply parser on pathological text: keep the whole body
+            latest = None
+        if latest is not None:
+            body = latest
+    cut = _SIGNATURE.search(body)
+    if cut:
+        body = body[: cut.start()]
+    return body.strip()
+
+
+def _body_text(msg: Message) -> str:
+    plain = html = None
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_disposition() == "attachment":
+            continue
+        kind = part.get_content_type()
+        if kind == "text/plain" and plain is None:
+            plain = _text_of(part)
+        elif kind == "text/html" and html is None:
+            html = _text_of(part)
+        if kind == "message/rfc822":
+            break
+    if plain and plain.strip():
+        return plain[:MAX_TEXT]
+    if html:
+        try:
+            return html_to_text(html[:MAX_TEXT])
+        except Exception:  # broken HTML: its raw text is still better than nothing
+            return re.sub(r"<[^>]*>", " ", html[:MAX_TEXT])
+    return ""
+
+
+def _text_of(part: Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def _all_text(msg: Message) -> str:
+    pieces: list[str] = []
+    size = 0
+    for part in msg.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        text = _text_of(part)
+        pieces.append(text)
+        size += len(text)
+        if size > MAX_TEXT:
+            break
+    return "\n".join(pieces)[:MAX_TEXT]
+
+
+def _snip(text: str) -> str:
+    squashed = " ".join(text.split())
+    return squashed[:MAX_SNIPPET]
