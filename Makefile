@@ -26,18 +26,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# scripts/with-dovecot: a throwaway Dovecot IMAP server on loopback for the tests (and benchmarks).
 unit: install
-	$(BIN)/pytest
+	scripts/with-dovecot $(BIN)/pytest
 
 # The same suite against a throwaway PostgreSQL server on loopback (started and removed by
 # scripts/with-postgres; Debian's postgresql package is installed if missing).
 unit-postgres: install
-	scripts/with-postgres $(BIN)/pytest
+	scripts/with-dovecot scripts/with-postgres $(BIN)/pytest
 
 test: lint typecheck unit unit-postgres
 
 bench: install
-	$(BIN)/python -m benchmarks
+	scripts/with-dovecot $(BIN)/python -m benchmarks
 
 ui: install
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \

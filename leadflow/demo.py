@@ -93,9 +93,9 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
                 for hour, minute in TICKS_UTC:
                     now = date.replace(hour=hour, minute=minute)
                     rt = runtime()
+                    reactions = world.react(rt.engine, now=now)
                     with session_scope(rt.engine) as session:
                         conn = session.connection()
-                        reactions = world.react(conn, now=now)
                         record_events(conn, reactions.events, stop_on=rt.stop_on, now=now)
                     result = tick_flow(now=now.isoformat())
                     heard = result["mailbox"].get("recorded", 0) + reactions.hits

@@ -15,7 +15,7 @@ import hashlib
 import mailbox
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -24,7 +24,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.events import EventIn
 from leadflow.listening.classify import parse
@@ -68,12 +68,21 @@ class World:
             self._box = mailbox.Maildir(self.maildir, create=True)
         return self._box
 
-    def react(self, conn: Connection, *, now: datetime) -> Reactions:
-        """Reactions that happened during the day before ``now``."""
+    def react(self, db: Engine, *, now: datetime) -> Reactions:
+        """Reactions that happened during the day before ``now``. The database is only read
+        here; link hits are recorded in transactions of their own, as the web app does."""
         out = Reactions()
         at = now - timedelta(minutes=30)
+        with db.connect() as conn:
+            sent = self._sent(conn, now=now)
+            out.events += _sales_events(conn, now=now, at=at)
+        for row in sent:
+            self._answer(row, at, out)
+        return out
+
+    def _sent(self, conn: Connection, *, now: datetime) -> Sequence[Any]:
         since = now - timedelta(days=1)
-        sent = conn.execute(
+        return conn.execute(
             select(
                 OUTBOX.c.id,
                 OUTBOX.c.lead_id,
@@ -91,10 +100,6 @@ class World:
             )
             .order_by(OUTBOX.c.id)
         ).all()
-        for row in sent:
-            self._answer(row, at, out)
-        out.events += _sales_events(conn, now=now, at=at)
-        return out
 
     def _answer(self, row: Any, at: datetime, out: Reactions) -> None:
         outbox_id, lead_id, kind, message_id, to_email, fit, first_name = row
@@ -109,7 +114,7 @@ class World:
         keen = min(max((fit or 0) / 60.0, 0.0), 1.0)
         if rng.random() >= 0.35 + 0.3 * keen:
             return
-        links = _TRACKED.findall(original.decode("utf-8", "replace"))
+        links = _TRACKED.findall(_html_of(original))
         self._hit(links, OPEN_PATH, at, out)
         if rng.random() < 0.25 + 0.2 * keen:
             self._hit(links, CLICK_PATH, at + timedelta(minutes=2), out)
@@ -144,6 +149,13 @@ class World:
     def _mail(self, message: EmailMessage | bytes) -> None:
         data = message if isinstance(message, bytes) else message.as_bytes(policy=default_policy)
         self.box().add(data)
+
+
+def _html_of(original: bytes) -> str:
+    msg = parse(original)
+    assert isinstance(msg, EmailMessage)  # parse() reads with the modern policy
+    body = msg.get_body(preferencelist=("html",))
+    return str(body.get_content()) if body is not None else ""
 
 
 _REPLIES = (

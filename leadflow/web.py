@@ -21,6 +21,7 @@ import hmac
 import html
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -122,7 +123,9 @@ def record_hit(
     return event
 
 
-def create_app(rt: Runtime) -> FastAPI:
+def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """The app over one runtime. ``clock`` is when requests happen (time travel in tests and
+    the demo: a click then lands at the simulated instant, not the wall clock's)."""
     app = FastAPI(title="leadflow", version="0.1.0")
 
     def require_token(authorization: str = Header(default="")) -> None:
@@ -153,7 +156,7 @@ def create_app(rt: Runtime) -> FastAPI:
             rows,
             rt.loaded.config.intake,
             default_timezone=rt.loaded.config.timezone,
-            now=utcnow(),
+            now=clock(),
             source_label="web",
         )
         return dict(summary.as_dict())
@@ -163,7 +166,7 @@ def create_app(rt: Runtime) -> FastAPI:
         if body.type not in KNOWN_EVENTS:
             raise HTTPException(422, f"unknown event type '{body.type}'")
         try:
-            when: datetime = parse_instant(body.at) if body.at else utcnow()
+            when: datetime = parse_instant(body.at) if body.at else clock()
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         with session_scope(rt.engine) as session:
@@ -175,7 +178,7 @@ def create_app(rt: Runtime) -> FastAPI:
                 conn,
                 [EventIn(lead.id, body.type, when, body.data, source="api")],
                 stop_on=rt.stop_on,
-                now=utcnow(),
+                now=clock(),
             )
         return {"recorded": body.type, "lead": lead.email}
 
@@ -198,7 +201,7 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.post(UNSUBSCRIBE_PATH + "/{token}", response_class=HTMLResponse)
     def unsubscribe(token: str) -> str:
         email = _email(token)
-        now = utcnow()
+        now = clock()
         with session_scope(rt.engine) as session:
             conn = session.connection()
             suppress_many(conn, [(email, "unsubscribed")], now=now, detail="one-click link")
@@ -223,7 +226,7 @@ def create_app(rt: Runtime) -> FastAPI:
                 url=url,
                 method=request.method,
                 user_agent=request.headers.get("user-agent"),
-                now=utcnow(),
+                now=clock(),
             )
         except SQLAlchemyError:
             log.exception("could not record a tracked %s of outbox row %d", kind, outbox_id)

@@ -11,7 +11,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 for _key in [
-    k for k in os.environ if k.startswith("LEADFLOW_") and k != "LEADFLOW_TEST_DATABASE_URL"
+    k for k in os.environ if k.startswith("LEADFLOW_") and not k.startswith("LEADFLOW_TEST_")
 ]:
     del os.environ[_key]
 
@@ -184,3 +184,10 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+# --- the real IMAP server (scripts/with-dovecot): a fresh folder per test -------------------
+
+from imap_server import imap_folder_fixture  # noqa: E402
+
+imap_folder = imap_folder_fixture()

@@ -56,8 +56,8 @@ MAX_SNIPPET = 500  # characters of a reply's new text kept as evidence
 MAX_TEXT = 200_000  # characters of a body looked at; the rest of a huge message is ignored
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-_DSN_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_SMTP_CODE = re.compile(r"(?<![\d.])([45])\d\d(?=[\s-])")
+_DSN_STATUS = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_CODE = re.compile(r"(?<![\d.#])([45])[0-5]\d(?=[\s:-])")
 _DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|noreply-dmarc)", re.I)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery status notification|mail delivery (failed|failure|subsystem)|"
@@ -231,7 +231,9 @@ def _delivery_report(msg: Message, base: _Facts) -> Classified | None:
     original = _original_ids(msg)
     answers = tuple(dict.fromkeys(original + list(base.answers)))
     if recipients:
-        failed = [r for r in recipients if r["action"] in {"failed", "delayed"}] or recipients
+        failed = [r for r in recipients if r["action"] in {"failed", "delayed"}]
+        if not failed:  # "delivered", "relayed", "expanded": a notice, not a failure
+            return base.make(Kind.OTHER, "delivery notice")
         permanent = [r for r in failed if r["status"].startswith("5") and r["action"] != "delayed"]
         chosen = permanent or failed
         status = chosen[0]["status"] or None
@@ -241,20 +243,15 @@ def _delivery_report(msg: Message, base: _Facts) -> Classified | None:
             kind, "RFC 3464 delivery-status", failed=addresses, status=status, answers=answers
         )
     hard, soft = _flufl_failures(msg)
-    text = _all_text(msg)
-    status = _status_in(text)
-    if hard:
-        kind, addresses = Kind.BOUNCED, hard
-    elif soft:
-        kind, addresses = Kind.SOFT_BOUNCED, soft
-    elif status is not None:
-        kind, addresses = (Kind.BOUNCED if status.startswith("5") else Kind.SOFT_BOUNCED), ()
+    status = _status_in(_report_text(msg))
+    addresses = hard or soft
+    if status is not None:  # the server's own code says permanent or transient
+        kind = Kind.BOUNCED if status.startswith("5") else Kind.SOFT_BOUNCED
+    elif hard or soft:
+        kind = Kind.BOUNCED if hard else Kind.SOFT_BOUNCED
+        status = "5.0.0" if hard else "4.0.0"
     else:
         return None  # from a daemon, but not about a failed delivery
-    if status is None:
-        status = "5.0.0" if kind is Kind.BOUNCED else "4.0.0"
-    elif kind is Kind.BOUNCED and status.startswith("4"):
-        kind = Kind.SOFT_BOUNCED
     return base.make(kind, "non-standard bounce", failed=addresses, status=status, answers=answers)
 
 
@@ -326,7 +323,7 @@ def _original_ids(msg: Message) -> list[str]:
 
 def _flufl_failures(msg: Message) -> tuple[tuple[str, ...], tuple[str, ...]]:
     try:
-        permanent, temporary = all_failures(msg)
+        temporary, permanent = all_failures(msg)  # flufl's order: temporary first
     except Exception:  # a detector tripping on a malformed part is not a reason to fail
         return (), ()
 
@@ -382,22 +379,24 @@ def _return_date(text: str, received: datetime | None) -> date | None:
     from dateparser.search import search_dates  # slow to import; only auto-replies need it
 
     base = (received or datetime.now(UTC)).replace(tzinfo=None)
-    try:
-        found = search_dates(
-            text[:2000],
-            languages=["en", "de", "fr", "es"],
-            settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"},
-        )
-    except Exception:  # dateparser on odd text: no date rather than no sync
-        return None
-    dates = sorted(
-        d.date()
-        for phrase, d in found or []
-        if base.date() < d.date() <= base.date() + timedelta(days=90)
-        and re.search(r"\d", phrase)
-        and len(phrase) >= 5
-    )
-    return dates[-1] if dates else None
+    dates: list[date] = []
+    for language in ("en", "de", "fr", "es"):  # one at a time: mixed, dateparser guesses badly
+        try:
+            found = search_dates(
+                text[:2000],
+                languages=[language],
+                settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"},
+            )
+        except Exception:  # noqa: S112 - dateparser on odd text: no date rather than no sync
+            continue
+        dates += [
+            d.date()
+            for phrase, d in found or []
+            if base.date() < d.date() <= base.date() + timedelta(days=90)
+            and re.search(r"\d", phrase)
+            and len(phrase) >= 5
+        ]
+    return max(dates) if dates else None
 
 
 # --- 5 and 6. human replies --------------------------------------------------------------------
@@ -432,6 +431,17 @@ _QUOTE_HINT = re.compile(
 )
 
 
+_QUOTE_HEADER = re.compile(
+    r"^\s*(on .{5,200} wrote:|am .{5,200} schrieb .{0,200}:|le .{5,200} a écrit ?:|"
+    r"el .{5,200} escribió:)\s*$",
+    re.I,
+)
+_HTML_QUOTE = re.compile(
+    r"<blockquote|<div[^>]+(gmail_quote|divRplyFwdMsg|appendonsend|moz-cite-prefix)",
+    re.I,
+)
+
+
 def _new_text(msg: Message) -> str:
     """The text its writer typed: the first text part (or the HTML one as text), without
     quoted replies and signature."""
@@ -445,6 +455,12 @@ def _new_text(msg: Message) -> str:
             latest = None
         if latest is not None:
             body = latest
+    # inline answers between quoted lines: the writer's are the lines that are not quoted
+    body = "\n".join(
+        line
+        for line in body.splitlines()
+        if not line.lstrip().startswith(">") and not _QUOTE_HEADER.match(line)
+    )
     cut = _SIGNATURE.search(body)
     if cut:
         body = body[: cut.start()]
@@ -466,8 +482,9 @@ def _body_text(msg: Message) -> str:
     if plain and plain.strip():
         return plain[:MAX_TEXT]
     if html:
+        html = _HTML_QUOTE.split(html[:MAX_TEXT], maxsplit=1)[0]  # top-posted: quote below
         try:
-            return html_to_text(html[:MAX_TEXT])
+            return html_to_text(html)
         except Exception:  # broken HTML: its raw text is still better than nothing
             return re.sub(r"<[^>]*>", " ", html[:MAX_TEXT])
     return ""
@@ -485,6 +502,18 @@ def _text_of(part: Message) -> str:
         return payload.decode(charset, "replace")
     except LookupError:
         return payload.decode("utf-8", "replace")
+
+
+def _report_text(msg: Message) -> str:
+    """A report's own text parts, not those of the original message it carries."""
+    pieces: list[str] = []
+    for part in msg.walk():
+        kind = part.get_content_type()
+        if kind in ("message/rfc822", "text/rfc822-headers"):
+            break
+        if part.get_content_maintype() == "text":
+            pieces.append(_text_of(part))
+    return "\n".join(pieces)[:MAX_TEXT]
 
 
 def _all_text(msg: Message) -> str:

@@ -17,8 +17,9 @@ so it has exactly one valid spelling. Only URLs that came out of a valid click t
 redirect targets, and ``click_token`` signs only absolute http(s) URLs. Tokens do not expire:
 a link in an old email keeps working.
 
-Only the HTML part is rewritten. The plain-text part keeps its links as written: a long
-redirect URL in plain text is ugly, and text clients are a small share of clicks.
+Only the HTML part is rewritten; there is no ``rewrite_text``. The plain-text part keeps its
+links as written, so its reader sees the real address (a long redirect URL in plain text looks
+like phishing), and clicks made there are not tracked.
 
 Machine traffic (``machine_reason``; the first rule that matches wins, user agents are matched
 case-insensitively as substrings):
@@ -161,6 +162,10 @@ def click_token(outbox_id: int, url: str, secret: str) -> str:
         raise ValueError("an outbox id is a positive integer")
     if not _is_web_url(url):
         raise ValueError(f"only absolute http(s) URLs are tracked, not {url[:40]!r}")
+    return _click_token(outbox_id, url, secret)
+
+
+def _click_token(outbox_id: int, url: str, secret: str) -> str:
     payload = f"{outbox_id}.{_b64encode(url.encode('utf-8'))}"
     return f"{payload}.{_signature(_CLICK_PURPOSE, payload, secret)}"
 
@@ -198,9 +203,9 @@ _TAGS: Final = re.compile(
 )
 
 
-def pixel_tag(base_url: str, outbox_id: int, secret: str) -> str:
-    """The invisible open-tracking image for row ``outbox_id``."""
-    src = _escape(f"{base_url.rstrip('/')}{OPEN_PATH}/{open_token(outbox_id, secret)}.gif")
+def _pixel_tag(base: str, outbox_id: int, secret: str) -> str:
+    """The invisible open-tracking image for row ``outbox_id`` (``base`` is escaped)."""
+    src = f"{base}{OPEN_PATH}/{open_token(outbox_id, secret)}.gif"
     return f'<img src="{src}" width="1" height="1" alt="" style="display:none">'
 
 
@@ -221,11 +226,15 @@ def rewrite_html(
     it must stay as it is). Attribute values are unescaped before signing (the HTML is
     autoescaped, so ``&amp;`` stands for ``&``) and the new value is written escaped, in
     double quotes. ``mailto:``, ``tel:``, ``#anchors`` and relative links stay as they are.
-    With ``opens``, ``pixel_tag`` goes just before the last ``</body>`` (or at the end).
+    With ``opens``, an invisible 1x1 image goes just before the last ``</body>`` (or at the end).
     """
     if not (clicks or opens):
         return html
-    prefix = f"{base_url.rstrip('/')}{CLICK_PATH}/"
+    if outbox_id <= 0:
+        raise ValueError("an outbox id is a positive integer")
+    # Tokens are url-safe base64 and dots: only the base URL can need escaping.
+    base = _escape(base_url.rstrip("/"))
+    prefix = f"{base}{CLICK_PATH}/"
     pieces: list[str] = []
     body_at = -1  # index in pieces of the last </body>
     done = 0
@@ -243,13 +252,13 @@ def rewrite_html(
         if not _is_web_url(url) or url in keep:
             continue
         start, end = match.span(group)
-        tracked = _escape(prefix + click_token(outbox_id, url, secret))
+        tracked = prefix + _click_token(outbox_id, url, secret)
         pieces.append(html[done:start])
         pieces.append(f'"{tracked}"' if group == "uq" else tracked)  # quote what was bare
         done = end
     pieces.append(html[done:])
     if opens:
-        pixel = pixel_tag(base_url, outbox_id, secret)
+        pixel = _pixel_tag(base, outbox_id, secret)
         if body_at >= 0:
             pieces.insert(body_at, pixel)
         else:

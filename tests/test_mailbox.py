@@ -1,0 +1,403 @@
+"""Mailbox sync against the real Dovecot server: the corpus, checkpoints, exactly-once.
+
+Every test works in an IMAP folder of its own (``imap_folder``). The corpus under
+``tests/fixtures/mail/`` is appended with IMAP APPEND and read back through the same sync that
+the ``mailbox`` flow and ``tick`` run; ``expected.csv`` says what each message must become.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
+from imap_server import ImapAccount, append, flags_of, new_folder, recreate_folder
+from sqlalchemy import func, insert, select
+
+from leadflow.config import load_config
+from leadflow.listening.classify import Kind, classify, parse
+from leadflow.listening.sync import sync_mailbox
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.tables import EVENTS, INBOUND, LEADS, MAILBOX_CHECKPOINTS, OUTBOX, SUPPRESSIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "fixtures" / "mail"
+NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+EXPECTED = list(csv.DictReader((CORPUS / "expected.csv").open(encoding="utf-8")))
+
+
+def mailbox_url(account: ImapAccount, folder: str) -> str:
+    return f"imap+plain://{account.user}@{account.host}:{account.port}/{folder}"
+
+
+def runtime_for(
+    tmp_path: Path, account: ImapAccount, folder: str, config: Path = DEFAULT_CONFIG
+) -> Runtime:
+    settings = Settings(
+        home=tmp_path,
+        database_url=database_url(tmp_path),
+        config=config,
+        templates=TEMPLATES,
+        demo=True,
+        mailbox_url=mailbox_url(account, folder),
+        mailbox_password=account.password,
+    )
+    return Runtime.open(settings)
+
+
+def seed_corpus_leads(rt: Runtime) -> dict[str, int]:
+    """A lead for every address expected.csv names, and an outbox row for every Message-ID of
+    ours it expects a message to answer (``<lf{row}.{lead}...>`` names the row's id)."""
+    emails = sorted({row["lead"] for row in EXPECTED if row["lead"]})
+    ids: dict[str, int] = {}
+    with rt.engine.begin() as conn:
+        for email in emails:
+            ids[email] = conn.execute(
+                insert(LEADS)
+                .values(email=email, attributes={}, created_at=NOW, updated_at=NOW)
+                .returning(LEADS.c.id)
+            ).scalar_one()
+        answered = {(row["answers"], row["lead"]) for row in EXPECTED if row["answers"]}
+        for message_id, email in sorted(answered):
+            outbox_id = int(message_id.split(".", 1)[0].removeprefix("<lf"))
+            conn.execute(
+                insert(OUTBOX).values(
+                    id=outbox_id,
+                    lead_id=ids[email],
+                    cadence="outbound",
+                    step=f"s{outbox_id}",
+                    to_email=email,
+                    message_id=message_id,
+                    status="sent",
+                    due_at=NOW - timedelta(days=3),
+                    sent_at=NOW - timedelta(days=3),
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    return ids
+
+
+def corpus_bytes() -> list[bytes]:
+    return [(CORPUS / row["file"]).read_bytes() for row in EXPECTED]
+
+
+# --- the corpus -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_synced(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Runtime, dict[str, Any], Any]]:
+    """The whole corpus appended to one folder and synced once; tests read the outcome."""
+    from imap_server import account_from_env
+
+    account = account_from_env()
+    folder = new_folder(account)
+    append(account, folder, corpus_bytes())
+    rt = runtime_for(tmp_path_factory.mktemp("corpus"), account, folder)
+    seed_corpus_leads(rt)
+    outcome = sync_mailbox(rt, now=NOW)
+    with rt.engine.connect() as conn:
+        rows = {r.uid: r for r in conn.execute(select(INBOUND))}
+        emails = dict(conn.execute(select(LEADS.c.id, LEADS.c.email)).all())
+    yield rt, {"rows": rows, "emails": emails, "account": account, "folder": folder}, outcome
+    rt.close()
+
+
+def test_the_corpus_has_every_class_the_issue_names() -> None:
+    counts: dict[str, int] = {}
+    for row in EXPECTED:
+        counts[row["class"]] = counts.get(row["class"], 0) + 1
+    assert len(EXPECTED) >= 30
+    assert set(counts) == {str(k) for k in Kind}
+    assert sorted(p.name for p in CORPUS.glob("*.eml")) == sorted(r["file"] for r in EXPECTED)
+
+
+@pytest.mark.parametrize("row", EXPECTED, ids=[r["file"] for r in EXPECTED])
+def test_each_corpus_message_gets_its_class_lead_and_evidence(
+    corpus_synced: tuple[Runtime, dict[str, Any], Any], row: dict[str, str]
+) -> None:
+    _rt, found, _outcome = corpus_synced
+    uid = EXPECTED.index(row) + 1  # appended in order to a new folder: UIDs 1, 2, 3, ...
+    stored = found["rows"][uid]
+    assert stored.kind == row["class"]
+    assert found["emails"].get(stored.lead_id, "") == row["lead"]
+    if row["answers"]:
+        assert stored.matched_by in ("thread", "dsn")
+        assert stored.outbox_id == int(row["answers"].split(".", 1)[0].removeprefix("<lf"))
+    if row["status"]:
+        assert stored.evidence["status"] == row["status"]
+    if row["class"] == "out_of_office":
+        assert stored.evidence.get("return_date", "") == row["return_date"]
+    assert stored.evidence["rule"]
+
+
+def test_replies_are_stored_without_quoted_text_or_signature(
+    corpus_synced: tuple[Runtime, dict[str, Any], Any],
+) -> None:
+    _rt, found, _outcome = corpus_synced
+    replies = [r for r in found["rows"].values() if r.kind == "replied"]
+    assert replies
+    for reply in replies:
+        snippet = reply.snippet or ""
+        assert "wrote:" not in snippet
+        assert "Original Message" not in snippet
+        assert not snippet.startswith(">")
+        assert "Unsubscribe:" not in snippet  # our own footer, quoted below the reply
+
+
+def test_corpus_events_suppress_bounced_and_unsubscribed_addresses(
+    corpus_synced: tuple[Runtime, dict[str, Any], Any],
+) -> None:
+    rt, _found, outcome = corpus_synced
+    with rt.engine.connect() as conn:
+        suppressed = dict(conn.execute(select(SUPPRESSIONS.c.email, SUPPRESSIONS.c.reason)).all())
+        events = conn.execute(select(EVENTS.c.type, func.count()).group_by(EVENTS.c.type)).all()
+    hard = {r["lead"] for r in EXPECTED if r["class"] == "bounced" and r["lead"]}
+    leaving = {r["lead"] for r in EXPECTED if r["class"] == "unsubscribed" and r["lead"]}
+    assert {e for e, why in suppressed.items() if why == "bounced"} >= hard
+    assert {e for e, why in suppressed.items() if why == "unsubscribed"} >= leaving
+    by_type = dict(events)
+    matched = [r for r in EXPECTED if r["lead"] and r["class"] != "other"]
+    for kind in ("replied", "out_of_office", "bounced", "soft_bounced", "unsubscribed"):
+        assert by_type.get(kind, 0) >= sum(1 for r in matched if r["class"] == kind)
+    assert outcome.recorded == len(EXPECTED)
+    assert outcome.errors == []
+
+
+def test_reading_the_mailbox_marks_nothing_seen(
+    corpus_synced: tuple[Runtime, dict[str, Any], Any],
+) -> None:
+    _rt, found, _outcome = corpus_synced
+    flags = flags_of(found["account"], found["folder"])
+    assert len(flags) == len(EXPECTED)
+    assert all("\\Seen" not in f for f in flags.values())
+
+
+# --- checkpoints and exactly once -------------------------------------------------------------
+
+
+def counts(rt: Runtime) -> tuple[int, int]:
+    with rt.engine.connect() as conn:
+        inbound = conn.execute(select(func.count()).select_from(INBOUND)).scalar_one()
+        events = conn.execute(
+            select(func.count()).select_from(EVENTS).where(EVENTS.c.source == "mailbox")
+        ).scalar_one()
+    return inbound, events
+
+
+def test_a_second_sync_fetches_only_what_is_new(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    account, folder = imap_folder
+    messages = corpus_bytes()
+    append(account, folder, messages[:10])
+    rt = runtime_for(tmp_path, account, folder)
+    seed_corpus_leads(rt)
+    first = sync_mailbox(rt, now=NOW)
+    again = sync_mailbox(rt, now=NOW)
+    append(account, folder, messages[10:15])
+    third = sync_mailbox(rt, now=NOW + timedelta(hours=1))
+    with rt.engine.connect() as conn:
+        checkpoint = conn.execute(select(MAILBOX_CHECKPOINTS)).one()
+    rt.close()
+    assert (first.fetched, again.fetched, third.fetched) == (10, 0, 5)
+    assert (checkpoint.last_uid, checkpoint.messages) == (15, 15)
+
+
+def test_a_changed_uidvalidity_rescans_without_recording_twice(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    account, folder = imap_folder
+    messages = corpus_bytes()
+    append(account, folder, messages)
+    rt = runtime_for(tmp_path, account, folder)
+    seed_corpus_leads(rt)
+    sync_mailbox(rt, now=NOW)
+    before = counts(rt)
+    recreate_folder(account, folder)  # the server renumbers: a new UIDVALIDITY
+    append(account, folder, messages)
+    rescan = sync_mailbox(rt, now=NOW + timedelta(hours=1))
+    after = counts(rt)
+    rt.close()
+    assert rescan.fetched == len(messages)
+    assert rescan.already_known == len(messages)
+    assert rescan.recorded == 0
+    assert after == before
+
+
+def test_two_syncs_at_once_record_each_message_once(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    account, folder = imap_folder
+    messages = corpus_bytes()
+    append(account, folder, messages)
+    rt = runtime_for(tmp_path, account, folder)
+    seed_corpus_leads(rt)
+    other = Runtime.open(rt.settings)
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def run(runtime: Runtime) -> None:
+        barrier.wait()
+        outcomes.append(sync_mailbox(runtime, now=NOW))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (rt, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    inbound, _events = counts(rt)
+    with rt.engine.connect() as conn:
+        keys = [
+            data["inbound"]
+            for (data,) in conn.execute(select(EVENTS.c.data).where(EVENTS.c.source == "mailbox"))
+        ]
+    other.close()
+    rt.close()
+    assert len(outcomes) == 2
+    assert sum(o.recorded for o in outcomes) == len(messages) == inbound
+    assert (
+        len(keys)
+        == len(set(keys))
+        >= sum(1 for r in EXPECTED if r["lead"] and r["class"] != "other")
+    )
+
+
+def test_after_seen_marks_and_after_move_moves_only_recorded_messages(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    account, folder = imap_folder
+    append(account, folder, corpus_bytes()[:4])
+    config = tmp_path / "seen.yaml"
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["mailbox"] = {"after": "seen"}
+    config.write_text(yaml.safe_dump(data))
+    rt = runtime_for(tmp_path, account, folder, config=config)
+    sync_mailbox(rt, now=NOW)
+    rt.close()
+    assert all("\\Seen" in f for f in flags_of(account, folder).values())
+
+    archive = new_folder(account, "archive")
+    data["mailbox"] = {"after": f"move:{archive}"}
+    config.write_text(yaml.safe_dump(data))
+    append(account, folder, corpus_bytes()[4:7])
+    rt = runtime_for(tmp_path, account, folder, config=config)
+    sync_mailbox(rt, now=NOW)
+    rt.close()
+    assert len(flags_of(account, folder)) == 4
+    assert len(flags_of(account, archive)) == 3
+
+
+def test_a_sync_killed_mid_way_resumes_and_records_each_message_once(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    account, folder = imap_folder
+    total = 1500
+    append(account, folder, (synthetic_reply(i) for i in range(total)))
+    config = tmp_path / "small-batches.yaml"
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["mailbox"] = {"batch_size": 25}
+    config.write_text(yaml.safe_dump(data))
+    rt = runtime_for(tmp_path, account, folder, config=config)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(LEADS),
+            [
+                {
+                    "email": f"reader{i}@globex.example",
+                    "attributes": {},
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+                for i in range(0, total, 3)
+            ],
+        )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LEADFLOW_")},
+        "LEADFLOW_DATABASE_URL": rt.settings.db_url,
+        "LEADFLOW_CONFIG": str(config),
+        "LEADFLOW_TEMPLATES": str(TEMPLATES),
+        "LEADFLOW_MAILBOX_URL": mailbox_url(account, folder),
+        "LEADFLOW_MAILBOX_PASSWORD": account.password,
+        "LEADFLOW_HOME": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "leadflow.cli", "mailbox", "sync", "--now", NOW.isoformat()]
+    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and worker.poll() is None:
+        if counts(rt)[0] >= 100:
+            break
+        time.sleep(0.005)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    at_kill = counts(rt)[0]
+    finished = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=120)
+    inbound, events = counts(rt)
+    rt.close()
+    assert 0 < at_kill < total, "the kill did not land mid-sync"
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert inbound == total
+    assert events == len(range(0, total, 3))
+
+
+def synthetic_reply(i: int) -> bytes:
+    return (
+        f"From: Reader {i} <reader{i}@globex.example>\r\n"
+        f"To: sales@acme-analytics.example\r\n"
+        f"Subject: Re: Quick question {i}\r\n"
+        f"Date: Mon, 07 Dec 2026 10:{i % 60:02d}:00 +0000\r\n"
+        f"Message-ID: <reply{i}@globex.example>\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Thanks, number {i}: let's talk next week.\r\n"
+    ).encode()
+
+
+# --- the classifier alone ---------------------------------------------------------------------
+
+PHRASES = load_config(DEFAULT_CONFIG, templates=TEMPLATES).config.mailbox.unsubscribe_phrases
+
+
+def classified(raw: bytes) -> Any:
+    return classify(parse(raw), raw, unsubscribe_phrases=PHRASES)
+
+
+def test_an_unsubscribe_phrase_in_the_quoted_footer_is_not_a_request() -> None:
+    raw = (
+        b"From: Jane <jane@globex.example>\r\nSubject: Re: hi\r\nMessage-ID: <a@globex.example>\r\n"
+        b"\r\nYes, let's talk on Thursday.\r\n\r\nOn Tue, Dec 1, 2026 at 9:14 AM Ada wrote:\r\n"
+        b"> Not interested? Unsubscribe: https://x.example/u/1\r\n"
+    )
+    assert classified(raw).kind is Kind.REPLIED
+
+
+def test_a_message_without_message_id_is_keyed_by_its_headers() -> None:
+    raw = b"From: Jane <jane@globex.example>\r\nSubject: hello\r\n\r\nbody\r\n"
+    first, second = classified(raw), classified(raw.replace(b"body", b"other body"))
+    assert first.key.startswith("sha256:")
+    assert first.key == second.key  # same headers, same message (a re-delivered copy)
+
+
+def test_an_out_of_office_return_date_is_read_in_german() -> None:
+    raw = (
+        "From: Max <max@initech.example>\r\nSubject: Abwesenheitsnotiz: Ihre Anfrage\r\n"
+        "Auto-Submitted: auto-replied\r\nDate: Tue, 01 Dec 2026 09:00:00 +0100\r\n"
+        "Message-ID: <ooo@initech.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "Ich bin bis zum 15.12.2026 nicht im Büro.\r\n"
+    ).encode()
+    found = classified(raw)
+    assert found.kind is Kind.OUT_OF_OFFICE
+    assert found.return_date == date(2026, 12, 15)
