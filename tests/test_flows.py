@@ -137,3 +137,32 @@ def test_task_runs_grow_with_batches_not_with_leads(
     assert asyncio.run(_task_names(run_id, expected=2)) == ["apply config change", "score batch"]
     with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(OUTBOX)).scalar() == 0
+
+
+def test_mailbox_flow_records_a_reply_from_the_maildir_as_a_task_run(
+    rt: Runtime, settings: Settings, add_lead: LeadFactory, tmp_path: Any
+) -> None:
+    import mailbox as stdlib_mailbox
+
+    from models.tables import EVENTS, INBOUND
+
+    lead_id = add_lead(email="ana@globex.example")
+    box = stdlib_mailbox.Maildir(tmp_path / "mail", create=True)
+    box.add(
+        b"From: Ana <Ana@Globex.example>\r\nTo: sales@acme-analytics.example\r\n"
+        b"Subject: Re: hello\r\nMessage-ID: <r1@globex.example>\r\n"
+        b"Date: Tue, 03 Nov 2026 12:00:00 +0000\r\n\r\nSounds good, call me Friday.\r\n"
+    )
+    with_mailbox = settings.model_copy(update={"mailbox_url": f"maildir://{tmp_path / 'mail'}"})
+    result, run_id = _run("mailbox", with_mailbox, (T0 + timedelta(hours=1)).isoformat())
+    again, _ = _run("mailbox", with_mailbox, (T0 + timedelta(hours=2)).isoformat())
+    with rt.engine.connect() as conn:
+        kinds = conn.execute(select(INBOUND.c.kind, INBOUND.c.lead_id)).all()
+        events = conn.execute(
+            select(EVENTS.c.type).where(EVENTS.c.lead_id == lead_id, EVENTS.c.source == "mailbox")
+        ).all()
+    assert result["mailbox"]["kinds"] == {"replied": 1}
+    assert again["mailbox"]["recorded"] == 0
+    assert kinds == [("replied", lead_id)]
+    assert [e.type for e in events] == ["replied"]
+    assert asyncio.run(_task_names(run_id, expected=1)) == ["sync mailbox"]

@@ -1,0 +1,409 @@
+"""Benchmark the mailbox sync against a bare imap-tools fetch, and the click redirect against
+a bare route of the same web app.
+
+    python -m benchmarks.bench_mailbox [--messages 10000] [--requests 3000] [--tokens 500]
+                                       [--repeat 3] [--steps sync,click] [--profile]
+
+The sync needs the Dovecot server of ``scripts/with-dovecot`` (``LEADFLOW_TEST_IMAP_URL``,
+``LEADFLOW_TEST_IMAP_PASSWORD``), as ``make bench`` runs it.
+
+Sync: ``--messages`` messages are APPENDed to a fresh folder: 80% human replies (half plain
+text, half multipart/alternative with HTML) whose In-Reply-To names the intro leadflow sent
+(``<lf{id}.{lead}.outbound.intro.0@acme-analytics.example>``), quoted below the new text; 10%
+out-of-office replies with ``Auto-Submitted: auto-replied`` (one in five states a return date;
+the classifier runs dateparser over every auto-reply's text either way); 5% Postfix RFC 3464
+delivery reports with the original's headers attached (one in four a 4.4.1 delay, the rest
+5.1.1); 5% unrelated (a newsletter with List-Id, or a cold pitch from an unknown address).
+Every run gets a fresh SQLite database (so no checkpoint) with a lead per message, in the
+outbound cadence, its intro sent and its next step pending. The clock runs around
+``sync_mailbox(rt, now=...)``: login, UID SEARCH, fetch, classification, matching, inserts,
+events, cadence stops, pauses, suppressions and checkpoints, in the default config's batches.
+
+Baseline: imap-tools ``MailBoxUnencrypted(...).login(...)`` into the same folder, then
+``fetch(mark_seen=False, bulk=500)``: UID SEARCH ALL, then UID FETCH ``(BODY.PEEK[] UID FLAGS
+RFC822.SIZE)`` 500 UIDs at a time, i.e. every whole message, the bytes the sync fetches;
+imap-tools parses each (``email.message_from_bytes``) and ``.subject`` is read; then logout.
+Target: the sync within 1.5x of it.
+
+Click: the web app as ``leadflow web`` builds it (``create_app(rt)``) under uvicorn (its
+defaults, access log off) in a process of its own on 127.0.0.1, over SQLite in a temporary
+folder with ``--tokens`` sent outbox rows. One ``httpx.Client`` (keep-alive, a browser
+User-Agent so a click counts as a person's) sends ``--requests`` ``GET /c/{token}`` (tokens
+cycled: signature check, outbox lookup, an ``email_clicked`` event and the lead's rescore
+time written in one transaction, 302), and as many ``GET /health`` (200). The events are
+counted afterwards. Target: the click rate at least 0.5 of the health rate.
+
+Each measurement runs ``--repeat`` times, interleaved with its baseline, after an untimed
+warm-up (imports such as dateparser's, Dovecot's cache, the server's first requests); the
+figures are medians, every run is in the JSON. ``--profile`` runs one more sync under
+cProfile and prints the top functions to stderr. Output: one JSON line, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing
+import pstats
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from imap_tools import MailBoxUnencrypted
+from sqlalchemy import insert
+
+from benchmarks.common import CONFIG, ROOT, TEMPLATES, copy_database, ratio, sqlite_url
+from leadflow.listening.classify import classify, parse
+from leadflow.listening.sync import SyncOutcome, sync_mailbox
+from leadflow.listening.tracking import CLICK_PATH, click_token
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.db import open_database
+from models.tables import LEADS, OUTBOX
+
+sys.path.insert(0, str(ROOT / "tests"))
+from imap_server import ImapAccount, account_from_env, append, delete_folder, new_folder
+
+NOW = datetime(2026, 12, 8, 15, 0, tzinfo=UTC)
+SYNC_TARGET, CLICK_TARGET = 1.5, 0.5
+DOMAIN = "acme-analytics.example"
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+EXPECTED = {"replied": 16, "out_of_office": 2, "bounced": 0.75, "soft_bounced": 0.25, "other": 1}
+
+
+def _who(i: int) -> tuple[str, str, str]:
+    first = ("Peter", "Samir", "Joanna", "Bill", "Milton", "Anne", "Tom")[i % 7]
+    domain = f"{('initech', 'globex', 'umbrella', 'hooli', 'wayne')[i % 5]}{i % 397}.example"
+    return first, f"{first.lower()}.w{i}@{domain}", domain
+
+
+def intro_id(i: int) -> str:
+    return f"<lf{i + 1}.{i + 1}.outbound.intro.0@{DOMAIN}>"
+
+
+def message(i: int) -> bytes:
+    """Message ``i`` of the mix (module docstring): kind by ``i % 20``, lead ``i + 1``."""
+    first, email, domain = _who(i)
+    at = f"Mon, 07 Dec 2026 {8 + i % 9:02d}:{i % 60:02d}:{i % 53:02d} +0000"
+    head = (
+        f"Received: from mail{i % 7}.{domain} (mail{i % 7}.{domain} [192.0.2.{i % 250}])\r\n"
+        f"\tby mx.{DOMAIN} (Postfix) with ESMTPS id 4Fq{i:08X}\r\n"
+        f"\tfor <ada@{DOMAIN}>; {at}\r\n"
+        f"Authentication-Results: mx.{DOMAIN}; dkim=pass header.d={domain}; spf=pass\r\n"
+        f"Date: {at}\r\nTo: Ada Byron <ada@{DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+    )
+    quoted = (
+        f"On Tue, Dec 1, 2026 at 9:14 AM Ada Byron <ada@{DOMAIN}> wrote:\r\n> Hi {first},\r\n>\r\n"
+        "> Acme Analytics turns the weekly reporting grind into dashboards that update\r\n"
+        "> themselves. Would a 20-minute call next week be worth it?\r\n>\r\n> Best,\r\n"
+        f"> Ada Byron\r\n>\r\n> Not interested? Unsubscribe: https://{DOMAIN}/unsubscribe/"
+        f"t{i}x and we will not email you again.\r\n"
+    )
+    kind, n = i % 20, i // 20
+    if kind < 18:  # a reply or an out-of-office, both answering our intro
+        ooo = kind >= 16
+        text = (
+            f"Hi Ada,\r\n\r\nThanks for the note. Reporting eats a day a week here, so yes: "
+            f"could you do Thursday at {1 + i % 5}pm? Please loop in Samir too.\r\n\r\n{first}\r\n"
+            if not ooo
+            else "Hello,\r\n\r\nI am out of the office with limited access to email. "
+            + ("I will be back on Monday, December 14. " if n % 5 == 0 else "")
+            + f"For urgent matters please contact office@{domain}.\r\n\r\n{first}\r\n"
+        )
+        head += (
+            f"From: {first} W <{email}>\r\nSubject: "
+            + ("Automatic reply: " if ooo else "Re: ")
+            + f"Quick question about {domain.split('.')[0]}\r\n"
+            f"Message-ID: <r{i}.{n}@mail.{domain}>\r\nIn-Reply-To: {intro_id(i)}\r\n"
+            f"References: {intro_id(i)}\r\n" + ("Auto-Submitted: auto-replied\r\n" if ooo else "")
+        )
+        body = text if ooo else text + "\r\n" + quoted
+        if ooo or i % 2:
+            return (head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body).encode()
+        html = (
+            "<div>" + text.replace("\r\n", "<br>") + "</div><blockquote>" + quoted + "</blockquote>"
+        )
+        parts = [("plain", body), ("html", html)]
+    elif kind == 18:  # a Postfix delivery report with the original's headers
+        soft = n % 4 == 0
+        status, action = ("4.4.1", "delayed") if soft else ("5.1.1", "failed")
+        head += (
+            f"From: MAILER-DAEMON@mx1.{domain} (Mail Delivery System)\r\n"
+            f"Subject: {'Delayed Mail (still being retried)' if soft else 'Undelivered Mail'}\r\n"
+            f"Message-ID: <dsn{i}@mx1.{domain}>\r\nAuto-Submitted: auto-replied\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        )
+        return (
+            f"{head}--B\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host "
+            f"mx1.{domain}.\r\n\r\n<{email}>: host mailstore.{domain} said: "
+            f"{'451' if soft else '550'} {status} Recipient address rejected\r\n\r\n"
+            f"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; "
+            f"mx1.{domain}\r\n\r\nFinal-Recipient: rfc822; {email}\r\nAction: {action}\r\n"
+            f"Status: {status}\r\nDiagnostic-Code: smtp; 550 {status} User unknown\r\n\r\n"
+            f"--B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Ada Byron <ada@{DOMAIN}>\r\n"
+            f"To: {email}\r\nSubject: Quick question\r\nMessage-ID: {intro_id(i)}\r\n\r\n--B--\r\n"
+        ).encode()
+    else:  # unrelated: a newsletter or a cold pitch, from nobody in the database
+        news = n % 2 == 0
+        sender = f"news@weekly{n}.example" if news else f"rep{n}@vendor{n}.example"
+        head += (
+            f"From: {sender}\r\nSubject: {'This week in data' if news else 'Partnership?'}\r\n"
+            f"Message-ID: <u{i}@{sender.split('@')[1]}>\r\n"
+            + (f"List-Id: <weekly{n}.example>\r\nList-Unsubscribe: <mailto:u@x.example>\r\n")
+            * news
+        )
+        text = "Hi Ada,\r\n\r\nWe help data teams ship dashboards faster. Worth a chat?\r\n"
+        parts = [("plain", text), ("html", f"<p>{text}</p>")]
+    mime = "".join(
+        f"--A\r\nContent-Type: text/{sub}; charset=utf-8\r\n\r\n{part}\r\n" for sub, part in parts
+    )
+    return (
+        f'{head}Content-Type: multipart/alternative; boundary="A"\r\n\r\n{mime}--A--\r\n'.encode()
+    )
+
+
+def seed(path: Path, leads: int, now: datetime) -> None:
+    """Migrate ``path``; a lead per message in the outbound cadence, intro sent, next pending."""
+    engine = open_database(sqlite_url(path))
+    sent, due = now - timedelta(days=3), now + timedelta(days=1)
+    stamps = {"created_at": sent, "updated_at": sent, "cadence": "outbound"}
+    lead = {"timezone": "America/New_York", "attributes": {}, "pipeline": "b2b", **stamps}
+    lead |= {"stage": "prospect", "stage_entered_at": sent, "next_action_at": due}
+    intro = {"step": "intro", "status": "sent", "due_at": sent, "sent_at": sent, **stamps}
+    later = {"step": "value", "variant": "a", "status": "pending", "due_at": due, **stamps}
+    who = [(i + 1, *_who(i)) for i in range(leads)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(LEADS),
+            [{**lead, "id": n, "email": e, "first_name": f, "company": d} for n, f, e, d in who],
+        )
+        conn.execute(
+            insert(OUTBOX),
+            [
+                {**intro, "id": n, "lead_id": n, "to_email": e, "message_id": intro_id(n - 1)}
+                for n, _, e, _ in who
+            ],
+        )
+        conn.execute(
+            insert(OUTBOX),
+            [{**later, "id": leads + n, "lead_id": n, "to_email": e} for n, _, e, _ in who],
+        )
+    engine.dispose()
+
+
+def settings_for(folder: Path, db: Path, mailbox_url: str | None = None, pw: str = "") -> Settings:
+    return Settings(
+        home=folder,
+        database_url=sqlite_url(db),
+        config=CONFIG,
+        templates=TEMPLATES,
+        demo=True,
+        mailbox_url=mailbox_url,
+        mailbox_password=pw or None,
+    )
+
+
+def bare_fetch(account: ImapAccount, folder: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    box = MailBoxUnencrypted(account.host, account.port, timeout=60)
+    box.login(account.user, account.password, initial_folder=folder)
+    count = sum(1 for m in box.fetch(mark_seen=False, bulk=500) if m.subject is not None)
+    box.logout()
+    return time.perf_counter() - started, count
+
+
+def one_sync(
+    work: Path, template: Path, url: str, pw: str, run: str, profile: bool = False
+) -> tuple[float, SyncOutcome]:
+    db = work / f"sync-{run}.db"
+    copy_database(template, db)
+    rt = Runtime.open(settings_for(work, db, url, pw), migrate=False)
+    prof = cProfile.Profile() if profile else None
+    started = time.perf_counter()
+    out: SyncOutcome = (
+        prof.runcall(sync_mailbox, rt, now=NOW) if prof else sync_mailbox(rt, now=NOW)
+    )
+    seconds = time.perf_counter() - started
+    rt.close()
+    if prof is not None:
+        for order in ("cumulative", "tottime"):
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats(order).print_stats(30)
+            print(text.getvalue(), file=sys.stderr)
+    return seconds, out
+
+
+def measure_sync(work: Path, messages: int, repeat: int, profile: bool) -> dict[str, Any]:
+    account = account_from_env()
+    folder = new_folder(account, "bench")
+    try:
+        append(account, folder, (message(i) for i in range(messages)))
+        template = work / "sync-template.db"
+        seed(template, messages, NOW)
+        url = f"imap+plain://{account.user}@{account.host}:{account.port}/{folder}"
+        for i in range(20):  # warm-up: every kind through the classifier (imports dateparser...)
+            classify(parse(message(i)), message(i), unsubscribe_phrases=["unsubscribe"])
+        bare_fetch(account, folder)  # warm-up: Dovecot's index and cache
+        ours, base = [], []
+        for r in range(repeat):
+            seconds, count = bare_fetch(account, folder)
+            assert count == messages, f"bare fetch read {count} of {messages}"
+            base.append(seconds)
+            seconds, out = one_sync(work, template, url, account.password, str(r))
+            assert out.recorded == out.fetched == messages and not out.errors, out.summary()
+            want = {k: round(messages * share / 20) for k, share in EXPECTED.items()}
+            assert all(abs(out.kinds[k] - n) <= 2 for k, n in want.items()), out.kinds
+            ours.append(seconds)
+        if profile:
+            one_sync(work, template, url, account.password, "profile", profile=True)
+    finally:
+        delete_folder(account, folder)
+    return {
+        "messages": messages,
+        "kinds": dict(out.kinds),
+        "summary": out.summary(),
+        "sync_s": ours,
+        "bare_fetch_s": base,
+    }
+
+
+def _serve(home: str, db: str, port: int) -> None:
+    import uvicorn
+
+    from leadflow.web import create_app
+
+    rt = Runtime.open(settings_for(Path(home), Path(db)), migrate=False)
+    uvicorn.run(create_app(rt), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _rate(client: httpx.Client, paths: list[str], status: int) -> float:
+    started = time.perf_counter()
+    for path in paths:
+        answer = client.get(path)
+        if answer.status_code != status:
+            raise AssertionError(f"GET {path}: {answer.status_code} {answer.text[:200]}")
+    return len(paths) / (time.perf_counter() - started)
+
+
+def measure_click(work: Path, requests: int, tokens: int, repeat: int) -> dict[str, Any]:
+    db = work / "web.db"
+    seed(db, tokens, datetime.now(UTC))
+    secret = settings_for(work, db).require_real_secret()
+    links = [
+        CLICK_PATH + "/" + click_token(i + 1, f"https://{DOMAIN}/cases/{i}?utm=mail", secret)
+        for i in range(tokens)
+    ]
+    clicks = [links[n % tokens] for n in range(requests)]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(str(work), str(db), port)
+    )
+    server.start()
+    click_rates, health_rates = [], []
+    try:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"User-Agent": BROWSER},
+            follow_redirects=False,
+            timeout=30,
+        ) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or not server.is_alive():
+                        raise
+                    time.sleep(0.1)
+            _rate(client, ["/health"] * 200, 200)  # warm-up
+            _rate(client, clicks[:200], 302)
+            for _ in range(repeat):
+                health_rates.append(_rate(client, ["/health"] * requests, 200))
+                click_rates.append(_rate(client, clicks, 302))
+    finally:
+        server.terminate()
+        server.join(30)
+    with sqlite3.connect(db) as conn:
+        recorded = dict(conn.execute("SELECT type, count(*) FROM event GROUP BY type").fetchall())
+    assert recorded == {"email_clicked": 200 + requests * repeat}, recorded
+    return {
+        "requests": requests,
+        "tokens": tokens,
+        "click_per_s": click_rates,
+        "health_per_s": health_rates,
+        "events": recorded,
+    }
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{format(min(values), fmt)}-{format(max(values), fmt)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--tokens", type=int, default=500, help="sent outbox rows clicked")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", default="sync,click", help="comma-separated: sync, click")
+    parser.add_argument("--profile", action="store_true", help="cProfile one more sync")
+    args = parser.parse_args()
+    steps = set(args.steps.split(","))
+    result: dict[str, Any] = {"benchmark": "mailbox", "repeat": args.repeat}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-mailbox-") as tmp:
+        if "sync" in steps:
+            sync = measure_sync(Path(tmp), args.messages, args.repeat, args.profile)
+            ours, base = statistics.median(sync["sync_s"]), statistics.median(sync["bare_fetch_s"])
+            sync.update(ratio=ratio(ours, base), target_ratio=SYNC_TARGET)
+            result["sync"] = sync
+            rows.append(
+                (
+                    f"mailbox sync, {args.messages:,} messages",
+                    f"{ours:.2f} s ({_spread(sync['sync_s'], '.2f')})",
+                    f"{base:.2f} s ({_spread(sync['bare_fetch_s'], '.2f')})",
+                    sync["ratio"],
+                    f"<= {SYNC_TARGET}",
+                    sync["ratio"] <= SYNC_TARGET,
+                )
+            )
+        if "click" in steps:
+            click = measure_click(Path(tmp), args.requests, args.tokens, args.repeat)
+            ours, base = (
+                statistics.median(click["click_per_s"]),
+                statistics.median(click["health_per_s"]),
+            )
+            click.update(ratio=round(ours / base, 2), target_ratio=CLICK_TARGET)
+            result["click"] = click
+            rows.append(
+                (
+                    f"click redirect, {args.requests:,} requests",
+                    f"{ours:,.0f}/s ({_spread(click['click_per_s'], ',.0f')})",
+                    f"GET /health {base:,.0f}/s ({_spread(click['health_per_s'], ',.0f')})",
+                    click["ratio"],
+                    f">= {CLICK_TARGET}",
+                    click["ratio"] >= CLICK_TARGET,
+                )
+            )
+    print(json.dumps(result))
+    print("| work | ours | baseline | ratio | target |\n|---|---|---|---|---|")
+    for work, ours_text, base_text, value, target, met in rows:
+        verdict = "met" if met else "MISSED"
+        print(f"| {work} | {ours_text} | {base_text} | {value:.2f} | {target} ({verdict}) |")
+    print(f"(medians of {args.repeat} interleaved runs, min-max in brackets)")
+
+
+if __name__ == "__main__":
+    main()
