@@ -38,8 +38,17 @@ mailbox_app = typer.Typer(
 )
 app.add_typer(mailbox_app, name="mailbox")
 
-out = Console(emoji=False)
-err = Console(stderr=True, emoji=False)
+# Lead data, file contents and YAML keys are printed on these consoles: no rich markup and no
+# highlighting is ever read from what they print ("[/bold]" in a company name is text).
+# Emphasis is given with ``style=`` or ``Text`` objects, never with markup in a string.
+out = Console(emoji=False, markup=False, highlight=False)
+err = Console(stderr=True, emoji=False, markup=False, highlight=False)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of text with some styled pieces: ``_styled(("error", "red"), " ", message)``."""
+    return Text.assemble(*parts)
+
 
 NowOpt = Annotated[
     str | None,
@@ -100,7 +109,7 @@ def validate(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             emit_json({"valid": False, "errors": [i.__dict__ for i in exc.issues]})
         else:
             for issue in exc.issues:
-                err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+                err.print(_styled(("error", "red"), f" {issue}"), soft_wrap=True)
             err.print(f"{len(exc.issues)} error(s); nothing was changed.")
         raise typer.Exit(1) from None
     if as_json:
@@ -109,7 +118,7 @@ def validate(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         )
         return
     for warning in loaded.warnings:
-        err.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+        err.print(_styled(("warning", "yellow"), f" {warning}"), soft_wrap=True)
     out.print(
         f"{settings.config}: valid (config {loaded.short_hash}, {len(loaded.warnings)} warning(s))"
     )
@@ -269,12 +278,17 @@ def show(
         )
         return
     name = " ".join(p for p in (lead.first_name, lead.last_name) if p) or "(no name)"
-    out.print(f"[bold]{name}[/bold] <{lead.email}> — {lead.company or '-'}, {lead.title or '-'}")
     out.print(
-        f"status {lead.status}, pipeline {lead.pipeline}, stage {lead.stage}"
-        f"{' [red](stuck)[/red]' if lead.stuck else ''}, score {lead.score:g} "
-        f"(fit {lead.fit_score:g} + engagement {lead.engagement_score:g}), "
-        f"grade {lead.grade or '-'}"
+        _styled((name, "bold"), f" <{lead.email}> — {lead.company or '-'}, {lead.title or '-'}")
+    )
+    out.print(
+        _styled(
+            f"status {lead.status}, pipeline {lead.pipeline}, stage {lead.stage}",
+            (" (stuck)", "red") if lead.stuck else "",
+            f", score {lead.score:g} "
+            f"(fit {lead.fit_score:g} + engagement {lead.engagement_score:g}), "
+            f"grade {lead.grade or '-'}",
+        )
     )
     table = Table(
         "source",
@@ -285,7 +299,7 @@ def show(
     )
     for c in contributions:
         table.add_row(c.source, c.name, f"{c.points:+.1f}", c.detail)
-    table.add_row("", "[bold]total[/bold]", f"{sum(c.points for c in contributions):.1f}", "")
+    table.add_row("", Text("total", "bold"), f"{sum(c.points for c in contributions):.1f}", "")
     out.print(table)
     if scores:
         sh = Table("at", "fit", "engagement", "total", "grade", title="Score history")
@@ -457,7 +471,7 @@ def run(
         emit_json(results)
         return
     for name, result in results.items():
-        out.print(f"[bold]{name}[/bold]: {result.get('summary', result)}", highlight=False)
+        out.print(_styled((name, "bold"), f": {result.get('summary', result)}"))
 
 
 @app.command()
@@ -504,7 +518,7 @@ def preview(
 
     with runtime(config) as rt:
         rendered = render_preview(rt, template, lead_email=None if sample else lead)
-    out.print(f"[bold]Subject:[/bold] {rendered.subject}", highlight=False)
+    out.print(_styled(("Subject:", "bold"), f" {rendered.subject}"))
     out.rule("text")
     out.print(rendered.text, highlight=False, markup=False)
     if html is not None:
@@ -664,15 +678,15 @@ def main() -> None:
     try:
         app()
     except Invalid as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(_styled(("error:", "red"), f" {exc}"))
         sys.exit(1)
     except ConfigError as exc:
         for issue in exc.issues:
-            err.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+            err.print(_styled(("error", "red"), f" {issue}"), soft_wrap=True)
         err.print(f"{len(exc.issues)} error(s) in the configuration; nothing was changed.")
         sys.exit(1)
     except SettingsError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(_styled(("error:", "red"), f" {exc}"))
         sys.exit(1)
 
 

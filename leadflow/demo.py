@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from leadflow.sample_data import generate_leads, write_csv
 from leadflow.settings import Settings
@@ -66,8 +67,10 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     _reset(home)
     outbox_dir = home / "outbox"
     console.print(
-        f"[bold]leadflow demo[/bold]: {lead_count} synthetic leads, {days} days "
-        f"from {START.date()}, data in {home}"
+        Text.assemble(
+            ("leadflow demo", "bold"),
+            f": {lead_count} synthetic leads, {days} days from {START.date()}, data in {home}",
+        )
     )
     with SmtpSink(outbox_dir) as sink:
         settings = Settings(
@@ -115,7 +118,7 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
         delivered = len(sink.messages)
     console.print()
     _print_funnel(console, data)
-    console.print(f"[bold]{headline(data)}[/bold]", highlight=False)
+    console.print(Text(headline(data), "bold"))
     console.print(_heard(rt), highlight=False)
     console.print(f"emails delivered to the local sink: {delivered} (.eml files in {outbox_dir})")
     console.print(

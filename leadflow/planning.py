@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from leadflow import engine, outbox, scoring, stages
 from leadflow.runtime import Runtime
@@ -117,8 +118,10 @@ def diff(current: dict[str, Any], proposed: dict[str, Any]) -> dict[str, Any]:
 def render_plan(result: dict[str, Any], console: Console) -> None:
     sim = result["current"]
     console.print(
-        f"[bold]Plan for the tick at {sim['now']}[/bold] (config {sim['config_hash']};"
-        " nothing is changed)"
+        Text.assemble(
+            (f"Plan for the tick at {sim['now']}", "bold"),
+            f" (config {sim['config_hash']}; nothing is changed)",
+        )
     )
     console.print(
         f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new score or grade"

@@ -32,6 +32,7 @@ COMMANDS = [
     "web",
     "demo",
     "db",
+    "mailbox",
 ]
 
 
@@ -181,3 +182,33 @@ def test_bad_config_changes_nothing(cli, tmp_path: Path) -> None:
 
 def test_app_object_is_typer() -> None:
     assert app.info.name == "leadflow"
+
+
+MARKUP = ["[/bold]", "[link=https://evil.example]click[/link]", "[red]x", "[/x]"]
+
+
+def test_data_is_printed_as_text_never_as_terminal_markup(cli, tmp_path: Path) -> None:
+    """Every command that shows lead data prints it as written: rich markup in a company,
+    a name or a rejected value never styles, links or crashes the output."""
+    leads_csv = tmp_path / "markup.csv"
+    rows = [f"m{i}@example.com,{value},{value},CTO,120,saas,US" for i, value in enumerate(MARKUP)]
+    leads_csv.write_text(
+        "E-mail,First Name,Company,Job Title,Employees,Industry,Country\n"
+        + "\n".join(rows)
+        + "\n[/x]@bad,[/x],[/x],CTO,1,saas,US\n",
+        encoding="utf-8",
+    )
+    code, out, err = cli("import", str(leads_csv), "--now", "2026-11-03T14:00:00Z")
+    assert code == 0, err
+    assert "row 5: email:" in err
+    assert "'[', ']'" in err  # the reject reason quotes the brackets: shown as written
+    code, out, err = cli("leads")
+    assert code == 0, err
+    for value in MARKUP:
+        assert value[:6] in out  # a table may wrap a long cell; its start is there as written
+    assert "\x1b]8;" not in out
+    for i, value in enumerate(MARKUP):
+        code, out, err = cli("show", f"m{i}@example.com", "--now", "2026-11-03T15:00:00Z")
+        assert code == 0, err
+        assert value in out.splitlines()[0]  # the heading line: name <email> — company
+        assert "\x1b]8;" not in out  # no terminal hyperlink escape
