@@ -307,3 +307,31 @@ def test_loop_with_no_way_out_is_reported() -> None:
     assert "stages meeting, proposal form a loop with no way out" in [
         w.message for w in loaded.warnings
     ]
+
+
+def test_an_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path: Path) -> None:
+    """Nine levels of nine aliases: 387 million values if expanded; refused with one error."""
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):
+        refs = ", ".join(f"*a{level - 1}" for _ in range(9))
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_config(bomb, templates=TEMPLATES)
+    assert time.monotonic() - started < 10
+    (issue,) = caught.value.issues
+    assert "expands to more than 100,000 values" in issue.message
+
+
+def test_a_file_too_large_is_refused_before_parsing(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * 1_000_001 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(big, templates=TEMPLATES)
+    assert [i.message for i in caught.value.issues] == [
+        "the file is larger than 1,000,000 characters"
+    ]

@@ -95,13 +95,38 @@ class YamlDocument:
         return Issue(self.file, pos.line, column, format_path(path), message, severity)
 
 
+# Limits on what a pipeline file may be: the real file has a few hundred values. Aliases are
+# allowed (anchors keep a file DRY), but each use counts as the values it expands to, so an
+# "alias bomb" (nine levels of nine aliases: 387 million values) stops at the budget instead
+# of growing past gigabytes.
+MAX_BYTES = 1_000_000
+MAX_VALUES = 100_000
+MAX_DEPTH = 40
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
 class _Walker:
     def __init__(self, doc: YamlDocument) -> None:
         self.doc = doc
         self.issues: list[Issue] = []
         self.constructor = yaml.SafeLoader("")
+        self.values = 0
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooLarge(
+                node,
+                f"the file expands to more than {MAX_VALUES:,} values "
+                "(aliases of aliases?); see docs/pipeline-yaml.md",
+            )
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(node, f"nested deeper than {MAX_DEPTH} levels")
         self.doc.positions[path] = Position(
             node.start_mark.line + 1,
             node.start_mark.column + 1,
@@ -146,11 +171,17 @@ def load_yaml(path: Path) -> YamlDocument:
         raise ConfigError([Issue(file, 1, 1, "", "file not found")]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([Issue(file, 1, 1, "", f"not UTF-8 text: {exc.reason}")]) from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ConfigError([Issue(file, 1, 1, "", f"cannot read: {exc.strerror}")]) from None
     return parse_yaml(text, file)
 
 
 def parse_yaml(text: str, file: str) -> YamlDocument:
     doc = YamlDocument(file=file, text=text, data=None)
+    if len(text) > MAX_BYTES:
+        raise ConfigError(
+            [Issue(file, 1, 1, "", f"the file is larger than {MAX_BYTES:,} characters")]
+        )
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -172,6 +203,9 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise ConfigError([Issue(file, line, col, "", f"YAML error: {exc.problem}")]) from None
+    except _TooLarge as exc:
+        mark = exc.node.start_mark
+        raise ConfigError([Issue(file, mark.line + 1, mark.column + 1, "", str(exc))]) from None
     if walker.issues:
         raise ConfigError(walker.issues)
     return doc
