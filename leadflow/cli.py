@@ -463,6 +463,7 @@ def run(
             fail(f"unknown flow '{name}'{suggest(name, FLOWS)}; flows: {', '.join(FLOWS)}")
     when = _now(now)
     settings = _settings(config)
+    settings.require_real_secret()  # before anything starts or commits: links are signed
     load_config(settings.config, templates=settings.templates)  # fail before Prefect starts
     from flows.runner import run_flows
 
@@ -576,6 +577,7 @@ def report(
 def serve(config: ConfigOpt = None) -> None:
     """Serve every flow as a Prefect deployment on the crons of pipeline.yaml."""
     settings = _settings(config)
+    settings.require_real_secret()  # served runs sign links: refuse before serving anything
     loaded = load_config(settings.config, templates=settings.templates)
     from flows.deployments import serve_all
 
@@ -593,6 +595,7 @@ def web(
 
     from leadflow.web import create_app
 
+    _settings(config).require_real_secret()  # unsubscribe and tracked links need the key
     with runtime(config) as rt:
         uvicorn.run(create_app(rt), host=host, port=port, log_level="info")
 

@@ -212,3 +212,18 @@ def test_data_is_printed_as_text_never_as_terminal_markup(cli, tmp_path: Path) -
         assert code == 0, err
         assert value in out.splitlines()[0]  # the heading line: name <email> — company
         assert "\x1b]8;" not in out  # no terminal hyperlink escape
+
+
+@pytest.mark.parametrize("command", [("run", "tick"), ("serve",), ("web",)])
+def test_the_placeholder_secret_is_refused_before_anything_starts(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]
+) -> None:
+    """Outside demo mode the placeholder key is refused at once: no server starts, no run
+    commits intake, scoring or moves (the database file is not even created)."""
+    monkeypatch.setenv("LEADFLOW_DEMO", "false")
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'untouched.db'}")
+    code, out, err = cli(*command)
+    assert code == 1
+    assert err.startswith("error: LEADFLOW_SECRET_KEY is the demo placeholder")
+    assert len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "untouched.db").exists()
