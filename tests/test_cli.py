@@ -222,7 +222,7 @@ def test_the_placeholder_secret_is_refused_before_anything_starts(
     commits intake, scoring or moves (the database file is not even created)."""
     monkeypatch.setenv("LEADFLOW_DEMO", "false")
     monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'untouched.db'}")
-    code, out, err = cli(*command)
+    code, _out, err = cli(*command)
     assert code == 1
     assert err.startswith("error: LEADFLOW_SECRET_KEY is the demo placeholder")
     assert len(err.strip().splitlines()) <= 2
