@@ -347,8 +347,16 @@ def leads(
 ) -> None:
     """List leads (highest score first)."""
     from leadflow import queries
+    from leadflow.config.validate import suggest
+    from models.tables import LeadStatus
 
+    statuses = [s.value for s in LeadStatus]
+    if status is not None and status not in statuses:
+        fail(f"unknown status '{status}'{suggest(status, statuses)}; one of {', '.join(statuses)}")
     with runtime(config) as rt, rt.engine.connect() as conn:
+        stages = sorted({st.id for p in rt.loaded.config.pipelines for st in p.stages})
+        if stage is not None and stage not in stages:
+            fail(f"unknown stage '{stage}'{suggest(stage, stages)}")
         rows = queries.list_leads(conn, stage=stage, status=status, pipeline=pipeline, limit=limit)
     if as_json:
         emit_json([queries.row_dict(r) for r in rows])
@@ -382,6 +390,8 @@ def move(
     from models.db import session_scope
 
     when = _now(now)
+    if not " ".join(reason.split()):
+        fail("--reason must say why (it is kept in the audit trail)")
     with runtime(config) as rt, session_scope(rt.engine) as session:
         conn = session.connection()
         lead = find_lead(conn, email)

@@ -227,3 +227,18 @@ def test_the_placeholder_secret_is_refused_before_anything_starts(
     assert err.startswith("error: LEADFLOW_SECRET_KEY is the demo placeholder")
     assert len(err.strip().splitlines()) <= 2
     assert not (tmp_path / "untouched.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("leads", "--status", "bogus"), "error: unknown status 'bogus'"),
+        (("leads", "--stage", "qualifed"), "error: unknown stage 'qualifed' (did you mean"),
+        (("move", "a@example.com", "lost", "--reason", "  "), "error: --reason must say why"),
+        (("plan", "--now", "0001-01-01"), "error: '0001-01-01' is outside the years"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(cli, args: tuple[str, ...], message: str) -> None:
+    code, _out, err = cli(*args)
+    assert code == 1
+    assert err.startswith(message)
