@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-
 # The instants a command may act at: business calendars, time zones and day arithmetic are
 # defined over this range (year 1 or 9999 overflow as soon as a day is added or a zone applied).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
