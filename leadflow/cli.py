@@ -42,7 +42,7 @@ app.add_typer(mailbox_app, name="mailbox")
 # highlighting is ever read from what they print ("[/bold]" in a company name is text).
 # Emphasis is given with ``style=`` or ``Text`` objects, never with markup in a string.
 out = Console(emoji=False, markup=False, highlight=False)
-err = Console(stderr=True, emoji=False, markup=False, highlight=False)
+err = Console(stderr=True, emoji=False, markup=False, highlight=False, soft_wrap=True)
 
 
 def _styled(*parts: str | tuple[str, str]) -> Text:
@@ -89,6 +89,20 @@ def runtime(config: Path | None = None) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Fail now, not after the work, if ``path`` cannot be written."""
+    if path.is_dir():
+        fail(f"{option} {path}: is a folder")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        fail(f"{option} {path}: the folder {folder} does not exist")
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        fail(f"{option} {path}: cannot write ({exc.strerror})")
 
 
 def emit_json(document: Any) -> None:
@@ -160,6 +174,8 @@ def import_(
     when = _now(now)
     if not file.exists():
         fail(f"{file}: file not found")
+    if rejects is not None:
+        _check_writable(rejects, "--rejects")  # before the import commits anything
     with runtime(config) as rt:
         try:
             summary = _import_with_progress(rt, file, when, quiet=as_json, importer=import_file)
@@ -525,10 +541,17 @@ def preview(
     config: ConfigOpt = None,
 ) -> None:
     """Render a template's subject, text and HTML (sample data unless --lead)."""
+    from leadflow.mail.rendering import TemplateRenderError
     from leadflow.preview import render_preview
 
+    if html is not None:
+        _check_writable(html, "--html")
     with runtime(config) as rt:
-        rendered = render_preview(rt, template, lead_email=None if sample else lead)
+        _known_template(rt, template)
+        try:
+            rendered = render_preview(rt, template, lead_email=None if sample else lead)
+        except (TemplateRenderError, ValueError) as exc:
+            fail(" ".join(str(exc).split()))
     out.print(_styled(("Subject:", "bold"), f" {rendered.subject}"))
     out.rule("text")
     out.print(rendered.text, highlight=False, markup=False)
@@ -540,6 +563,14 @@ def preview(
         out.print(rendered.html, highlight=False, markup=False)
 
 
+def _known_template(rt: Runtime, name: str) -> None:
+    from leadflow.config.validate import suggest
+
+    names = rt.templates.names()
+    if name not in names:
+        fail(f"unknown template '{name}'{suggest(name, names)}; templates: {', '.join(names)}")
+
+
 @app.command("send-test")
 def send_test(
     template: str,
@@ -547,10 +578,22 @@ def send_test(
     config: ConfigOpt = None,
 ) -> None:
     """Send one rendered template (sample data) through the configured SMTP server."""
+    from leadflow.intake.normalize import InvalidValue, normalize_email
+    from leadflow.mail.rendering import TemplateRenderError
     from leadflow.preview import send_test_email
 
+    if any(ch in to for ch in "\r\n,;"):
+        fail("--to takes one email address (no line breaks, commas or semicolons)")
+    try:
+        normalize_email(to)
+    except InvalidValue as exc:
+        fail(f"--to: {to!r} is not an email address ({exc})")
     with runtime(config) as rt:
-        result = send_test_email(rt, template, to)
+        _known_template(rt, template)
+        try:
+            result = send_test_email(rt, template, to)
+        except (TemplateRenderError, ValueError) as exc:
+            fail(" ".join(str(exc).split()))
     out.print(f"{to}: {result.outcome} {result.code or ''} {result.detail}")
     if str(result.outcome) != "sent":
         raise typer.Exit(1)
@@ -567,11 +610,20 @@ def report(
     config: ConfigOpt = None,
 ) -> None:
     """Pipeline metrics: funnel, conversion, aging, stuck leads, win rate, velocity."""
+    from leadflow.config.validate import suggest
     from leadflow.report import build_report, render_report, write_html
 
     when = _now(until or now)
     start = _now(since) if since else None
+    if start is not None and start >= when:
+        fail(f"--since {start.isoformat()} is not before --until {when.isoformat()}")
+    if html is not None:
+        _check_writable(html, "--html")
     with runtime(config) as rt, rt.engine.connect() as conn:
+        ids = [p.id for p in rt.loaded.config.pipelines]
+        if pipeline is not None and pipeline not in ids:
+            hint = suggest(pipeline, ids)
+            fail(f"unknown pipeline '{pipeline}'{hint}; pipelines: {', '.join(ids)}")
         data = build_report(conn, rt.loaded, since=start, until=when, pipeline=pipeline)
     if html is not None:
         write_html(data, html)

@@ -225,7 +225,7 @@ def test_the_placeholder_secret_is_refused_before_anything_starts(
     code, _out, err = cli(*command)
     assert code == 1
     assert err.startswith("error: LEADFLOW_SECRET_KEY is the demo placeholder")
-    assert len(err.strip().splitlines()) <= 2
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "untouched.db").exists()
 
 
@@ -242,3 +242,38 @@ def test_bad_arguments_are_one_line_errors(cli, args: tuple[str, ...], message: 
     code, _out, err = cli(*args)
     assert code == 1
     assert err.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("preview", "welcom"), "error: unknown template 'welcom' (did you mean 'welcome'?)"),
+        (("preview", "welcome", "--lead", "nobody@example.com"), "error: no lead with email"),
+        (("send-test", "nope", "--to", "a@example.com"), "error: unknown template 'nope'"),
+        (("send-test", "welcome", "--to", "not-an-address"), "error: --to: 'not-an-address'"),
+        (("send-test", "welcome", "--to", "a@example.com\nBcc: b@x.example"), "error: --to takes"),
+        (("report", "--pipeline", "b2c"), "error: unknown pipeline 'b2c' (did you mean 'b2b'?)"),
+        (
+            ("report", "--since", "2026-12-01", "--until", "2026-11-01"),
+            "error: --since 2026-12-01T00:00:00+00:00 is not before --until",
+        ),
+    ],
+)
+def test_commands_answer_bad_input_with_one_line_not_a_traceback(
+    cli, args: tuple[str, ...], message: str
+) -> None:
+    code, _out, err = cli(*args)
+    assert code == 1
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_import_checks_the_rejects_path_before_importing(cli, tmp_path: Path) -> None:
+    leads_csv = tmp_path / "leads.csv"
+    _write_leads(leads_csv)
+    missing = tmp_path / "no-such-folder" / "rejects.csv"
+    code, _out, err = cli("import", str(leads_csv), "--rejects", str(missing))
+    assert code == 1
+    assert err.startswith(f"error: --rejects {missing}: the folder")
+    code, out, _ = cli("leads", "--json")
+    assert (code, json.loads(out)) == (0, [])  # nothing was imported
