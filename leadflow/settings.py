@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # Unset: no mailbox is read.
     mailbox_url: str | None = None
     mailbox_password: SecretStr | None = None
+    # The largest request body ``leadflow web`` reads (POST /leads, POST /events): larger is 413.
+    max_body_bytes: int = Field(default=1_000_000, ge=1_000, le=100_000_000)
     demo: bool = False
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     # The loop SMTP conversations run on (see leadflow.eventloop): "auto" is uvloop

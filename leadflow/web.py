@@ -27,9 +27,10 @@ from typing import Any, Final, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from leadflow.events import KNOWN_EVENTS, EventIn, record_events
 from leadflow.listening.tracking import (
@@ -123,6 +124,42 @@ def record_hit(
     return event
 
 
+MAX_EVENT_DATA = 10_000  # characters of an event's JSON data posted to /events
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes, announced or streamed."""
+    announced = request.headers.get("content-length")
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise HTTPException(413, f"request body larger than {limit:,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body larger than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(raw: bytes) -> Any:
+    """A JSON body, or 400 saying why not (not UTF-8, not JSON, nested too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise HTTPException(400, "request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"request body is not JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is nested too deeply") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
 def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The app over one runtime. ``clock`` is when requests happen (time travel in tests and
     the demo: a click then lands at the simulated instant, not the wall clock's)."""
@@ -144,7 +181,7 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
     async def post_leads(request: Request) -> dict[str, Any]:
         from leadflow.intake import RawRow, import_rows
 
-        body = await request.json()
+        body = _json(await _bounded_body(request, rt.settings.max_body_bytes))
         items = body if isinstance(body, list) else [body]
         if not all(isinstance(i, dict) for i in items) or len(items) > 1000:
             raise HTTPException(422, "expected a JSON object or a list of up to 1000 objects")
@@ -162,7 +199,17 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
         return dict(summary.as_dict())
 
     @app.post("/events", dependencies=[Depends(require_token)])
-    def post_event(body: EventBody) -> dict[str, Any]:
+    async def post_event(request: Request) -> dict[str, Any]:
+        raw = _json(await _bounded_body(request, rt.settings.max_body_bytes))
+        try:
+            body = EventBody.model_validate(raw)
+        except ValidationError as exc:
+            raise HTTPException(422, _first_error(exc)) from None
+        if len(json.dumps(body.data)) > MAX_EVENT_DATA:
+            raise HTTPException(422, f"event data is larger than {MAX_EVENT_DATA:,} characters")
+        return await run_in_threadpool(_record_posted_event, body)
+
+    def _record_posted_event(body: EventBody) -> dict[str, Any]:
         if body.type not in KNOWN_EVENTS:
             raise HTTPException(422, f"unknown event type '{body.type}'")
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from leadflow.runtime import Runtime
 from leadflow.unsubscribe import sign_token
@@ -108,3 +108,55 @@ def test_link_in_emails_is_the_route_the_app_serves(client: TestClient, rt: Runt
     assert client.post(path).status_code == 200
     with rt.engine.connect() as conn:
         assert conn.execute(select(SUPPRESSIONS.c.email)).scalars().all() == ["ada@example.com"]
+
+
+# --- hostile bodies: a clear 4xx with a JSON error, nothing stored -------------------------
+
+BAD_BODIES = [
+    (b'{"email": "a@example.com"', 400, "request body is not JSON"),
+    (b"email=a@example.com", 400, "request body is not JSON"),
+    (b'{"email": "\xff\xfe"}', 400, "request body is not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "request body is nested too deeply"),
+    (b'"just a string"', 422, "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("path", ["/leads", "/events"])
+@pytest.mark.parametrize(("body", "status", "message"), BAD_BODIES)
+def test_a_bad_body_is_a_4xx_json_error_and_stores_nothing(
+    client: TestClient, rt: Runtime, path: str, body: bytes, status: int, message: str
+) -> None:
+    answer = client.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
+    if path == "/events" and status == 422:
+        message = "body"  # the event schema names what is wrong
+    assert answer.status_code == status
+    assert message in answer.json()["detail"]
+    with rt.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(LEADS)).scalar_one() == 0
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(client: TestClient) -> None:
+    huge = b'{"email": "a@example.com", "notes": "' + b"x" * 1_100_000 + b'"}'
+    answer = client.post("/leads", content=huge, headers=AUTH)
+    assert answer.status_code == 413
+    assert answer.json()["detail"] == "request body larger than 1,000,000 bytes"
+
+
+def test_an_attribute_over_the_limit_rejects_the_row(client: TestClient, rt: Runtime) -> None:
+    answer = client.post(
+        "/leads", json={"email": "a@example.com", "notes": "x" * 2_001}, headers=AUTH
+    )
+    assert answer.status_code == 200
+    summary = answer.json()
+    assert (summary["created"], summary["rejected"]) == (0, 1)
+
+
+def test_event_data_over_the_limit_is_refused(client: TestClient) -> None:
+    client.post("/leads", json={"email": "ada@example.com"}, headers=AUTH)
+    answer = client.post(
+        "/events",
+        json={"email": "ada@example.com", "type": "web_visit", "data": {"x": "y" * 10_001}},
+        headers=AUTH,
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "event data is larger than 10,000 characters"

@@ -61,6 +61,12 @@ MAX_LENGTH: dict[str, int] = {
 }
 
 
+# Every attribute (a declared one or a column kept as one) has the same limits, whatever the
+# source: CSV, JSON Lines or the web API. A row over them is rejected with its reason.
+MAX_ATTRIBUTE_CHARS = 2_000
+MAX_ATTRIBUTE_KEY = 100
+
+
 @dataclass(slots=True)
 class NormalizedLead:
     """A row that passed: ``fields`` holds only non-None lead fields.
@@ -207,6 +213,14 @@ class Normalizer:
             self._take_attribute(draft, key, value)
 
     def _take_attribute(self, draft: _Draft, key: str, value: str) -> None:
+        if len(value) > MAX_ATTRIBUTE_CHARS or len(key) > MAX_ATTRIBUTE_KEY:
+            what = "name" if len(key) > MAX_ATTRIBUTE_KEY else "value"
+            limit = MAX_ATTRIBUTE_KEY if what == "name" else MAX_ATTRIBUTE_CHARS
+            draft.error = draft.error or (
+                key[:MAX_ATTRIBUTE_KEY],
+                f"attribute {what} too long (max {limit:,} characters)",
+            )
+            return
         try:
             converted = convert_value(self.intake.attributes.get(key, "str"), value)
         except InvalidValue as exc:
