@@ -23,6 +23,7 @@ from leadflow.config import ConfigError, load_config
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings, SettingsError, load_settings
 from leadflow.timeutil import parse_instant
+from models.db import DatabaseUnavailable
 
 app = typer.Typer(
     name="leadflow",
@@ -750,7 +751,7 @@ def main() -> None:
             err.print(_styled(("error", "red"), f" {issue}"), soft_wrap=True)
         err.print(f"{len(exc.issues)} error(s) in the configuration; nothing was changed.")
         sys.exit(1)
-    except SettingsError as exc:
+    except (SettingsError, DatabaseUnavailable) as exc:
         err.print(_styled(("error:", "red"), f" {exc}"))
         sys.exit(1)
 

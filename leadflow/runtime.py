@@ -33,6 +33,8 @@ class Runtime:
         cls, settings: Settings, *, config_path: Path | None = None, migrate: bool = True
     ) -> Runtime:
         loaded = load_config(config_path or settings.config, templates=settings.templates)
+        if settings.db_url == f"sqlite:///{settings.home / 'leadflow.db'}":
+            settings.home.mkdir(parents=True, exist_ok=True)  # the default place: ours to make
         engine = open_database(settings.db_url, migrate=migrate)
         return cls(settings=settings, loaded=loaded, engine=engine)
 

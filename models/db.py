@@ -7,6 +7,7 @@ and SQLite (naive storage) and PostgreSQL (timestamptz) behave the same.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -46,12 +48,34 @@ def _begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened; the message is one line that says what to do."""
+
+
+SUPPORTED = ("sqlite", "postgresql")
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get their folder, WAL and a busy timeout."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    """An engine for ``url``: SQLite (with WAL and a busy timeout) or PostgreSQL.
+
+    A SQLite file's folder must exist: a typo in a path must not quietly start an empty
+    database somewhere else (the default location under LEADFLOW_HOME is created by the
+    settings' owner, see ``Runtime.open``)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            f"LEADFLOW_DATABASE_URL {url!r} is not a database URL "
+            "(sqlite:///path/leadflow.db or postgresql+psycopg://user@host/db)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise DatabaseUnavailable(
+            f"LEADFLOW_DATABASE_URL: '{backend}' is not supported; use SQLite or PostgreSQL"
+        )
+    if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_file(Path(parsed.database))
         # The driver's own transaction handling is off so that write transactions can start
         # with BEGIN IMMEDIATE: a batch reads then writes, and a deferred transaction that must
         # upgrade its lock after another writer committed fails at once instead of waiting
@@ -61,6 +85,18 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "begin", _begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise DatabaseUnavailable(
+            f"{path}: the folder {path.parent} does not exist (check LEADFLOW_DATABASE_URL, "
+            "or create the folder)"
+        )
+    if path.is_dir():
+        raise DatabaseUnavailable(f"{path} is a folder, not a database file")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise DatabaseUnavailable(f"{path} is not readable and writable by this user")
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -95,11 +131,30 @@ def upgrade(engine: Engine) -> bool:
 
 
 def open_database(url: str, *, migrate: bool = True) -> Engine:
-    """The engine, with migrations applied automatically."""
+    """The engine, with migrations applied automatically; ``DatabaseUnavailable`` with one
+    line when the database cannot be reached or is not a database."""
     engine = make_engine(url)
-    if migrate:
-        upgrade(engine)
+    try:
+        if migrate:
+            upgrade(engine)
+        else:
+            with engine.connect():
+                pass
+    except (OperationalError, DBAPIError) as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(f"{_safe(engine)}: {_reason(exc)}") from None
     return engine
+
+
+def _safe(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's own first line ("file is not a database", "connection refused")."""
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 @contextmanager

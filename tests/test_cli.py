@@ -277,3 +277,43 @@ def test_import_checks_the_rejects_path_before_importing(cli, tmp_path: Path) ->
     assert err.startswith(f"error: --rejects {missing}: the folder")
     code, out, _ = cli("leads", "--json")
     assert (code, json.loads(out)) == (0, [])  # nothing was imported
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: f"sqlite:///{d / 'missing' / 'x.db'}", "the folder"),
+        (lambda d: f"sqlite:///{d}", "is a folder, not a database file"),
+        (lambda d: "mysql://u@localhost/db", "'mysql' is not supported"),
+        (lambda d: "not a url", "is not a database URL"),
+        (lambda d: f"postgresql+psycopg://u@127.0.0.1:{_closed_port()}/db", "127.0.0.1"),
+        (lambda d: _corrupt(d), "file is not a database"),
+    ],
+    ids=["missing-folder", "folder", "mysql", "not-a-url", "closed-port", "corrupt"],
+)
+def test_a_database_that_cannot_be_opened_is_one_line_and_creates_nothing(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make, message: str
+) -> None:
+    url = make(tmp_path)
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", url)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _out, err = cli("leads")
+    assert code == 1
+    assert err.startswith("error: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no folder or file made
+
+
+def _corrupt(folder: Path) -> str:
+    path = folder / "corrupt.db"
+    path.write_bytes(b"this is not a SQLite database, just some bytes " * 200)
+    return f"sqlite:///{path}"
