@@ -317,3 +317,54 @@ def _corrupt(folder: Path) -> str:
     path = folder / "corrupt.db"
     path.write_bytes(b"this is not a SQLite database, just some bytes " * 200)
     return f"sqlite:///{path}"
+
+
+def test_unknown_emails_are_listed_then_requeued_or_closed_by_an_audited_decision(
+    cli, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from models.db import open_database
+    from models.tables import LEADS, OUTBOX, RUNS
+
+    at = datetime(2026, 11, 3, 15, 0, tzinfo=UTC)
+    db = open_database(database_url(tmp_path))
+    with db.begin() as conn:
+        lead = conn.execute(
+            insert(LEADS)
+            .values(email="ada@example.com", attributes={}, created_at=at, updated_at=at)
+            .returning(LEADS.c.id)
+        ).scalar_one()
+        for i, status in enumerate(["unknown", "unknown", "sent"], start=1):
+            row = {"id": i, "lead_id": lead, "step": f"s{i}", "status": status}
+            conn.execute(
+                insert(OUTBOX).values(
+                    cadence="outbound",
+                    to_email="ada@example.com",
+                    due_at=at,
+                    claimed_at=at,
+                    created_at=at,
+                    updated_at=at,
+                    **row,
+                )
+            )
+    code, out, _ = cli("outbox", "unknown", "--json")
+    assert (code, [r["id"] for r in json.loads(out)]) == (0, [1, 2])
+    code, _out, err = cli("outbox", "requeue", "1", "3", "--reason", "relay log: never received")
+    assert code == 1  # row 3 is not unknown: reported, left alone; row 1 requeued
+    assert "email 3 left alone: it is sent, not unknown" in err
+    code, _out, _err = cli("outbox", "close", "2", "--reason", "delivered per relay log")
+    assert code == 0
+    with db.connect() as conn:
+        states = dict(conn.execute(select(OUTBOX.c.id, OUTBOX.c.status)).all())
+        audit = [
+            r.summary for r in conn.execute(select(RUNS).where(RUNS.c.kind == "outbox-decision"))
+        ]
+    db.dispose()
+    assert states == {1: "pending", 2: "failed", 3: "sent"}
+    assert [(a["rows"], a["decision"], a["reason"]) for a in audit] == [
+        ([1], "requeue", "relay log: never received"),
+        ([2], "close", "delivered per relay log"),
+    ]
