@@ -475,3 +475,46 @@ def test_sandbox_escape_attempts_fail_validation(
     assert expected in [p.message for p in problems]
     with pytest.raises(TemplateRenderError):
         templates.compile("escape").render(sample_context(attribute_keys=["clear"]))
+
+
+# --- hostile templates: refused in bounded time, never hang or exhaust memory ---------------
+
+HOSTILE = {
+    "power": ("{{ 10**(10**10) }}", "**: the result would be too large"),
+    "repeat": ("{{ 'x' * 1000000000 }}", "*: the repeated result would be too long"),
+    "nested_loops": (
+        "{% for a in lead.email %}{% for b in lead.email %}{% for c in lead.email %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+        "loops nested deeper than 2",
+    ),
+    "huge_output": (
+        "{% for a in lead.email %}{% for b in lead.email %}{{ lead.email * 1000 }}"
+        "{% endfor %}{% endfor %}",
+        "longer than 1,000,000 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_template_is_a_problem_found_in_bounded_time(tmp_path: Path, case: str) -> None:
+    import time
+
+    from conftest import TEMPLATES
+
+    from leadflow.mail.rendering import TemplateSet
+
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    expression, message = HOSTILE[case]
+    source = (folder / "welcome.html.j2").read_text(encoding="utf-8")
+    (folder / "evil.html.j2").write_text(
+        source.replace("{% block content %}", "{% block content %}" + expression, 1),
+        encoding="utf-8",
+    )
+    started = time.monotonic()
+    problems = TemplateSet(folder).check("evil")
+    assert time.monotonic() - started < 5
+    assert len(problems) == 1
+    assert problems[0].file.endswith("evil.html.j2")
+    assert problems[0].line == (0 if case == "huge_output" else 3)  # a size has no one line
+    assert message in problems[0].message

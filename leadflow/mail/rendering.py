@@ -40,6 +40,7 @@ from jinja2 import (
     meta,
     nodes,
 )
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TEMPLATE_GLOBALS: Final = frozenset({"lead", "sender", "unsubscribe_url", "message"})
@@ -492,8 +493,8 @@ class CompiledEmail:
         unsubscribe_url = str(values["unsubscribe_url"])
         try:
             raw_subject = self._render_subject(values)
-            document = self._html.render(values)
-            text = self._text.render(values) if self._text is not None else None
+            document = _bounded(self._html, values)
+            text = _bounded(self._text, values) if self._text is not None else None
         except Exception as exc:  # any template fault becomes one typed error for the caller
             raise _render_error(self.name, exc) from exc
 
@@ -523,6 +524,62 @@ class CompiledEmail:
         return RenderedEmail(subject=subject, text=body + "\n", html=html_body)
 
 
+# Limits on what a template can make the renderer do (templates are edited by marketing and
+# rendered unattended): no constant is folded at compile time, ``**`` and ``*`` refuse results
+# past these sizes, and a rendered part longer than MAX_RENDER_CHARS stops the render.
+MAX_POWER_DIGITS = 100  # 10**100 is fine; 10**(10**10) is refused, never computed
+MAX_REPEAT_CHARS = 100_000  # "x" * n and [..] * n
+MAX_RENDER_CHARS = 1_000_000  # one part of one email (HTML or text)
+MAX_LOOP_DEPTH = 2  # {% for %} inside {% for %}, no deeper (checked before any render)
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox with bounded arithmetic (see the limits above)."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _too_large_power(left, right):
+            raise SecurityError("**: the result would be too large")
+        if operator == "*" and (_too_long(left, right) or _too_long(right, left)):
+            raise SecurityError("*: the repeated result would be too long")
+        return super().call_binop(context, operator, left, right)
+
+
+def _too_large_power(base: Any, exponent: Any) -> bool:
+    """``base ** exponent`` with more than MAX_POWER_DIGITS digits (estimated, not computed)."""
+    if not (_is_number(base) and _is_number(exponent)) or abs(base) <= 1:
+        return False
+    digits = len(str(abs(int(base)))) if abs(base) >= 10 else 1
+    return bool(abs(exponent) * digits > MAX_POWER_DIGITS)
+
+
+def _too_long(seq: Any, count: Any) -> bool:
+    return (
+        isinstance(seq, str | list | tuple)
+        and isinstance(count, int)
+        and len(seq) * max(count, 0) > MAX_REPEAT_CHARS
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bounded(template: Template, values: dict[str, Any]) -> str:
+    """``template.render`` that stops once the output passes MAX_RENDER_CHARS."""
+    pieces: list[str] = []
+    size = 0
+    for piece in template.generate(values):
+        size += len(piece)
+        if size > MAX_RENDER_CHARS:
+            raise SecurityError(
+                f"the rendered email is longer than {MAX_RENDER_CHARS:,} characters"
+            )
+        pieces.append(piece)
+    return "".join(pieces)
+
+
 def _autoescape(template_name: str | None) -> bool:
     return template_name is None or not template_name.endswith(TEXT_SUFFIX)
 
@@ -532,8 +589,9 @@ class TemplateSet:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self._env = ImmutableSandboxedEnvironment(
+        self._env = _BoundedSandbox(
             loader=FileSystemLoader(self.directory),
+            optimized=False,  # no constant folding: "{{ 10**(10**10) }}" must not run at compile
             autoescape=_autoescape,
             undefined=StrictUndefined,
             keep_trailing_newline=True,
@@ -681,6 +739,7 @@ class _SourceChecker:
             self._report(path, 1, "template does not define {% block subject %}")
         self._check_names(path, ast)
         self._check_fields(path, ast)
+        self._check_loops(path, ast)
         for ref in meta.find_referenced_templates(ast):
             if ref is None:
                 self._report(path, 0, "extends/include with a computed template name")
@@ -689,6 +748,17 @@ class _SourceChecker:
                 self._report(path, 0, f"references missing template {ref!r}")
             else:
                 self.check_file(ref, require_subject=False)
+
+    def _check_loops(self, path: Path, node: nodes.Node, depth: int = 0) -> None:
+        """Loops nested deeper than MAX_LOOP_DEPTH: a few loops over a lead's text already
+        make millions of iterations, with or without output."""
+        for child in node.iter_child_nodes():
+            inner = depth + isinstance(child, nodes.For)
+            if inner > MAX_LOOP_DEPTH:
+                self.fatal = True
+                self._report(path, child.lineno, f"loops nested deeper than {MAX_LOOP_DEPTH}")
+                return
+            self._check_loops(path, child, inner)
 
     def _check_names(self, path: Path, ast: nodes.Template) -> None:
         for name in sorted(meta.find_undeclared_variables(ast) - TEMPLATE_GLOBALS):
