@@ -401,3 +401,49 @@ def test_an_out_of_office_return_date_is_read_in_german() -> None:
     found = classified(raw)
     assert found.kind is Kind.OUT_OF_OFFICE
     assert found.return_date == date(2026, 12, 15)
+
+
+def test_junk_in_the_mailbox_is_recorded_and_never_stops_the_sync(tmp_path: Path) -> None:
+    """Hypothesis-made bytes (and a few classic breakers) in a Maildir: every message ends as
+    a row, the sync finishes, and a second sync records nothing new."""
+    import mailbox as stdlib_mailbox
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    junk = [
+        b"",
+        b"\x00\xff\xfe" * 100,
+        b"Content-Type: multipart/report; boundary=\r\n\r\n--\r\n--",
+        b"From: =?utf-8?b?////?= <\r\nSubject: \xff\r\nDate: 99 Foo 99999\r\n\r\nx",
+        b"Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: ;;;\r\nStatus: 9.9.9",
+    ]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.binary(max_size=400), min_size=1, max_size=5))
+    def collect(extra: list[bytes]) -> None:
+        junk.extend(extra)
+
+    collect()
+    box = stdlib_mailbox.Maildir(tmp_path / "mail", create=True)
+    for raw in junk:
+        box.add(raw)
+    settings_ = Settings(
+        home=tmp_path,
+        database_url=database_url(tmp_path),
+        config=DEFAULT_CONFIG,
+        templates=TEMPLATES,
+        demo=True,
+        mailbox_url=f"maildir://{tmp_path / 'mail'}",
+    )
+    rt = Runtime.open(settings_)
+    first = sync_mailbox(rt, now=NOW)
+    second = sync_mailbox(rt, now=NOW + timedelta(hours=1))
+    with rt.engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(INBOUND)).scalar_one()
+    rt.close()
+    assert first.errors == second.errors == []
+    assert first.fetched == len(junk)
+    assert stored == first.recorded > 0
+    assert first.recorded + first.already_known == first.fetched  # same key: the same message
+    assert second.recorded == 0

@@ -26,6 +26,7 @@ An out-of-office with no readable return date pauses ``mailbox.out_of_office_bus
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -166,14 +167,31 @@ def _sync_folder(
 
 
 def _classify(rt: Runtime, fetched: Fetched) -> Classified:
+    """Classify one message; one that cannot be read at all is recorded as ``other`` with
+    the reason, so a single malformed message can never stop the folder's sync for good."""
     sender = rt.loaded.config.sender
     ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
-    return classify(
-        parse(fetched.raw),
-        fetched.raw,
-        unsubscribe_phrases=rt.loaded.config.mailbox.unsubscribe_phrases,
-        sent_by_us=ours,
-    )
+    try:
+        return classify(
+            parse(fetched.raw),
+            fetched.raw,
+            unsubscribe_phrases=rt.loaded.config.mailbox.unsubscribe_phrases,
+            sent_by_us=ours,
+        )
+    except Exception as exc:  # any parser fault: keep it as evidence, go on
+        key = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
+        rule = f"unreadable: {type(exc).__name__}: {exc}"[:300]
+        return Classified(
+            kind=Kind.OTHER,
+            rule=rule,
+            key=key,
+            message_id=None,
+            answers=(),
+            from_email=None,
+            subject="",
+            received_at=None,
+            evidence={"rule": rule},
+        )
 
 
 @dataclass(frozen=True)
