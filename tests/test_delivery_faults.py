@@ -471,6 +471,7 @@ def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
     if threading.active_count() != 1:
         pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 8)
+    (tmp_path / "b").mkdir()
     other = Runtime.open(
         settings.model_copy(
             update={"home": tmp_path / "b", "database_url": database_url(tmp_path / "b")}
