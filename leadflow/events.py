@@ -134,12 +134,18 @@ def _stop_cadences(
     stop_on: dict[str, frozenset[str]],
     now: datetime,
 ) -> None:
+    """End the cadences the events stop: two statements per stopping reason, not per lead."""
+    stopping = frozenset().union(*stop_on.values()) if stop_on else frozenset()
+    candidates = sorted({e.lead_id for e in events if e.type in stopping})
+    if not candidates:
+        return
     lead = LEADS
     outbox = OUTBOX
-    ids = sorted({e.lead_id for e in events})
     current = dict(
         conn.execute(
-            select(lead.c.id, lead.c.cadence).where(lead.c.id.in_(ids), lead.c.cadence.is_not(None))
+            select(lead.c.id, lead.c.cadence).where(
+                lead.c.id.in_(candidates), lead.c.cadence.is_not(None)
+            )
         ).all()
     )
     stopped: dict[int, str] = {}
@@ -147,18 +153,22 @@ def _stop_cadences(
         cadence = current.get(e.lead_id)
         if cadence and e.type in stop_on.get(cadence, frozenset()):
             stopped.setdefault(e.lead_id, e.type)
+    by_reason: dict[str, list[int]] = {}
     for lead_id, reason in stopped.items():
+        by_reason.setdefault(reason, []).append(lead_id)
+    for reason, lead_ids in sorted(by_reason.items()):
         conn.execute(
             update(outbox)
             .where(
-                outbox.c.lead_id == lead_id,
+                outbox.c.lead_id.in_(lead_ids),
                 outbox.c.kind == "cadence",
                 outbox.c.status.in_([MessageStatus.PENDING, MessageStatus.DEFERRED]),
             )
             .values(status=MessageStatus.CANCELLED, last_error=f"stopped: {reason}", updated_at=now)
         )
+    if stopped:
         conn.execute(
             update(lead)
-            .where(lead.c.id == lead_id)
+            .where(lead.c.id.in_(sorted(stopped)))
             .values(cadence=None, cadence_done_at=None, updated_at=now)
         )

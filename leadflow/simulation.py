@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid
@@ -27,7 +28,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, select
 
 from leadflow.events import EventIn
-from leadflow.listening.classify import parse
 from leadflow.listening.tracking import CLICK_PATH, OPEN_PATH, read_click_token, read_open_token
 from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
 
@@ -37,6 +37,13 @@ _TRACKED = re.compile(r'(?:href|src)="([^"]+/(?:c|o)/[^"]+)"')
 
 # A hit on a tracking URL: (outbox id, "open" | "click", url or None, at) -> event recorded
 HitRecorder = Callable[[int, str, str | None, datetime], object]
+
+
+def parse(raw: bytes) -> EmailMessage:
+    """A delivered email, read with the modern policy (``get_body``)."""
+    msg = message_from_bytes(raw, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    return msg
 
 
 def _rng(lead_id: int, day: datetime, salt: str) -> random.Random:
@@ -153,7 +160,6 @@ class World:
 
 def _html_of(original: bytes) -> str:
     msg = parse(original)
-    assert isinstance(msg, EmailMessage)  # parse() reads with the modern policy
     body = msg.get_body(preferencelist=("html",))
     return str(body.get_content()) if body is not None else ""
 
@@ -169,7 +175,6 @@ _UNSUBSCRIBE = "Please remove me from your list."
 
 def _quoted(original: bytes) -> tuple[str, str, str, str]:
     msg = parse(original)
-    assert isinstance(msg, EmailMessage)  # parse() reads with the modern policy
     body = msg.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else ""
     quote = "\n".join("> " + line for line in str(text).splitlines()[:12])

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -46,7 +46,7 @@ from leadflow.runtime import Runtime
 from leadflow.suppression import suppress_many
 from leadflow.timeutil import parse_instant, utcnow
 from leadflow.unsubscribe import UNSUBSCRIBE_PATH, verify_token
-from models.db import session_scope
+from models.db import WRITE, session_scope
 from models.tables import OUTBOX
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ def _cell(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+_HIT_ROW = select(OUTBOX.c.lead_id, OUTBOX.c.sent_at, OUTBOX.c.claimed_at).where(
+    OUTBOX.c.id == bindparam("outbox_id")
+)
+
+
 def record_hit(
     rt: Runtime,
     *,
@@ -93,13 +98,8 @@ def record_hit(
     not recorded yet: scanners at the recipient's gateway can be that quick) decides whether
     the hit came too soon to be a person.
     """
-    with session_scope(rt.engine) as session:
-        conn = session.connection()
-        row = conn.execute(
-            select(OUTBOX.c.lead_id, OUTBOX.c.sent_at, OUTBOX.c.claimed_at).where(
-                OUTBOX.c.id == outbox_id
-            )
-        ).one_or_none()
+    with rt.engine.execution_options(**WRITE).begin() as conn:  # Core: no ORM session per hit
+        row = conn.execute(_HIT_ROW, {"outbox_id": outbox_id}).one_or_none()
         if row is None:
             return None
         reason = machine_reason(

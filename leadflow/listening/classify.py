@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from enum import StrEnum
@@ -98,8 +99,10 @@ class Classified:
 
 
 def parse(raw: bytes) -> Message:
-    """A message as the ``email`` package reads it (modern policy, never raises on junk)."""
-    return email.message_from_bytes(raw, policy=email.policy.default)
+    """A message as the ``email`` package reads it, with its fast compat32 policy (the modern
+    policy parses every header into objects: ~1.5 ms a message against ~0.13). Headers are
+    read as text here; only the subject's encoded words are decoded."""
+    return email.message_from_bytes(raw)
 
 
 def message_key(msg: Message, raw: bytes) -> str:
@@ -169,7 +172,7 @@ class _Facts:
             message_id=None if key.startswith("sha256:") else key,
             answers=tuple(dict.fromkeys(answers)),
             from_email=_address(_header(msg, "From")),
-            subject=" ".join(_header(msg, "Subject").split())[:1000],
+            subject=" ".join(_decoded(_header(msg, "Subject")).split())[:1000],
             received_at=_date(_header(msg, "Date")),
         )
 
@@ -200,6 +203,16 @@ def _header(msg: Message, name: str) -> str:
     except Exception:  # a header the email package cannot even parse is no header at all
         return ""
     return "" if value is None else str(value)
+
+
+def _decoded(value: str) -> str:
+    """A header's RFC 2047 encoded words decoded (``=?utf-8?q?Caf=C3=A9?=`` -> Café)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return value
 
 
 def _address(value: str) -> str | None:
@@ -373,9 +386,24 @@ def _auto_reply_rule(msg: Message, subject: str) -> str | None:
     return None
 
 
+_MONTHS = (
+    "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|"
+    "januar|februar|märz|maerz|mai|juni|juli|okt|dez|"
+    "janv|févr|fevr|mars|avr|juin|juil|août|aout|sept|déc|"
+    "ene|enero|febrero|marzo|abr|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|dic"
+)
+_WRITTEN_DATE = re.compile(
+    rf"\d{{1,4}}[./-]\d{{1,2}}(?:[./-]\d{{2,4}})?|\b\d{{1,2}}\.?\s*(?:de\s+)?(?:{_MONTHS})|"
+    rf"\b(?:{_MONTHS})[a-zé]*\.?\s+\d{{1,2}}\b",
+    re.I,
+)
+
+
 def _return_date(text: str, received: datetime | None) -> date | None:
     """The date an auto-reply says its writer is back, if it says one (soonest future date
     in the text, at most 90 days after the message)."""
+    if not _WRITTEN_DATE.search(text[:2000]):
+        return None  # most auto-replies state none: dateparser costs ~8 ms a language
     from dateparser.search import search_dates  # slow to import; only auto-replies need it
 
     base = (received or datetime.now(UTC)).replace(tzinfo=None)
@@ -418,19 +446,19 @@ def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
 
 
-@lru_cache(maxsize=1)
-def _reply_parser() -> Any:
-    from mailparser_reply import EmailReplyParser
-
-    return EmailReplyParser(languages=["en", "de", "fr", "es"])
-
-
-_QUOTE_HINT = re.compile(
-    r"^\s*>|wrote:|schrieb|a écrit|escribió|original message|^from:|^von:|^de :|^de:",
+# Where a quoted original starts, in the clients and languages of the corpus: "On ... wrote:",
+# "Am ... schrieb ...:", "Le ... a écrit :", "El ... escribió:", Outlook's separator line and
+# its "From:/Sent:" (Von:/Gesendet:, De :/Envoyé :, De:/Enviado:) header block, a line of
+# underscores, or the first ">" line.
+_QUOTE_START = re.compile(
+    r"^[ \t]*(?:"
+    r"on\b.{0,200}?\bwrote:|am\b.{0,200}?\bschrieb\b.{0,200}?:|le\b.{0,200}?\ba écrit ?:|"
+    r"el\b.{0,200}?\bescribió:|-{2,}\s*(?:original message|ursprüngliche nachricht|"
+    r"message d'origine|mensaje original)\s*-{2,}|_{10,}|"
+    r"(?:from|von|de|da) ?:.*\n[ \t]*(?:sent|gesendet|envoyé|enviado|date|datum|inviato) ?:|"
+    r">)",
     re.I | re.M,
 )
-
-
 _QUOTE_HEADER = re.compile(
     r"^\s*(on .{5,200} wrote:|am .{5,200} schrieb .{0,200}:|le .{5,200} a écrit ?:|"
     r"el .{5,200} escribió:)\s*$",
@@ -448,13 +476,9 @@ def _new_text(msg: Message) -> str:
     body = _body_text(msg)
     if not body:
         return ""
-    if _QUOTE_HINT.search(body):
-        try:
-            latest = _reply_parser().parse_reply(body)
-        except Exception:  # the reply parser on pathological text: keep the whole body
-            latest = None
-        if latest is not None:
-            body = latest
+    cut = _QUOTE_START.search(body)
+    if cut and body[: cut.start()].strip():  # top-posted: everything below is the quote
+        body = body[: cut.start()]
     # inline answers between quoted lines: the writer's are the lines that are not quoted
     body = "\n".join(
         line

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select, update
+from sqlalchemy import Connection, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from leadflow.business_time import add_business_days, resolve_zone
@@ -430,16 +430,20 @@ def _pause_for_out_of_office(
             )
         if until > now:
             resume[row["lead_id"]] = max(until, resume.get(row["lead_id"], until))
-    for lead_id, until in resume.items():
+    if resume:  # one statement, executed for every paused lead
         conn.execute(
             update(OUTBOX)
             .where(
-                OUTBOX.c.lead_id == lead_id,
+                OUTBOX.c.lead_id == bindparam("paused_lead"),
                 OUTBOX.c.kind == "cadence",
-                OUTBOX.c.status.in_([MessageStatus.PENDING, MessageStatus.DEFERRED]),
-                OUTBOX.c.due_at < until,
+                or_(
+                    OUTBOX.c.status == MessageStatus.PENDING,
+                    OUTBOX.c.status == MessageStatus.DEFERRED,
+                ),  # not IN (...): an expanding list cannot be executed for many rows
+                OUTBOX.c.due_at < bindparam("until"),
             )
-            .values(due_at=until, defer_reason="out of office", updated_at=now)
+            .values(due_at=bindparam("until"), defer_reason="out of office", updated_at=now),
+            [{"paused_lead": lead_id, "until": until} for lead_id, until in resume.items()],
         )
     return len(resume)
 
