@@ -312,11 +312,20 @@ def _addresses(item: Classified) -> list[str]:
     raw = list(item.failed) if bounced else ([item.from_email] if item.from_email else [])
     out = []
     for address in raw:
+        plain = address.strip().lower()
+        if _PLAIN_ADDRESS.fullmatch(plain):  # what intake stores for it: lower-cased as is
+            out.append(plain)
+            continue
         try:
             out.append(normalize_email(address))
         except InvalidValue:
-            out.append(address.strip().lower())
+            out.append(plain)
     return out
+
+
+# An ASCII address that email-validator would only lower-case; anything else (Unicode, quotes,
+# comments) goes through intake's own normalization. Used for matching only.
+_PLAIN_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+-]*@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
 
 
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
