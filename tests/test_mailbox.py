@@ -292,10 +292,11 @@ def test_after_seen_marks_and_after_move_moves_only_recorded_messages(
     assert all("\\Seen" in f for f in flags_of(account, folder).values())
 
     archive = new_folder(account, "archive")
+    moving = tmp_path / "move.yaml"
     data["mailbox"] = {"after": f"move:{archive}"}
-    config.write_text(yaml.safe_dump(data))
+    moving.write_text(yaml.safe_dump(data))
     append(account, folder, corpus_bytes()[4:7])
-    rt = runtime_for(tmp_path, account, folder, config=config)
+    rt = Runtime.open(rt.settings.model_copy(update={"config": moving}))  # same database
     sync_mailbox(rt, now=NOW)
     rt.close()
     assert len(flags_of(account, folder)) == 4

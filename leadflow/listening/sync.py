@@ -217,18 +217,19 @@ def record_batch(
     rows = []
     seen: set[str] = set()
     for fetched, item, match in zip(batch, classified, matches, strict=True):
-        if item.key in seen:  # the same message twice in one batch (copied between folders)
+        if _text(item.key) in seen:  # the same message twice in one batch (copied between folders)
             continue
-        seen.add(item.key)
+        seen.add(_text(item.key))
         kind = item.kind
         evidence = dict(item.evidence)
         if match.lead_id is None and kind in _PERSONAL and not item.answers:
             kind = Kind.OTHER
             evidence["rule"] = f"{evidence['rule']}, not from a lead"
         evidence["matched_by"] = match.by
+        evidence = {k: _text(v) if isinstance(v, str) else v for k, v in evidence.items()}
         rows.append(
             {
-                "key": item.key,
+                "key": _text(item.key),
                 "mailbox": label[:300],
                 "folder": folder[:200],
                 "uid": fetched.uid,
@@ -238,9 +239,9 @@ def record_batch(
                 "lead_id": match.lead_id,
                 "outbox_id": match.outbox_id,
                 "matched_by": match.by,
-                "from_email": (item.from_email or "")[:320] or None,
-                "subject": item.subject[:1000] or None,
-                "snippet": item.snippet[:2000] or None,
+                "from_email": _text(item.from_email or "")[:320] or None,
+                "subject": _text(item.subject)[:1000] or None,
+                "snippet": _text(item.snippet)[:2000] or None,
                 "evidence": evidence,
             }
         )
@@ -256,6 +257,13 @@ def record_batch(
 
 
 _PERSONAL = (Kind.REPLIED, Kind.UNSUBSCRIBED, Kind.OUT_OF_OFFICE)
+_NUL_AND_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """Text as both databases store it: no NUL (PostgreSQL refuses it), no other control
+    characters, no lone surrogates."""
+    return _NUL_AND_CONTROLS.sub("", value)
 
 
 def _our_domain(rt: Runtime) -> str:
