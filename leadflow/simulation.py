@@ -181,6 +181,23 @@ def _quoted(original: bytes) -> tuple[str, str, str, str]:
     return str(msg["Message-ID"]), str(msg["Subject"]), str(msg["From"]), quote
 
 
+def _answering(
+    original: bytes, to_email: str, first_name: str | None, at: datetime, prefix: str
+) -> tuple[EmailMessage, str, str]:
+    """A message from the lead that answers ``original`` (threaded by its Message-ID); also
+    the original's sender and its text quoted."""
+    message_id, subject, sender, quote = _quoted(original)
+    message = EmailMessage(policy=default_policy)
+    message["From"] = f"{first_name or ''} <{to_email}>".strip()
+    message["To"] = sender
+    message["Subject"] = f"{prefix}{subject}"
+    message["Date"] = format_datetime(at)
+    message["Message-ID"] = make_msgid(domain=to_email.rsplit("@", 1)[-1])
+    message["In-Reply-To"] = message_id
+    message["References"] = message_id
+    return message, sender, quote
+
+
 def _reply(
     to_email: str,
     first_name: str | None,
@@ -190,16 +207,8 @@ def _reply(
     *,
     text: str | None = None,
 ) -> EmailMessage:
-    message_id, subject, sender, quote = _quoted(original)
+    message, sender, quote = _answering(original, to_email, first_name, at, "Re: ")
     said = text or rng.choice(_REPLIES)
-    message = EmailMessage(policy=default_policy)
-    message["From"] = f"{first_name or ''} <{to_email}>".strip()
-    message["To"] = sender
-    message["Subject"] = f"Re: {subject}"
-    message["Date"] = format_datetime(at)
-    message["Message-ID"] = make_msgid(domain=to_email.rsplit("@", 1)[-1])
-    message["In-Reply-To"] = message_id
-    message["References"] = message_id
     when = format_datetime(at - timedelta(hours=3))
     message.set_content(f"{said}\n\n{first_name or ''}\n\nOn {when}, {sender} wrote:\n{quote}\n")
     return message
@@ -208,17 +217,10 @@ def _reply(
 def _out_of_office(
     to_email: str, first_name: str | None, original: bytes, at: datetime
 ) -> EmailMessage:
-    message_id, subject, sender, _quote = _quoted(original)
-    back = at + timedelta(days=8)
-    message = EmailMessage(policy=default_policy)
-    message["From"] = f"{first_name or ''} <{to_email}>".strip()
-    message["To"] = sender
-    message["Subject"] = f"Automatic reply: {subject}"
-    message["Date"] = format_datetime(at)
-    message["Message-ID"] = make_msgid(domain=to_email.rsplit("@", 1)[-1])
-    message["In-Reply-To"] = message_id
+    message, _sender, _quote = _answering(original, to_email, first_name, at, "Automatic reply: ")
     message["Auto-Submitted"] = "auto-replied"
     message["X-Auto-Response-Suppress"] = "All"
+    back = at + timedelta(days=8)
     message.set_content(
         f"Thank you for your message. I am out of the office and will be back on "
         f"{back:%A, %B} {back.day}, {back.year}, with limited access to email.\n"
