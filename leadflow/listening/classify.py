@@ -31,7 +31,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -41,7 +41,14 @@ from typing import Any
 
 from flufl.bounce import all_failures
 
-from leadflow.mail.rendering import html_to_text
+from leadflow.listening.message_text import (
+    all_text,
+    new_text,
+    report_text,
+    snip,
+    text_of,
+)
+from leadflow.listening.return_date import return_date
 
 
 class Kind(StrEnum):
@@ -52,9 +59,6 @@ class Kind(StrEnum):
     REPLIED = "replied"
     OTHER = "other"
 
-
-MAX_SNIPPET = 500  # characters of a reply's new text kept as evidence
-MAX_TEXT = 200_000  # characters of a body looked at; the rest of a huge message is ignored
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 _DSN_STATUS = re.compile(r"(?<![\d.])([45])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -76,7 +80,6 @@ _OOO_SUBJECT = re.compile(
     r"risposta automatica|fuori ufficio",
     re.I,
 )
-_SIGNATURE = re.compile(r"^(-- ?|--|__+|Sent from my .*|Von meinem .* gesendet.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -139,14 +142,14 @@ def classify(
     if _is_list_mail(msg) and not base.answers:
         return base.make(Kind.OTHER, "mailing list")
     auto = _auto_reply_rule(msg, base.subject)
-    text = _new_text(msg)
+    text = new_text(msg)
     if auto is not None:
-        returning = _return_date(text, base.received_at) if text else None
-        return base.make(Kind.OUT_OF_OFFICE, auto, return_date=returning, snippet=_snip(text))
+        returning = return_date(text, base.received_at) if text else None
+        return base.make(Kind.OUT_OF_OFFICE, auto, return_date=returning, snippet=snip(text))
     phrase = _unsubscribe_phrase(text, unsubscribe_phrases)
     if phrase is not None:
-        return base.make(Kind.UNSUBSCRIBED, f"asks to unsubscribe: {phrase!r}", snippet=_snip(text))
-    return base.make(Kind.REPLIED, "human reply", snippet=_snip(text))
+        return base.make(Kind.UNSUBSCRIBED, f"asks to unsubscribe: {phrase!r}", snippet=snip(text))
+    return base.make(Kind.REPLIED, "human reply", snippet=snip(text))
 
 
 # --- facts every class shares -----------------------------------------------------------------
@@ -256,7 +259,7 @@ def _delivery_report(msg: Message, base: _Facts) -> Classified | None:
             kind, "RFC 3464 delivery-status", failed=addresses, status=status, answers=answers
         )
     hard, soft = _flufl_failures(msg)
-    status = _status_in(_report_text(msg))
+    status = _status_in(report_text(msg))
     addresses = hard or soft
     if status is not None:  # the server's own code says permanent or transient
         kind = Kind.BOUNCED if status.startswith("5") else Kind.SOFT_BOUNCED
@@ -327,10 +330,10 @@ def _original_ids(msg: Message) -> list[str]:
             if isinstance(inner, Message):
                 ids += _MESSAGE_ID.findall(_header(inner, "Message-ID"))
         elif kind == "text/rfc822-headers":
-            body = _text_of(part)
+            body = text_of(part)
             ids += re.findall(r"(?im)^message-id:\s*(<[^<>\s]+>)", body)
     if not ids:  # non-standard bounces often quote the original's headers in the text
-        ids += re.findall(r"(?im)^\s*message-id:\s*(<[^<>\s]+>)", _all_text(msg))
+        ids += re.findall(r"(?im)^\s*message-id:\s*(<[^<>\s]+>)", all_text(msg))
     return list(dict.fromkeys(ids))
 
 
@@ -386,58 +389,6 @@ def _auto_reply_rule(msg: Message, subject: str) -> str | None:
     return None
 
 
-_MONTHS = (
-    "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|"
-    "januar|februar|märz|maerz|mai|juni|juli|okt|dez|"
-    "janv|févr|fevr|mars|avr|juin|juil|août|aout|sept|déc|"
-    "ene|enero|febrero|marzo|abr|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|dic"
-)
-_WRITTEN_DATE = re.compile(
-    rf"\d{{1,4}}[./-]\d{{1,2}}(?:[./-]\d{{2,4}})?|\b\d{{1,2}}\.?\s*(?:de\s+)?(?:{_MONTHS})|"
-    rf"\b(?:{_MONTHS})[a-zé]*\.?\s+\d{{1,2}}\b",
-    re.I,
-)
-
-
-# Words that say "until / back on" per language: dateparser runs only for the languages whose
-# words the auto-reply uses (each language costs it ~8 ms).
-_RETURN_CUES = (
-    ("en", re.compile(r"\b(until|back|return|returning|through)\b", re.I)),
-    ("de", re.compile(r"\b(bis|zurück|wieder|ab dem)\b", re.I)),
-    ("fr", re.compile(r"\b(jusqu|retour|serai|absent)", re.I)),
-    ("es", re.compile(r"\b(hasta|regreso|volveré|vuelta|fuera)\b", re.I)),
-)
-
-
-def _return_date(text: str, received: datetime | None) -> date | None:
-    """The date an auto-reply says its writer is back, if it says one (soonest future date
-    in the text, at most 90 days after the message)."""
-    if not _WRITTEN_DATE.search(text[:2000]):
-        return None  # most auto-replies state none: dateparser costs ~8 ms a language
-    from dateparser.search import search_dates  # slow to import; only auto-replies need it
-
-    base = (received or datetime.now(UTC)).replace(tzinfo=None)
-    dates: list[date] = []
-    languages = [lang for lang, cue in _RETURN_CUES if cue.search(text[:2000])] or ["en"]
-    for language in languages:  # one at a time: mixed, dateparser guesses badly
-        try:
-            found = search_dates(
-                text[:2000],
-                languages=[language],
-                settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"},
-            )
-        except Exception:  # noqa: S112 - dateparser on odd text: no date rather than no sync
-            continue
-        dates += [
-            d.date()
-            for phrase, d in found or []
-            if base.date() < d.date() <= base.date() + timedelta(days=90)
-            and re.search(r"\d", phrase)
-            and len(phrase) >= 5
-        ]
-    return max(dates) if dates else None
-
-
 # --- 5 and 6. human replies --------------------------------------------------------------------
 
 
@@ -455,116 +406,3 @@ def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
         return None
     alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
-
-
-# Where a quoted original starts, in the clients and languages of the corpus: "On ... wrote:",
-# "Am ... schrieb ...:", "Le ... a écrit :", "El ... escribió:", Outlook's separator line and
-# its "From:/Sent:" (Von:/Gesendet:, De :/Envoyé :, De:/Enviado:) header block, a line of
-# underscores, or the first ">" line.
-_QUOTE_START = re.compile(
-    r"^[ \t]*(?:"
-    r"on\b.{0,200}?\bwrote:|am\b.{0,200}?\bschrieb\b.{0,200}?:|le\b.{0,200}?\ba écrit ?:|"
-    r"el\b.{0,200}?\bescribió:|-{2,}\s*(?:original message|ursprüngliche nachricht|"
-    r"message d'origine|mensaje original)\s*-{2,}|_{10,}|"
-    r"(?:from|von|de|da) ?:.*\n[ \t]*(?:sent|gesendet|envoyé|enviado|date|datum|inviato) ?:|"
-    r">)",
-    re.I | re.M,
-)
-_QUOTE_HEADER = re.compile(
-    r"^\s*(on .{5,200} wrote:|am .{5,200} schrieb .{0,200}:|le .{5,200} a écrit ?:|"
-    r"el .{5,200} escribió:)\s*$",
-    re.I,
-)
-_HTML_QUOTE = re.compile(
-    r"<blockquote|<div[^>]+(gmail_quote|divRplyFwdMsg|appendonsend|moz-cite-prefix)",
-    re.I,
-)
-
-
-def _new_text(msg: Message) -> str:
-    """The text its writer typed: the first text part (or the HTML one as text), without
-    quoted replies and signature."""
-    body = _body_text(msg)
-    if not body:
-        return ""
-    cut = _QUOTE_START.search(body)
-    if cut and body[: cut.start()].strip():  # top-posted: everything below is the quote
-        body = body[: cut.start()]
-    # inline answers between quoted lines: the writer's are the lines that are not quoted
-    body = "\n".join(
-        line
-        for line in body.splitlines()
-        if not line.lstrip().startswith(">") and not _QUOTE_HEADER.match(line)
-    )
-    cut = _SIGNATURE.search(body)
-    if cut:
-        body = body[: cut.start()]
-    return body.strip()
-
-
-def _body_text(msg: Message) -> str:
-    plain = html = None
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_disposition() == "attachment":
-            continue
-        kind = part.get_content_type()
-        if kind == "text/plain" and plain is None:
-            plain = _text_of(part)
-        elif kind == "text/html" and html is None:
-            html = _text_of(part)
-        if kind == "message/rfc822":
-            break
-    if plain and plain.strip():
-        return plain[:MAX_TEXT]
-    if html:
-        html = _HTML_QUOTE.split(html[:MAX_TEXT], maxsplit=1)[0]  # top-posted: quote below
-        try:
-            return html_to_text(html)
-        except Exception:  # broken HTML: its raw text is still better than nothing
-            return re.sub(r"<[^>]*>", " ", html[:MAX_TEXT])
-    return ""
-
-
-def _text_of(part: Message) -> str:
-    try:
-        payload = part.get_payload(decode=True)
-    except Exception:
-        return ""
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return payload.decode(charset, "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
-
-
-def _report_text(msg: Message) -> str:
-    """A report's own text parts, not those of the original message it carries."""
-    pieces: list[str] = []
-    for part in msg.walk():
-        kind = part.get_content_type()
-        if kind in ("message/rfc822", "text/rfc822-headers"):
-            break
-        if part.get_content_maintype() == "text":
-            pieces.append(_text_of(part))
-    return "\n".join(pieces)[:MAX_TEXT]
-
-
-def _all_text(msg: Message) -> str:
-    pieces: list[str] = []
-    size = 0
-    for part in msg.walk():
-        if part.get_content_maintype() != "text":
-            continue
-        text = _text_of(part)
-        pieces.append(text)
-        size += len(text)
-        if size > MAX_TEXT:
-            break
-    return "\n".join(pieces)[:MAX_TEXT]
-
-
-def _snip(text: str) -> str:
-    squashed = " ".join(text.split())
-    return squashed[:MAX_SNIPPET]

@@ -6,22 +6,8 @@ mid-batch leaves the checkpoint where it was, the next sync fetches the batch ag
 keys already recorded are skipped; two syncs at once insert each key once (``ON CONFLICT DO
 NOTHING ... RETURNING`` tells each which rows are its own to act on).
 
-Matching, in order: ``In-Reply-To``/``References`` (or a bounce's attached original) against
-the Message-IDs leadflow sends (``<lf{outbox id}....@domain>``, checked against the stored
-value) gives the exact outbox row, step and variant; else the failed recipient of a bounce, or
-the sender of anything else, normalized as intake normalizes addresses; else unmatched.
-
-What each class does to its lead (through ``record_events``, like any event):
-
-| class | event | effect |
-|---|---|---|
-| bounced | ``bounced`` | suppressed; cadences with ``bounced`` in ``stop_on`` end |
-| soft_bounced | ``soft_bounced`` | after ``mailbox.soft_bounce_limit`` in a row: as bounced |
-| out_of_office | ``out_of_office`` | open emails wait for the return date; not a reply |
-| unsubscribed | ``unsubscribed`` | suppressed; cadences stop |
-| replied | ``replied`` | cadences with ``replied`` in ``stop_on`` end; rules see it |
-
-An out-of-office with no readable return date pauses ``mailbox.out_of_office_business_days``.
+The steps live apart: what a message is (``classify``), whose it is (``match``), and what it
+does to its lead (``effects``). This module reads, records and moves the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,16 +17,15 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, or_, select, update
+from sqlalchemy import Connection, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from leadflow.business_time import add_business_days, resolve_zone
-from leadflow.events import EventIn, record_events
-from leadflow.intake.normalize import InvalidValue, normalize_email
 from leadflow.listening.classify import Classified, Kind, classify, parse
+from leadflow.listening.effects import apply_effects
+from leadflow.listening.match import match_batch
 from leadflow.listening.sources import (
     Fetched,
     FolderReader,
@@ -50,27 +35,11 @@ from leadflow.listening.sources import (
     parse_mailbox_url,
 )
 from leadflow.runtime import Runtime
-from leadflow.suppression import suppress_many
 from models.db import session_scope
 from models.tables import (
-    EVENTS,
     INBOUND,
-    LEADS,
     MAILBOX_CHECKPOINTS,
-    OUTBOX,
-    MessageStatus,
 )
-
-EVENT_OF = {
-    Kind.BOUNCED: "bounced",
-    Kind.SOFT_BOUNCED: "soft_bounced",
-    Kind.OUT_OF_OFFICE: "out_of_office",
-    Kind.UNSUBSCRIBED: "unsubscribed",
-    Kind.REPLIED: "replied",
-}
-_OUR_ID = re.compile(r"^<lf(\d+)\.")
-# events after which soft bounces no longer count "in a row": the address works
-_ALIVE = ("replied", "email_opened", "email_clicked", "out_of_office")
 
 
 @dataclass
@@ -194,13 +163,6 @@ def _classify(rt: Runtime, fetched: Fetched) -> Classified:
         )
 
 
-@dataclass(frozen=True)
-class _Match:
-    lead_id: int | None
-    outbox_id: int | None
-    by: str | None
-
-
 def record_batch(
     rt: Runtime,
     conn: Connection,
@@ -213,7 +175,7 @@ def record_batch(
     out: SyncOutcome,
 ) -> None:
     """Match, insert (once per key) and act on one batch, in the caller's transaction."""
-    matches = _match(conn, classified, domain=_our_domain(rt))
+    matches = match_batch(conn, classified, domain=_our_domain(rt))
     rows = []
     seen: set[str] = set()
     for fetched, item, match in zip(batch, classified, matches, strict=True):
@@ -253,7 +215,9 @@ def record_batch(
         out.kinds[str(row["kind"])] += 1
         if row["lead_id"] is None and row["kind"] != Kind.OTHER:
             out.unmatched += 1
-    _act(rt, conn, fresh, now=now, out=out)
+    suppressed, paused = apply_effects(rt, conn, fresh, now=now)
+    out.suppressed += suppressed
+    out.paused += paused
 
 
 _PERSONAL = (Kind.REPLIED, Kind.UNSUBSCRIBED, Kind.OUT_OF_OFFICE)
@@ -268,72 +232,6 @@ def _text(value: str) -> str:
 
 def _our_domain(rt: Runtime) -> str:
     return rt.loaded.config.sender.from_email.rsplit("@", 1)[-1].lower()
-
-
-def _match(conn: Connection, items: Sequence[Classified], *, domain: str) -> list[_Match]:
-    """Each message's lead and outbox row: by thread, then by address (two queries a batch)."""
-    wanted: dict[int, str] = {}
-    for item in items:
-        for mid in item.answers:
-            found = _OUR_ID.match(mid)
-            if found and mid.lower().endswith(f"@{domain}>"):
-                wanted[int(found.group(1))] = mid
-    rows = {}
-    if wanted:
-        rows = {
-            r.id: r
-            for r in conn.execute(
-                select(OUTBOX.c.id, OUTBOX.c.lead_id, OUTBOX.c.message_id).where(
-                    OUTBOX.c.id.in_(sorted(wanted))
-                )
-            )
-        }
-    addresses = {a for item in items for a in _addresses(item)}
-    leads = {}
-    if addresses:
-        leads = dict(
-            conn.execute(
-                select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(sorted(addresses)))
-            ).all()
-        )
-    matches = []
-    for item in items:
-        match = _Match(None, None, None)
-        for mid in item.answers:
-            found = _OUR_ID.match(mid)
-            row = rows.get(int(found.group(1))) if found else None
-            if row is not None and row.message_id == mid:
-                by = "dsn" if item.kind in (Kind.BOUNCED, Kind.SOFT_BOUNCED) else "thread"
-                match = _Match(row.lead_id, row.id, by)
-                break
-        if match.lead_id is None:
-            for address in _addresses(item):
-                if address in leads:
-                    match = _Match(leads[address], None, "address")
-                    break
-        matches.append(match)
-    return matches
-
-
-def _addresses(item: Classified) -> list[str]:
-    bounced = item.kind in (Kind.BOUNCED, Kind.SOFT_BOUNCED)
-    raw = list(item.failed) if bounced else ([item.from_email] if item.from_email else [])
-    out = []
-    for address in raw:
-        plain = address.strip().lower()
-        if _PLAIN_ADDRESS.fullmatch(plain):  # what intake stores for it: lower-cased as is
-            out.append(plain)
-            continue
-        try:
-            out.append(normalize_email(address))
-        except InvalidValue:
-            out.append(plain)
-    return out
-
-
-# An ASCII address that email-validator would only lower-case; anything else (Unicode, quotes,
-# comments) goes through intake's own normalization. Used for matching only.
-_PLAIN_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+-]*@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
 
 
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
@@ -376,132 +274,3 @@ def _advance_checkpoint(
         },
     )
     conn.execute(stmt)
-
-
-# --- acting on what was recorded -------------------------------------------------------------
-
-
-def _act(
-    rt: Runtime, conn: Connection, rows: list[dict[str, Any]], *, now: datetime, out: SyncOutcome
-) -> None:
-    events = []
-    for row in rows:
-        kind = row["kind"]
-        if row["lead_id"] is None or kind not in EVENT_OF:
-            continue
-        data = {"inbound": row["key"], "rule": row["evidence"].get("rule")}
-        for name in ("status", "return_date"):
-            if row["evidence"].get(name):
-                data[name] = row["evidence"][name]
-        if row["snippet"]:
-            data["snippet"] = row["snippet"][:300]
-        events.append(
-            EventIn(
-                row["lead_id"],
-                EVENT_OF[Kind(kind)],
-                _occurred(row["received_at"], now),
-                data,
-                source="mailbox",
-                message_id=row["outbox_id"],
-            )
-        )
-    if not events:
-        return
-    record_events(conn, events, stop_on=rt.stop_on, now=now)
-    out.suppressed += sum(1 for e in events if e.type in ("bounced", "unsubscribed"))
-    out.paused += _pause_for_out_of_office(rt, conn, rows, now=now)
-    _suppress_repeated_soft_bounces(rt, conn, rows, now=now, out=out)
-
-
-def _occurred(received: datetime, now: datetime) -> datetime:
-    """When it happened: the message's Date, unless that is in the future or far past."""
-    if now - timedelta(days=30) <= received <= now:
-        return received
-    return now
-
-
-def _pause_for_out_of_office(
-    rt: Runtime, conn: Connection, rows: list[dict[str, Any]], *, now: datetime
-) -> int:
-    cfg = rt.loaded.config.mailbox
-    resume: dict[int, datetime] = {}
-    away = [r for r in rows if r["kind"] == Kind.OUT_OF_OFFICE and r["lead_id"] is not None]
-    if not away:
-        return 0
-    zones = dict(
-        conn.execute(
-            select(LEADS.c.id, LEADS.c.timezone).where(
-                LEADS.c.id.in_(sorted({r["lead_id"] for r in away}))
-            )
-        ).all()
-    )
-    for row in away:
-        tz = resolve_zone(zones.get(row["lead_id"]), rt.loaded.config.timezone)
-        stated = row["evidence"].get("return_date")
-        if stated:
-            back = datetime.combine(datetime.fromisoformat(stated).date(), time(9), tzinfo=tz)
-            until = min(back.astimezone(UTC), now + timedelta(days=cfg.max_pause_days))
-        else:
-            until = add_business_days(
-                now, cfg.out_of_office_business_days, tz=tz, holidays=rt.holidays
-            )
-        if until > now:
-            resume[row["lead_id"]] = max(until, resume.get(row["lead_id"], until))
-    if resume:  # one statement, executed for every paused lead
-        conn.execute(
-            update(OUTBOX)
-            .where(
-                OUTBOX.c.lead_id == bindparam("paused_lead"),
-                OUTBOX.c.kind == "cadence",
-                or_(
-                    OUTBOX.c.status == MessageStatus.PENDING,
-                    OUTBOX.c.status == MessageStatus.DEFERRED,
-                ),  # not IN (...): an expanding list cannot be executed for many rows
-                OUTBOX.c.due_at < bindparam("until"),
-            )
-            .values(due_at=bindparam("until"), defer_reason="out of office", updated_at=now),
-            [{"paused_lead": lead_id, "until": until} for lead_id, until in resume.items()],
-        )
-    return len(resume)
-
-
-def _suppress_repeated_soft_bounces(
-    rt: Runtime, conn: Connection, rows: list[dict[str, Any]], *, now: datetime, out: SyncOutcome
-) -> None:
-    limit = rt.loaded.config.mailbox.soft_bounce_limit
-    leads = sorted({r["lead_id"] for r in rows if r["kind"] == Kind.SOFT_BOUNCED and r["lead_id"]})
-    if not leads:
-        return
-    alive = (
-        select(EVENTS.c.lead_id, func.max(EVENTS.c.occurred_at).label("at"))
-        .where(EVENTS.c.lead_id.in_(leads), EVENTS.c.type.in_(_ALIVE))
-        .group_by(EVENTS.c.lead_id)
-        .subquery()
-    )
-    soft = conn.execute(
-        select(EVENTS.c.lead_id, func.count())
-        .select_from(EVENTS.outerjoin(alive, alive.c.lead_id == EVENTS.c.lead_id))
-        .where(
-            EVENTS.c.lead_id.in_(leads),
-            EVENTS.c.type == "soft_bounced",
-            or_(alive.c.at.is_(None), EVENTS.c.occurred_at > alive.c.at),
-        )
-        .group_by(EVENTS.c.lead_id)
-    ).all()
-    over = [lead_id for lead_id, n in soft if n >= limit]
-    if not over:
-        return
-    emails = dict(conn.execute(select(LEADS.c.id, LEADS.c.email).where(LEADS.c.id.in_(over))).all())
-    suppress_many(
-        conn,
-        [(emails[i], "bounced") for i in over],
-        now=now,
-        detail=f"{limit} soft bounces in a row",
-    )
-    record_events(
-        conn,
-        [EventIn(i, "bounced", now, {"after_soft_bounces": limit}, source="mailbox") for i in over],
-        stop_on=rt.stop_on,
-        now=now,
-    )
-    out.suppressed += len(over)
