@@ -199,54 +199,53 @@ def counts(rt: Runtime) -> tuple[int, int]:
     return inbound, events
 
 
-def test_a_second_sync_fetches_only_what_is_new(
-    imap_folder: tuple[ImapAccount, str], tmp_path: Path
-) -> None:
+Seeded = tuple[ImapAccount, str, Runtime]
+
+
+@pytest.fixture
+def seeded(imap_folder: tuple[ImapAccount, str], tmp_path: Path) -> Iterator[Seeded]:
+    """A fresh folder, and a runtime reading it whose database has the corpus's leads."""
     account, folder = imap_folder
-    messages = corpus_bytes()
-    append(account, folder, messages[:10])
     rt = runtime_for(tmp_path, account, folder)
     seed_corpus_leads(rt)
+    yield account, folder, rt
+    rt.close()
+
+
+def test_a_second_sync_fetches_only_what_is_new(seeded: Seeded) -> None:
+    account, folder, rt = seeded
+    messages = corpus_bytes()
+    append(account, folder, messages[:10])
     first = sync_mailbox(rt, now=NOW)
     again = sync_mailbox(rt, now=NOW)
     append(account, folder, messages[10:15])
     third = sync_mailbox(rt, now=NOW + timedelta(hours=1))
     with rt.engine.connect() as conn:
         checkpoint = conn.execute(select(MAILBOX_CHECKPOINTS)).one()
-    rt.close()
     assert (first.fetched, again.fetched, third.fetched) == (10, 0, 5)
     assert (checkpoint.last_uid, checkpoint.messages) == (15, 15)
 
 
-def test_a_changed_uidvalidity_rescans_without_recording_twice(
-    imap_folder: tuple[ImapAccount, str], tmp_path: Path
-) -> None:
-    account, folder = imap_folder
+def test_a_changed_uidvalidity_rescans_without_recording_twice(seeded: Seeded) -> None:
+    account, folder, rt = seeded
     messages = corpus_bytes()
     append(account, folder, messages)
-    rt = runtime_for(tmp_path, account, folder)
-    seed_corpus_leads(rt)
     sync_mailbox(rt, now=NOW)
     before = counts(rt)
     recreate_folder(account, folder)  # the server renumbers: a new UIDVALIDITY
     append(account, folder, messages)
     rescan = sync_mailbox(rt, now=NOW + timedelta(hours=1))
     after = counts(rt)
-    rt.close()
     assert rescan.fetched == len(messages)
     assert rescan.already_known == len(messages)
     assert rescan.recorded == 0
     assert after == before
 
 
-def test_two_syncs_at_once_record_each_message_once(
-    imap_folder: tuple[ImapAccount, str], tmp_path: Path
-) -> None:
-    account, folder = imap_folder
+def test_two_syncs_at_once_record_each_message_once(seeded: Seeded) -> None:
+    account, folder, rt = seeded
     messages = corpus_bytes()
     append(account, folder, messages)
-    rt = runtime_for(tmp_path, account, folder)
-    seed_corpus_leads(rt)
     other = Runtime.open(rt.settings)
     outcomes = []
     barrier = threading.Barrier(2)
@@ -267,7 +266,6 @@ def test_two_syncs_at_once_record_each_message_once(
             for (data,) in conn.execute(select(EVENTS.c.data).where(EVENTS.c.source == "mailbox"))
         ]
     other.close()
-    rt.close()
     assert len(outcomes) == 2
     assert sum(o.recorded for o in outcomes) == len(messages) == inbound
     assert (

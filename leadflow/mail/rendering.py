@@ -40,8 +40,9 @@ from jinja2 import (
     meta,
     nodes,
 )
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from leadflow.mail.sandbox import MAX_LOOP_DEPTH, BoundedSandbox, render_bounded
 
 TEMPLATE_GLOBALS: Final = frozenset({"lead", "sender", "unsubscribe_url", "message"})
 LEAD_KEYS: Final = frozenset(
@@ -493,8 +494,8 @@ class CompiledEmail:
         unsubscribe_url = str(values["unsubscribe_url"])
         try:
             raw_subject = self._render_subject(values)
-            document = _bounded(self._html, values)
-            text = _bounded(self._text, values) if self._text is not None else None
+            document = render_bounded(self._html, values)
+            text = render_bounded(self._text, values) if self._text is not None else None
         except Exception as exc:  # any template fault becomes one typed error for the caller
             raise _render_error(self.name, exc) from exc
 
@@ -524,62 +525,6 @@ class CompiledEmail:
         return RenderedEmail(subject=subject, text=body + "\n", html=html_body)
 
 
-# Limits on what a template can make the renderer do (templates are edited by marketing and
-# rendered unattended): no constant is folded at compile time, ``**`` and ``*`` refuse results
-# past these sizes, and a rendered part longer than MAX_RENDER_CHARS stops the render.
-MAX_POWER_DIGITS = 100  # 10**100 is fine; 10**(10**10) is refused, never computed
-MAX_REPEAT_CHARS = 100_000  # "x" * n and [..] * n
-MAX_RENDER_CHARS = 1_000_000  # one part of one email (HTML or text)
-MAX_LOOP_DEPTH = 2  # {% for %} inside {% for %}, no deeper (checked before any render)
-
-
-class _BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox with bounded arithmetic (see the limits above)."""
-
-    intercepted_binops = frozenset({"**", "*"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and _too_large_power(left, right):
-            raise SecurityError("**: the result would be too large")
-        if operator == "*" and (_too_long(left, right) or _too_long(right, left)):
-            raise SecurityError("*: the repeated result would be too long")
-        return super().call_binop(context, operator, left, right)
-
-
-def _too_large_power(base: Any, exponent: Any) -> bool:
-    """``base ** exponent`` with more than MAX_POWER_DIGITS digits (estimated, not computed)."""
-    if not (_is_number(base) and _is_number(exponent)) or abs(base) <= 1:
-        return False
-    digits = len(str(abs(int(base)))) if abs(base) >= 10 else 1
-    return bool(abs(exponent) * digits > MAX_POWER_DIGITS)
-
-
-def _too_long(seq: Any, count: Any) -> bool:
-    return (
-        isinstance(seq, str | list | tuple)
-        and isinstance(count, int)
-        and len(seq) * max(count, 0) > MAX_REPEAT_CHARS
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _bounded(template: Template, values: dict[str, Any]) -> str:
-    """``template.render`` that stops once the output passes MAX_RENDER_CHARS."""
-    pieces: list[str] = []
-    size = 0
-    for piece in template.generate(values):
-        size += len(piece)
-        if size > MAX_RENDER_CHARS:
-            raise SecurityError(
-                f"the rendered email is longer than {MAX_RENDER_CHARS:,} characters"
-            )
-        pieces.append(piece)
-    return "".join(pieces)
-
-
 def _autoescape(template_name: str | None) -> bool:
     return template_name is None or not template_name.endswith(TEXT_SUFFIX)
 
@@ -589,7 +534,7 @@ class TemplateSet:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self._env = _BoundedSandbox(
+        self._env = BoundedSandbox(
             loader=FileSystemLoader(self.directory),
             optimized=False,  # no constant folding: "{{ 10**(10**10) }}" must not run at compile
             autoescape=_autoescape,
