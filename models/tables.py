@@ -303,7 +303,7 @@ class MailboxCheckpoint(SQLModel, table=True):
     folder: str = Field(primary_key=True, max_length=200)
     uidvalidity: int = Field(primary_key=True, sa_type=BigInteger)
     last_uid: int = Field(default=0, sa_type=BigInteger)
-    messages: int = 0
+    messages: int = 0  # recorded under this checkpoint (re-offered known ones not counted)
     synced_at: datetime
 
 

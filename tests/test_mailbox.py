@@ -446,3 +446,74 @@ def test_junk_in_the_mailbox_is_recorded_and_never_stops_the_sync(tmp_path: Path
     assert stored == first.recorded > 0
     assert first.recorded + first.already_known == first.fetched  # same key: the same message
     assert second.recorded == 0
+
+
+def soft_bounce(i: int, address: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.globex.example\r\nTo: ada@acme-analytics.example\r\n"
+        "Subject: Delayed Mail (still being retried)\r\n"
+        f"Message-ID: <soft{i}@mx.globex.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nMailbox full\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        f"Final-Recipient: rfc822; {address}\r\nAction: delayed\r\nStatus: 4.2.2\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+def test_soft_bounces_in_a_row_suppress_the_address_and_status_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import mailbox as stdlib_mailbox
+
+    from leadflow.cli import main
+
+    box = stdlib_mailbox.Maildir(tmp_path / "mail", create=True)
+    url = database_url(tmp_path)
+    rt = runtime_for_maildir(tmp_path, url)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(LEADS).values(
+                email="full@globex.example", attributes={}, created_at=NOW, updated_at=NOW
+            )
+        )
+    suppressed_after = []
+    for i in range(3):  # soft_bounce_limit is 3 in the default config
+        box.add(soft_bounce(i, "full@globex.example"))
+        sync_mailbox(rt, now=NOW + timedelta(days=i))
+        with rt.engine.connect() as conn:
+            suppressed_after.append(
+                conn.execute(select(SUPPRESSIONS.c.reason, SUPPRESSIONS.c.detail)).all()
+            )
+    rt.close()
+    assert suppressed_after[:2] == [[], []]
+    assert suppressed_after[2] == [("bounced", "3 soft bounces in a row")]
+
+    for key, value in {
+        "LEADFLOW_DATABASE_URL": url,
+        "LEADFLOW_CONFIG": str(DEFAULT_CONFIG),
+        "LEADFLOW_TEMPLATES": str(TEMPLATES),
+        "LEADFLOW_HOME": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", ["leadflow", "mailbox", "status", "--json"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code in (0, None)
+    status = json.loads(capsys.readouterr().out)
+    assert status["classes"] == {"soft_bounced": {"matched": 3, "unmatched": 0}}
+    assert [(c["folder"], c["messages"]) for c in status["checkpoints"]] == [("", 3)]
+
+
+def runtime_for_maildir(tmp_path: Path, url: str) -> Runtime:
+    return Runtime.open(
+        Settings(
+            home=tmp_path,
+            database_url=url,
+            config=DEFAULT_CONFIG,
+            templates=TEMPLATES,
+            demo=True,
+            mailbox_url=f"maildir://{tmp_path / 'mail'}",
+        )
+    )

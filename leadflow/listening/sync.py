@@ -129,8 +129,9 @@ def _sync_folder(
         classified = [_classify(rt, f) for f in batch]
         with session_scope(rt.engine) as session:
             conn = session.connection()
+            before = out.recorded
             record_batch(rt, conn, label, reader.name, batch, classified, now=now, out=out)
-            _advance_checkpoint(conn, label, reader, batch, now=now)
+            _advance_checkpoint(conn, label, reader, batch, out.recorded - before, now=now)
         out.fetched += len(batch)
         reader.finish([f.uid for f in batch], cfg.after)
 
@@ -248,8 +249,16 @@ def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
 
 
 def _advance_checkpoint(
-    conn: Connection, label: str, reader: FolderReader, batch: Sequence[Fetched], *, now: datetime
+    conn: Connection,
+    label: str,
+    reader: FolderReader,
+    batch: Sequence[Fetched],
+    recorded: int,
+    *,
+    now: datetime,
 ) -> None:
+    """Move the folder's checkpoint past ``batch``; ``messages`` counts the messages recorded
+    under it (a Maildir offers its newest file again: that one is not counted twice)."""
     top = max(f.uid for f in batch)
     table = MAILBOX_CHECKPOINTS
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -258,7 +267,7 @@ def _advance_checkpoint(
         folder=reader.name[:200],
         uidvalidity=reader.uidvalidity,
         last_uid=top,
-        messages=len(batch),
+        messages=recorded,
         synced_at=now,
     )
     stmt = stmt.on_conflict_do_update(
