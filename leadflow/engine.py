@@ -201,11 +201,16 @@ def apply_config_change(rt: Runtime, *, now: datetime) -> int:
     New fit rules or exits must reach leads that have no new data; this is one set-based
     UPDATE, run only when the config hash differs from the last recorded run's.
     """
-    previous = last_config_hash(rt)
-    if previous is None or previous == rt.config_hash:
+    if not config_change_pending(rt):
         return 0
     with session_scope(rt.engine) as session:
         return mark_all_due(session.connection(), now=now)
+
+
+def config_change_pending(rt: Runtime) -> bool:
+    """Whether the next run under ``rt`` re-evaluates every open lead (``plan`` asks too)."""
+    previous = last_config_hash(rt)
+    return previous is not None and previous != rt.config_hash
 
 
 def mark_all_due(conn: Any, *, now: datetime) -> int:

@@ -20,14 +20,17 @@ from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
 
 
-def simulate(rt: Runtime, *, now: datetime, all_due: bool = False) -> dict[str, Any]:
-    """What one tick at ``now`` would do under ``rt``'s config. Changes nothing."""
+def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
+    """What one tick at ``now`` would do under ``rt``'s config. Changes nothing.
+
+    A config that differs from the last run's makes every open lead due first, exactly as
+    ``engine.apply_config_change`` will (also for a file edited in place)."""
     callback_ranges = engine.callback_ranges(rt, now=now)
+    config_changed = engine.config_change_pending(rt)
     with rt.engine.connect() as conn:
         trans = conn.begin()
         try:
-            if all_due:
-                engine.mark_all_due(conn, now=now)
+            reevaluated = engine.mark_all_due(conn, now=now) if config_changed else 0
             rescored = changed = 0
             for r in _ranges(conn, "lead", scoring.due_condition(now)):
                 result = scoring.score_batch(conn, rt.loaded, r, now=now)
@@ -53,6 +56,7 @@ def simulate(rt: Runtime, *, now: datetime, all_due: bool = False) -> dict[str, 
     return {
         "now": now.isoformat(),
         "config_hash": rt.loaded.short_hash,
+        "config_changed": reevaluated,
         "rescored": rescored,
         "score_changed": changed,
         "revived": revived.as_dict(),
@@ -79,9 +83,7 @@ def plan_tick(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"current": simulate(current, now=now)}
     if proposed is not None:
-        # a changed config makes every open lead due once (see engine.apply_config_change)
-        changed = proposed.config_hash != current.config_hash
-        result["proposed"] = simulate(proposed, now=now, all_due=changed)
+        result["proposed"] = simulate(proposed, now=now)
         result["diff"] = diff(result["current"], result["proposed"])
     return result
 
@@ -123,6 +125,11 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
             f" (config {sim['config_hash']}; nothing is changed)",
         )
     )
+    if sim["config_changed"]:
+        console.print(
+            f"config changed since the last run: {sim['config_changed']} open lead(s) "
+            "re-evaluated first"
+        )
     console.print(
         f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new score or grade"
     )
