@@ -36,7 +36,15 @@ EDITS: list[tuple[str, str]] = [
 INDUSTRIES = ["saas", "fintech", "healthcare", "media", "retail", None]
 TITLES = ["VP Sales", "Head of Ops", "Manager", "Analyst", "CTO", None]
 COUNTRIES = ["US", "CA", "DE", "BR", None]
-EVENTS = ["email_opened", "email_clicked", "replied", "meeting_booked", "proposal_sent", "won", "lost"]
+EVENTS = [
+    "email_opened",
+    "email_clicked",
+    "replied",
+    "meeting_booked",
+    "proposal_sent",
+    "won",
+    "lost",
+]
 
 lead_strategy = st.fixed_dictionaries(
     {
