@@ -55,13 +55,14 @@ def _at(now: str) -> datetime:
 
 
 def step_config(now: str) -> dict[str, Any]:
-    """A changed config makes every open lead due once (new rules must reach idle leads)."""
-    changed = tasks.apply_config_change(now)
-    summary = f"config changed: {changed} lead(s) re-evaluated" if changed else ""
+    """A changed config makes every open lead due once (new rules must reach idle leads) and
+    moves the leads of removed stages (``moved_stages``)."""
+    change = tasks.apply_config_change(now)
     return {
         "config_hash": runtime().loaded.short_hash,
-        "leads_made_due": changed,
-        "summary": summary,
+        "leads_made_due": change.reevaluated,
+        **change.as_dict(),
+        "summary": change.summary(),
     }
 
 

@@ -106,7 +106,7 @@ def sync_mailbox(now: str) -> dict[str, Any]:
     retries=DB_RETRIES,
     retry_delay_seconds=DB_RETRY_DELAYS,
 )
-def apply_config_change(now: str) -> int:
+def apply_config_change(now: str) -> engine.ConfigChange:
     return engine.apply_config_change(runtime(), now=_when(now))
 
 

@@ -136,15 +136,42 @@ def validate(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                 err.print(_styled(("error", "red"), f" {issue}"), soft_wrap=True)
             err.print(f"{len(exc.issues)} error(s); nothing was changed.")
         raise typer.Exit(1) from None
+    from leadflow import stranded
+
+    groups, not_checked = stranded.against_database(settings.db_url, loaded)
+    problems = stranded.issues(loaded, groups)
     if as_json:
         emit_json(
-            {"valid": True, "hash": loaded.hash, "warnings": [i.__dict__ for i in loaded.warnings]}
+            {
+                "valid": not problems,
+                "hash": loaded.hash,
+                "errors": [i.__dict__ for i in problems],
+                "warnings": [i.__dict__ for i in loaded.warnings],
+                "stranded": [g.as_dict() for g in groups],
+                "database": not_checked or "checked",
+            }
         )
+        if problems:
+            raise typer.Exit(1)
         return
     for warning in loaded.warnings:
         err.print(_styled(("warning", "yellow"), f" {warning}"), soft_wrap=True)
+    for g in groups:
+        if g.to is not None:
+            out.print(
+                f"the next run moves {g.leads} open lead(s) {g.stage} → {g.to} in pipeline "
+                f"'{g.pipeline}' (moved_stages)",
+                soft_wrap=True,
+            )
+    if problems:
+        for issue in problems:
+            err.print(_styled(("error", "red"), f" {issue}"), soft_wrap=True)
+        err.print(f"{len(problems)} error(s) against the database; nothing was changed.")
+        raise typer.Exit(1)
+    checked = f"; {not_checked}" if not_checked else ""
     out.print(
-        f"{settings.config}: valid (config {loaded.short_hash}, {len(loaded.warnings)} warning(s))"
+        f"{settings.config}: valid (config {loaded.short_hash}, {len(loaded.warnings)} "
+        f"warning(s){checked})"
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from leadflow import scoring, stages
+from leadflow import scoring, stages, stranded
 from leadflow.batching import IdRange, id_ranges
 from leadflow.delivery import (
     DeliveryOutcome,
@@ -23,6 +23,7 @@ from leadflow.listening.sync import SyncOutcome
 from leadflow.outbox import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
+from leadflow.stranded import StrandedStage
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX
 
@@ -113,7 +114,7 @@ class TickOutcome:
     checkins: DeliveryOutcome = field(default_factory=DeliveryOutcome)
     unknown: list[int] = field(default_factory=list)
     batches: int = 0
-    config_changed: int = 0
+    config: ConfigChange = field(default_factory=lambda: ConfigChange())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,14 +129,14 @@ class TickOutcome:
             "checkins": self.checkins.as_dict(),
             "unknown": self.unknown,
             "batches": self.batches,
-            "config_changed": self.config_changed,
+            "config_change": self.config.as_dict(),
         }
 
 
 def tick(rt: Runtime, *, now: datetime, transport: TransportFactory) -> TickOutcome:
     """All steps in order, without Prefect: the baseline the flows are measured against."""
     out = TickOutcome(now=now, config_hash=rt.config_hash)
-    out.config_changed = apply_config_change(rt, now=now)
+    out.config = apply_config_change(rt, now=now)
     out.mailbox = listen(rt, now=now)
     for r in score_ranges(rt, now=now):
         result = score(rt, r, now=now)
@@ -195,16 +196,54 @@ def last_config_hash(rt: Runtime) -> str | None:
         ).scalar()
 
 
-def apply_config_change(rt: Runtime, *, now: datetime) -> int:
-    """After a config change, every open lead is due once for rescoring and its stage rules.
+@dataclass
+class ConfigChange:
+    """What the first run under a new config did before its steps: every open lead made due
+    once, and the open leads of removed stages moved as ``moved_stages`` says."""
+
+    reevaluated: int = 0
+    relocated: AdvanceOutcome = field(default_factory=AdvanceOutcome)
+    stranded: list[StrandedStage] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reevaluated": self.reevaluated,
+            "relocated": self.relocated.as_dict(),
+            "stranded": [g.as_dict() for g in self.stranded],
+        }
+
+    def summary(self) -> str:
+        parts = []
+        if self.reevaluated:
+            parts.append(f"config changed: {self.reevaluated} lead(s) re-evaluated")
+        for (old, new), n in sorted(self.relocated.moves.items()):
+            parts.append(f"moved {n} lead(s) {old} → {new} (stage removed)")
+        for g in self.stranded:
+            if g.to is None:
+                parts.append(f"{g.describe()} (see leadflow validate)")
+        return "; ".join(parts)
+
+
+def apply_config_change(rt: Runtime, *, now: datetime) -> ConfigChange:
+    """After a config change, every open lead is due once for rescoring and its stage rules,
+    and the leads of removed stages move where ``moved_stages`` says.
 
     New fit rules or exits must reach leads that have no new data; this is one set-based
     UPDATE, run only when the config hash differs from the last recorded run's.
     """
     if not config_change_pending(rt):
-        return 0
+        return ConfigChange()
     with session_scope(rt.engine) as session:
-        return mark_all_due(session.connection(), now=now)
+        return change_config(session.connection(), rt, now=now)
+
+
+def change_config(conn: Any, rt: Runtime, *, now: datetime) -> ConfigChange:
+    """The config change's writes, in the caller's transaction (``plan`` rolls them back)."""
+    reevaluated = mark_all_due(conn, now=now)
+    relocated = stranded.relocate(conn, rt, now=now)
+    return ConfigChange(
+        reevaluated=reevaluated, relocated=relocated, stranded=stranded.find(conn, rt.loaded)
+    )
 
 
 def config_change_pending(rt: Runtime) -> bool:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from leadflow import engine, outbox, scoring, stages
+from leadflow import engine, outbox, scoring, stages, stranded
 from leadflow.runtime import Runtime
 from leadflow.stages import AdvanceOutcome
 
@@ -30,7 +30,11 @@ def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
     with rt.engine.connect() as conn:
         trans = conn.begin()
         try:
-            reevaluated = engine.mark_all_due(conn, now=now) if config_changed else 0
+            change = (
+                engine.change_config(conn, rt, now=now)
+                if config_changed
+                else engine.ConfigChange(stranded=stranded.find(conn, rt.loaded))
+            )
             rescored = changed = 0
             for r in _ranges(conn, "lead", scoring.due_condition(now)):
                 result = scoring.score_batch(conn, rt.loaded, r, now=now)
@@ -56,7 +60,7 @@ def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
     return {
         "now": now.isoformat(),
         "config_hash": rt.loaded.short_hash,
-        "config_changed": reevaluated,
+        "config_change": change.as_dict(),
         "rescored": rescored,
         "score_changed": changed,
         "revived": revived.as_dict(),
@@ -90,8 +94,8 @@ def plan_tick(
 
 def _moves(sim: dict[str, Any]) -> Counter[str]:
     out: Counter[str] = Counter()
-    for section in ("advance", "revived"):
-        for m in sim[section]["moves"]:
+    for section in (sim["config_change"]["relocated"], sim["advance"], sim["revived"]):
+        for m in section["moves"]:
             out[f"{m['from']} → {m['to']}"] += m["count"]
     return out
 
@@ -114,6 +118,7 @@ def diff(current: dict[str, Any], proposed: dict[str, Any]) -> dict[str, Any]:
             "current": current["advance"]["recycled"],
             "proposed": proposed["advance"]["recycled"],
         },
+        "stranded": [g for g in proposed["config_change"]["stranded"] if g["to"] is None],
     }
 
 
@@ -125,11 +130,26 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
             f" (config {sim['config_hash']}; nothing is changed)",
         )
     )
-    if sim["config_changed"]:
+    change = sim["config_change"]
+    if change["reevaluated"]:
         console.print(
-            f"config changed since the last run: {sim['config_changed']} open lead(s) "
+            f"config changed since the last run: {change['reevaluated']} open lead(s) "
             "re-evaluated first"
         )
+    for m in change["relocated"]["moves"]:
+        console.print(
+            f"stage removed from the config: {m['count']} lead(s) move {m['from']} → {m['to']}"
+        )
+    for g in change["stranded"]:
+        if g["to"] is None:
+            where = f"stage '{g['stage']}'" if g["stage"] else "removed pipeline"
+            console.print(
+                Text(
+                    f"stranded: {g['leads']} open lead(s) in {where} of pipeline "
+                    f"'{g['pipeline']}' (e.g. {', '.join(g['examples'])}); add moved_stages",
+                    style="yellow",
+                )
+            )
     console.print(
         f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new score or grade"
     )
@@ -157,3 +177,13 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
             table.add_row(f"emails {key}", str(v["current"]), str(v["proposed"]))
         table.add_row("recycled", str(d["recycled"]["current"]), str(d["recycled"]["proposed"]))
         console.print(table)
+        for g in d["stranded"]:
+            where = f"stage '{g['stage']}'" if g["stage"] else "the removed pipeline"
+            console.print(
+                Text(
+                    f"the proposed config strands {g['leads']} open lead(s) in {where} "
+                    f"'{g['pipeline']}' (e.g. {', '.join(g['examples'])}): add moved_stages "
+                    "to say where they go",
+                    style="red",
+                )
+            )

@@ -171,7 +171,7 @@ def plan_batch(
     return out
 
 
-class _Writer:
+class MoveWriter:
     """Collects the bulk writes of one batch and flushes them in a few statements."""
 
     def __init__(self, conn: Connection, rt: Runtime, now: datetime) -> None:
@@ -501,7 +501,7 @@ LEAD_ROW_COLUMNS = (
 )
 
 
-def _load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
+def load_rows(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
     lead = LEADS
     rows = conn.execute(
         select(*[lead.c[c] for c in LEAD_ROW_COLUMNS]).where(lead.c.id.in_(list(ids)))
@@ -514,11 +514,11 @@ def advance_batch(
 ) -> AdvanceOutcome:
     """Apply the stage engine to the due leads in ``id_range``; call inside a transaction."""
     decisions = plan_batch(conn, rt, id_range, now=now)
-    writer = _Writer(conn, rt, now)
+    writer = MoveWriter(conn, rt, now)
     writer.outcome.examined = len(decisions)
     if not decisions:
         return writer.outcome
-    rows = _load_rows(conn, [d.lead_id for d in decisions])
+    rows = load_rows(conn, [d.lead_id for d in decisions])
     reschedule: list[dict[str, Any]] = []
     for d in decisions:
         row = rows[d.lead_id]
@@ -612,10 +612,10 @@ def manual_move(
     actor: str | None = None,
 ) -> AdvanceOutcome:
     """An audited move by a person: allowed to any stage of the lead's pipeline."""
-    rows = _load_rows(conn, [lead_id])
+    rows = load_rows(conn, [lead_id])
     row = rows[lead_id]
     pipeline_id = row.pipeline or rt.loaded.config.pipelines[0].id
-    writer = _Writer(conn, rt, now)
+    writer = MoveWriter(conn, rt, now)
     new_round = row.round
     if row.status == LeadStatus.CALLBACK:  # on the callback list: a manual move revives it
         conn.execute(
@@ -656,11 +656,11 @@ def revive_batch(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=cb)  # see plan_batch
     due = conn.execute(query).all()
-    writer = _Writer(conn, rt, now)
+    writer = MoveWriter(conn, rt, now)
     writer.outcome.examined = len(due)
     if not due:
         return writer.outcome
-    rows = _load_rows(conn, [d.lead_id for d in due])
+    rows = load_rows(conn, [d.lead_id for d in due])
     recycling = rt.loaded.config.recycling
     revived_ids = []
     for callback in due:

@@ -50,7 +50,7 @@ def test_a_changed_config_reaches_leads_with_no_new_data(
     assert plan["diff"]["moves"] == {"lead → prospect": {"current": 0, "proposed": 1}}
     assert stage_of(rt, lead_id) == "lead"  # the plan changed nothing
 
-    assert engine.apply_config_change(lower, now=later) == 1
+    assert engine.apply_config_change(lower, now=later).reevaluated == 1
     engine.tick(lower, now=later + timedelta(seconds=1), transport=lambda: memory)
     assert stage_of(rt, lead_id) == "prospect"
     with rt.engine.connect() as conn:
@@ -64,4 +64,4 @@ def test_same_config_does_not_make_leads_due(rt: Runtime, add_lead: LeadFactory)
     add_lead(**LUKEWARM)
     engine.tick(rt, now=T0, transport=MemoryTransport)
     engine.record_run(rt, "tick", now=T0, summary={})
-    assert engine.apply_config_change(rt, now=T0 + timedelta(hours=1)) == 0
+    assert engine.apply_config_change(rt, now=T0 + timedelta(hours=1)).reevaluated == 0

@@ -143,7 +143,7 @@ def test_plan_then_run_at_the_same_now_agree_on_every_count(
         sim = plan_tick(rt, now=now)["current"]
         ran = engine.tick(rt, now=now, transport=MemoryTransport)
 
-        assert sim["config_changed"] == ran.config_changed
+        assert sim["config_change"] == ran.config.as_dict()
         assert (sim["rescored"], sim["score_changed"]) == (ran.scored, ran.score_changed)
         assert _moves(sim["advance"]) == Counter(
             {f"{a} → {b}": n for (a, b), n in ran.advance.moves.items()}
@@ -180,6 +180,6 @@ def test_plan_after_an_in_place_edit_shows_the_moves_the_run_will_make(
         sim = plan_tick(rt, now=now)["current"]
         ran = engine.tick(rt, now=now, transport=MemoryTransport)
 
-    assert sim["config_changed"] == 3 and ran.config_changed == 3
+    assert sim["config_change"]["reevaluated"] == ran.config.reevaluated == 3
     assert _moves(sim["advance"]) == Counter({"lead → prospect": 3})
     assert dict(ran.advance.moves) == {("lead", "prospect"): 3}

@@ -201,6 +201,11 @@ class Pipeline(Strict):
     timezone: str | None = None
     target: float | None = Field(default=None, ge=0, description="Pipeline value target")
     stages: list[Stage] = Field(min_length=1)
+    moved_stages: dict[Identifier, Identifier] = Field(
+        default_factory=dict,
+        description="Stages removed from this pipeline -> the stage their open leads move to "
+        "(an audited move at the next run)",
+    )
 
     def stage(self, stage_id: str) -> Stage | None:
         return next((s for s in self.stages if s.id == stage_id), None)

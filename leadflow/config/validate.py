@@ -56,6 +56,9 @@ class LoadedConfig:
     entries: dict[StageKey, Rule] = field(default_factory=dict)
     matches: dict[str, Rule] = field(default_factory=dict)
     warnings: list[Issue] = field(default_factory=list)
+    # kept for checks made later against the database (leadflow/stranded.py): their issues
+    # point at the file's lines like every other
+    doc: YamlDocument | None = field(default=None, repr=False, compare=False)
 
     @property
     def short_hash(self) -> str:
@@ -92,6 +95,7 @@ def load_config(
         config=config,
         hash=hashlib.sha256(raw_text.encode("utf-8")).hexdigest(),
         catalog=catalog(config.intake.attributes),
+        doc=doc,
     )
     issues = _Checker(doc, loaded, templates).run()
     errors = [i for i in issues if i.severity == "error"]
@@ -304,6 +308,17 @@ class _Checker:
                 if compiled:
                     self.loaded.matches[pipeline.id] = compiled
             ids = [s.id for s in pipeline.stages]
+            for removed, target in pipeline.moved_stages.items():
+                mpath: Path_ = (*base, "moved_stages", removed)
+                if removed in ids:
+                    self.error(
+                        mpath,
+                        f"'{removed}' is still a stage of pipeline '{pipeline.id}': "
+                        "moved_stages lists removed stages only",
+                        key=True,
+                    )
+                elif target not in ids:
+                    self.error(mpath, f"moves to unknown stage '{target}'{suggest(target, ids)}")
             first_index: dict[str, int] = {}
             for si, stage in enumerate(pipeline.stages):
                 spath: Path_ = (*base, "stages", si)
