@@ -174,16 +174,19 @@ def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statement
     # range could make SQLite walk every due lead for every batch.
     in_range = and_(lead.c.id >= first, lead.c.id <= last)
     in_batch = and_(in_range, lead.c.rescore_at <= now)
+    scored = select(
+        lead.c.id,
+        rounded(fit_expression(loaded, sql), 2),
+        rounded(engagement_expression(loaded, dialect, now), 2),
+    ).where(in_batch)
+    if dialect == "postgresql":
+        # Two runs scoring one range at once: the second skips the rows the first holds
+        # (and, once it committed, no longer finds them due), so each change is recorded in
+        # the score history once. SQLite's BEGIN IMMEDIATE already serializes writers.
+        scored = scored.with_for_update(skip_locked=True, of=lead)
     compute = (
         insert(work)
-        .from_select(
-            ["id", "fit", "engagement"],
-            select(
-                lead.c.id,
-                rounded(fit_expression(loaded, sql), 2),
-                rounded(engagement_expression(loaded, dialect, now), 2),
-            ).where(in_batch),
-        )
+        .from_select(["id", "fit", "engagement"], scored)
         .execution_options(preserve_rowcount=True)
     )
     new_score = rounded(work.c.fit + work.c.engagement, 1)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DEFAULT_CONFIG, T0, TEMPLATES
@@ -223,3 +224,60 @@ def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runti
     with rt.engine.connect() as conn:
         moves = conn.execute(select(func.count()).select_from(TRANSITIONS)).scalar()
     assert moves == 2000
+
+
+def test_two_runs_scoring_the_same_range_at_once_record_each_change_once(rt: Runtime) -> None:
+    """The first run holds the rows until it commits; the second skips them (it used to
+    compute the same changes and write a second score-history row for each)."""
+    import threading
+
+    from leadflow import scoring
+    from models.tables import SCORE_CHANGES
+
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(LEADS),
+            [
+                {
+                    "email": f"fit{n}@example.com",
+                    "industry": "saas",
+                    "status": "active",
+                    "attributes": {},
+                    "created_at": T0,
+                    "updated_at": T0,
+                    "rescore_at": T0,
+                    "round": 0,
+                    "recycle_count": 0,
+                    "stuck": False,
+                    "fit_score": 0.0,
+                    "engagement_score": 0.0,
+                    "score": 0.0,
+                }
+                for n in range(500)
+            ],
+        )
+        first, last = conn.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    second: list[scoring.ScoreOutcome] = []
+    with rt.engine.connect() as holder:
+        with holder.begin():
+            held = scoring.score_batch(holder, rt.loaded, (first, last), now=T0)
+            rival = threading.Thread(
+                target=lambda: second.append(_score_in_own_transaction(rt, first, last))
+            )
+            rival.start()
+            rival.join(timeout=60)  # with the lock skipped it does not wait for the commit
+            finished_while_held = not rival.is_alive()
+        rival.join()
+    with rt.engine.connect() as conn:
+        history = conn.execute(select(func.count()).select_from(SCORE_CHANGES)).scalar()
+    assert finished_while_held
+    assert (held.rescored, held.changed) == (500, 500)
+    assert (second[0].rescored, second[0].changed) == (0, 0)
+    assert history == 500
+
+
+def _score_in_own_transaction(rt: Runtime, first: int, last: int) -> Any:
+    from leadflow import scoring
+
+    with rt.engine.begin() as conn:
+        return scoring.score_batch(conn, rt.loaded, (first, last), now=T0)
