@@ -12,5 +12,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_HOME", str(Path("var/prefect").resolve()))
 # Prefect creates its home but not the folders above it: on a fresh clone var/ is missing.
-Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+try:
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+except OSError as _exc:
+    raise SystemExit(
+        f"error: PREFECT_HOME {os.environ['PREFECT_HOME']}: cannot create it ({_exc.strerror}); "
+        "set PREFECT_HOME to a folder this user can write"
+    ) from None
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

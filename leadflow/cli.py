@@ -527,7 +527,7 @@ def run(
     when = _now(now)
     settings = _settings(config)
     settings.require_real_secret()  # before anything starts or commits: links are signed
-    load_config(settings.config, templates=settings.templates)  # fail before Prefect starts
+    Runtime.open(settings).close()  # a bad config or database fails before Prefect starts
     from flows.runner import run_flows
 
     results = run_flows(names, now=when, settings=settings)
