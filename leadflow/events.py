@@ -72,7 +72,7 @@ def record_events(
     if unknown:
         raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
     conn.execute(
-        insert(EVENTS),  # type: ignore[arg-type]
+        insert(EVENTS),
         [
             {
                 "lead_id": e.lead_id,

@@ -85,7 +85,7 @@ class LeadSql:
     def field(self, name: str) -> ColumnElement[Any]:
         table = LEADS
         if name in LEAD_COLUMNS:
-            return table.c[name]  # type: ignore[no-any-return]
+            return table.c[name]
         if name == "days_in_stage":
             return _days_between(self.dialect, self.now, table.c.stage_entered_at)
         if name == "days_since_created":

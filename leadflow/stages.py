@@ -449,9 +449,9 @@ class MoveWriter:
             columns["updated_at"] = literal(self.now, lead.c.updated_at.type)
             conn.execute(update(lead).where(lead.c.id == bindparam("b_id")).values(columns), rows)
         if self.transitions:
-            conn.execute(insert(TRANSITIONS), self.transitions)  # type: ignore[arg-type]
+            conn.execute(insert(TRANSITIONS), self.transitions)
         if self.callbacks:
-            conn.execute(insert(CALLBACKS), self.callbacks)  # type: ignore[arg-type]
+            conn.execute(insert(CALLBACKS), self.callbacks)
         insert_ignore(conn, outbox, self.outbox)
 
 

@@ -283,7 +283,7 @@ class _MaildirFolder:
     def after(self, last_uid: int, *, batch: int) -> Iterator[list[Fetched]]:
         found: list[tuple[int, str]] = []
         for sub in ("new", "cur"):
-            folder = Path(self._box._path) / sub  # type: ignore[attr-defined]
+            folder = Path(self._box._path) / sub
             with os.scandir(folder) as entries:
                 for entry in entries:
                     if entry.name.startswith(".") or not entry.is_file():
