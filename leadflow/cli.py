@@ -103,15 +103,15 @@ def runtime(config: Path | None = None) -> Iterator[Runtime]:
 
 def _check_writable(path: Path, option: str) -> None:
     """Fail now, not after the work, if ``path`` cannot be written."""
-    if path.is_dir():
-        fail(f"{option} {path}: is a folder")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        fail(f"{option} {path}: the folder {folder} does not exist")
     try:
+        if path.is_dir():
+            fail(f"{option} {path}: is a folder")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            fail(f"{option} {path}: the folder {folder} does not exist")
         with path.open("a", encoding="utf-8"):
             pass
-    except OSError as exc:
+    except OSError as exc:  # also from is_dir: a name too long, a loop of links
         fail(f"{option} {path}: cannot write ({exc.strerror})")
 
 
@@ -678,9 +678,12 @@ def serve(config: ConfigOpt = None) -> None:
     settings = _settings(config)
     settings.require_real_secret()  # served runs sign links: refuse before serving anything
     loaded = load_config(settings.config, templates=settings.templates)
-    from flows.deployments import serve_all
+    from flows.deployments import PrefectUnavailable, serve_all
 
-    serve_all(settings, loaded.config)
+    try:  # stops within seconds on SIGTERM/SIGINT, even with the Prefect API gone
+        serve_all(settings, loaded.config)
+    except PrefectUnavailable as exc:  # unreachable at start, or a stop that could not pause
+        fail(str(exc))
 
 
 @app.command()

@@ -374,6 +374,139 @@ def test_a_served_cron_schedule_fires_the_tick_by_itself(
     assert others == {name: [] for name in SERVED if name != "tick"}  # no cron, no runs
 
 
+LEADFLOW = str(Path(sys.executable).parent / "leadflow")
+
+
+def _serve_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """``leadflow serve`` outside demo mode (a real-looking key), on a new Prefect home."""
+    return _clean_env(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        LEADFLOW_HOME=str(tmp_path),
+        LEADFLOW_CONFIG=str(DEFAULT_CONFIG),
+        LEADFLOW_TEMPLATES=str(TEMPLATES),
+        LEADFLOW_SECRET_KEY="k3y-for-the-serve-tests-0123456789",
+        **values,
+    )
+
+
+def _log_has(log: Path, text: str) -> bool | None:
+    return True if text in log.read_text(errors="replace") else None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("api", ["refused", "silent"])
+def test_serve_exits_at_once_with_one_line_naming_an_unreachable_prefect_api(
+    tmp_path: Path, api: str
+) -> None:
+    """Nothing listens on the port (refused), or something accepts connections and never
+    answers (silent: Prefect's client would wait 60 s per attempt, six attempts per call)."""
+    from flows.deployments import START_CHECK_SECONDS
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))  # bound, so no other test takes the port meanwhile
+        if api == "silent":
+            listener.listen(16)  # the kernel accepts; nobody reads or answers
+        api_url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        started = time.monotonic()
+        result = subprocess.run(
+            [LEADFLOW, "serve"],
+            cwd=ROOT,
+            env=_serve_env(tmp_path, PREFECT_API_URL=api_url),
+            capture_output=True,
+            text=True,
+            timeout=START_CHECK_SECONDS + 120,
+        )
+        elapsed = time.monotonic() - started
+
+    assert result.returncode == 1, result.stderr
+    # about 10 s of imports on 2 slow cores, then the check; measured 15 s and 27 s
+    assert elapsed < START_CHECK_SECONDS + 30
+    assert "Traceback" not in result.stderr + result.stdout
+    [line] = result.stderr.splitlines()
+    why = "ConnectError" if api == "refused" else f"no answer within {START_CHECK_SECONDS:g} s"
+    assert line.startswith(f"error: the Prefect API at {api_url} cannot be reached ({why}")
+    assert "PREFECT_API_URL" in line.split(")", 1)[1]  # and what to do about it
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_stops_serve_within_seconds_when_its_prefect_server_is_gone(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The server dies under a running ``serve``; SIGTERM must not wait on Prefect's retries
+    (pausing each schedule would retry for ~75 s) but stop, saying the schedules stay active."""
+    from flows.deployments import STOP_GRACE_SECONDS
+
+    with _served(tmp_path, settings, config=DEFAULT_CONFIG, scheduler=False) as served:
+        serve_log = served.logs[1]
+        _wait_for(
+            "serve's runner to start",
+            lambda: _log_has(serve_log, "serving; SIGTERM or SIGINT stops"),
+            STARTUP_TIMEOUT,
+            served.logs,
+        )
+        for pid in _family(served.server.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        served.server.wait(30)
+        assert _healthy(served.api_url) is None
+        time.sleep(3)  # serve keeps polling the dead server meanwhile (every second here)
+        assert served.serve.poll() is None  # an outage alone does not end serve
+        before = serve_log.stat().st_size
+        started = time.monotonic()
+        leftovers = _stop(served.serve, signal.SIGTERM, timeout=120)
+        elapsed = time.monotonic() - started
+        after = serve_log.read_bytes()[before:].decode(errors="replace")
+
+    assert leftovers == []
+    assert elapsed < STOP_GRACE_SECONDS, after  # measured 2.5-3 s; it used to take ~75 s
+    assert served.serve.returncode == 1, after
+    assert "Traceback" not in after
+    [error] = [line for line in after.splitlines() if line.startswith("error")]
+    assert error.startswith(
+        "error: stopped without pausing the schedules: "
+        f"the Prefect API at {served.api_url} cannot be reached ("
+    )
+
+
+def _temporary_server(leader: int) -> int | None:
+    """The pid of the temporary Prefect server (uvicorn) that ``leader`` started, if any."""
+    for pid in _family(leader):
+        with suppress(OSError):
+            if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_while_the_temporary_server_starts_stops_serve_and_that_server(
+    tmp_path: Path,
+) -> None:
+    """Without PREFECT_API_URL serve starts a temporary server and waits for it (15-40 s on a
+    new Prefect database); a SIGTERM meanwhile stops both at once."""
+    log = tmp_path / "serve.log"
+    env = _serve_env(tmp_path, PREFECT_LOGGING_LEVEL="INFO")
+    with _process([LEADFLOW, "serve"], env, log) as serve:
+        server = _wait_for(
+            "the temporary server", lambda: _temporary_server(serve.pid), STARTUP_TIMEOUT, [log]
+        )
+        started = time.monotonic()
+        leftovers = _stop(serve, signal.SIGTERM)
+        elapsed = time.monotonic() - started
+
+    assert leftovers == []  # the temporary server too
+    assert not Path(f"/proc/{server}").exists()
+    assert serve.returncode == 0, _tail(log)
+    assert elapsed < 15, _tail(log)  # measured 1.4-2 s; it used to wait for the server
+    text = log.read_text(errors="replace")
+    assert "stopped while the temporary Prefect server was starting" in text
+    assert "Traceback" not in text
+
+
 def test_editing_a_cron_changes_the_rebuilt_deployment_schedules() -> None:
     from flows.deployments import build_deployments
 
