@@ -219,7 +219,14 @@ def import_(
         except IntakeError as exc:
             fail(f"{file}: {exc}")
     if rejects is not None and summary.rejects:
-        write_rejects(rejects, summary.rejects)
+        try:
+            write_rejects(rejects, summary.rejects)
+        except OSError as exc:  # a full disk: checked writable, then could not be written
+            fail(
+                f"--rejects {rejects}: cannot write ({exc.strerror}); the import itself was "
+                f"committed (created {summary.created}, updated {summary.updated}, rejected "
+                f"{summary.rejected}): run it again with another --rejects path to get the rows"
+            )
     if as_json:
         emit_json(summary.as_dict())
         return

@@ -21,18 +21,20 @@ import hmac
 import html
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from leadflow.events import KNOWN_EVENTS, EventIn, record_events
+from leadflow.intake.readers import NotJson, lone_surrogate, strict_json
 from leadflow.listening.tracking import (
     CLICK_PATH,
     OPEN_PATH,
@@ -60,20 +62,21 @@ _HIT_EVENTS: Final[dict[HitKind, tuple[str, str]]] = {
 _NO_STORE: Final = {"Cache-Control": "no-store, private"}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class EventBody(BaseModel):
     email: str = Field(max_length=320)
     type: str = Field(max_length=64)
-    at: str | None = None
+    at: str | None = Field(default=None, max_length=64)
     data: dict[str, Any] = Field(default_factory=dict)
 
-
-def _cell(value: Any) -> str | None:
-    """A JSON value as the text cell intake expects (nested values stay JSON, not repr)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
+    @field_validator("email", "type", "at")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("must not contain control characters")  # PostgreSQL refuses NUL
         return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 _HIT_ROW = select(OUTBOX.c.lead_id, OUTBOX.c.sent_at, OUTBOX.c.claimed_at).where(
@@ -143,21 +146,29 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
 
 
 def _json(raw: bytes) -> Any:
-    """A JSON body, or 400 saying why not (not UTF-8, not JSON, nested too deep)."""
+    """A JSON body, or 400 saying why not (not UTF-8, not JSON, nested too deep, text that is
+    not Unicode). Parsed as strictly as JSON Lines files (``strict_json``): no NaN or
+    Infinity, no number longer than 100 characters."""
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = strict_json(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise HTTPException(400, "request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"request body is not JSON: {exc.msg} at {exc.pos}") from None
+    except NotJson as exc:
+        raise HTTPException(400, f"request body is not JSON: {exc}") from None
     except RecursionError:
         raise HTTPException(400, "request body is nested too deeply") from None
+    bad = lone_surrogate(body)
+    if bad is not None:
+        raise HTTPException(400, f"request body is not valid Unicode: a lone surrogate {bad}")
+    return body
 
 
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
 
 
 def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -179,15 +190,15 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
 
     @app.post("/leads", dependencies=[Depends(require_token)])
     async def post_leads(request: Request) -> dict[str, Any]:
-        from leadflow.intake import RawRow, import_rows
+        from leadflow.intake import import_rows
+        from leadflow.intake.readers import json_record
 
         body = _json(await _bounded_body(request, rt.settings.max_body_bytes))
         items = body if isinstance(body, list) else [body]
         if not all(isinstance(i, dict) for i in items) or len(items) > 1000:
             raise HTTPException(422, "expected a JSON object or a list of up to 1000 objects")
-        rows = [
-            RawRow(n + 1, {str(k): _cell(v) for k, v in i.items()}) for n, i in enumerate(items)
-        ]
+        # the same cells as a JSON Lines file: an object or array is JSON text, never a field
+        rows = [json_record(n + 1, item) for n, item in enumerate(items)]
         summary = import_rows(
             rt.engine,
             rows,

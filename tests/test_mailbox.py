@@ -35,7 +35,7 @@ from models.tables import EVENTS, INBOUND, LEADS, MAILBOX_CHECKPOINTS, OUTBOX, S
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fixtures" / "mail"
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
-EXPECTED = list(csv.DictReader((CORPUS / "expected.csv").open(encoding="utf-8")))
+EXPECTED = list(csv.DictReader((CORPUS / "expected.csv").read_text("utf-8").splitlines()))
 
 
 def mailbox_url(account: ImapAccount, folder: str) -> str:

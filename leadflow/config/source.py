@@ -7,6 +7,7 @@ only) and a map from key path to position, and to catch duplicate keys, which pl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,16 @@ class Issue:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+        return _visible(f"{self.file}:{self.line}:{self.column}: {where}{self.message}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _visible(text: str) -> str:
+    """One line, and nothing a terminal acts on: a key written ``"\\r"`` or ``"\\e[2J"`` in
+    YAML is shown as that escape, never sent to the terminal as a control character."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 class ConfigError(Exception):
@@ -104,7 +114,17 @@ MAX_VALUES = 100_000
 MAX_DEPTH = 40
 
 
-class _TooLarge(Exception):
+# Plain mappings and lists only: a tag on a collection (``!!python/object/apply:os.system
+# [...]``, ``!!set``, ``!Ref``) is refused, never silently read as a plain mapping or list.
+_PLAIN: dict[type[yaml.Node], str] = {
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+}
+
+
+class _Refused(Exception):
+    """The file is too large or deep, or uses what a pipeline file may not; ``node`` is where."""
+
     def __init__(self, node: yaml.Node, message: str) -> None:
         super().__init__(message)
         self.node = node
@@ -120,23 +140,26 @@ class _Walker:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         self.values += 1
         if self.values > MAX_VALUES:
-            raise _TooLarge(
+            raise _Refused(
                 node,
                 f"the file expands to more than {MAX_VALUES:,} values "
                 "(aliases of aliases?); see docs/pipeline-yaml.md",
             )
         if len(path) > MAX_DEPTH:
-            raise _TooLarge(node, f"nested deeper than {MAX_DEPTH} levels")
+            raise _Refused(node, f"nested deeper than {MAX_DEPTH} levels")
         self.doc.positions[path] = Position(
             node.start_mark.line + 1,
             node.start_mark.column + 1,
             isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'),
         )
+        plain = _PLAIN.get(type(node))
+        if plain is not None and node.tag != plain:
+            raise _Refused(node, f"YAML error: the tag '{node.tag}' is not allowed here")
         if isinstance(node, yaml.MappingNode):
             self.constructor.flatten_mapping(node)
             out: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                key = self.constructor.construct_object(key_node, deep=True)
+                key = self._construct(key_node)
                 if not isinstance(key, str | int | float | bool) or key is None:
                     key = str(key)
                 key_path = (*path, str(key))
@@ -159,7 +182,17 @@ class _Walker:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.constructor.construct_object(node, deep=True)
+        return self._construct(node)
+
+    def _construct(self, node: yaml.Node) -> Any:
+        """A scalar (or a complex key) as PyYAML's safe constructor reads it; a value it
+        cannot convert (``2026-02-30``, an integer of 5,000 digits) is an error at the node."""
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (ValueError, OverflowError) as exc:
+            value = node.value if isinstance(node, yaml.ScalarNode) else "this value"
+            shown = value if len(value) <= 40 else value[:39] + "…"
+            raise _Refused(node, f"YAML error: cannot read {shown!r}: {exc}") from None
 
 
 def load_yaml(path: Path) -> YamlDocument:
@@ -192,8 +225,14 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         raise ConfigError(
             [Issue(file, line, col, "", f"YAML syntax error: {problem}{context}")]
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control one)
+        start = text.rfind("\n", 0, exc.position) + 1
+        line, col = text.count("\n", 0, exc.position) + 1, exc.position - start + 1
+        message = str(exc).splitlines()[0]
+        raise ConfigError([Issue(file, line, col, "", f"YAML error: {message}")]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([Issue(file, 1, 1, "", f"YAML error: {exc}")]) from None
+        message = " ".join(str(exc).split())
+        raise ConfigError([Issue(file, 1, 1, "", f"YAML error: {message}")]) from None
     if node is None:
         raise ConfigError([Issue(file, 1, 1, "", "the file is empty")])
     walker = _Walker(doc)
@@ -203,7 +242,7 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise ConfigError([Issue(file, line, col, "", f"YAML error: {exc.problem}")]) from None
-    except _TooLarge as exc:
+    except _Refused as exc:
         mark = exc.node.start_mark
         raise ConfigError([Issue(file, mark.line + 1, mark.column + 1, "", str(exc))]) from None
     if walker.issues:

@@ -140,8 +140,15 @@ class Normalizer:
         draft = _Draft(warnings=list(raw.warnings))
         for position, (column, cell) in enumerate(raw.data.items(), start=1):
             value = clean(cell)
-            if value is not None:
-                self._take(draft, self.target(column, position), column, value)
+            if value is None:
+                continue
+            target = self.target(column, position)
+            kind = raw.structured.get(column)
+            if kind is not None and target[0] == "field":
+                # {"first_name": {"x": 1}}: JSON text is fine in an attribute, never as a field
+                draft.error = draft.error or (target[1], f"expected one value, not a JSON {kind}")
+                continue
+            self._take(draft, target, column, value)
         return self._finish(raw.number, draft)
 
     def target(self, column: str, position: int) -> Target:
@@ -234,6 +241,8 @@ class Normalizer:
             draft.warnings.append(f"attribute {key} given twice; kept the first value")
 
     def _finish(self, row: int, draft: _Draft) -> NormalizedLead | Rejected:
+        if draft.error is not None and draft.error[0] == "email":
+            return Rejected(row, *draft.error)
         try:
             email = normalize_email(draft.email_value)
         except InvalidValue as exc:
@@ -386,7 +395,10 @@ def parse_datetime(value: str) -> datetime:
         raise InvalidValue(f"not an ISO date: {_quote(value)}") from None
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise InvalidValue(f"date out of range: {_quote(value)}") from None
 
 
 def _quote(value: str, limit: int = 40) -> str:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,13 +41,16 @@ class RawRow:
     """One record as read: 1-based data row number (header excluded) and its cells.
 
     ``error`` marks a record that could not be read (it is rejected with that reason);
-    ``warnings`` are reader-level remarks (e.g. replaced undecodable bytes).
+    ``warnings`` are reader-level remarks (e.g. replaced undecodable bytes). ``structured``
+    names the cells that were a JSON object or array (JSON Lines, web), with which: they are
+    kept as JSON text in an attribute, but never taken as a lead field's value.
     """
 
     number: int
     data: dict[str, str | None]
     warnings: tuple[str, ...] = field(default=())
     error: str | None = None
+    structured: dict[str, str] = field(default_factory=dict)
 
 
 def read_rows(path: Path) -> Iterator[RawRow]:
@@ -168,16 +172,85 @@ def _read_jsonl(path: Path) -> Iterator[RawRow]:
             yield _json_row(number, line, encoding)
 
 
+MAX_NUMBER_CHARS = 100  # a JSON number longer than this is refused, never converted
+
+
+class NotJson(ValueError):
+    """What ``strict_json`` refuses that ``json.loads`` would accept (or choke on)."""
+
+
+def _constant(name: str) -> Any:
+    raise NotJson(f"{name} is not a JSON value")
+
+
+def _number(text: str) -> int | float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise NotJson(f"a number longer than {MAX_NUMBER_CHARS} characters")
+    if not any(c in text for c in ".eE"):
+        return int(text)
+    number = float(text)
+    if math.isinf(number):
+        raise NotJson(f"{text} is out of range")
+    return number
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` of RFC 8259 JSON only (JSON Lines and ``POST /leads`` alike): NaN and
+    Infinity are not JSON (PostgreSQL refuses them), and a number longer than
+    MAX_NUMBER_CHARS is refused before Python converts it (past 4,300 digits it cannot)."""
+    return json.loads(text, parse_constant=_constant, parse_int=_number, parse_float=_number)
+
+
 def _json_row(number: int, line: str, encoding: str) -> RawRow:
     try:
-        value = json.loads(line)
+        value = strict_json(line)
     except (ValueError, RecursionError) as exc:
         return RawRow(number, {}, error=f"not valid JSON: {_short(str(exc))}")
+    row = json_record(number, value)
+    if row.error is not None:
+        return row
+    return replace(row, warnings=_replacement_warning([line], encoding))
+
+
+def json_record(number: int, value: Any) -> RawRow:
+    """A parsed JSON value as a row (JSON Lines and ``POST /leads`` alike): an object's keys
+    are its columns. Not an object, or text that is not Unicode (a lone surrogate written as
+    ``"\\ud800"``: no database can store it), is a row rejected with that reason."""
     if not isinstance(value, dict):
         return RawRow(number, {}, error=f"not a JSON object (got {_json_kind(value)})")
+    bad = lone_surrogate(value)
+    if bad is not None:
+        return RawRow(number, {}, error=f"not valid Unicode: a lone surrogate {bad}")
     names = unique_names(str(key) for key in value)
-    data = {name: _json_text(item) for name, item in zip(names, value.values(), strict=True)}
-    return RawRow(number, data, _replacement_warning([line], encoding))
+    try:
+        data = {name: _json_text(item) for name, item in zip(names, value.values(), strict=True)}
+    except RecursionError:
+        return RawRow(number, {}, error="not valid JSON: nested too deeply")
+    structured = {
+        name: "object" if isinstance(item, dict) else "array"
+        for name, item in zip(names, value.values(), strict=True)
+        if isinstance(item, dict | list)
+    }
+    return RawRow(number, data, structured=structured)
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in a parsed JSON value's keys and strings, escaped, or None.
+    Iterative: a value nested as deep as the JSON parser allows must not overflow the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return ascii(item[exc.start])[1:-1]
+    return None
 
 
 def _json_text(value: Any) -> str | None:
@@ -188,6 +261,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
