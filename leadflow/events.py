@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, case, insert, or_, select, update
 
 from leadflow.suppression import suppress_many
 from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
@@ -51,6 +51,38 @@ class EventIn:
     message_id: int | None = None
 
 
+def _make_due() -> Update:
+    """The leads of new events become due at ``when`` (unless due sooner): built once, its
+    values bound per call (building it per call was a third of a tracked click's time)."""
+    lead = LEADS
+    when = bindparam("when", type_=lead.c.rescore_at.type)
+    return (
+        update(lead)
+        .where(lead.c.id.in_(bindparam("ids", expanding=True)))
+        .values(
+            rescore_at=case(
+                (or_(lead.c.rescore_at.is_(None), lead.c.rescore_at > when), when),
+                else_=lead.c.rescore_at,
+            ),
+            next_action_at=case(
+                (
+                    and_(
+                        lead.c.status == "active",
+                        or_(lead.c.next_action_at.is_(None), lead.c.next_action_at > when),
+                    ),
+                    when,
+                ),
+                else_=lead.c.next_action_at,
+            ),
+            updated_at=bindparam("now", type_=lead.c.updated_at.type),
+        )
+    )
+
+
+_MAKE_DUE = _make_due()
+_INSERT = insert(EVENTS)
+
+
 def record_events(
     conn: Connection,
     events: Sequence[EventIn],
@@ -71,44 +103,22 @@ def record_events(
     unknown = sorted({e.type for e in events} - KNOWN_EVENTS)
     if unknown:
         raise ValueError(f"unknown event type(s): {', '.join(unknown)}")
-    conn.execute(
-        insert(EVENTS),
-        [
-            {
-                "lead_id": e.lead_id,
-                "type": e.type,
-                "occurred_at": e.occurred_at,
-                "data": e.data,
-                "source": e.source,
-                "message_id": e.message_id,
-            }
-            for e in events
-        ],
-    )
+    rows = [
+        {
+            "lead_id": e.lead_id,
+            "type": e.type,
+            "occurred_at": e.occurred_at,
+            "data": e.data,
+            "source": e.source,
+            "message_id": e.message_id,
+        }
+        for e in events
+    ]
+    conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)  # one: no executemany path
     lead = LEADS
     lead_ids = sorted({e.lead_id for e in events})
     when = due_at or min(now, min(e.occurred_at for e in events))
-    conn.execute(
-        update(lead)
-        .where(lead.c.id.in_(lead_ids))
-        .values(
-            rescore_at=case(
-                (or_(lead.c.rescore_at.is_(None), lead.c.rescore_at > when), when),
-                else_=lead.c.rescore_at,
-            ),
-            next_action_at=case(
-                (
-                    and_(
-                        lead.c.status == "active",
-                        or_(lead.c.next_action_at.is_(None), lead.c.next_action_at > when),
-                    ),
-                    when,
-                ),
-                else_=lead.c.next_action_at,
-            ),
-            updated_at=now,
-        )
-    )
+    conn.execute(_MAKE_DUE, {"ids": lead_ids, "when": when, "now": now})
     _stop_cadences(conn, events, stop_on=stop_on, now=now)
     suppress = [e for e in events if e.type in SUPPRESSING_EVENTS]
     if suppress:

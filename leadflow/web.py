@@ -22,6 +22,7 @@ import html
 import json
 import logging
 import re
+import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -29,7 +30,7 @@ from typing import Any, Final, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import bindparam, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -84,6 +85,17 @@ _HIT_ROW = select(OUTBOX.c.lead_id, OUTBOX.c.sent_at, OUTBOX.c.claimed_at).where
 )
 
 
+_WRITERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _writer(engine: Engine) -> Engine:
+    """``engine`` with the write option, made once (making it per hit was a tenth of one)."""
+    found = _WRITERS.get(engine)
+    if found is None:
+        found = _WRITERS[engine] = engine.execution_options(**WRITE)
+    return found
+
+
 def record_hit(
     rt: Runtime,
     *,
@@ -101,7 +113,7 @@ def record_hit(
     not recorded yet: scanners at the recipient's gateway can be that quick) decides whether
     the hit came too soon to be a person.
     """
-    with rt.engine.execution_options(**WRITE).begin() as conn:  # Core: no ORM session per hit
+    with _writer(rt.engine).begin() as conn:  # Core: no ORM session per hit
         row = conn.execute(_HIT_ROW, {"outbox_id": outbox_id}).one_or_none()
         if row is None:
             return None
