@@ -20,9 +20,9 @@ from leadflow.delivery import (
     reconcile_stale,
 )
 from leadflow.listening.sync import SyncOutcome
+from leadflow.moves import AdvanceOutcome
 from leadflow.outbox import due_condition as outbox_due
 from leadflow.runtime import Runtime
-from leadflow.stages import AdvanceOutcome
 from leadflow.stranded import StrandedStage
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX

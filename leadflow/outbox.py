@@ -28,8 +28,8 @@ from leadflow.batching import IdRange
 from leadflow.business_time import SendWindow, in_window, next_window_start
 from leadflow.cadence import choose_variant, following_step, step_due, step_index
 from leadflow.events import EventIn, record_events
+from leadflow.moves import CHECKIN_WINDOW, REEVALUATE_AFTER
 from leadflow.runtime import Runtime
-from leadflow.stages import CHECKIN_WINDOW, REEVALUATE_AFTER
 from leadflow.suppression import suppress_many
 from models.db import insert_ignore
 from models.tables import (

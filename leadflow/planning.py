@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from leadflow import engine, outbox, scoring, stages, stranded
+from leadflow.moves import AdvanceOutcome
 from leadflow.runtime import Runtime
-from leadflow.stages import AdvanceOutcome
 
 
 def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, func, select
 
 from leadflow.config.source import Issue
 from leadflow.config.validate import LoadedConfig
+from leadflow.moves import AdvanceOutcome, MoveWriter, load_rows
 from leadflow.runtime import Runtime
-from leadflow.stages import AdvanceOutcome, MoveWriter, load_rows
 from models.tables import LEADS, LeadStatus
 
 EXAMPLES = 3

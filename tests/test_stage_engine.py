@@ -664,7 +664,7 @@ def test_a_failing_advance_batch_writes_nothing_and_earlier_batches_stay(
         engine.score(rt, id_range, now=T0 + 2 * HOUR)
     before = dump(rt)
     # the outbox insert is the last write of a batch: everything else already ran when it fails
-    monkeypatch.setattr("leadflow.stages.insert_ignore", fail_on_call(2, insert_ignore))
+    monkeypatch.setattr("leadflow.moves.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, T0 + 2 * HOUR)
@@ -716,7 +716,7 @@ def test_a_failing_revive_batch_writes_nothing(
     recycled_at = to_qualified(rt, ids[0]) + 21 * DAY
     tick(rt, recycled_at)
     assert [lead_row(rt, i).status for i in ids] == ["callback"] * 3
-    monkeypatch.setattr("leadflow.stages.insert_ignore", fail_on_call(2, insert_ignore))
+    monkeypatch.setattr("leadflow.moves.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, recycled_at + 45 * DAY)
