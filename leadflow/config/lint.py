@@ -7,12 +7,8 @@ earlier exit, and loops with no way out.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from leadflow.config.loaded import LoadedConfig
 from leadflow.config.source import Issue, YamlDocument
-
-if TYPE_CHECKING:
-    from leadflow.config.validate import LoadedConfig
 
 
 def _warn(doc: YamlDocument, path: tuple[str | int, ...], message: str) -> Issue:

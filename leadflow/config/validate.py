@@ -13,7 +13,6 @@ import re
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,55 +20,17 @@ from croniter import croniter
 from pydantic import BaseModel, ValidationError
 
 from leadflow.business_time import HolidayCalendar, is_valid_zone
-from leadflow.config.schema import PipelineConfig, Stage
+from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
+from leadflow.config.schema import PipelineConfig
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
 from leadflow.events import KNOWN_EVENTS
 from leadflow.fields import DERIVED, FUNCTIONS, LEAD_COLUMNS, catalog
-from leadflow.rules import Catalog, Rule, RuleError, compile_rule
+from leadflow.rules import Rule, RuleError, compile_rule
 from models.tables import LeadBase
 
 # Fields an import may set: the LeadBase columns (not engine state such as stage or score).
 IMPORTABLE_FIELDS = tuple(name for name in LeadBase.model_fields if name != "attributes")
 _EVENT_ARG = re.compile(r"\b(" + "|".join(FUNCTIONS) + r")\(\s*([\"'])(.*?)\2")
-
-StageKey = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class CompiledExit:
-    to: str
-    rule: Rule
-    reason: str
-
-
-@dataclass
-class LoadedConfig:
-    """A validated config with its rules compiled once, ready for every engine call."""
-
-    path: Path
-    config: PipelineConfig
-    hash: str
-    catalog: Catalog
-    fit_rules: list[tuple[str, float, Rule]] = field(default_factory=list)
-    bant_rules: dict[str, Rule] = field(default_factory=dict)
-    exits: dict[StageKey, list[CompiledExit]] = field(default_factory=dict)
-    entries: dict[StageKey, Rule] = field(default_factory=dict)
-    matches: dict[str, Rule] = field(default_factory=dict)
-    warnings: list[Issue] = field(default_factory=list)
-    # kept for checks made later against the database (leadflow/stranded.py): their issues
-    # point at the file's lines like every other
-    doc: YamlDocument | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def short_hash(self) -> str:
-        return self.hash[:12]
-
-    def stage(self, pipeline_id: str, stage_id: str) -> Stage | None:
-        pipeline = self.config.pipeline(pipeline_id)
-        return pipeline.stage(stage_id) if pipeline else None
-
-    def template_names(self) -> set[str]:
-        return {name for _path, name in _template_refs(self.config)}
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
@@ -171,23 +132,6 @@ def _schema_issues(doc: YamlDocument, exc: ValidationError) -> list[Issue]:
 
 
 # --- cross-reference checks ---------------------------------------------------------------
-
-
-def _template_refs(config: PipelineConfig) -> list[tuple[Path_, str]]:
-    refs: list[tuple[Path_, str]] = []
-    for cid, cadence in config.cadences.items():
-        for si, step in enumerate(cadence.steps):
-            if step.template:
-                refs.append((("cadences", cid, "steps", si, "template"), step.template))
-            for vi, variant in enumerate(step.variants or []):
-                path = ("cadences", cid, "steps", si, "variants", vi, "template")
-                refs.append((path, variant.template))
-    for plan_id, plan in config.checkins.items():
-        for ci, checkin in enumerate(plan.checkins):
-            refs.append((("checkins", plan_id, "checkins", ci, "template"), checkin.template))
-        for ri, renewal in enumerate(plan.renewals):
-            refs.append((("checkins", plan_id, "renewals", ri, "template"), renewal.template))
-    return refs
 
 
 class _Checker:
@@ -457,7 +401,7 @@ class _Checker:
         template_set = TemplateSet(self.templates)
         attribute_keys = list(self.config.intake.attributes)
         reported: dict[str, list[Any]] = {}
-        for path, name in _template_refs(self.config):
+        for path, name in template_refs(self.config):
             if name not in reported:
                 reported[name] = template_set.check(name, attribute_keys=attribute_keys)
             problems = reported[name]
