@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from leadflow.config.source import Issue
 from leadflow.config.loaded import LoadedConfig
+from leadflow.config.source import Issue
 from leadflow.moves import AdvanceOutcome, MoveWriter, load_rows
 from leadflow.runtime import Runtime
 from models.tables import LEADS, LeadStatus

@@ -13,21 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leadflow.mail.context import LEAD_KEYS, TEMPLATE_GLOBALS
+from leadflow.mail.html_text import _BREAK, _fast_extract, _TextExtractor, extract, html_to_text
 from leadflow.mail.rendering import (
-    _BREAK,
-    LEAD_KEYS,
-    TEMPLATE_GLOBALS,
-    TemplateProblem,
     TemplateRenderError,
     TemplateSet,
-    _extract,
-    _fast_extract,
     _shows,
     _squash,
-    _TextExtractor,
-    html_to_text,
     sample_context,
 )
+from leadflow.mail.template_check import TemplateProblem
 
 SHIPPED = Path(__file__).resolve().parents[1] / "templates" / "email"
 EXPECTED_NAMES = [
@@ -230,7 +225,7 @@ def read_with_html_parser(document: str) -> tuple[str, list[str]]:
 
 
 def read(document: str) -> tuple[str, list[str]]:
-    text, links = _extract(document)
+    text, links = extract(document)
     return text, links
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from leadflow.mail.rendering import html_to_text
+from leadflow.mail.html_text import html_to_text
 
 MAX_SNIPPET = 500  # characters of a reply's new text kept as evidence
 MAX_TEXT = 200_000  # characters of a body looked at; the rest of a huge message is ignored

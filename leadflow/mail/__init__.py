@@ -4,21 +4,18 @@ The outbox (database) decides *what* to send and records outcomes; this package 
 template plus a context into a message and a message into a ``SendResult``.
 """
 
+from leadflow.mail.context import LEAD_KEYS, MESSAGE_KEYS, SENDER_KEYS, TEMPLATE_GLOBALS
+from leadflow.mail.html_text import html_to_text
 from leadflow.mail.message import build_message, make_message_id
 from leadflow.mail.rendering import (
-    LEAD_KEYS,
-    MESSAGE_KEYS,
-    SENDER_KEYS,
-    TEMPLATE_GLOBALS,
     CompiledEmail,
     RenderedEmail,
-    TemplateProblem,
     TemplateRenderError,
     TemplateSet,
-    html_to_text,
     sample_context,
 )
 from leadflow.mail.sink import ReceivedMessage, SmtpSink
+from leadflow.mail.template_check import TemplateProblem
 from leadflow.mail.transport import (
     MemoryTransport,
     Outcome,
