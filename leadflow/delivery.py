@@ -7,6 +7,11 @@ claimed a slice at a time and outcomes recorded a chunk at a time on a database 
 messages are built straight to wire bytes (``build_wire``) chunk by chunk, each chunk while
 the previous one is on the wire: in a forked helper process for big batches when that is
 safe, else here between the SMTP steps.
+
+Size (~790 lines): this module still holds several concepts (the outcome, transport wiring,
+composing, chunk sizing, the forked helper, the batch run, the session). Splitting it into a
+``delivery/`` package goes with making the fast path the Prefect path (issue 17, items 2-3),
+which changes the same code.
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ Semantics worth knowing:
   (``created_at >= "2024-05-01"``), parsed at compile time; naive values are taken as UTC.
 * Line breaks in a rule count as spaces. ``RuleError.offset`` is a 0-based character index
   into the original rule text.
+
+Size: one concept, the rule language, in one module (~850 lines): the parser, the type
+checker, the typed tree and its SQL compiler share private node classes, and splitting them
+would make those classes public for no reader's benefit. Issue 17 may still move it to a
+``rules/`` package (tree, compiler, sql, fold).
 """
 
 from __future__ import annotations
