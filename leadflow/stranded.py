@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy.engine import make_url
 
 from leadflow.config.loaded import LoadedConfig
 from leadflow.config.source import Issue
 from leadflow.moves import AdvanceOutcome, MoveWriter, load_rows
 from leadflow.runtime import Runtime
+from models.db import DatabaseUnavailable, open_database
 from models.tables import LEADS, LeadStatus
 
 EXAMPLES = 3
@@ -163,13 +166,6 @@ def relocate(conn: Connection, rt: Runtime, *, now: datetime) -> AdvanceOutcome:
 def against_database(url: str, loaded: LoadedConfig) -> tuple[list[StrandedStage], str | None]:
     """``validate``'s look at the live database: the stranded stages, or why it could not
     look (no database yet, unreachable). Opens nothing that does not exist, migrates nothing."""
-    from pathlib import Path
-
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
-
-    from models.db import DatabaseUnavailable, open_database
-
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():

@@ -16,6 +16,7 @@ for _key in [
     del os.environ[_key]
 
 import shutil  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -148,6 +149,40 @@ def quick_rt(
 
 
 LeadFactory = Callable[..., int]
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def run_leadflow(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    """``leadflow ARGS...`` in this process, as the console script runs it: (exit code,
+    stdout, stderr)."""
+    from leadflow.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["leadflow", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_environment(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """The settings every CLI test starts from: the shipped config and templates, demo mode."""
+    monkeypatch.setenv("LEADFLOW_HOME", str(home))
+    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
+    monkeypatch.setenv("LEADFLOW_TEMPLATES", str(TEMPLATES))
+    monkeypatch.setenv("LEADFLOW_DEMO", "true")
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """The command line over a fresh database of this test's own."""
+    cli_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", database_url(tmp_path))
+    return lambda *args: run_leadflow(monkeypatch, capsys, *args)
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
+from conftest import DEFAULT_CONFIG, database_url
 
-from leadflow.cli import app, main
+from leadflow.cli import app
 
 COMMANDS = [
     "validate",
@@ -34,27 +33,6 @@ COMMANDS = [
     "db",
     "mailbox",
 ]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("LEADFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("LEADFLOW_DATABASE_URL", database_url(tmp_path))
-    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
-    monkeypatch.setenv("LEADFLOW_TEMPLATES", str(TEMPLATES))
-    monkeypatch.setenv("LEADFLOW_DEMO", "true")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["leadflow", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def test_help_lists_every_command(cli) -> None:

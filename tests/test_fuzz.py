@@ -168,17 +168,19 @@ def csv_files(draw: st.DrawFn) -> bytes:
     return data
 
 
+def _import(rt: Runtime, path: Path, data: bytes) -> Any:
+    """``data`` imported as the file ``path`` (its suffix says CSV or JSON Lines), timed."""
+    path.write_bytes(data)
+    with Clock():
+        return import_file(rt.engine, path, rt.loaded.config.intake, default_timezone="UTC", now=T0)
+
+
 @FUZZ
 @given(data=csv_files())
 def test_any_csv_file_imports_or_rejects_row_by_row(
     quick_rt: Runtime, tmp_path: Path, data: bytes
 ) -> None:
-    path = tmp_path / "fuzz.csv"
-    path.write_bytes(data)
-    intake = quick_rt.loaded.config.intake
-    with Clock():
-        summary = import_file(quick_rt.engine, path, intake, default_timezone="UTC", now=T0)
-    assert_sound(summary)
+    assert_sound(_import(quick_rt, tmp_path / "fuzz.csv", data))
 
 
 # --- JSON Lines ------------------------------------------------------------------------------
@@ -237,12 +239,7 @@ def jsonl_files(draw: st.DrawFn) -> bytes:
 def test_any_json_lines_file_imports_or_rejects_line_by_line(
     quick_rt: Runtime, tmp_path: Path, data: bytes
 ) -> None:
-    path = tmp_path / "fuzz.jsonl"
-    path.write_bytes(data)
-    intake = quick_rt.loaded.config.intake
-    with Clock():
-        summary = import_file(quick_rt.engine, path, intake, default_timezone="UTC", now=T0)
-    assert_sound(summary)
+    assert_sound(_import(quick_rt, tmp_path / "fuzz.jsonl", data))
 
 
 # --- web bodies ------------------------------------------------------------------------------

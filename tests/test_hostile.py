@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
+from conftest import DEFAULT_CONFIG, TEMPLATES, cli_environment, database_url, run_leadflow
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine, inspect, select, text
 
-from leadflow.cli import main
 from leadflow.config import LoadedConfig
 from leadflow.intake import import_file
 from leadflow.runtime import Runtime
@@ -102,27 +100,18 @@ def url(tmp_path: Path, blank_database: Path, monkeypatch: pytest.MonkeyPatch) -
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     """``leadflow ARGS...`` in this process, as the console script runs it (``main``),
     bounded in time and never with a traceback. (The database: the ``url`` fixture's.)"""
-    monkeypatch.setenv("LEADFLOW_HOME", str(tmp_path))
+    cli_environment(monkeypatch, tmp_path)
     if "LEADFLOW_DATABASE_URL" not in os.environ:  # set by ``url`` or ``seeded``, or none
         missing = tmp_path / "no-such-folder" / "x.db"
         monkeypatch.setenv("LEADFLOW_DATABASE_URL", f"sqlite:///{missing}")
-    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
-    monkeypatch.setenv("LEADFLOW_TEMPLATES", str(TEMPLATES))
-    monkeypatch.setenv("LEADFLOW_DEMO", "true")
 
     def run(*args: str) -> Result:
-        monkeypatch.setattr(sys, "argv", ["leadflow", *args])
-        code = 0
         started = time.monotonic()
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        code, out, err = run_leadflow(monkeypatch, capsys, *args)
         elapsed = time.monotonic() - started
-        captured = capsys.readouterr()
         assert elapsed < SECONDS, f"leadflow {' '.join(args)} took {elapsed:.1f} s"
-        assert "Traceback" not in captured.err + captured.out
-        return Result(code, captured.out, captured.err)
+        assert "Traceback" not in err + out
+        return Result(code, out, err)
 
     return run
 

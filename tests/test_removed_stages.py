@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_CONFIG, T0, TEMPLATES, database_url
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES, Cli
 from sqlalchemy import func, select, update
 
 from leadflow import engine
-from leadflow.cli import main
 from leadflow.config import load_config
 from leadflow.config.source import ConfigError
 from leadflow.mail.transport import MemoryTransport
@@ -42,30 +39,6 @@ def without_negotiation(moved: bool = False) -> str:
     assert NEGOTIATION_EXIT in text and NEGOTIATION_STAGE in text
     text = text.replace(NEGOTIATION_EXIT, "").replace(NEGOTIATION_STAGE, "")
     return text.replace("    target: 250000\n", MOVED, 1) if moved else text
-
-
-Cli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    monkeypatch.setenv("LEADFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("LEADFLOW_DATABASE_URL", database_url(tmp_path))
-    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
-    monkeypatch.setenv("LEADFLOW_TEMPLATES", str(TEMPLATES))
-    monkeypatch.setenv("LEADFLOW_DEMO", "true")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["leadflow", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def _seed_negotiation(cli: Cli, count: int) -> Runtime:
@@ -249,3 +222,29 @@ def test_moved_stages_must_name_a_removed_stage_and_an_existing_one(
     assert issue.message == message
     assert issue.path.startswith("pipelines[0].moved_stages")
     assert issue.line == 136
+
+
+@pytest.mark.parametrize(
+    ("url", "note"),
+    [
+        ("sqlite:///{home}/none-yet.db", "no database yet"),
+        (
+            "postgresql+psycopg://nobody@127.0.0.1:1/none",
+            "database not checked: postgresql+psycopg://nobody@127.0.0.1:1/none:",
+        ),
+    ],
+    ids=["no-file-yet", "unreachable"],
+)
+def test_validate_without_a_database_checks_the_file_and_creates_nothing(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, note: str
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", url.format(home=home))
+
+    code, out, _ = cli("validate")
+
+    assert code == 0
+    assert out.startswith(f"{DEFAULT_CONFIG}: valid (config ")
+    assert f"; {note}" in " ".join(out.split())
+    assert list(home.iterdir()) == []

@@ -31,23 +31,14 @@ from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
 from sqlalchemy import select
 
 from leadflow.config import load_config
+from leadflow.config.schema import FLOWS
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS
 
 T = TypeVar("T")
 
-SERVED = [
-    "intake",
-    "score",
-    "advance",
-    "nurture",
-    "callbacks",
-    "checkins",
-    "report",
-    "mailbox",
-    "tick",
-]
+SERVED = list(FLOWS)  # every flow the config may schedule is served
 FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
 CRONS = {"tick": "*/15 * * * *", "intake": "*/5 * * * *", "report": "0 7 * * 1"}
 STARTUP_TIMEOUT = 120.0  # a new Prefect database takes 15-30 s to migrate on 2 cores

@@ -175,6 +175,33 @@ def test_four_workers_at_once_never_send_past_the_daily_caps(rt: Runtime, tmp_pa
     assert sum(r["sent"] for r in results) == 300
 
 
+def _active_leads(rt: Runtime, count: int, **fields: Any) -> tuple[int, int]:
+    """``count`` active leads with ``fields`` in one INSERT; their first and last id."""
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(LEADS),
+            [
+                {
+                    "email": f"lead{n}@example.com",
+                    "status": "active",
+                    "attributes": {},
+                    "created_at": T0,
+                    "updated_at": T0,
+                    "round": 0,
+                    "recycle_count": 0,
+                    "stuck": False,
+                    "fit_score": 0.0,
+                    "engagement_score": 0.0,
+                    "score": 0.0,
+                    **fields,
+                }
+                for n in range(count)
+            ],
+        )
+        first, last = conn.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    return int(first), int(last)
+
+
 def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runtime) -> None:
     import threading
 
@@ -182,28 +209,7 @@ def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runti
     from models.db import session_scope
     from models.tables import TRANSITIONS
 
-    with rt.engine.begin() as conn:
-        conn.execute(
-            insert(LEADS),
-            [
-                {
-                    "email": f"new{n}@example.com",
-                    "status": "active",
-                    "attributes": {},
-                    "created_at": T0,
-                    "updated_at": T0,
-                    "next_action_at": T0,
-                    "round": 0,
-                    "recycle_count": 0,
-                    "stuck": False,
-                    "fit_score": 0.0,
-                    "engagement_score": 0.0,
-                    "score": 30.0,
-                }
-                for n in range(2000)
-            ],
-        )
-        first, last = conn.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    first, last = _active_leads(rt, 2000, next_action_at=T0, score=30.0)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -234,29 +240,7 @@ def test_two_runs_scoring_the_same_range_at_once_record_each_change_once(rt: Run
     from leadflow import scoring
     from models.tables import SCORE_CHANGES
 
-    with rt.engine.begin() as conn:
-        conn.execute(
-            insert(LEADS),
-            [
-                {
-                    "email": f"fit{n}@example.com",
-                    "industry": "saas",
-                    "status": "active",
-                    "attributes": {},
-                    "created_at": T0,
-                    "updated_at": T0,
-                    "rescore_at": T0,
-                    "round": 0,
-                    "recycle_count": 0,
-                    "stuck": False,
-                    "fit_score": 0.0,
-                    "engagement_score": 0.0,
-                    "score": 0.0,
-                }
-                for n in range(500)
-            ],
-        )
-        first, last = conn.execute(select(func.min(LEADS.c.id), func.max(LEADS.c.id))).one()
+    first, last = _active_leads(rt, 500, industry="saas", rescore_at=T0)
     second: list[scoring.ScoreOutcome] = []
     with rt.engine.connect() as holder:
         with holder.begin():

@@ -189,10 +189,7 @@ def _bounded_filter(name: str, original: Any) -> Any:
                 raise SecurityError(f"{name}: the result would be too long")
         return original(*args, **kwargs)
 
-    for attribute in ("jinja_pass_arg",):  # keep how Jinja passes context or environment
-        if hasattr(original, attribute):
-            setattr(bounded, attribute, getattr(original, attribute))
-    return bounded
+    return bounded  # (none of the three takes Jinja's context or environment first)
 
 
 def _too_large_power(base: Any, exponent: Any) -> bool:
