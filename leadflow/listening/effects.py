@@ -106,21 +106,26 @@ def _pause_for_out_of_office(
             )
         if until > now:
             resume[row["lead_id"]] = max(until, resume.get(row["lead_id"], until))
-    if resume:  # one statement, executed for every paused lead
-        conn.execute(
-            update(OUTBOX)
-            .where(
-                OUTBOX.c.lead_id == bindparam("paused_lead"),
+    if resume:  # the rows by lead (its index), then one UPDATE by primary key for them all
+        waiting = conn.execute(
+            select(OUTBOX.c.id, OUTBOX.c.lead_id, OUTBOX.c.due_at).where(
+                OUTBOX.c.lead_id.in_(sorted(resume)),
+                OUTBOX.c.status.in_([MessageStatus.PENDING, MessageStatus.DEFERRED]),
                 OUTBOX.c.kind == "cadence",
-                or_(
-                    OUTBOX.c.status == MessageStatus.PENDING,
-                    OUTBOX.c.status == MessageStatus.DEFERRED,
-                ),  # not IN (...): an expanding list cannot be executed for many rows
-                OUTBOX.c.due_at < bindparam("until"),
             )
-            .values(due_at=bindparam("until"), defer_reason="out of office", updated_at=now),
-            [{"paused_lead": lead_id, "until": until} for lead_id, until in resume.items()],
-        )
+        ).all()
+        later = [
+            {"paused_id": row_id, "until": resume[lead_id]}
+            for row_id, lead_id, due_at in waiting
+            if due_at < resume[lead_id]  # never earlier than it was
+        ]
+        if later:
+            conn.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == bindparam("paused_id"))
+                .values(due_at=bindparam("until"), defer_reason="out of office", updated_at=now),
+                later,
+            )
     return len(resume)
 
 

@@ -73,6 +73,8 @@ def body_text(msg: Message) -> str:
         kind = part.get_content_type()
         if kind == "text/plain" and plain is None:
             plain = text_of(part)
+            if plain.strip():
+                break  # the typed text: the HTML alternative is not needed
         elif kind == "text/html" and html is None:
             html = text_of(part)
         if kind == "message/rfc822":

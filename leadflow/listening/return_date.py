@@ -1,14 +1,19 @@
 """The date an auto-reply says its writer is back, when it says one.
 
-dateparser reads it, one language at a time (mixed, it guesses badly), and only where a date
-is written and only for the languages whose "until / back on" words the text uses: each
-language costs dateparser ~8 ms, and most auto-replies state no date at all.
+The text is searched for written dates (``15.12.2026``, ``December 14``, ``4 December 2026``,
+``10 de diciembre de 2026``, a weekday before any of them); dateparser reads each phrase
+found, one language at a time (mixed, it guesses badly), and only for the languages whose
+"until / back on" words the text uses. Reading a short phrase costs dateparser ~1.5 ms
+against ~4-8 ms for a search of the whole text, and auto-replies repeat their phrases (a
+team's holiday, one person's absence answering many emails), so each (phrase, language,
+day) is read once per process.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 _MONTHS = (
     "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|"
@@ -16,15 +21,26 @@ _MONTHS = (
     "janv|févr|fevr|mars|avr|juin|juil|août|aout|sept|déc|"
     "ene|enero|febrero|marzo|abr|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|dic"
 )
+_MONTH = rf"(?:{_MONTHS})[a-zéû]*\.?"
+_YEAR = r"(?:,?\s+(?:de\s+)?\d{4}\b)?"
+_WEEKDAYS = (
+    "mon|tue|wed|thu|fri|sat|sun|montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonntag|"
+    "lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|"
+    "lunes|martes|miércoles|miercoles|jueves|viernes|sábado|sabado|domingo"
+)
+_WEEKDAY = rf"(?:\b(?:{_WEEKDAYS})[a-z]*\.?,?\s+(?:(?:the|den|le|el)\s+)?)?"
 _WRITTEN_DATE = re.compile(
-    rf"\d{{1,4}}[./-]\d{{1,2}}(?:[./-]\d{{2,4}})?|\b\d{{1,2}}\.?\s*(?:de\s+)?(?:{_MONTHS})|"
-    rf"\b(?:{_MONTHS})[a-zé]*\.?\s+\d{{1,2}}\b",
+    rf"{_WEEKDAY}(?:"
+    rf"\b\d{{1,4}}[./-]\d{{1,2}}(?:[./-]\d{{2,4}})?"  # 15.12.2026, 2026-12-15, 12/15
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th|er)?\.?\s*(?:de\s+|of\s+)?{_MONTH}{_YEAR}"  # 4 December 2026
+    rf"|\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b{_YEAR}"  # December 14, 2026
+    r")",
     re.I,
 )
-
+_TEXT_LIMIT, _PHRASE_LIMIT = 2000, 8
 
 # Words that say "until / back on" per language: dateparser runs only for the languages whose
-# words the auto-reply uses (each language costs it ~8 ms).
+# words the auto-reply uses.
 _RETURN_CUES = (
     ("en", re.compile(r"\b(until|back|return|returning|through)\b", re.I)),
     ("de", re.compile(r"\b(bis|zurück|wieder|ab dem)\b", re.I)),
@@ -34,29 +50,39 @@ _RETURN_CUES = (
 
 
 def return_date(text: str, received: datetime | None) -> date | None:
-    """The date an auto-reply says its writer is back, if it says one (soonest future date
-    in the text, at most 90 days after the message)."""
-    if not _WRITTEN_DATE.search(text[:2000]):
-        return None  # most auto-replies state none: dateparser costs ~8 ms a language
-    from dateparser.search import search_dates  # slow to import; only auto-replies need it
-
-    base = (received or datetime.now(UTC)).replace(tzinfo=None)
-    dates: list[date] = []
-    languages = [lang for lang, cue in _RETURN_CUES if cue.search(text[:2000])] or ["en"]
-    for language in languages:  # one at a time: mixed, dateparser guesses badly
-        try:
-            found = search_dates(
-                text[:2000],
-                languages=[language],
-                settings={"RELATIVE_BASE": base, "PREFER_DATES_FROM": "future"},
-            )
-        except Exception:  # noqa: S112 - dateparser on odd text: no date rather than no sync
-            continue
-        dates += [
-            d.date()
-            for phrase, d in found or []
-            if base.date() < d.date() <= base.date() + timedelta(days=90)
-            and re.search(r"\d", phrase)
-            and len(phrase) >= 5
-        ]
+    """The date an auto-reply says its writer is back, if it says one (the latest date in
+    the text that is after the message and at most 90 days after it)."""
+    head = text[:_TEXT_LIMIT]
+    phrases = list(dict.fromkeys(m.group(0).strip() for m in _WRITTEN_DATE.finditer(head)))
+    if not phrases:
+        return None  # most auto-replies state none
+    base = (received or datetime.now(UTC)).astimezone(UTC).date()
+    languages = [lang for lang, cue in _RETURN_CUES if cue.search(head)] or ["en"]
+    dates = [
+        found
+        for language in languages
+        for phrase in phrases[:_PHRASE_LIMIT]
+        if (found := _read(phrase, language, base)) is not None
+        and base < found <= base + timedelta(days=90)
+    ]
     return max(dates) if dates else None
+
+
+@lru_cache(maxsize=4096)
+def _read(phrase: str, language: str, base: date) -> date | None:
+    """One phrase read by dateparser in one language, relative to the message's day."""
+    import dateparser  # slow to import; only auto-replies that state a date need it
+
+    try:
+        found = dateparser.parse(
+            phrase,
+            languages=[language],
+            settings={
+                "RELATIVE_BASE": datetime.combine(base, datetime.min.time()),
+                "PREFER_DATES_FROM": "future",
+                "STRICT_PARSING": False,
+            },
+        )
+    except Exception:  # dateparser on odd text: no date rather than no sync
+        return None
+    return found.date() if found is not None else None
