@@ -242,6 +242,53 @@ def test_a_changed_uidvalidity_rescans_without_recording_twice(seeded: Seeded) -
     assert after == before
 
 
+def stored(rt: Runtime) -> list[tuple[Any, ...]]:
+    """What a sync left behind, comparable across databases (no ids, no times of day)."""
+    with rt.engine.connect() as conn:
+        inbound = conn.execute(
+            select(
+                INBOUND.c.uid,
+                INBOUND.c.key,
+                INBOUND.c.kind,
+                INBOUND.c.lead_id,
+                INBOUND.c.outbox_id,
+                INBOUND.c.matched_by,
+                INBOUND.c.snippet,
+                INBOUND.c.evidence,
+            ).order_by(INBOUND.c.uid)
+        ).all()
+        events = conn.execute(
+            select(EVENTS.c.lead_id, EVENTS.c.type, EVENTS.c.data).order_by(EVENTS.c.id)
+        ).all()
+    return [tuple(r) for r in inbound] + [tuple(e) for e in events]
+
+
+def test_a_sync_classifying_in_a_helper_process_records_what_one_in_process_does(
+    imap_folder: tuple[ImapAccount, str], tmp_path: Path
+) -> None:
+    """Small batches, so batches are fetched, classified in the helper and recorded side by
+    side; the rows, events and checkpoint are those of the in-process sync."""
+    account, folder = imap_folder
+    append(account, folder, corpus_bytes())
+    config = tmp_path / "pipeline.yaml"
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["mailbox"] = {"batch_size": 4}
+    config.write_text(yaml.safe_dump(data))
+    results = []
+    for helpers in (0, 1):
+        home = tmp_path / f"helpers{helpers}"
+        home.mkdir()
+        rt = runtime_for(home, account, folder, config=config)
+        seed_corpus_leads(rt)
+        outcome = sync_mailbox(rt, now=NOW, helpers=helpers)
+        results.append((outcome.as_dict(), stored(rt)))
+        rt.close()
+    (inline, inline_rows), (helped, helped_rows) = results
+    assert inline["recorded"] == len(EXPECTED)
+    assert helped == inline
+    assert helped_rows == inline_rows
+
+
 def test_two_syncs_at_once_record_each_message_once(seeded: Seeded) -> None:
     account, folder, rt = seeded
     messages = corpus_bytes()

@@ -108,6 +108,41 @@ def parse(raw: bytes) -> Message:
     return email.message_from_bytes(raw)
 
 
+def classify_raw(
+    raw: bytes, *, unsubscribe_phrases: Sequence[str], sent_by_us: Iterable[str] = ()
+) -> Classified:
+    """Parse and classify one message; one that cannot be read at all is ``other`` with the
+    reason as evidence, so a single malformed message can never stop a folder's sync."""
+    try:
+        return classify(
+            parse(raw), raw, unsubscribe_phrases=unsubscribe_phrases, sent_by_us=sent_by_us
+        )
+    except Exception as exc:  # any parser fault: keep it as evidence, go on
+        key = "sha256:" + hashlib.sha256(raw).hexdigest()
+        rule = f"unreadable: {type(exc).__name__}: {exc}"[:300]
+        return Classified(
+            kind=Kind.OTHER,
+            rule=rule,
+            key=key,
+            message_id=None,
+            answers=(),
+            from_email=None,
+            subject="",
+            received_at=None,
+            evidence={"rule": rule},
+        )
+
+
+def classify_many(
+    raws: Sequence[bytes], unsubscribe_phrases: Sequence[str], sent_by_us: Sequence[str]
+) -> list[Classified]:
+    """``classify_raw`` over a batch: what a sync hands to a helper process."""
+    return [
+        classify_raw(raw, unsubscribe_phrases=unsubscribe_phrases, sent_by_us=sent_by_us)
+        for raw in raws
+    ]
+
+
 def message_key(heads: Headers, raw: bytes) -> str:
     """The message's identity: its Message-ID, or a hash of its header block without one."""
     found = _MESSAGE_ID.search(heads.get("message-id", ""))

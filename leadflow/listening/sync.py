@@ -12,10 +12,10 @@ does to its lead (``effects``). This module reads, records and moves the checkpo
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import Connection, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from leadflow.listening.classify import Classified, Kind, classify, parse
+from leadflow.config.schema import Mailbox
+from leadflow.listening.classify import Classified, Kind, classify_many
 from leadflow.listening.effects import apply_effects
 from leadflow.listening.match import match_batch
 from leadflow.listening.sources import (
@@ -34,6 +35,7 @@ from leadflow.listening.sources import (
     open_source,
     parse_mailbox_url,
 )
+from leadflow.offload import HelperDied, Offload
 from leadflow.runtime import Runtime
 from models.db import session_scope
 from models.tables import (
@@ -86,8 +88,13 @@ class SyncOutcome:
         return ", ".join(parts)
 
 
-def sync_mailbox(rt: Runtime, *, now: datetime, source: MailSource | None = None) -> SyncOutcome:
+def sync_mailbox(
+    rt: Runtime, *, now: datetime, source: MailSource | None = None, helpers: int | None = None
+) -> SyncOutcome:
     """Read every configured folder from its checkpoint on and record what is new.
+
+    ``helpers``: processes that classify while this one fetches and records; by default
+    one when there is enough mail to pay for it (see ``_helpers_for``), else none.
 
     Without ``source`` the mailbox is ``LEADFLOW_MAILBOX_URL``; a mailbox that cannot be
     read ends the sync with the error in the outcome (a flow then fails loudly), having
@@ -105,16 +112,29 @@ def sync_mailbox(rt: Runtime, *, now: datetime, source: MailSource | None = None
         for name in src.location.folders:
             outcome.folders.append(name or src.location.label)
             try:
-                _sync_folder(rt, src.location.label, src.folder(name), now=now, out=outcome)
+                folder = src.folder(name)
+                _sync_folder(rt, src.location.label, folder, now=now, out=outcome, helpers=helpers)
             except MailboxError as exc:
                 outcome.errors.append(str(exc))
     return outcome
 
 
 def _sync_folder(
-    rt: Runtime, label: str, reader: FolderReader, *, now: datetime, out: SyncOutcome
+    rt: Runtime,
+    label: str,
+    reader: FolderReader,
+    *,
+    now: datetime,
+    out: SyncOutcome,
+    helpers: int | None,
 ) -> None:
+    """Fetch, classify and record batch after batch. With a helper process, batch k is
+    classified there while this process fetches batch k+1 and records batch k-1; batches are
+    recorded (and the checkpoint moved) strictly in order either way."""
     cfg = rt.loaded.config.mailbox
+    sender = rt.loaded.config.sender
+    ours = tuple(a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a)
+    phrases = tuple(cfg.unsubscribe_phrases)
     with rt.engine.connect() as conn:
         last = conn.execute(
             select(MAILBOX_CHECKPOINTS.c.last_uid).where(
@@ -123,45 +143,68 @@ def _sync_folder(
                 MAILBOX_CHECKPOINTS.c.uidvalidity == reader.uidvalidity,
             )
         ).scalar()
-    for batch in reader.after(int(last or 0), batch=cfg.batch_size):
-        if not batch:
-            continue
-        classified = [_classify(rt, f) for f in batch]
-        with session_scope(rt.engine) as session:
-            conn = session.connection()
-            before = out.recorded
-            record_batch(rt, conn, label, reader.name, batch, classified, now=now, out=out)
-            _advance_checkpoint(conn, label, reader, batch, out.recorded - before, now=now)
-        out.fetched += len(batch)
-        reader.finish([f.uid for f in batch], cfg.after)
-
-
-def _classify(rt: Runtime, fetched: Fetched) -> Classified:
-    """Classify one message; one that cannot be read at all is recorded as ``other`` with
-    the reason, so a single malformed message can never stop the folder's sync for good."""
-    sender = rt.loaded.config.sender
-    ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
+    offload: Offload | None = None
+    pending: deque[tuple[list[Fetched], Future[list[Classified]]]] = deque()
     try:
-        return classify(
-            parse(fetched.raw),
-            fetched.raw,
-            unsubscribe_phrases=rt.loaded.config.mailbox.unsubscribe_phrases,
-            sent_by_us=ours,
-        )
-    except Exception as exc:  # any parser fault: keep it as evidence, go on
-        key = "sha256:" + hashlib.sha256(fetched.raw).hexdigest()
-        rule = f"unreadable: {type(exc).__name__}: {exc}"[:300]
-        return Classified(
-            kind=Kind.OTHER,
-            rule=rule,
-            key=key,
-            message_id=None,
-            answers=(),
-            from_email=None,
-            subject="",
-            received_at=None,
-            evidence={"rule": rule},
-        )
+        failure: MailboxError | None = None
+        try:
+            for batch in reader.after(int(last or 0), batch=cfg.batch_size):
+                if not batch:
+                    continue
+                if offload is None:  # the first batch tells how much there is to read
+                    wanted = helpers if helpers is not None else _helpers_for(len(batch))
+                    offload = Offload(wanted, preload=_HELPER_PRELOAD)
+                raws = [f.raw for f in batch]
+                pending.append((batch, offload.submit(classify_many, raws, phrases, ours)))
+                if len(pending) > offload.helpers:
+                    _record(rt, label, reader, *pending.popleft(), cfg=cfg, now=now, out=out)
+        except MailboxError as exc:  # what was read before the failure is still recorded
+            failure = exc
+        while pending:
+            _record(rt, label, reader, *pending.popleft(), cfg=cfg, now=now, out=out)
+        if failure is not None:
+            raise failure
+    finally:
+        if offload is not None:
+            offload.close()
+
+
+# A helper pays for its start (a fresh interpreter importing the classifier, ~0.3 s) from a few
+# hundred messages on: a first batch that big says there is at least that much to read.
+HELPER_MIN_MESSAGES = 200
+_HELPER_PRELOAD = ("leadflow.listening.classify",)
+
+
+def _helpers_for(first_batch: int) -> int:
+    return 1 if first_batch >= HELPER_MIN_MESSAGES else 0
+
+
+def _record(
+    rt: Runtime,
+    label: str,
+    reader: FolderReader,
+    batch: list[Fetched],
+    classifying: Future[list[Classified]],
+    *,
+    cfg: Mailbox,
+    now: datetime,
+    out: SyncOutcome,
+) -> None:
+    """Record one classified batch with its checkpoint in one transaction, then apply
+    ``mailbox.after`` to its messages."""
+    try:
+        classified = classifying.result()
+    except HelperDied:  # the helper died (killed, out of memory): classify here
+        sender = rt.loaded.config.sender
+        ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
+        classified = classify_many([f.raw for f in batch], cfg.unsubscribe_phrases, ours)
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        before = out.recorded
+        record_batch(rt, conn, label, reader.name, batch, classified, now=now, out=out)
+        _advance_checkpoint(conn, label, reader, batch, out.recorded - before, now=now)
+    out.fetched += len(batch)
+    reader.finish([f.uid for f in batch], cfg.after)
 
 
 def record_batch(
