@@ -37,6 +37,7 @@ from leadflow import engine
 from leadflow.delivery import smtp_transport_factory
 from leadflow.inbox import import_inbox
 from leadflow.mail.sink import SmtpSink
+from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS, Lead
@@ -103,12 +104,12 @@ def run_direct(settings: Settings) -> tuple[float, dict[str, Any]]:
         intake = import_inbox(rt, now=T0)
         outcome = engine.tick(rt, now=T0, transport=smtp_transport_factory(rt))
         summary = {"intake": intake, **outcome.as_dict()}
-        engine.record_run(rt, "tick", now=T0, summary=summary)
+        record_run(rt, "tick", now=T0, summary=summary)
     finally:
         rt.close()
     elapsed = time.perf_counter() - started
     moved = sum(m["count"] for m in outcome.advance.as_dict()["moves"])
-    return elapsed, {"scored": outcome.scored, "moved": moved, "batches": outcome.batches}
+    return elapsed, {"scored": outcome.score.rescored, "moved": moved, "batches": outcome.batches}
 
 
 def run_flow(settings: Settings) -> tuple[float, dict[str, Any]]:

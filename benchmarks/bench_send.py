@@ -3,7 +3,7 @@
     python -m benchmarks.bench_send [--messages 5000] [--batch-size 2000] [--concurrency 4]
                                     [--sink process|thread] [--profile] [--repeat N]
 
-Full path: ``engine.deliver_all``, the nurture step of ``engine.tick``: ``engine.outbox_ranges``
+Full path: ``engine.deliver_due``, the nurture step of every run: ``engine.outbox_ranges``
 plans the batches, then one ``DeliverySession`` claims each batch's due rows (committed UPDATEs,
 a slice at a time), renders each email (sandboxed Jinja, CSS inlining), builds the MIME message,
 sends it over one ``SmtpTransport`` pool and records every outcome (plus the next cadence step)
@@ -177,10 +177,7 @@ async def _timed_coroutine(
 
 def full_path(rt: Runtime) -> DeliveryOutcome:
     """The nurture step of a tick (``engine.tick``): every due batch through one session."""
-    out, _batches = pipeline.deliver_all(
-        rt, now=NOW, kind="cadence", transport=smtp_transport_factory(rt)
-    )
-    return out
+    return pipeline.deliver_due(rt, now=NOW, kind="cadence", transport=smtp_transport_factory(rt))
 
 
 Received = tuple[str, tuple[str, ...], bytes]  # MAIL FROM, RCPT TOs, payload as received

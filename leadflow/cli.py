@@ -804,6 +804,7 @@ def mailbox_sync(now: NowOpt = None, as_json: JsonOpt = False, config: ConfigOpt
     """Read what is new in the mailbox now: record replies, auto-replies and bounces once."""
     from leadflow import engine
     from leadflow.listening.sources import MailboxError
+    from leadflow.run_record import record_run
 
     when = _now(now)
     with runtime(config) as rt:
@@ -811,9 +812,9 @@ def mailbox_sync(now: NowOpt = None, as_json: JsonOpt = False, config: ConfigOpt
             fail("LEADFLOW_MAILBOX_URL is not set (see docs/mailbox.md)")
         try:
             outcome = engine.listen(rt, now=when)
-        except MailboxError as exc:
+        except (MailboxError, engine.MailboxUnreadable) as exc:
             fail(str(exc))
-        engine.record_run(rt, "mailbox", now=when, summary={"mailbox": outcome.as_dict()})
+        record_run(rt, "mailbox", now=when, summary={"mailbox": outcome.as_dict()})
     if as_json:
         emit_json(outcome.as_dict())
     else:

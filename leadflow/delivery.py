@@ -17,29 +17,25 @@ which changes the same code.
 from __future__ import annotations
 
 import asyncio
-import gc
-import multiprocessing
 import os
-import sys
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
-from sqlalchemy import Engine
-
 from leadflow.batching import IdRange
+from leadflow.config.schema import Sender, Tracking
 from leadflow.eventloop import loop_factory
 from leadflow.listening.tracking import rewrite_html
 from leadflow.mail.message import build_wire, make_message_id
-from leadflow.mail.rendering import RenderedEmail, TemplateRenderError
+from leadflow.mail.rendering import RenderedEmail, TemplateRenderError, TemplateSet
 from leadflow.mail.transport import (
     Outgoing,
     SendResult,
@@ -48,6 +44,7 @@ from leadflow.mail.transport import (
     Transport,
     shared_bucket,
 )
+from leadflow.offload import Offload
 from leadflow.outbox import (
     Claimed,
     ClaimOutcome,
@@ -57,6 +54,7 @@ from leadflow.outbox import (
     release_claims,
 )
 from leadflow.runtime import Runtime
+from leadflow.settings import Settings
 from leadflow.unsubscribe import link_for
 from models.db import session_scope
 
@@ -72,8 +70,12 @@ class DeliveryOutcome:
     suppressed: int = 0
     render_failed: int = 0
     templates: Counter[str] = field(default_factory=Counter)
+    reconciled: list[int] = field(default_factory=list)  # claims a dead run left: now unknown
+    batches: int = 0
 
     def merge(self, other: DeliveryOutcome) -> None:
+        self.reconciled += other.reconciled
+        self.batches += other.batches
         self.claimed += other.claimed
         self.statuses.update(other.statuses)
         self.deferred.update(other.deferred)
@@ -92,6 +94,7 @@ class DeliveryOutcome:
             "suppressed": self.suppressed,
             "render_failed": self.render_failed,
             "templates": dict(self.templates),
+            "unknown_reconciled": len(self.reconciled),
         }
 
     def summary(self) -> str:
@@ -105,6 +108,8 @@ class DeliveryOutcome:
             parts.append(f"suppressed {self.suppressed}")
         if sum(self.cancelled.values()):
             parts.append(f"cancelled {sum(self.cancelled.values())}")
+        if self.reconciled:
+            parts.append(f"{len(self.reconciled)} earlier send(s) marked unknown")
         return ", ".join(parts)
 
 
@@ -162,16 +167,29 @@ class Composed:
 
 class Composer:
     """Renders and builds the message of each claimed row of one run (pure, no I/O but
-    templates). What is the same for every row (sender, secret, domain) is looked up once."""
+    templates). What is the same for every row (sender, secret, domain) is looked up once.
+    It is made of picklable parts, so a helper process can make the same one."""
 
-    def __init__(self, rt: Runtime, *, now: datetime) -> None:
-        sender = rt.loaded.config.sender
-        self._rt = rt
-        self._now = now
-        self._secret = rt.settings.require_real_secret()
-        self._public_url = rt.settings.public_url
+    def __init__(
+        self,
+        settings: Settings,
+        sender: Sender,
+        tracking: Tracking,
+        templates: TemplateSet,
+        *,
+        now: datetime,
+    ) -> None:
+        self.settings, self.sender, self.tracking, self.templates = (
+            settings,
+            sender,
+            tracking,
+            templates,
+        )
+        self.now = now
+        self._secret = settings.require_real_secret()
+        self._public_url = settings.public_url
         self._sender = sender
-        self._tracking = rt.loaded.config.tracking
+        self._tracking = tracking
         self._domain = sender.from_email.rsplit("@", 1)[-1]
         self._sender_context = {
             "name": sender.from_name,
@@ -180,6 +198,11 @@ class Composer:
             "company": sender.company,
             "postal_address": sender.postal_address,
         }
+
+    @classmethod
+    def for_run(cls, rt: Runtime, *, now: datetime) -> Composer:
+        config = rt.loaded.config
+        return cls(rt.settings, config.sender, config.tracking, rt.templates, now=now)
 
     def __call__(self, item: Claimed) -> Composed:
         sender = self._sender
@@ -191,7 +214,7 @@ class Composer:
             "unsubscribe_url": unsubscribe,
             "message": {"cadence": item.cadence, "step": item.step, "variant": item.variant},
         }
-        rendered = self._rt.templates.compile(item.template).render(context)
+        rendered = self.templates.compile(item.template).render(context)
         tracking = self._tracking
         if tracking.clicks or tracking.opens:
             # links and pixel signed for this outbox row; the unsubscribe link stays as it is
@@ -216,7 +239,7 @@ class Composer:
             to_name=lead["full_name"] or "",
             to_email=item.to_email,
             message_id=message_id,
-            date=self._now,
+            date=self.now,
             unsubscribe_url=unsubscribe,
             unsubscribe_mailto=sender.unsubscribe_mailto,
             extra_headers={"X-Leadflow-Cadence": f"{item.cadence}/{item.step}"},
@@ -229,7 +252,7 @@ class Composer:
 
 def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Composed:
     """Render and build the message for one claimed row (see ``Composer``)."""
-    return Composer(rt, now=now)(item)
+    return Composer.for_run(rt, now=now)(item)
 
 
 # --- building, chunk by chunk ---------------------------------------------------------------
@@ -301,42 +324,41 @@ def _compose_or_error(composer: Composer, item: Claimed) -> Composed | str:
 
 # --- a helper process for building ---------------------------------------------------------
 #
-# Building a message costs about as much CPU as sending it. A big batch is built by a helper
-# process on another core while this one talks SMTP. The helper is forked (it starts at once,
-# with the compiled templates) and only from a process with no other thread, so no lock can
-# be copied in a held state; otherwise (e.g. under Prefect's task threads) the batch is built
-# here, between the SMTP steps. Each helper serves one batch.
+# Building a message costs about as much CPU as sending it. A big run's messages are built by
+# a helper process on another core while this one talks SMTP: a fresh interpreter
+# (``leadflow.offload``, never a fork, so it is as safe inside a Prefect flow run, beside its
+# threads, as on the direct path) that makes the same Composer from the run's settings,
+# sender and tracking, compiles the templates the first claim needs, and is kept for the
+# whole delivery session.
 HELPER_MIN = 400  # messages; below this the helper costs more than it saves
 HELPER_AHEAD = 2  # chunks handed to the helper ahead of the one awaited
 # The helper works ahead of the wire, so it yields the CPU to whatever the wire waits on: this
 # process's SMTP conversation and, on a shared box, the relay (measured: send ratio median
-# 0.62 at nice 0, 0.67 at nice 10, 0.68 at 19, two cores, relay on loopback; with chunks of
-# 300 and a session's batches back to back, 5,000 messages took a median of 3.06-3.11 s at
-# nice 19 against 3.11-3.13 s at 10).
+# 0.62 at nice 0, 0.67 at nice 10, 0.68 at 19, two cores, relay on loopback). Only the
+# helper's own priority changes.
 HELPER_NICE = 19
 
 _helper_composer: Composer | None = None  # set in the helper process only
 
 
-def _can_fork() -> bool:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        (cores or 1) > 1
-        and sys.platform.startswith("linux")  # fork is unsafe on macOS, absent on Windows
-        and threading.active_count() == 1
-    )
-
-
-def _adopt(composer: Composer, engine: Engine) -> None:
-    """Helper start: step back in CPU priority; keep the composer; never touch the parent's
-    database connections; keep the garbage collector off the objects inherited from the
-    parent (walking them would copy every page of the parent's heap into the helper)."""
+def _start_helper(
+    settings: Settings,
+    sender: Sender,
+    tracking: Tracking,
+    templates: Path,
+    now: datetime,
+    first: Sequence[str],
+) -> None:
+    """Runs in the helper, first: step back in CPU priority, make the run's composer and
+    compile the templates the first claim needs (broken ones are reported per message)."""
     global _helper_composer
-    with suppress(OSError):  # not allowed here: build at the parent's priority
+    with suppress(OSError):  # not allowed here: build at the normal priority
         os.nice(HELPER_NICE)
-    engine.dispose(close=False)
-    gc.freeze()
-    _helper_composer = composer
+    compiled = TemplateSet(templates)
+    for name in first:
+        with suppress(TemplateRenderError):
+            compiled.compile(name)
+    _helper_composer = Composer(settings, sender, tracking, compiled, now=now)
 
 
 # What the helper hands back for one message: plain values, because unpickling them costs
@@ -368,28 +390,36 @@ def _compose_chunk(items: Sequence[Claimed]) -> list[_Flat | str]:
 
 @contextmanager
 def _composing_helper(
-    rt: Runtime, composer: Composer, expected: int
-) -> Iterator[ProcessPoolExecutor | None]:
-    """A started helper process for about ``expected`` messages, or None when it would not
-    pay off or this process cannot fork safely."""
-    if expected < HELPER_MIN or not _can_fork():
+    composer: Composer, expected: int, first: set[str]
+) -> Iterator[Offload | None]:
+    """A helper process for about ``expected`` messages, or None when it would not pay off
+    (or no process can be started here)."""
+    if expected < HELPER_MIN or _cores() < 2:
         yield None
         return
-    pool = ProcessPoolExecutor(
-        1,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_adopt,
-        initargs=(composer, rt.engine),
-    )
-    started = True
+    helper = Offload(1, preload=("leadflow.delivery",))
+    if not helper.helpers:
+        yield None
+        return
     try:
-        pool.submit(int).result()  # fork now, while this process still has one thread
-    except Exception:  # cannot fork here (limits, a daemonic process...): build in-process
-        started = False
-    try:
-        yield pool if started else None
+        helper.submit(
+            _start_helper,
+            composer.settings,
+            composer.sender,
+            composer.tracking,
+            Path(composer.templates.directory),
+            composer.now,
+            sorted(first),
+        )
+        yield helper
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        helper.shutdown()
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 # --- one batch: claims and records overlap the SMTP conversation ------------------------------
@@ -546,7 +576,7 @@ class _BatchRun:
         if future is not None:
             try:
                 return [_unflatten(flat) for flat in await future]
-            except BrokenProcessPool:  # the helper died: build the rest here
+            except BrokenProcessPool:  # the helper died (HelperDied): build the rest here
                 self.helper = None
         built: list[Composed | str] = []
         for item in items:
@@ -680,10 +710,9 @@ class DeliverySession:
 
     ``deliver`` runs batches (one per id range, each with its own claims and records) as
     ``deliver_batch`` runs one; the session saves what every batch would otherwise set up
-    again (measured, 5,000 messages in batches of 2,000: connections, a fork and a cold helper
-    cost each batch ~30-60 ms of an idle wire). Everything is started by the first batch that
-    has rows to send, so a session with nothing due costs one claim per range. The helper is
-    forked then, while this process still has no other thread, or not at all.
+    again (measured, 5,000 messages in batches of 2,000: connections and a cold helper cost
+    each batch ~30-60 ms of an idle wire). Everything is started by the first batch that has
+    rows to send, so a session with nothing due costs one claim per range.
     """
 
     def __init__(self, rt: Runtime, *, now: datetime, transport: TransportFactory) -> None:
@@ -694,7 +723,6 @@ class DeliverySession:
         self._started: _Shared | None = None
 
     def __enter__(self) -> Self:
-        self._resources.enter_context(_old_objects_left_alone())
         return self
 
     def __exit__(
@@ -738,10 +766,12 @@ class DeliverySession:
         """Start the shared parts (for the first batch with rows to send, ``first`` its first
         claim, about ``expected`` messages coming)."""
         rt = self._rt
-        composer = Composer(rt, now=self._now)
-        _compile_ahead(rt, first.claimed)
-        # the helper is forked first, while this process has no other thread
-        self._helper = self._resources.enter_context(_composing_helper(rt, composer, expected))
+        composer = Composer.for_run(rt, now=self._now)
+        names = {item.template for item in first.claimed}
+        _compile_ahead(rt, names)
+        self._helper = self._resources.enter_context(
+            _composing_helper(composer, expected, names)
+        )
         db = self._resources.enter_context(
             ThreadPoolExecutor(1, thread_name_prefix="leadflow-outbox")
         )
@@ -763,29 +793,11 @@ class DeliverySession:
         return self._started
 
 
-@contextmanager
-def _old_objects_left_alone() -> Iterator[None]:
-    """Keep the garbage collector's full passes off the objects that existed before the batch.
-
-    A process that has imported SQLAlchemy, Jinja and (in a flow) Prefect holds over 100,000
-    objects; a batch allocates enough to trigger full collections, each of which walks all of
-    them with the interpreter held, stalling every SMTP connection (measured: two passes of
-    ~50 ms per 5,000 messages). Frozen objects are only skipped, not leaked: they are handed
-    back to the collector when the batch ends. New objects are collected as usual.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def _compile_ahead(rt: Runtime, items: Sequence[Claimed]) -> None:
-    """Compile the templates of the first claim here, before a helper is forked: the helper
-    inherits them (instead of compiling them again for every batch, before its first chunk)
-    and they stay compiled for the rest of the run. Broken templates are left for building to
-    report, message by message."""
-    for name in {item.template for item in items}:
+def _compile_ahead(rt: Runtime, names: set[str]) -> None:
+    """Compile the templates of the first claim before the first chunk is built (they stay
+    compiled for the rest of the run). Broken templates are left for building to report,
+    message by message."""
+    for name in names:
         with suppress(TemplateRenderError):
             rt.templates.compile(name)
 

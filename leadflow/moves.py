@@ -67,6 +67,15 @@ class AdvanceOutcome:
             "checkins_scheduled": self.checkins_scheduled,
         }
 
+    def summary(self) -> str:
+        parts = [f"moved {sum(self.moves.values())}"]
+        parts += [f"{a}→{b} {n}" for (a, b), n in sorted(self.moves.items())]
+        if self.recycled:
+            parts.append(f"recycled {self.recycled}")
+        if self.flagged:
+            parts.append(f"flagged stuck {self.flagged}")
+        return ", ".join(parts)
+
 
 class MoveWriter:
     """Collects the bulk writes of one batch and flushes them in a few statements."""

@@ -27,7 +27,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
 
@@ -36,7 +37,7 @@ _LENGTH = struct.Struct("!Q")
 _STOP = None
 
 
-class HelperDied(RuntimeError):
+class HelperDied(BrokenProcessPool):
     """A helper process ended without answering (killed, out of memory)."""
 
 
@@ -111,8 +112,9 @@ class _Helper:
             self.process.wait()
 
 
-class Offload:
-    """``submit(fn, *args)`` runs in a helper process when there is one, else here.
+class Offload(Executor):
+    """``submit(fn, *args)`` runs in a helper process when there is one, else here (an
+    ``Executor``, so ``loop.run_in_executor`` takes it too).
 
     Jobs go to the helpers in turn; with one helper they run in the order submitted.
     """
@@ -130,7 +132,9 @@ class Offload:
     def helpers(self) -> int:
         return len(self._helpers)
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if kwargs:
+            raise TypeError("Offload.submit takes positional arguments only")
         future: Future[T] = Future()
         if self._helpers:
             helper = self._helpers[self._turn % len(self._helpers)]
@@ -144,10 +148,15 @@ class Offload:
             future.set_exception(exc)
         return future
 
-    def close(self) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the helpers once their queued work is done (``wait`` and ``cancel_futures``
+        are accepted for ``Executor``; jobs already handed over always finish)."""
         helpers, self._helpers = self._helpers, []
         for helper in helpers:
             helper.close()
+
+    def close(self) -> None:
+        self.shutdown()
 
     def __enter__(self) -> Self:
         return self
@@ -155,7 +164,7 @@ class Offload:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.shutdown()
 
 
 def _main(preload: Sequence[str]) -> None:

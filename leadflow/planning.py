@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from leadflow import engine, outbox, scoring, stages, stranded
+from leadflow import config_change, engine, outbox, scoring, stages, stranded
 from leadflow.moves import AdvanceOutcome
 from leadflow.runtime import Runtime
 
@@ -24,16 +24,16 @@ def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
     """What one tick at ``now`` would do under ``rt``'s config. Changes nothing.
 
     A config that differs from the last run's makes every open lead due first, exactly as
-    ``engine.apply_config_change`` will (also for a file edited in place)."""
+    ``config_change.apply_config_change`` will (also for a file edited in place)."""
     callback_ranges = engine.callback_ranges(rt, now=now)
-    config_changed = engine.config_change_pending(rt)
+    config_changed = config_change.config_change_pending(rt)
     with rt.engine.connect() as conn:
         trans = conn.begin()
         try:
             change = (
-                engine.change_config(conn, rt, now=now)
+                config_change.change_config(conn, rt, now=now)
                 if config_changed
-                else engine.ConfigChange(stranded=stranded.find(conn, rt.loaded))
+                else config_change.ConfigChange(stranded=stranded.find(conn, rt.loaded))
             )
             rescored = changed = 0
             for r in _ranges(conn, "lead", scoring.due_condition(now)):

@@ -55,10 +55,22 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)  # before any timestamp the engine w
 HORIZON_HALF_LIVES = 12  # events older than this contribute < 0.03% of their points
 
 
-@dataclass(frozen=True)
+@dataclass
 class ScoreOutcome:
-    rescored: int
-    changed: int
+    """What scoring did: leads rescored, and those whose score or grade changed."""
+
+    rescored: int = 0
+    changed: int = 0
+
+    def merge(self, other: ScoreOutcome) -> None:
+        self.rescored += other.rescored
+        self.changed += other.changed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rescored": self.rescored, "changed": self.changed}
+
+    def summary(self) -> str:
+        return f"rescored {self.rescored}, {self.changed} with a new score or grade"
 
 
 def rounded(value: Any, digits: int) -> ColumnElement[Any]:

@@ -88,12 +88,9 @@ def seed_due_messages(
 
 
 def deliver_all(rt: Runtime, *, now: datetime) -> DeliveryOutcome:
-    """The delivery part of ``engine.tick``: every due cadence batch, one after the other."""
-    out = DeliveryOutcome()
-    factory = smtp_transport_factory(rt)
-    for id_range in pipeline.outbox_ranges(rt, now=now, kind="cadence"):
-        out.merge(pipeline.deliver(rt, id_range, now=now, kind="cadence", transport=factory))
-    return out
+    """The nurture step exactly as a tick and the ``nurture`` flow run it (``engine.run``)."""
+    runner = pipeline.InlineRunner(rt, smtp_transport_factory(rt))
+    return pipeline.run(rt, "nurture", now=now, runner=runner).nurture
 
 
 def _wait_for(path: Path, timeout: float = 60.0) -> None:

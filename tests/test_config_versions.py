@@ -10,8 +10,10 @@ from sqlalchemy import select
 
 from leadflow import engine
 from leadflow.config import load_config
+from leadflow.config_change import apply_config_change
 from leadflow.mail.transport import MemoryTransport
 from leadflow.planning import plan_tick
+from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
 from models.tables import LEADS, TRANSITIONS
 
@@ -37,7 +39,7 @@ def test_a_changed_config_reaches_leads_with_no_new_data(
     lead_id = add_lead(**LUKEWARM)
     memory = MemoryTransport()
     engine.tick(rt, now=T0, transport=lambda: memory)
-    engine.record_run(rt, "tick", now=T0, summary={})
+    record_run(rt, "tick", now=T0, summary={})
     later = T0 + timedelta(hours=2)
     engine.tick(rt, now=later, transport=lambda: memory)
     assert stage_of(rt, lead_id) == "lead"
@@ -50,7 +52,7 @@ def test_a_changed_config_reaches_leads_with_no_new_data(
     assert plan["diff"]["moves"] == {"lead → prospect": {"current": 0, "proposed": 1}}
     assert stage_of(rt, lead_id) == "lead"  # the plan changed nothing
 
-    assert engine.apply_config_change(lower, now=later).reevaluated == 1
+    assert apply_config_change(lower, now=later).reevaluated == 1
     engine.tick(lower, now=later + timedelta(seconds=1), transport=lambda: memory)
     assert stage_of(rt, lead_id) == "prospect"
     with rt.engine.connect() as conn:
@@ -63,5 +65,5 @@ def test_a_changed_config_reaches_leads_with_no_new_data(
 def test_same_config_does_not_make_leads_due(rt: Runtime, add_lead: LeadFactory) -> None:
     add_lead(**LUKEWARM)
     engine.tick(rt, now=T0, transport=MemoryTransport)
-    engine.record_run(rt, "tick", now=T0, summary={})
-    assert engine.apply_config_change(rt, now=T0 + timedelta(hours=1)).reevaluated == 0
+    record_run(rt, "tick", now=T0, summary={})
+    assert apply_config_change(rt, now=T0 + timedelta(hours=1)).reevaluated == 0

@@ -8,9 +8,7 @@ injection through the full tick, and a missing signing key that must change noth
 
 from __future__ import annotations
 
-import gc
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from sqlalchemy import Row, select
 from leadflow import delivery
 from leadflow.delivery import deliver_batch, smtp_transport_factory
 from leadflow.engine import tick
-from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult, SmtpTransport
+from leadflow.mail.transport import MemoryTransport, Outgoing, SmtpTransport
 from leadflow.outbox import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
 from leadflow.runtime import Runtime
 from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
@@ -466,10 +464,8 @@ def same(transport: MemoryTransport) -> MemoryTransport:
 def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
     rt: Runtime, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Built in a forked helper (a chunk at a time, ahead of the wire) or here, the same rows
+    """Built in a helper process (a chunk at a time, ahead of the wire) or here, the same rows
     give the same bytes, outcomes and records, render failures included."""
-    if threading.active_count() != 1:
-        pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 8)
     (tmp_path / "b").mkdir()
     other = Runtime.open(
@@ -481,7 +477,7 @@ def test_a_big_batch_is_built_by_a_helper_process_into_the_same_messages(
     compose = delivery.Composer.__call__
 
     def counted(self: delivery.Composer, item: Any) -> Any:
-        built_here["helper run" if self._rt is rt else "in-process run"] += 1
+        built_here["helper run" if self.settings is rt.settings else "in-process run"] += 1
         return compose(self, item)
 
     monkeypatch.setattr(delivery.Composer, "__call__", counted)
@@ -521,11 +517,9 @@ def die(items: Any) -> None:
 def test_a_helper_that_dies_leaves_the_building_to_this_process(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if threading.active_count() != 1:
-        pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 8)
     monkeypatch.setattr(delivery, "HELPER_MIN", 10)
-    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the forked helper gets this one
+    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the helper process runs this one
     emails = [f"ok{n}@d{n % 5}.example" for n in range(20)]
     queue_intros(rt, emails)
     memory = MemoryTransport()
@@ -544,8 +538,6 @@ def test_the_helper_builds_at_a_lower_cpu_priority_than_the_sender(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The helper works ahead of the wire, so it gives way to the SMTP conversation."""
-    if threading.active_count() != 1:
-        pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 8)
     monkeypatch.setattr(delivery, "HELPER_MIN", 10)
     monkeypatch.setattr(delivery, "_compose_chunk", priority_of_builder)
@@ -619,27 +611,3 @@ def test_a_placeholder_secret_outside_demo_mode_claims_nothing(
 
     assert (row(production, due).status, row(production, due).attempts) == ("pending", 0)
     assert smtp.connections == 0
-
-
-class FrozenCount(MemoryTransport):
-    """Sends nothing; notes how many objects the garbage collector was told to leave alone."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frozen: list[int] = []
-
-    async def send_batch(self, items: Sequence[Outgoing]) -> list[SendResult]:
-        self.frozen.append(gc.get_freeze_count())
-        return await super().send_batch(items)
-
-
-def test_full_collections_leave_the_objects_from_before_the_batch_alone(rt: Runtime) -> None:
-    ids = queue_intros(rt, [f"gc{n}@example.com" for n in range(3)])
-    before = gc.get_freeze_count()
-    spy = FrozenCount()
-
-    out = deliver_batch(rt, (ids[0], ids[-1]), now=T0, transport=lambda: spy)
-
-    assert out.statuses == {"sent": 3}
-    assert len(spy.frozen) == 1 and spy.frozen[0] > 10_000  # the imported libraries, at least
-    assert gc.get_freeze_count() == before == 0  # handed back to the collector afterwards

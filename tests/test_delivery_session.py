@@ -5,7 +5,6 @@ still claimed and recorded by itself, and nothing is started when nothing is due
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -67,11 +66,11 @@ def test_the_batches_of_a_tick_go_over_one_smtp_pool(rt: Runtime, smtp: FaultSmt
     emails = [f"pool{n}@d{n % 3}.example" for n in range(8)]
     queue_intros(sender, emails)
 
-    out, batches = engine.deliver_all(
+    out = engine.deliver_due(
         sender, now=T0, kind="cadence", transport=smtp_transport_factory(sender)
     )
 
-    assert batches == 3
+    assert out.batches == 3
     assert (out.claimed, dict(out.statuses)) == (8, {"sent": 8})
     assert sorted(smtp.delivered_to()) == sorted(emails)
     # one pool for the three batches: at most smtp_concurrency (4) connections, not 4 per batch
@@ -107,9 +106,9 @@ def test_a_session_with_nothing_due_starts_nothing(rt: Runtime) -> None:
     def factory() -> MemoryTransport:
         raise AssertionError("no transport is needed when nothing is due")
 
-    out, batches = engine.deliver_all(rt, now=T0, kind="cadence", transport=factory)
+    out = engine.deliver_due(rt, now=T0, kind="cadence", transport=factory)
 
-    assert (batches, out.claimed, dict(out.statuses)) == (0, 0, {})
+    assert (out.batches, out.claimed, dict(out.statuses)) == (0, 0, {})
     with DeliverySession(rt, now=T0, transport=factory) as session:
         assert session.deliver([(1, 10**6)], kind="cadence").claimed == 0
 
@@ -122,10 +121,8 @@ def built_by_helper(items: Any) -> list[str]:
 def test_one_helper_builds_for_every_batch_of_a_session(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The helper is forked once, by the first batch, and builds for the later batches too:
+    """The helper is started once, by the first batch, and builds for the later batches too:
     only the very first chunk is built here (nothing is on the wire yet to overlap with)."""
-    if threading.active_count() != 1:
-        pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 4)
     monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
     monkeypatch.setattr(delivery, "HELPER_MIN", 4)
@@ -134,9 +131,7 @@ def test_one_helper_builds_for_every_batch_of_a_session(
     queue_intros(sender, [f"h{n}@d{n % 4}.example" for n in range(30)])
     memory = MemoryTransport()
 
-    out, batches = engine.deliver_all(
-        sender, now=T0, kind="cadence", transport=partial(same, memory)
-    )
+    out = engine.deliver_due(sender, now=T0, kind="cadence", transport=partial(same, memory))
 
     with sender.engine.connect() as conn:
         rows = conn.execute(
@@ -145,7 +140,7 @@ def test_one_helper_builds_for_every_batch_of_a_session(
             .order_by(OUTBOX.c.id)
         ).all()
     builders = {error for status, error in rows if status == "failed"}
-    assert batches == 3
+    assert out.batches == 3
     assert (out.statuses["sent"], out.render_failed, len(memory.sent)) == (4, 26, 4)
     assert [status for status, _error in rows] == ["sent"] * 4 + ["failed"] * 26
     assert len(builders) == 1 and builders != {f"render failed: built by process {os.getpid()}"}
@@ -176,9 +171,9 @@ def test_batches_follow_one_another_in_full_chunks_each_claimed_by_itself(
     ranges = engine.outbox_ranges(sender, now=T0, kind="cadence")
     spy = ChunkSizes()
 
-    out, batches = engine.deliver_all(sender, now=T0, kind="cadence", transport=lambda: spy)
+    out = engine.deliver_due(sender, now=T0, kind="cadence", transport=lambda: spy)
 
-    assert (batches, out.claimed, dict(out.statuses)) == (3, 30, {"sent": 30})
+    assert (out.batches, out.claimed, dict(out.statuses)) == (3, 30, {"sent": 30})
     assert spy.sizes == [4] * 7 + [2]
     assert sorted(int(item.key) for item in spy.sent) == sorted(ids)
     with sender.engine.connect() as conn:
@@ -203,12 +198,10 @@ def test_a_helper_that_died_in_one_delivery_is_not_used_by_the_next(
     """The helper dies during the session's first delivery: that delivery builds the rest
     here, and the next delivery of the same session does not hand work to the dead helper
     (a broken pool refuses new work at once, which would fail the batch)."""
-    if threading.active_count() != 1:
-        pytest.skip("a helper is forked only from a process without other threads")
     monkeypatch.setattr(delivery, "CHUNK", 4)
     monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
     monkeypatch.setattr(delivery, "HELPER_MIN", 4)
-    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the forked helper gets this one
+    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the helper process runs this one
     sender = batched(rt, batch_size=10)
     emails = [f"d{n}@d{n % 4}.example" for n in range(20)]
     queue_intros(sender, emails)

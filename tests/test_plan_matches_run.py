@@ -18,6 +18,7 @@ from leadflow.config import LoadedConfig, load_config
 from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport
 from leadflow.planning import plan_tick
+from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import session_scope
@@ -106,7 +107,7 @@ def _populate(rt: Runtime, leads: list[dict[str, Any]], days: int) -> None:
             ]
             record_events(conn, events, stop_on=rt.stop_on, now=now)
         engine.tick(rt, now=now, transport=lambda: memory)
-        engine.record_run(rt, "tick", now=now, summary={})
+        record_run(rt, "tick", now=now, summary={})
 
 
 def _moves(section: dict[str, Any]) -> Counter[str]:
@@ -144,12 +145,12 @@ def test_plan_then_run_at_the_same_now_agree_on_every_count(
         ran = engine.tick(rt, now=now, transport=MemoryTransport)
 
         assert sim["config_change"] == ran.config.as_dict()
-        assert (sim["rescored"], sim["score_changed"]) == (ran.scored, ran.score_changed)
+        assert (sim["rescored"], sim["score_changed"]) == (ran.score.rescored, ran.score.changed)
         assert _moves(sim["advance"]) == Counter(
             {f"{a} → {b}": n for (a, b), n in ran.advance.moves.items()}
         )
         assert _moves(sim["revived"]) == Counter(
-            {f"{a} → {b}": n for (a, b), n in ran.revived.moves.items()}
+            {f"{a} → {b}": n for (a, b), n in ran.callbacks.moves.items()}
         )
         for key in ("recycled", "flagged", "enrolled", "checkins_scheduled"):
             assert sim["advance"][key] == getattr(ran.advance, key), key

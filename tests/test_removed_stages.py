@@ -14,6 +14,7 @@ from leadflow import engine
 from leadflow.config import load_config
 from leadflow.config.source import ConfigError
 from leadflow.mail.transport import MemoryTransport
+from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import session_scope
@@ -76,7 +77,7 @@ def _seed_negotiation(cli: Cli, count: int) -> Runtime:
                 updated_at=T0,
             )
         )
-    engine.record_run(rt, "tick", now=T0, summary={})
+    record_run(rt, "tick", now=T0, summary={})
     return rt
 
 

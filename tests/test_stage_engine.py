@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from leadflow import engine, stages
 from leadflow.config import LoadedConfig, load_config
-from leadflow.engine import TickOutcome
+from leadflow.engine import RunOutcome
 from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport, Outcome
 from leadflow.runtime import Runtime
@@ -93,7 +93,7 @@ def new_lead(rt: Runtime, profile: dict[str, Any], *, now: datetime = T0, **extr
         return int(conn.execute(insert(LEADS).values(**values).returning(LEADS.c.id)).scalar_one())
 
 
-def tick(rt: Runtime, now: datetime, memory: MemoryTransport | None = None) -> TickOutcome:
+def tick(rt: Runtime, now: datetime, memory: MemoryTransport | None = None) -> RunOutcome:
     transport = memory or MemoryTransport()
     return engine.tick(rt, now=now, transport=lambda: transport)
 
@@ -210,7 +210,11 @@ def run_until(
             before = dump(rt)
             again = tick(rt, at, memory)
             assert dump(rt) == before, f"second tick at {at} changed something"
-            assert (again.scored, again.advance.examined, again.revived.examined) == (0, 0, 0)
+            assert (again.score.rescored, again.advance.examined, again.callbacks.examined) == (
+                0,
+                0,
+                0,
+            )
         ticks.append(at)
         after = at
     raise AssertionError(f"still busy after {len(ticks)} ticks: something is due forever")
