@@ -5,15 +5,15 @@
 
 For each lead count a SQLite database is filled once with leads that are all due (new, to be
 scored and moved into the first stage at ``T0``); every measurement runs on its own copy of
-that file, so the direct run and the flow run see exactly the same due work. The direct run
-is ``Runtime.open`` + ``import_inbox`` + ``engine.tick`` + ``record_run``, which is what the
-tick flow does. The flow run is ``tick_flow`` called in this process the way ``leadflow run``
-calls it (``flows.runner``: heartbeat off, batches one at a time on SQLite, as in the direct
-run) against a temporary Prefect server, started once by an untimed warm-up run. Both deliver
-through the same local SMTP sink. Each figure is the median of ``--repeat`` runs; the two
-kinds of run alternate. Output: one JSON line, then a table for people. Task runs are counted
-from what the Prefect server recorded for the flow run (one per batch, plus one each for the
-config check, the inbox import and the two reconciles).
+that file, so the direct run and the flow run see exactly the same due work. The direct run is
+``Runtime.open`` + ``engine.tick`` (the tick flow's steps, intake included) + ``record_run``,
+which is what the tick flow does. The flow run is ``tick_flow`` called in this process the way
+``leadflow run`` calls it (``flows.runner``: heartbeat off, batches one at a time on SQLite, as
+in the direct run) against a temporary Prefect server, started once by an untimed warm-up run.
+Both deliver through the same local SMTP sink. Each figure is the median of ``--repeat`` runs;
+the two kinds of run alternate. Output: one JSON line, then a table for people. Task runs are
+counted from what the Prefect server recorded for the flow run (one per batch, plus one each
+for the config check, the inbox import and each delivery step).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from sqlalchemy import insert
 
 from leadflow import engine
 from leadflow.delivery import smtp_transport_factory
-from leadflow.inbox import import_inbox
 from leadflow.mail.sink import SmtpSink
 from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
@@ -101,10 +100,8 @@ def run_direct(settings: Settings) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     rt = Runtime.open(settings)
     try:
-        intake = import_inbox(rt, now=T0)
         outcome = engine.tick(rt, now=T0, transport=smtp_transport_factory(rt))
-        summary = {"intake": intake, **outcome.as_dict()}
-        record_run(rt, "tick", now=T0, summary=summary)
+        record_run(rt, "tick", now=T0, summary=outcome.as_dict())
     finally:
         rt.close()
     elapsed = time.perf_counter() - started

@@ -769,9 +769,7 @@ class DeliverySession:
         composer = Composer.for_run(rt, now=self._now)
         names = {item.template for item in first.claimed}
         _compile_ahead(rt, names)
-        self._helper = self._resources.enter_context(
-            _composing_helper(composer, expected, names)
-        )
+        self._helper = self._resources.enter_context(_composing_helper(composer, expected, names))
         db = self._resources.enter_context(
             ThreadPoolExecutor(1, thread_name_prefix="leadflow-outbox")
         )
