@@ -7,6 +7,7 @@ import email
 import email.policy
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -166,3 +167,60 @@ def test_mailbox_flow_records_a_reply_from_the_maildir_as_a_task_run(
     assert kinds == [("replied", lead_id)]
     assert [e.type for e in events] == ["replied"]
     assert asyncio.run(_task_names(run_id, expected=1)) == ["sync mailbox"]
+
+
+def _same_leads(runtime: Runtime) -> None:
+    """Three leads, as intake would add them, in ``runtime``'s database."""
+    from models.db import session_scope
+    from models.tables import Lead
+
+    with session_scope(runtime.engine) as session:
+        for n, title in enumerate(("CTO", "VP Engineering", "Intern")):
+            session.add(
+                Lead(
+                    email=f"same{n}@example.com",
+                    first_name="Ada",
+                    timezone="America/New_York",
+                    created_at=T0,
+                    updated_at=T0,
+                    rescore_at=T0,
+                    next_action_at=T0,
+                    attributes={},
+                    **{**FIT, "title": title},
+                )
+            )
+
+
+def test_the_tick_flow_does_exactly_what_engine_tick_does(
+    rt: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    """One definition of a run: the Prefect flow and the in-process walk of the same steps,
+    on two databases with the same leads, report the same outcome at every instant and send
+    the same number of emails."""
+    from conftest import database_url
+
+    from leadflow import engine
+    from leadflow.delivery import smtp_transport_factory
+
+    (tmp_path / "direct").mkdir()
+    direct_settings = settings.model_copy(
+        update={"home": tmp_path / "direct", "database_url": database_url(tmp_path / "direct")}
+    )
+    direct = Runtime.open(direct_settings)
+    try:
+        _same_leads(rt)
+        _same_leads(direct)
+        instants = [T0, T0 + timedelta(hours=1), T0 + timedelta(days=1)]
+        with SmtpSink() as flow_sink, SmtpSink() as direct_sink:
+            live = settings.model_copy(update={"smtp_port": flow_sink.port})
+            flowed = [_run("tick", live, at.isoformat())[0] for at in instants]
+            direct.settings = direct_settings.model_copy(update={"smtp_port": direct_sink.port})
+            walked = [
+                engine.tick(direct, now=at, transport=smtp_transport_factory(direct)).as_dict()
+                for at in instants
+            ]
+            sent = (len(flow_sink.messages), len(direct_sink.messages))
+    finally:
+        direct.close()
+    assert flowed == walked
+    assert sum(run["nurture"]["sent"] for run in flowed) == sent[0] == sent[1] > 0
