@@ -224,3 +224,15 @@ def test_the_tick_flow_does_exactly_what_engine_tick_does(
         direct.close()
     assert flowed == walked
     assert sum(run["nurture"]["sent"] for run in flowed) == sent[0] == sent[1] > 0
+
+
+def test_every_flow_the_config_can_schedule_is_defined_once_and_served() -> None:
+    """The flow names: the YAML's ``schedules`` keys, the engine's step lists and the Prefect
+    flows are the same set (a new flow is added to the engine and given a flow body)."""
+    from flows.pipeline import FLOWS as PREFECT_FLOWS
+    from leadflow.config.schema import FLOWS as SCHEDULABLE
+    from leadflow.engine import FLOWS, STEPS
+
+    assert list(FLOWS) == list(SCHEDULABLE) == list(PREFECT_FLOWS)
+    assert all(step in STEPS for steps in FLOWS.values() for step in steps)
+    assert {flow.name for flow in PREFECT_FLOWS.values()} == set(FLOWS)
