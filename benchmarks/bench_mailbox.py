@@ -73,6 +73,7 @@ from models.tables import LEADS, OUTBOX
 
 sys.path.insert(0, str(ROOT / "tests"))
 from imap_server import ImapAccount, account_from_env, append, delete_folder, new_folder
+from waiting import wait_until
 
 NOW = datetime(2026, 12, 8, 15, 0, tzinfo=UTC)
 SYNC_TARGET, CLICK_TARGET = 1.5, 0.5
@@ -260,7 +261,7 @@ def measure_sync(work: Path, messages: int, repeat: int, profile: bool) -> dict[
 def _serve(home: str, db: str, port: int) -> None:
     import uvicorn
 
-    from leadflow.web import create_app
+    from leadflow.app.web import create_app
 
     rt = Runtime.open(settings_for(Path(home), Path(db)), migrate=False)
     uvicorn.run(create_app(rt), host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -297,15 +298,16 @@ def measure_click(work: Path, requests: int, tokens: int, repeat: int) -> dict[s
         with httpx.Client(
             base_url=url, headers=AGENT, follow_redirects=False, timeout=30
         ) as client:
-            deadline = time.monotonic() + 60
-            while True:
+
+            def up() -> bool:
                 try:
-                    if client.get("/health").status_code == 200:
-                        break
+                    return client.get("/health").status_code == 200
                 except httpx.TransportError:
-                    if time.monotonic() > deadline or not server.is_alive():
+                    if not server.is_alive():
                         raise
-                    time.sleep(0.1)
+                    return False
+
+            wait_until(up, timeout=60, what=f"the web app at {url}", interval=0.1)
             _rate(client, ["/health"] * 200, 200)  # warm-up
             _rate(client, clicks[:200], 302)
             for _ in range(repeat):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -33,8 +32,9 @@ from uuid import UUID
 
 from sqlalchemy import insert
 
+from benchmarks.common import temporary_prefect
 from leadflow import engine
-from leadflow.delivery import smtp_transport_factory
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
 from leadflow.run_record import record_run
 from leadflow.runtime import Runtime
@@ -44,15 +44,6 @@ from models.tables import LEADS, Lead
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # a Tuesday, 09:30 in New York
 CHUNK = 5_000
-
-
-def _prefect_env(home: Path) -> None:
-    """A temporary Prefect server of our own: set before ``flows`` (and prefect) is imported."""
-    os.environ.pop("PREFECT_API_URL", None)
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
-    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 
 
 def _settings(work: Path, db: Path, smtp_port: int, batch_size: int) -> Settings:
@@ -204,9 +195,12 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(n) for n in args.leads.split(",")]
 
-    with tempfile.TemporaryDirectory(prefix="leadflow-bench-prefect-") as tmp, SmtpSink() as sink:
+    with (
+        tempfile.TemporaryDirectory(prefix="leadflow-bench-prefect-") as tmp,
+        temporary_prefect(),
+        SmtpSink() as sink,
+    ):
         work = Path(tmp)
-        _prefect_env(work / "prefect")
         started = time.perf_counter()
         warm = work / "warm-up.db"
         build_database(_settings(work, warm, sink.port, args.batch_size), 0)

@@ -65,9 +65,9 @@ from benchmarks.common import CONFIG, ROOT, TEMPLATES, ratio
 from leadflow import engine as pipeline
 from leadflow.batching import IdRange
 from leadflow.config import load_config
-from leadflow.delivery import smtp_transport_factory
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
-from leadflow.outbox import due_condition as outbox_due
+from leadflow.outbox.policy import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.scoring import due_condition as score_due
 from leadflow.settings import Settings

@@ -227,3 +227,33 @@ def timed() -> Iterator[Callable[[], float]]:
 
 def ratio(value: float, baseline: float) -> float:
     return round(value / baseline, 2) if baseline > 0 else float("inf")
+
+
+@contextmanager
+def temporary_prefect() -> Iterator[Path]:
+    """A Prefect home of our own (its server started by the first flow run, on a temporary
+    database) for benchmarks that run flows. Set before ``flows`` (and prefect) is imported."""
+    import tempfile
+
+    keys = (
+        "PREFECT_API_URL",
+        "PREFECT_HOME",
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+        "PREFECT_LOGGING_LEVEL",
+    )
+    saved = {key: os.environ.get(key) for key in keys}
+    with tempfile.TemporaryDirectory(prefix="leadflow-bench-prefect-") as home:
+        os.environ.pop("PREFECT_API_URL", None)
+        os.environ["PREFECT_HOME"] = home
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        try:
+            yield Path(home)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -32,7 +32,6 @@ import anyio
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.flows import _display_serve_start_message  # what prefect.serve prints
 from prefect.logging import get_logger
 from prefect.runner import Runner
 from prefect.schedules import Cron
@@ -333,7 +332,7 @@ async def _register_and_run(stop: _Stop, deployments: list[Any], url: str | None
     try:
         for deployment in deployments:
             await runner.aadd_deployment(deployment)
-        _display_serve_start_message(*deployments)
+        _announce(deployments)
         stop.runner = runner
         step = "serving"
         await runner.start()
@@ -342,6 +341,18 @@ async def _register_and_run(stop: _Stop, deployments: list[Any], url: str | None
         if cause is None:
             raise
         raise PrefectUnavailable(f"{step} failed on {_where(url)} ({_one_line(cause)})") from exc
+
+
+def _announce(deployments: list[Any]) -> None:
+    """What ``prefect.serve`` prints at start (its printer is private to Prefect): the
+    deployments served and how to run one now."""
+    lines = ["Serving these deployments, polling for their scheduled runs:"]
+    lines += [f"  {d.flow_name}/{d.name}" for d in deployments]
+    lines.append("Run one now with: prefect deployment run <flow>/<deployment>")
+    ui = get_current_settings().ui_url
+    if ui:
+        lines.append(f"or from the Prefect UI: {ui}/deployments")
+    print("\n".join(lines), flush=True)
 
 
 def _api_error(exc: BaseException) -> httpx.HTTPError | None:

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.context import runtime
 from leadflow.batching import IdRange
-from leadflow.delivery import smtp_transport_factory
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.engine import STEPS, Step
 from leadflow.timeutil import parse_instant
 
@@ -45,14 +45,12 @@ def _once(step: str, now: str) -> Any:
 
 @task(cache_policy=NO_CACHE)
 def _batch(step: str, id_range: IdRange, now: str) -> Any:
-    done = STEPS[step].batch
-    assert done is not None
-    return done(runtime(), id_range, parse_instant(now))
+    return STEPS[step].batch(runtime(), id_range, parse_instant(now))
 
 
 def _task_for(step: Step) -> Task[..., Any]:
     retries, delays = RETRIES[step.io]
-    base: Task[..., Any] = _batch if step.batch is not None else _once
+    base: Task[..., Any] = _batch if step.batched else _once
     return base.with_options(name=step.task, retries=retries, retry_delay_seconds=delays)
 
 
@@ -64,6 +62,10 @@ class PrefectRunner:
 
     def once(self, step: Step, now: datetime) -> Any:
         return TASKS[step.name](step.name, now.isoformat())
+
+    def plan(self, step: Step, now: datetime) -> list[IdRange]:
+        """Planned in the flow itself: one indexed read, too small to be a task run."""
+        return step.plan(runtime(), now)
 
     def each(self, step: Step, ranges: Sequence[IdRange], now: datetime) -> list[Any]:
         futures = TASKS[step.name].map(unmapped(step.name), list(ranges), unmapped(now.isoformat()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 IdRange = tuple[int, int]
@@ -38,3 +38,12 @@ def id_ranges(
         if first is not None:
             ranges.append((first, last))
     return ranges
+
+
+def one_range(conn: Connection, id_column: Any, condition: ColumnElement[bool]) -> list[IdRange]:
+    """All rows matching ``condition`` as one range, read on ``conn`` (a dry run's own
+    transaction sees its uncommitted changes; it commits nothing between batches anyway)."""
+    low, high = conn.execute(
+        select(func.min(id_column), func.max(id_column)).where(condition)
+    ).one()
+    return [] if low is None else [(int(low), int(high))]

@@ -7,32 +7,40 @@ Prefect runner in ``flows/`` (each step a task run, each batch of a batched step
 task run, retries where the work is I/O). Outcomes are merged here, once, and their
 ``summary()`` is the text logs, artifacts and ``leadflow run`` show.
 
-A step is either done once (``once``), or planned into id ranges by one indexed read
-(``plan``) and done a batch at a time (``batch``), each batch in its own transaction.
+A step is either done once (``once``), or planned into id ranges of its due rows by one
+indexed read (``plan``) and done a batch at a time (``batch``), each batch in its own
+transaction. ``leadflow plan`` walks the same steps inside one transaction it rolls back
+(``planning.DryRunner``): a batched step's ``work`` there, a once-step's ``dry`` form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from leadflow import scoring, stages
-from leadflow.batching import IdRange, id_ranges
-from leadflow.config_change import ConfigChange, apply_config_change
-from leadflow.delivery import (
-    DeliveryOutcome,
-    DeliverySession,
-    TransportFactory,
-    deliver_batch,
-    reconcile_stale,
+from sqlalchemy import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from leadflow import scoring, stages, stranded
+from leadflow.batching import IdRange, id_ranges, one_range
+from leadflow.config_change import (
+    ConfigChange,
+    apply_config_change,
+    change_config,
+    config_change_pending,
 )
+from leadflow.delivery.outcome import DeliveryOutcome
+from leadflow.delivery.session import DeliverySession, deliver_batch, reconcile_stale
+from leadflow.delivery.smtp import TransportFactory
 from leadflow.inbox import import_inbox
 from leadflow.listening.sync import SyncOutcome, sync_mailbox
 from leadflow.moves import AdvanceOutcome
-from leadflow.outbox import due_condition as outbox_due
+from leadflow.outbox.policy import claim_batch
+from leadflow.outbox.policy import due_condition as outbox_due
 from leadflow.report import build_report
+from leadflow.run_outcome import Figures, RunOutcome
 from leadflow.runtime import Runtime
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX
@@ -41,35 +49,12 @@ from models.tables import CALLBACKS, LEADS, OUTBOX
 
 
 def score_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(rt.engine, LEADS.c.id, scoring.due_condition(now), rt.settings.batch_size)
+    return STEPS["score"].plan(rt, now)
 
 
 def score(rt: Runtime, id_range: IdRange, *, now: datetime) -> scoring.ScoreOutcome:
-    with session_scope(rt.engine) as session:
-        return scoring.score_batch(session.connection(), rt.loaded, id_range, now=now)
-
-
-def advance_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(rt.engine, LEADS.c.id, stages.due_condition(now), rt.settings.batch_size)
-
-
-def advance(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
-    with session_scope(rt.engine) as session:
-        return stages.advance_batch(session.connection(), rt, id_range, now=now)
-
-
-def callback_ranges(rt: Runtime, *, now: datetime) -> list[IdRange]:
-    return id_ranges(
-        rt.engine,
-        CALLBACKS.c.id,
-        stages.callbacks_due_condition(now),
-        rt.settings.batch_size,
-    )
-
-
-def revive(rt: Runtime, id_range: IdRange, *, now: datetime) -> AdvanceOutcome:
-    with session_scope(rt.engine) as session:
-        return stages.revive_batch(session.connection(), rt, id_range, now=now)
+    result: scoring.ScoreOutcome = STEPS["score"].batch(rt, id_range, now)
+    return result
 
 
 def outbox_ranges(rt: Runtime, *, now: datetime, kind: str) -> list[IdRange]:
@@ -117,65 +102,72 @@ def listen(rt: Runtime, *, now: datetime) -> SyncOutcome:
     return outcome
 
 
-def reconcile(rt: Runtime, *, now: datetime) -> list[int]:
-    return reconcile_stale(rt, now=now)
+def _report(conn: Connection, rt: Runtime, now: datetime) -> Figures:
+    return Figures(build_report(conn, rt.loaded, since=None, until=now, pipeline=None))
 
 
-@dataclass
-class Figures:
-    """The outcome of a step that reports figures as they are (intake totals, the report)."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.data.items() if k != "summary"}
-
-    def summary(self) -> str:
-        return str(self.data.get("summary", ""))
-
-
-def _report(rt: Runtime, *, now: datetime) -> Figures:
+def _reading(
+    rt: Runtime, read: Callable[[Connection, Runtime, datetime], Any], now: datetime
+) -> Any:
     with rt.engine.connect() as conn:
-        return Figures(build_report(conn, rt.loaded, since=None, until=now, pipeline=None))
+        return read(conn, rt, now)
 
 
 # --- the steps, once -----------------------------------------------------------------------
 
 
-class Outcome(Protocol):
-    def as_dict(self) -> dict[str, Any]: ...
-
-    def summary(self) -> str: ...
-
-
 @dataclass(frozen=True)
 class Step:
     """One step of a run. ``task`` names its task run in the Prefect UI; ``io`` is what a
-    retry of it is for (``database``, ``mailbox``, ``smtp``, ``files``)."""
+    retry of it is for (``database``, ``mailbox``, ``smtp``, ``files``).
+
+    A batched step says which rows are due (``rows``, ``due``) and what one batch does in the
+    caller's transaction (``work``); ``plan`` and ``batch`` are how every real run uses them.
+    A once-step's ``dry`` is what a dry run does instead (None: nothing, e.g. no mailbox read).
+    """
 
     name: str
     task: str
     io: str
     once: Callable[[Runtime, datetime, TransportFactory], Any] | None = None
-    plan: Callable[[Runtime, datetime], list[IdRange]] | None = None
-    batch: Callable[[Runtime, IdRange, datetime], Any] | None = None
+    rows: Any = None  # the id column a batched step's ranges are of
+    due: Callable[[datetime], ColumnElement[bool]] | None = None
+    work: Callable[[Connection, Runtime, IdRange, datetime], Any] | None = None
+    dry: Callable[[Connection, Runtime, datetime], Any] | None = None
     empty: Callable[[], Any] = Figures
     needed: Callable[[Runtime], bool] = lambda rt: True
+
+    @property
+    def batched(self) -> bool:
+        return self.work is not None
+
+    def plan(self, rt: Runtime, now: datetime) -> list[IdRange]:
+        """The id ranges of the rows due at ``now``, ``batch_size`` rows each at most."""
+        assert self.due is not None
+        return id_ranges(rt.engine, self.rows, self.due(now), rt.settings.batch_size)
+
+    def batch(self, rt: Runtime, id_range: IdRange, now: datetime) -> Any:
+        """One batch in a transaction of its own (it re-checks ``due`` itself)."""
+        assert self.work is not None
+        with session_scope(rt.engine) as session:
+            return self.work(session.connection(), rt, id_range, now)
 
 
 def _batched(
     name: str,
     task: str,
-    plan: Callable[..., list[IdRange]],
-    batch: Callable[..., Any],
+    rows: Any,
+    due: Callable[[datetime], ColumnElement[bool]],
+    work: Callable[..., Any],
     empty: Callable[[], Any],
 ) -> Step:
     return Step(
         name,
         task,
         "database",
-        plan=lambda rt, now: plan(rt, now=now),
-        batch=lambda rt, r, now: batch(rt, r, now=now),
+        rows=rows,
+        due=due,
+        work=lambda conn, rt, r, now: work(conn, rt, r, now=now),
         empty=empty,
     )
 
@@ -186,8 +178,27 @@ def _sending(name: str, kind: str) -> Step:
         f"deliver due {name}",
         "smtp",
         once=lambda rt, now, transport: deliver_due(rt, now=now, kind=kind, transport=transport),
+        dry=lambda conn, rt, now: _claim_only(conn, rt, now=now, kind=kind),
         empty=DeliveryOutcome,
     )
+
+
+def _claim_only(conn: Connection, rt: Runtime, *, now: datetime, kind: str) -> DeliveryOutcome:
+    """A dry run's delivery: the claims a run would make (caps, windows, suppression), no
+    message built or sent."""
+    out = DeliveryOutcome()
+    for id_range in one_range(conn, OUTBOX.c.id, outbox_due(now, kind)):
+        claim = claim_batch(conn, rt, id_range, now=now, kind=kind)
+        out.count_claim(claim)
+        out.templates.update(item.template for item in claim.claimed)
+    return out
+
+
+def _config_dry(conn: Connection, rt: Runtime, now: datetime) -> ConfigChange:
+    """What applying the config would do; with an unchanged config, the stranded leads."""
+    if config_change_pending(rt):
+        return change_config(conn, rt, now=now)
+    return ConfigChange(stranded=stranded.find(conn, rt.loaded))
 
 
 STEPS: dict[str, Step] = {
@@ -198,6 +209,7 @@ STEPS: dict[str, Step] = {
             "apply config change",
             "database",
             once=lambda rt, now, _t: apply_config_change(rt, now=now),
+            dry=_config_dry,
             empty=ConfigChange,
         ),
         Step(
@@ -214,16 +226,38 @@ STEPS: dict[str, Step] = {
             empty=SyncOutcome,
             needed=lambda rt: bool(rt.settings.mailbox_url),
         ),
-        _batched("score", "score batch", score_ranges, score, scoring.ScoreOutcome),
-        _batched("callbacks", "revive callbacks", callback_ranges, revive, AdvanceOutcome),
-        _batched("advance", "advance batch", advance_ranges, advance, AdvanceOutcome),
+        _batched(
+            "score",
+            "score batch",
+            LEADS.c.id,
+            scoring.due_condition,
+            lambda conn, rt, r, now: scoring.score_batch(conn, rt.loaded, r, now=now),
+            scoring.ScoreOutcome,
+        ),
+        _batched(
+            "callbacks",
+            "revive callbacks",
+            CALLBACKS.c.id,
+            stages.callbacks_due_condition,
+            stages.revive_batch,
+            AdvanceOutcome,
+        ),
+        _batched(
+            "advance",
+            "advance batch",
+            LEADS.c.id,
+            stages.due_condition,
+            stages.advance_batch,
+            AdvanceOutcome,
+        ),
         _sending("nurture", "cadence"),
         _sending("checkins", "checkin"),
         Step(
             "report",
             "compute report",
             "database",
-            once=lambda rt, now, _t: _report(rt, now=now),
+            once=lambda rt, now, _t: _reading(rt, _report, now),
+            dry=_report,
         ),
     )
 }
@@ -252,6 +286,8 @@ class Runner(Protocol):
 
     def once(self, step: Step, now: datetime) -> Any: ...
 
+    def plan(self, step: Step, now: datetime) -> list[IdRange]: ...
+
     def each(self, step: Step, ranges: Sequence[IdRange], now: datetime) -> list[Any]: ...
 
 
@@ -265,53 +301,11 @@ class InlineRunner:
         assert step.once is not None
         return step.once(self.rt, now, self.transport)
 
+    def plan(self, step: Step, now: datetime) -> list[IdRange]:
+        return step.plan(self.rt, now)
+
     def each(self, step: Step, ranges: Sequence[IdRange], now: datetime) -> list[Any]:
-        assert step.batch is not None
         return [step.batch(self.rt, r, now) for r in ranges]
-
-
-@dataclass
-class RunOutcome:
-    """What one run did, step by step; ``as_dict`` is the flow's result and artifact body."""
-
-    flow: str
-    now: datetime
-    config_hash: str
-    config: ConfigChange = field(default_factory=ConfigChange)
-    intake: Figures = field(default_factory=Figures)
-    mailbox: SyncOutcome = field(default_factory=SyncOutcome)
-    score: scoring.ScoreOutcome = field(default_factory=scoring.ScoreOutcome)
-    callbacks: AdvanceOutcome = field(default_factory=AdvanceOutcome)
-    advance: AdvanceOutcome = field(default_factory=AdvanceOutcome)
-    nurture: DeliveryOutcome = field(default_factory=DeliveryOutcome)
-    checkins: DeliveryOutcome = field(default_factory=DeliveryOutcome)
-    report: Figures = field(default_factory=Figures)
-    ran: list[str] = field(default_factory=list)
-    step_batches: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def batches(self) -> int:
-        return sum(self.step_batches.values())
-
-    def outcome(self, step: str) -> Outcome:
-        found: Outcome = getattr(self, step)
-        return found
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{step: {figures..., "batches": n, "summary": text}}`` for the steps that ran."""
-        out: dict[str, Any] = {}
-        for name in self.ran:
-            outcome = self.outcome(name)
-            entry = {**outcome.as_dict(), "summary": outcome.summary()}
-            if name in self.step_batches:
-                entry["batches"] = self.step_batches[name]
-            out[name] = entry
-        return out
-
-    def one_line(self) -> str:
-        """``score: ...; advance: moved 3 ...; nurture: sent 120, deferred 14 (...)``."""
-        parts = [f"{name}: {text}" for name in self.ran if (text := self.outcome(name).summary())]
-        return "; ".join(parts) or "nothing to do"
 
 
 def run(rt: Runtime, flow: str, *, now: datetime, runner: Runner) -> RunOutcome:
@@ -321,12 +315,12 @@ def run(rt: Runtime, flow: str, *, now: datetime, runner: Runner) -> RunOutcome:
         step = STEPS[name]
         if not step.needed(rt):
             continue
-        if step.plan is None:
+        if not step.batched:
             outcome = runner.once(step, now)
             if hasattr(outcome, "batches"):
                 out.step_batches[name] = outcome.batches
         else:
-            ranges = step.plan(rt, now)
+            ranges = runner.plan(step, now)
             outcome = step.empty()
             for part in runner.each(step, ranges, now):
                 outcome.merge(part)

@@ -8,78 +8,68 @@ proposed config the same simulation runs again and the two outcomes are compared
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy import Connection
 
-from leadflow import config_change, engine, outbox, scoring, stages, stranded
-from leadflow.moves import AdvanceOutcome
+from leadflow import engine
+from leadflow.batching import IdRange, one_range
+from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.runtime import Runtime
 
 
+class DryRunner:
+    """Walks a run's steps on one connection whose transaction the caller rolls back: batched
+    steps do their real ``work`` (one batch: nothing is committed between batches anyway),
+    once-steps their ``dry`` form (claims without sending; no inbox or mailbox read)."""
+
+    def __init__(self, conn: Connection, rt: Runtime) -> None:
+        self.conn, self.rt = conn, rt
+
+    def once(self, step: engine.Step, now: datetime) -> Any:
+        return step.empty() if step.dry is None else step.dry(self.conn, self.rt, now)
+
+    def plan(self, step: engine.Step, now: datetime) -> list[IdRange]:
+        assert step.due is not None
+        return one_range(self.conn, step.rows, step.due(now))
+
+    def each(self, step: engine.Step, ranges: Sequence[IdRange], now: datetime) -> list[Any]:
+        assert step.work is not None
+        return [step.work(self.conn, self.rt, r, now) for r in ranges]
+
+
 def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
-    """What one tick at ``now`` would do under ``rt``'s config. Changes nothing.
+    """What one tick at ``now`` would do under ``rt``'s config: the tick's own steps
+    (``engine.FLOWS["tick"]``) in a transaction that is rolled back. Changes nothing.
 
     A config that differs from the last run's makes every open lead due first, exactly as
     ``config_change.apply_config_change`` will (also for a file edited in place)."""
-    callback_ranges = engine.callback_ranges(rt, now=now)
-    config_changed = config_change.config_change_pending(rt)
     with rt.engine.connect() as conn:
         trans = conn.begin()
         try:
-            change = (
-                config_change.change_config(conn, rt, now=now)
-                if config_changed
-                else config_change.ConfigChange(stranded=stranded.find(conn, rt.loaded))
-            )
-            rescored = changed = 0
-            for r in _ranges(conn, "lead", scoring.due_condition(now)):
-                result = scoring.score_batch(conn, rt.loaded, r, now=now)
-                rescored += result.rescored
-                changed += result.changed
-            revived = AdvanceOutcome()
-            for r in callback_ranges:
-                revived.merge(stages.revive_batch(conn, rt, r, now=now))
-            advanced = AdvanceOutcome()
-            for r in _ranges(conn, "lead", stages.due_condition(now)):
-                advanced.merge(stages.advance_batch(conn, rt, r, now=now))
-            emails: Counter[str] = Counter()
-            deferred: Counter[str] = Counter()
-            cancelled: Counter[str] = Counter()
-            for kind in ("cadence", "checkin"):
-                for r in _ranges(conn, "outbound_message", outbox.due_condition(now, kind)):
-                    claim = outbox.claim_batch(conn, rt, r, now=now, kind=kind)
-                    emails.update(c.template for c in claim.claimed)
-                    deferred.update(claim.deferred)
-                    cancelled.update(claim.cancelled)
+            out = engine.run(rt, "tick", now=now, runner=DryRunner(conn, rt))
         finally:
             trans.rollback()
+    deliveries = DeliveryOutcome()
+    for sent in (out.nurture, out.checkins):
+        deliveries.merge(sent)
     return {
         "now": now.isoformat(),
         "config_hash": rt.loaded.short_hash,
-        "config_change": change.as_dict(),
-        "rescored": rescored,
-        "score_changed": changed,
-        "revived": revived.as_dict(),
-        "advance": advanced.as_dict(),
-        "emails": dict(sorted(emails.items())),
-        "deferred": dict(deferred),
-        "cancelled": dict(cancelled),
+        "config_change": out.config.as_dict(),
+        "rescored": out.score.rescored,
+        "score_changed": out.score.changed,
+        "revived": out.callbacks.as_dict(),
+        "advance": out.advance.as_dict(),
+        "emails": dict(sorted(deliveries.templates.items())),
+        "deferred": dict(deliveries.deferred),
+        "cancelled": dict(deliveries.cancelled),
     }
-
-
-def _ranges(conn: Any, table: str, condition: Any) -> list[tuple[int, int]]:
-    """Id ranges read on the simulation's own connection (it sees its uncommitted moves)."""
-    from sqlalchemy import func, select
-
-    from models.tables import LEADS, OUTBOX
-
-    column = (LEADS if table == "lead" else OUTBOX).c.id
-    row = conn.execute(select(func.min(column), func.max(column)).where(condition)).one()
-    return [] if row[0] is None else [(int(row[0]), int(row[1]))]
 
 
 def plan_tick(

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from leadflow.intake.normalize import email_key
 from models.tables import (
     CALLBACKS,
     EVENTS,
@@ -17,13 +18,10 @@ from models.tables import (
 )
 
 
-def normalize_email(value: str) -> str:
-    return value.strip().lower()
-
-
 def find_lead(conn: Connection, email: str) -> Any | None:
+    """The lead with this address, written as intake would store it or not."""
     lead = LEADS
-    return conn.execute(select(lead).where(lead.c.email == normalize_email(email))).first()
+    return conn.execute(select(lead).where(lead.c.email == email_key(email))).first()
 
 
 def list_leads(

@@ -47,7 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
 from leadflow.config import LoadedConfig
-from leadflow.fields import LeadSql, _days_between
+from leadflow.rules.fields import LeadSql, days_between
 from models.tables import EVENTS, LEADS, SCORE_CHANGES
 
 LN2 = math.log(2)
@@ -103,7 +103,7 @@ def engagement_expression(loaded: LoadedConfig, dialect: str, now: datetime) -> 
     if not points:
         return literal(0.0, Float)
     weight = case(*[(event.c.type == etype, value) for etype, value in points.items()], else_=0.0)
-    age = _days_between(dialect, now, event.c.occurred_at)
+    age = days_between(dialect, now, event.c.occurred_at)
     decay = func.exp(-LN2 * age / engagement.half_life_days)
     horizon = now - timedelta(days=engagement.half_life_days * HORIZON_HALF_LIVES)
     total = (

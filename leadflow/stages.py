@@ -22,8 +22,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.batching import IdRange
 from leadflow.config.schema import Stage
-from leadflow.fields import TIME_DEPENDENT, LeadSql
 from leadflow.moves import REEVALUATE_AFTER, AdvanceOutcome, MoveWriter, load_rows
+from leadflow.rules.fields import TIME_DEPENDENT, LeadSql
 from leadflow.runtime import Runtime
 from models.tables import (
     CALLBACKS,

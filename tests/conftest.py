@@ -157,7 +157,7 @@ def run_leadflow(
 ) -> tuple[int, str, str]:
     """``leadflow ARGS...`` in this process, as the console script runs it: (exit code,
     stdout, stderr)."""
-    from leadflow.cli import main
+    from leadflow.app.cli import main
 
     monkeypatch.setattr(sys, "argv", ["leadflow", *args])
     code = 0

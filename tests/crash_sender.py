@@ -16,15 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
+from waiting import wait_until
 
 from leadflow import engine as pipeline
-from leadflow.delivery import DeliveryOutcome, smtp_transport_factory
+from leadflow.delivery.outcome import DeliveryOutcome
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
@@ -93,14 +94,6 @@ def deliver_all(rt: Runtime, *, now: datetime) -> DeliveryOutcome:
     return pipeline.run(rt, "nurture", now=now, runner=runner).nurture
 
 
-def _wait_for(path: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {path}")
-        time.sleep(0.005)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("database_url")
@@ -130,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready is not None:
             args.ready.touch()
         if args.go is not None:
-            _wait_for(args.go)
+            wait_until(args.go.exists, timeout=60, what=f"the go file {args.go}")
         outcome: dict[str, Any] = deliver_all(rt, now=now).as_dict()
     finally:
         rt.close()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from leadflow import engine
-from leadflow.delivery import smtp_transport_factory
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from leadflow.timeutil import parse_instant

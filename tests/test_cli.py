@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DEFAULT_CONFIG, database_url
 
-from leadflow.cli import app
+from leadflow.app.cli import app
 
 COMMANDS = [
     "validate",

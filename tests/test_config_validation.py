@@ -91,8 +91,8 @@ BROKEN = {
     "missing template": (
         edit("template: case_study", "template: case_studdy"),
         [
-            f"{F}:91:31: cadences.outbound.steps[2].template: template 'case_studdy' not found; "
-            "did you mean 'case_study'?"
+            f"{F}:91:31: cadences.outbound.steps[2].template: template 'case_studdy' not found "
+            "(did you mean 'case_study'?)"
         ],
     ),
     "negative delay": (

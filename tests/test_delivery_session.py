@@ -17,8 +17,11 @@ from smtp_faults import FaultSmtpServer
 from sqlalchemy import select
 from test_delivery_faults import die, queue_intros, same
 
-from leadflow import delivery, engine
-from leadflow.delivery import DeliverySession, smtp_transport_factory
+from leadflow import engine
+from leadflow.delivery import batch as delivery_batch
+from leadflow.delivery import chunks, helper
+from leadflow.delivery.session import DeliverySession
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult
 from leadflow.runtime import Runtime
 from models.tables import OUTBOX
@@ -123,10 +126,10 @@ def test_one_helper_builds_for_every_batch_of_a_session(
 ) -> None:
     """The helper is started once, by the first batch, and builds for the later batches too:
     only the very first chunk is built here (nothing is on the wire yet to overlap with)."""
-    monkeypatch.setattr(delivery, "CHUNK", 4)
-    monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
-    monkeypatch.setattr(delivery, "HELPER_MIN", 4)
-    monkeypatch.setattr(delivery, "_compose_chunk", built_by_helper)
+    monkeypatch.setattr(chunks, "CHUNK", 4)
+    monkeypatch.setattr(chunks, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(helper, "HELPER_MIN", 4)
+    monkeypatch.setattr(helper, "compose_chunk", built_by_helper)
     sender = batched(rt, batch_size=12)
     queue_intros(sender, [f"h{n}@d{n % 4}.example" for n in range(30)])
     memory = MemoryTransport()
@@ -163,9 +166,9 @@ def test_batches_follow_one_another_in_full_chunks_each_claimed_by_itself(
 ) -> None:
     """No ramp down and up again between the batches of a session: the chunks stay full
     across the seams; every claim still takes rows of one batch only."""
-    monkeypatch.setattr(delivery, "CHUNK", 4)
-    monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
-    monkeypatch.setattr(delivery, "CLAIM_SLICE", 5)
+    monkeypatch.setattr(chunks, "CHUNK", 4)
+    monkeypatch.setattr(chunks, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(delivery_batch, "CLAIM_SLICE", 5)
     sender = batched(rt, batch_size=12)
     ids = queue_intros(sender, [f"c{n}@d{n % 4}.example" for n in range(30)])
     ranges = engine.outbox_ranges(sender, now=T0, kind="cadence")
@@ -198,10 +201,10 @@ def test_a_helper_that_died_in_one_delivery_is_not_used_by_the_next(
     """The helper dies during the session's first delivery: that delivery builds the rest
     here, and the next delivery of the same session does not hand work to the dead helper
     (a broken pool refuses new work at once, which would fail the batch)."""
-    monkeypatch.setattr(delivery, "CHUNK", 4)
-    monkeypatch.setattr(delivery, "FIRST_CHUNK", 4)
-    monkeypatch.setattr(delivery, "HELPER_MIN", 4)
-    monkeypatch.setattr(delivery, "_compose_chunk", die)  # the helper process runs this one
+    monkeypatch.setattr(chunks, "CHUNK", 4)
+    monkeypatch.setattr(chunks, "FIRST_CHUNK", 4)
+    monkeypatch.setattr(helper, "HELPER_MIN", 4)
+    monkeypatch.setattr(helper, "compose_chunk", die)  # the helper process runs this one
     sender = batched(rt, batch_size=10)
     emails = [f"d{n}@d{n % 4}.example" for n in range(20)]
     queue_intros(sender, emails)

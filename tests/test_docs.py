@@ -15,11 +15,11 @@ import yaml
 from conftest import DEFAULT_CONFIG, ROOT, TEMPLATES
 from pydantic import BaseModel
 
-from leadflow.cli import app
+from leadflow.app.cli import app
 from leadflow.config import ConfigError, load_config
 from leadflow.config.schema import PipelineConfig
 from leadflow.events import KNOWN_EVENTS
-from leadflow.fields import catalog
+from leadflow.rules.fields import catalog
 from leadflow.settings import Settings
 
 DOC = ROOT / "docs" / "pipeline-yaml.md"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from test_delivery_faults import queue_intros
 
 from leadflow import eventloop
-from leadflow.delivery import deliver_batch
+from leadflow.delivery.session import deliver_batch
 from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings

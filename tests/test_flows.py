@@ -200,7 +200,7 @@ def test_the_tick_flow_does_exactly_what_engine_tick_does(
     from conftest import database_url
 
     from leadflow import engine
-    from leadflow.delivery import smtp_transport_factory
+    from leadflow.delivery.smtp import smtp_transport_factory
 
     (tmp_path / "direct").mkdir()
     direct_settings = settings.model_copy(

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from leadflow.app.web import create_app
 from leadflow.config import ConfigError, load_config
 from leadflow.events import KNOWN_EVENTS
 from leadflow.intake import ImportSummary, import_file
 from leadflow.runtime import Runtime
-from leadflow.web import create_app
 
 SECONDS = 10.0  # one example; the real cost is milliseconds
 FUZZ = settings(

@@ -1,6 +1,6 @@
 """Issue 16: hostile input never breaks, hangs or half-applies anything. The proof, in one place.
 
-Every case goes through the real command line (``leadflow.cli.main``, what the ``leadflow``
+Every case goes through the real command line (``leadflow.app.cli.main``, what the ``leadflow``
 script runs) or the real web app (``create_app`` over a real runtime), and asserts:
 
 * the exit code (or HTTP status) and the exact message, on one line, with no traceback;
@@ -32,12 +32,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine, inspect, select, text
 
+from leadflow.app.web import create_app
 from leadflow.config import LoadedConfig
 from leadflow.intake import import_file
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from leadflow.timeutil import parse_instant
-from leadflow.web import create_app
 from models.db import make_engine, open_database
 from models.tables import LEADS
 

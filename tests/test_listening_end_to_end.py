@@ -26,12 +26,12 @@ from imap_server import ImapAccount, account_from_env, append, delete_folder, ne
 from sqlalchemy import insert, select
 
 from leadflow import engine
-from leadflow.delivery import smtp_transport_factory
+from leadflow.app.web import create_app
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
 from leadflow.report import build_report
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from leadflow.web import create_app
 from models.tables import EVENTS, INBOUND, LEADS, OUTBOX, SUPPRESSIONS
 
 NEW_YORK = ZoneInfo("America/New_York")

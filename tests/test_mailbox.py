@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
 from imap_server import ImapAccount, append, flags_of, new_folder, recreate_folder
 from sqlalchemy import func, insert, select
+from waiting import poll_until
 
 from leadflow.config import load_config
 from leadflow.listening.classify import Kind, classify, parse
@@ -381,13 +381,10 @@ def test_a_sync_killed_mid_way_resumes_and_records_each_message_once(
         "LEADFLOW_MAILBOX_PASSWORD": account.password,
         "LEADFLOW_HOME": str(tmp_path),
     }
-    command = [sys.executable, "-m", "leadflow.cli", "mailbox", "sync", "--now", NOW.isoformat()]
+    leadflow = [sys.executable, "-m", "leadflow.app.cli"]
+    command = [*leadflow, "mailbox", "sync", "--now", NOW.isoformat()]
     worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and worker.poll() is None:
-        if counts(rt)[0] >= 100:
-            break
-        time.sleep(0.005)
+    poll_until(lambda: worker.poll() is not None or counts(rt)[0] >= 100, timeout=60)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
     at_kill = counts(rt)[0]
@@ -514,7 +511,7 @@ def test_soft_bounces_in_a_row_suppress_the_address_and_status_shows_them(
     import json
     import mailbox as stdlib_mailbox
 
-    from leadflow.cli import main
+    from leadflow.app.cli import main
 
     box = stdlib_mailbox.Maildir(tmp_path / "mail", create=True)
     url = database_url(tmp_path)

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,14 +32,17 @@ from crash_sender import deliver_all, seed_due_messages
 from smtp_faults import FaultSmtpServer
 from sqlalchemy import Row, select, update
 from sqlalchemy.exc import IntegrityError
+from waiting import wait_until
 
-from leadflow import outbox
 from leadflow.config import load_config
-from leadflow.delivery import DeliveryOutcome, deliver_batch, smtp_transport_factory
+from leadflow.delivery.outcome import DeliveryOutcome
+from leadflow.delivery.session import deliver_batch
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.engine import tick
 from leadflow.events import EventIn, record_events
 from leadflow.mail.sink import EphemeralPortController
-from leadflow.outbox import CLAIM_TTL
+from leadflow.outbox import policy as outbox
+from leadflow.outbox.policy import CLAIM_TTL
 from leadflow.runtime import Runtime
 from leadflow.stages import manual_move
 from leadflow.suppression import suppress_many
@@ -175,13 +177,6 @@ def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
     return result
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
-
-
 def after_select(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
     """Run ``action`` once inside the next ``claim_batch``, after its SELECT of due rows and
     before any of its writes (``_sent_today`` is the first thing called in between)."""
@@ -259,7 +254,7 @@ def test_two_processes_sending_the_same_due_set_deliver_each_message_once(
         start_sender(rt, smtp.port, T0, "--batch-size=10", f"--ready={r}", f"--go={go}")
         for r in ready
     ]
-    wait_until(lambda: all(r.exists() for r in ready))
+    wait_until(lambda: all(r.exists() for r in ready), timeout=30, what="both senders ready")
     go.touch()
     outcomes = [finish(p) for p in senders]
 

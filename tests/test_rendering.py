@@ -347,7 +347,7 @@ def test_check_reports_missing_template_with_suggestion() -> None:
     problems = TemplateSet(SHIPPED).check("welcom")
 
     assert messages(problems) == [
-        ("welcom.html.j2", 0, "template 'welcom' not found; did you mean 'welcome'?")
+        ("welcom.html.j2", 0, "template 'welcom' not found (did you mean 'welcome'?)")
     ]
 
 
@@ -387,7 +387,7 @@ def test_check_reports_unknown_variable_with_suggestion(workdir: Path) -> None:
     problems = TemplateSet(workdir).check("var")
 
     assert messages(problems) == [
-        ("var.html.j2", 5, "unknown variable 'laed'; did you mean 'lead'?"),
+        ("var.html.j2", 5, "unknown variable 'laed' (did you mean 'lead'?)"),
         ("var.html.j2", 5, "test render with sample data failed: 'laed' is undefined"),
     ]
 
@@ -408,9 +408,9 @@ def test_check_reports_unknown_fields_with_suggestions(workdir: Path) -> None:
             2,
             "test render with sample data failed: 'dict object' has no attribute 'frist_name'",
         ),
-        ("fields.html.j2", 2, "unknown field lead.frist_name; did you mean lead.first_name?"),
-        ("fields.html.j2", 4, "unknown field sender.compnay; did you mean sender.company?"),
-        ("fields.html.j2", 5, "unknown field message.stepp; did you mean message.step?"),
+        ("fields.html.j2", 2, "unknown field lead.frist_name (did you mean 'lead.first_name'?)"),
+        ("fields.html.j2", 4, "unknown field sender.compnay (did you mean 'sender.company'?)"),
+        ("fields.html.j2", 5, "unknown field message.stepp (did you mean 'message.step'?)"),
         (
             "fields.html.j2",
             6,

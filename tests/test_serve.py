@@ -29,6 +29,7 @@ from uuid import UUID
 import pytest
 from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, LeadFactory
 from sqlalchemy import select
+from waiting import poll_until, wait_until
 
 from leadflow.config import load_config
 from leadflow.config.schema import FLOWS
@@ -91,11 +92,12 @@ def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float = 3
     family = _family(proc.pid)
     if proc.poll() is None:
         proc.send_signal(sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None and not family & _processes().keys():
-            return []
-        time.sleep(POLL)
+
+    def gone() -> bool:
+        return proc.poll() is not None and not family & _processes().keys()
+
+    if poll_until(gone, timeout=timeout, interval=POLL):
+        return []
     leftovers = sorted(family & _processes().keys())
     for pid in leftovers:
         with suppress(ProcessLookupError):
@@ -121,15 +123,9 @@ def _tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _wait_for(what: str, check: Callable[[], T | None], timeout: float, logs: list[Path]) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found is not None:
-            return found
-        time.sleep(POLL)
-    details = "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{details}")
+def _tails(logs: list[Path]) -> Callable[[], str]:
+    """The end of each log, read when a wait gives up."""
+    return lambda: "\n".join(f"--- {log.name}\n{_tail(log)}" for log in logs)
 
 
 def _healthy(api_url: str) -> bool | None:
@@ -197,7 +193,9 @@ class Served:
             flow_run = self.call(lambda c: c.read_flow_run(run_id))
             return flow_run if flow_run.state and flow_run.state.is_final() else None
 
-        return _wait_for(what, finished, timeout, self.logs)
+        return wait_until(
+            finished, timeout=timeout, what=what, interval=POLL, details=_tails(self.logs)
+        )
 
     def stop_serve(self) -> None:
         assert _stop(self.serve, signal.SIGTERM) == []  # nothing had to be killed
@@ -245,13 +243,20 @@ def _served(
     logs = [server_log, serve_log]
 
     with _process([*server_cmd, "--port", str(port)], server_env, server_log) as server:
-        _wait_for("/api/health", lambda: _healthy(api_url), STARTUP_TIMEOUT, logs)
+        wait_until(
+            lambda: _healthy(api_url),
+            timeout=STARTUP_TIMEOUT,
+            what="/api/health",
+            interval=POLL,
+            details=_tails(logs),
+        )
         with _process([str(bin_dir / "leadflow"), "serve"], serve_env, serve_log) as serve:
-            deployments = _wait_for(
-                "the served deployments",
+            deployments = wait_until(
                 lambda: _api(api_url, _deployments),
-                STARTUP_TIMEOUT,
-                logs,
+                timeout=STARTUP_TIMEOUT,
+                what="the served deployments",
+                interval=POLL,
+                details=_tails(logs),
             )
             yield Served(api_url, server, serve, deployments, logs)
         assert _stop(server, signal.SIGTERM) == []
@@ -337,7 +342,13 @@ def test_a_served_cron_schedule_fires_the_tick_by_itself(
             runs = served.call(lambda c: _runs_of(c, tick.id))
             return runs[0] if runs else None
 
-        scheduled = _wait_for("a run created by the scheduler", first_scheduled, 60, served.logs)
+        scheduled = wait_until(
+            first_scheduled,
+            timeout=60,
+            what="a run created by the scheduler",
+            interval=POLL,
+            details=_tails(served.logs),
+        )
         done = served.wait_until_final(scheduled.id, 150, "the cron-fired tick run")
         artifacts = served.call(lambda c: _artifacts(c, scheduled.id))
         later = served.call(lambda c: _runs_of(c, tick.id))
@@ -381,8 +392,8 @@ def _serve_env(tmp_path: Path, **values: str) -> dict[str, str]:
     )
 
 
-def _log_has(log: Path, text: str) -> bool | None:
-    return True if text in log.read_text(errors="replace") else None
+def _log_has(log: Path, text: str) -> bool:
+    return text in log.read_text(errors="replace")
 
 
 @pytest.mark.slow
@@ -433,11 +444,12 @@ def test_sigterm_stops_serve_within_seconds_when_its_prefect_server_is_gone(
 
     with _served(tmp_path, settings, config=DEFAULT_CONFIG, scheduler=False) as served:
         serve_log = served.logs[1]
-        _wait_for(
-            "serve's runner to start",
+        wait_until(
             lambda: _log_has(serve_log, "serving; SIGTERM or SIGINT stops"),
-            STARTUP_TIMEOUT,
-            served.logs,
+            timeout=STARTUP_TIMEOUT,
+            what="serve's runner to start",
+            interval=POLL,
+            details=_tails(served.logs),
         )
         for pid in _family(served.server.pid):
             with suppress(ProcessLookupError):
@@ -482,8 +494,12 @@ def test_sigterm_while_the_temporary_server_starts_stops_serve_and_that_server(
     log = tmp_path / "serve.log"
     env = _serve_env(tmp_path, PREFECT_LOGGING_LEVEL="INFO")
     with _process([LEADFLOW, "serve"], env, log) as serve:
-        server = _wait_for(
-            "the temporary server", lambda: _temporary_server(serve.pid), STARTUP_TIMEOUT, [log]
+        server = wait_until(
+            lambda: _temporary_server(serve.pid),
+            timeout=STARTUP_TIMEOUT,
+            what="the temporary server",
+            interval=POLL,
+            details=_tails([log]),
         )
         started = time.monotonic()
         leftovers = _stop(serve, signal.SIGTERM)

@@ -25,9 +25,9 @@ from sqlmodel import SQLModel
 
 from leadflow import engine, stages
 from leadflow.config import LoadedConfig, load_config
-from leadflow.engine import RunOutcome
 from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport, Outcome
+from leadflow.run_outcome import RunOutcome
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import insert_ignore, make_engine, session_scope

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from test_outbox import enroll, queue
 
+from leadflow.app.web import record_hit
 from leadflow.listening.tracking import (
     CLICK_PATH,
     OPEN_PATH,
@@ -32,7 +33,6 @@ from leadflow.listening.tracking import (
 from leadflow.runtime import Runtime
 from leadflow.timeutil import utcnow
 from leadflow.unsubscribe import sign_token, verify_token
-from leadflow.web import record_hit
 from models.tables import EVENTS, MessageStatus
 
 SECRET = test_web.SECRET
@@ -451,7 +451,7 @@ def test_without_a_database_the_click_still_redirects_and_the_pixel_still_loads(
     def database_down(*args: Any, **kwargs: Any) -> str | None:
         raise OperationalError("SELECT", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("leadflow.web.record_hit", database_down)
+    monkeypatch.setattr("leadflow.app.web.record_hit", database_down)
     click = client.get(click_path(outbox_id), follow_redirects=False)
     assert (click.status_code, click.headers["location"]) == (302, URL)
     assert client.get(open_path(outbox_id)).content == PIXEL_GIF

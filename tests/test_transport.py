@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from smtp_faults import FaultSmtpServer
 
-from leadflow.mail.message import build_message, build_wire, make_message_id
+from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import TemplateSet, sample_context
 from leadflow.mail.sink import EphemeralPortController, SmtpSink
 from leadflow.mail.transport import (
@@ -212,7 +212,7 @@ def test_pooled_connection_closed_by_the_server_is_replaced(server: FaultSmtpSer
 def test_delivered_message_parses_back(server: FaultSmtpServer) -> None:
     context = sample_context()
     rendered = TemplateSet(TEMPLATES).compile("welcome").render(context)
-    message = build_message(
+    message = build_wire(
         rendered,
         from_name="Zoë Ångström",
         from_email=SENDER,
@@ -227,7 +227,7 @@ def test_delivered_message_parses_back(server: FaultSmtpServer) -> None:
 
     results = send(
         SmtpTransport(server.config()),
-        [Outgoing("outbox-7", SENDER, "dana@example.com", message)],
+        [Outgoing("outbox-7", SENDER, "dana@example.com", message.data)],
     )
 
     assert outcomes(results) == [("outbox-7", Outcome.SENT, 250)]

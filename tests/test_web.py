@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from leadflow.app.web import create_app
 from leadflow.runtime import Runtime
 from leadflow.unsubscribe import sign_token
-from leadflow.web import create_app
 from models.tables import EVENTS, LEADS, SUPPRESSIONS
 
 SECRET = "a-test-secret-that-is-long-enough"

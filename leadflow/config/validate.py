@@ -7,12 +7,10 @@ file, line, column and key path. A config that produced any error is never used.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import types
 import typing
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +22,14 @@ from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
 from leadflow.config.schema import PipelineConfig
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
 from leadflow.events import KNOWN_EVENTS
-from leadflow.fields import DERIVED, FUNCTIONS, LEAD_COLUMNS, catalog
 from leadflow.rules import Rule, RuleError, compile_rule
+from leadflow.rules.fields import DERIVED, FUNCTIONS, LEAD_COLUMNS, catalog
+from leadflow.suggest import did_you_mean
 from models.tables import LeadBase
 
 # Fields an import may set: the LeadBase columns (not engine state such as stage or score).
 IMPORTABLE_FIELDS = tuple(name for name in LeadBase.model_fields if name != "attributes")
 _EVENT_ARG = re.compile(r"\b(" + "|".join(FUNCTIONS) + r")\(\s*([\"'])(.*?)\2")
-
-
-def suggest(name: str, options: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` or nothing."""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def load_config(
@@ -115,7 +108,7 @@ def _schema_issues(doc: YamlDocument, exc: ValidationError) -> list[Issue]:
         if kind == "extra_forbidden":
             name = str(loc[-1])
             model = _model_at(loc[:-1])
-            hint = suggest(name, model.model_fields) if model else ""
+            hint = did_you_mean(name, model.model_fields) if model else ""
             issues.append(doc.issue(loc, f"unknown key '{name}'{hint}", key=True))
         elif kind == "missing":
             issues.append(doc.issue(loc[:-1], f"missing required key '{loc[-1]}'"))
@@ -158,7 +151,8 @@ class _Checker:
             if event_type not in KNOWN_EVENTS:
                 self.error(
                     path,
-                    f"rule: unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                    f"rule: unknown event type '{event_type}'"
+                    f"{did_you_mean(event_type, KNOWN_EVENTS)}",
                     offset=match.start(3),
                 )
                 return None
@@ -208,7 +202,7 @@ class _Checker:
             if target not in targets:
                 self.error(
                     ("intake", "mapping", column),
-                    f"unknown lead field '{target}'{suggest(target, targets)}; declare custom "
+                    f"unknown lead field '{target}'{did_you_mean(target, targets)}; declare custom "
                     "fields under intake.attributes",
                 )
 
@@ -230,7 +224,7 @@ class _Checker:
             if event_type not in KNOWN_EVENTS:
                 self.error(
                     ("scoring", "engagement", "points", event_type),
-                    f"unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                    f"unknown event type '{event_type}'{did_you_mean(event_type, KNOWN_EVENTS)}",
                     key=True,
                 )
         if not scoring.grades:
@@ -262,7 +256,9 @@ class _Checker:
                         key=True,
                     )
                 elif target not in ids:
-                    self.error(mpath, f"moves to unknown stage '{target}'{suggest(target, ids)}")
+                    self.error(
+                        mpath, f"moves to unknown stage '{target}'{did_you_mean(target, ids)}"
+                    )
             first_index: dict[str, int] = {}
             for si, stage in enumerate(pipeline.stages):
                 spath: Path_ = (*base, "stages", si)
@@ -283,7 +279,7 @@ class _Checker:
                     if exit_.to not in ids:
                         self.error(
                             (*epath, "to"),
-                            f"exit to unknown stage '{exit_.to}'{suggest(exit_.to, ids)}",
+                            f"exit to unknown stage '{exit_.to}'{did_you_mean(exit_.to, ids)}",
                         )
                     elif exit_.to == stage.id:
                         self.error((*epath, "to"), "a stage cannot exit to itself")
@@ -295,19 +291,20 @@ class _Checker:
                 if stage.sla and stage.sla.to and stage.sla.to not in ids:
                     self.error(
                         (*spath, "sla", "to"),
-                        f"SLA moves to unknown stage '{stage.sla.to}'{suggest(stage.sla.to, ids)}",
+                        f"SLA moves to unknown stage '{stage.sla.to}'"
+                        f"{did_you_mean(stage.sla.to, ids)}",
                     )
                 cadence = stage.on_enter.cadence
                 if cadence and cadence not in self.config.cadences:
                     self.error(
                         (*spath, "on_enter", "cadence"),
-                        f"unknown cadence '{cadence}'{suggest(cadence, self.config.cadences)}",
+                        f"unknown cadence '{cadence}'{did_you_mean(cadence, self.config.cadences)}",
                     )
                 plan = stage.on_enter.checkins
                 if plan and plan not in self.config.checkins:
                     self.error(
                         (*spath, "on_enter", "checkins"),
-                        f"unknown check-in plan '{plan}'{suggest(plan, self.config.checkins)}",
+                        f"unknown check-in plan '{plan}'{did_you_mean(plan, self.config.checkins)}",
                     )
 
     def cadences(self) -> None:
@@ -327,13 +324,14 @@ class _Checker:
                 if event_type not in KNOWN_EVENTS:
                     self.error(
                         ("cadences", cid, "stop_on", i),
-                        f"unknown event type '{event_type}'{suggest(event_type, KNOWN_EVENTS)}",
+                        f"unknown event type '{event_type}'"
+                        f"{did_you_mean(event_type, KNOWN_EVENTS)}",
                     )
             target = cadence.on_complete.to
             if target and target not in all_stage_ids:
                 self.error(
                     ("cadences", cid, "on_complete", "to"),
-                    f"unknown stage '{target}'{suggest(target, all_stage_ids)}",
+                    f"unknown stage '{target}'{did_you_mean(target, all_stage_ids)}",
                 )
             elif target:
                 for pipeline in self.config.pipelines:
@@ -361,7 +359,7 @@ class _Checker:
                     self.error(
                         ("checkins", plan_id, "renewals", ri, "date_field"),
                         f"'{renewal.date_field}' is not a declared custom attribute"
-                        f"{suggest(renewal.date_field, attributes)}",
+                        f"{did_you_mean(renewal.date_field, attributes)}",
                     )
 
     def recycling(self) -> None:
@@ -370,7 +368,7 @@ class _Checker:
             self.error(
                 ("recycling", "cadence"),
                 f"unknown cadence '{recycling.cadence}'"
-                f"{suggest(recycling.cadence, self.config.cadences)}",
+                f"{did_you_mean(recycling.cadence, self.config.cadences)}",
             )
         for pi, pipeline in enumerate(self.config.pipelines):
             ids = [s.id for s in pipeline.stages]
@@ -378,13 +376,13 @@ class _Checker:
                 self.error(
                     ("recycling", "reenter_stage"),
                     f"stage '{recycling.reenter_stage}' does not exist in pipeline "
-                    f"'{pipeline.id}'{suggest(recycling.reenter_stage, ids)}",
+                    f"'{pipeline.id}'{did_you_mean(recycling.reenter_stage, ids)}",
                 )
             if recycling.lost_stage is not None and recycling.lost_stage not in ids:
                 self.error(
                     ("recycling", "lost_stage"),
                     f"stage '{recycling.lost_stage}' does not exist in pipeline '{pipeline.id}'"
-                    f"{suggest(recycling.lost_stage, ids)}",
+                    f"{did_you_mean(recycling.lost_stage, ids)}",
                 )
             if recycling.lost_stage is None and not any(s.kind == "lost" for s in pipeline.stages):
                 self.error(

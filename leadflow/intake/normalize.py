@@ -38,6 +38,8 @@ _CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f-\x9f\u2028\u2029]+\s*")
 _MULTI_LINE_JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _GROUPED = re.compile(r"[+-]?\d{1,3}([,_ \u00a0\u202f])\d{3}(?:\1\d{3})*(?:\.\d+)?")
 _PLAIN_INT = re.compile(r"[+-]?\d+(?:\.0*)?")
+# An ASCII address that email-validator would only lower-case (see ``email_key``).
+_PLAIN_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+-]*@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
 _PLAIN_FLOAT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[\W_]+")
@@ -314,6 +316,7 @@ def multi_line(value: str) -> str:
 
 
 def normalize_email(value: str | None) -> str:
+    """The address intake stores for a cell; raises InvalidValue when it is no address."""
     if value is None:
         raise InvalidValue("missing email")
     value = single_line(value)
@@ -322,6 +325,21 @@ def normalize_email(value: str | None) -> str:
     except EmailNotValidError as exc:
         raise InvalidValue(_short(str(exc))) from None
     return result.normalized.lower()
+
+
+def email_key(address: str) -> str:
+    """The form to look a stored lead up by: what ``normalize_email`` stores for ``address``.
+
+    Never raises: an address intake would reject is only trimmed and lower-cased (it then
+    matches no lead). A plain ASCII address skips email-validator, which would only lower-case
+    it, because matching runs on every inbound message."""
+    plain = address.strip().lower()
+    if _PLAIN_ADDRESS.fullmatch(plain):
+        return plain
+    try:
+        return normalize_email(address)
+    except InvalidValue:
+        return plain
 
 
 def convert_field(name: str, value: str) -> Any:

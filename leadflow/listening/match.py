@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from leadflow.intake.normalize import InvalidValue, normalize_email
+from leadflow.intake.normalize import email_key
 from leadflow.listening.classify import Classified, Kind
 from models.tables import LEADS, OUTBOX
 
@@ -77,19 +77,4 @@ def match_batch(conn: Connection, items: Sequence[Classified], *, domain: str) -
 def _addresses(item: Classified) -> list[str]:
     bounced = item.kind in (Kind.BOUNCED, Kind.SOFT_BOUNCED)
     raw = list(item.failed) if bounced else ([item.from_email] if item.from_email else [])
-    out = []
-    for address in raw:
-        plain = address.strip().lower()
-        if _PLAIN_ADDRESS.fullmatch(plain):  # what intake stores for it: lower-cased as is
-            out.append(plain)
-            continue
-        try:
-            out.append(normalize_email(address))
-        except InvalidValue:
-            out.append(plain)
-    return out
-
-
-# An ASCII address that email-validator would only lower-case; anything else (Unicode, quotes,
-# comments) goes through intake's own normalization. Used for matching only.
-_PLAIN_ADDRESS = re.compile(r"[a-z0-9][a-z0-9._+-]*@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}")
+    return [email_key(address) for address in raw]

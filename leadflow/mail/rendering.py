@@ -20,7 +20,6 @@ unknown names and fields, and a sandboxed test render with ``sample_context()``.
 
 from __future__ import annotations
 
-import difflib
 import html
 import re
 import traceback
@@ -42,6 +41,7 @@ from leadflow.mail.context import LEAD_KEYS, TEMPLATE_GLOBALS
 from leadflow.mail.html_text import extract
 from leadflow.mail.sandbox import BoundedSandbox, render_bounded
 from leadflow.mail.template_check import SourceChecker, TemplateProblem
+from leadflow.suggest import did_you_mean
 
 HTML_SUFFIX: Final = ".html.j2"
 TEXT_SUFFIX: Final = ".txt.j2"
@@ -271,7 +271,9 @@ class TemplateSet:
 
     def _build(self, name: str) -> CompiledEmail:
         if not _TEMPLATE_NAME.fullmatch(name) or not self._path(name + HTML_SUFFIX).is_file():
-            raise TemplateRenderError(name, f"template {name!r} not found{self._suggest(name)}")
+            raise TemplateRenderError(
+                name, f"template {name!r} not found{did_you_mean(name, self.names())}"
+            )
         try:
             html_template = self._env.get_template(name + HTML_SUFFIX)
             text_template = (
@@ -286,10 +288,6 @@ class TemplateSet:
     def _path(self, filename: str) -> Path:
         return self.directory / filename
 
-    def _suggest(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=1)
-        return f"; did you mean {close[0]!r}?" if close else ""
-
     def check(
         self,
         name: str,
@@ -300,7 +298,7 @@ class TemplateSet:
         """Every problem that would stop ``name`` from rendering for a real lead."""
         html_file = name + HTML_SUFFIX
         if not _TEMPLATE_NAME.fullmatch(name) or not self._path(html_file).is_file():
-            message = f"template {name!r} not found{self._suggest(name)}"
+            message = f"template {name!r} not found{did_you_mean(name, self.names())}"
             return [TemplateProblem(str(self._path(html_file)), 0, message)]
 
         checker = SourceChecker(self._env, self.directory, lead_keys, attribute_keys)

@@ -7,8 +7,7 @@ sample data that follows is in rendering.py.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from leadflow.mail.context import MESSAGE_KEYS, SENDER_KEYS, TEMPLATE_GLOBALS
 from leadflow.mail.sandbox import MAX_LOOP_DEPTH
+from leadflow.suggest import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,6 @@ class TemplateProblem:
 
 
 _CALLABLE_LOOKUPS = frozenset({"get"})
-
-
-def _did_you_mean(word: str, options: Iterable[str], prefix: str = "") -> str:
-    """``; did you mean lead.first_name?`` (with a prefix) or ``; did you mean 'lead'?``."""
-    close = difflib.get_close_matches(word, sorted(options), n=1)
-    if not close:
-        return ""
-    return f"; did you mean {prefix}{close[0]}?" if prefix else f"; did you mean {close[0]!r}?"
 
 
 def _lookup_key(node: nodes.Node) -> str | None:
@@ -124,7 +116,7 @@ class SourceChecker:
                 (n.lineno for n in ast.find_all(nodes.Name) if n.name == name and n.ctx == "load"),
                 0,
             )
-            hint = _did_you_mean(name, TEMPLATE_GLOBALS) or (
+            hint = did_you_mean(name, TEMPLATE_GLOBALS) or (
                 f"; available: {', '.join(sorted(TEMPLATE_GLOBALS))}"
             )
             self._report(path, line, f"unknown variable {name!r}{hint}")
@@ -150,10 +142,11 @@ class SourceChecker:
         if owner == "lead.attributes":
             declared = ", ".join(sorted(keys)) if keys else "none"
             hint = (
-                _did_you_mean(key, keys, "lead.attributes.") or f"; declared attributes: {declared}"
+                did_you_mean(key, keys, prefix="lead.attributes.")
+                or f"; declared attributes: {declared}"
             )
         else:
-            hint = _did_you_mean(key, keys, f"{owner}.")
+            hint = did_you_mean(key, keys, prefix=f"{owner}.")
         self._report(path, line, f"unknown field {owner}.{key}{hint}")
 
     def _check_fields(self, path: Path, ast: nodes.Template) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from leadflow.sample_data import generate_leads, write_csv
+from leadflow.app.sample_data import generate_leads, write_csv
 from leadflow.settings import Settings
 
 BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari"
@@ -55,13 +55,9 @@ def _drop_leads(settings: Settings, day: int, total: int) -> int:
 
 def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dict[str, Any]:
     from flows.context import runtime, use_settings
-    from flows.pipeline import report_flow, tick_flow
-    from flows.runner import quick_flows
-    from leadflow.events import record_events
+    from leadflow.app.web import record_hit
     from leadflow.mail.sink import SmtpSink
     from leadflow.report import build_report, headline, write_html
-    from leadflow.web import record_hit
-    from models.db import session_scope
 
     home = home.resolve()
     _reset(home)
@@ -87,29 +83,7 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
         console.print(f"SMTP sink on 127.0.0.1:{sink.port} → {outbox_dir}")
         console.print(f"the leads answer by mail into {home / 'mailbox'} (Maildir)")
         console.print("starting Prefect (a temporary local server; first start ~20 s)...")
-        with quick_flows():
-            for day in range(days):
-                date = START + timedelta(days=day)
-                dropped = _drop_leads(settings, day, lead_count)
-                if date.weekday() >= 5 and not dropped:
-                    continue
-                for hour, minute in TICKS_UTC:
-                    now = date.replace(hour=hour, minute=minute)
-                    rt = runtime()
-                    reactions = world.react(rt.engine, now=now)
-                    with session_scope(rt.engine) as session:
-                        conn = session.connection()
-                        record_events(conn, reactions.events, stop_on=rt.stop_on, now=now)
-                    result = tick_flow(now=now.isoformat())
-                    heard = result["mailbox"].get("recorded", 0) + reactions.hits
-                    console.print(
-                        f"{now:%a %d %b %H:%M}Z  heard {heard:3d} | "
-                        f"{result['advance']['summary'][:70]} | {result['nurture']['summary']}",
-                        highlight=False,
-                        soft_wrap=True,
-                    )
-            end = START + timedelta(days=days)
-            report_flow(now=end.isoformat())
+        end = _simulate(settings, world, days=days, lead_count=lead_count, console=console)
         rt = runtime()
         with rt.engine.connect() as conn:
             data = build_report(conn, rt.loaded, since=None, until=end, pipeline=None)
@@ -133,10 +107,47 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     return {"delivered": delivered, "report": data}
 
 
+def _simulate(
+    settings: Settings, world: Any, *, days: int, lead_count: int, console: Console
+) -> datetime:
+    """Each simulated day the day's leads arrive, then twice a business day the world reacts
+    and the real ``tick`` flow runs; the real ``report`` flow closes the period (returned)."""
+    from flows.context import runtime
+    from flows.pipeline import report_flow, tick_flow
+    from flows.runner import quick_flows
+    from leadflow.events import record_events
+    from models.db import session_scope
+
+    with quick_flows():
+        for day in range(days):
+            date = START + timedelta(days=day)
+            dropped = _drop_leads(settings, day, lead_count)
+            if date.weekday() >= 5 and not dropped:
+                continue
+            for hour, minute in TICKS_UTC:
+                now = date.replace(hour=hour, minute=minute)
+                rt = runtime()
+                reactions = world.react(rt.engine, now=now)
+                with session_scope(rt.engine) as session:
+                    conn = session.connection()
+                    record_events(conn, reactions.events, stop_on=rt.stop_on, now=now)
+                result = tick_flow(now=now.isoformat())
+                heard = result["mailbox"].get("recorded", 0) + reactions.hits
+                console.print(
+                    f"{now:%a %d %b %H:%M}Z  heard {heard:3d} | "
+                    f"{result['advance']['summary'][:70]} | {result['nurture']['summary']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        end = START + timedelta(days=days)
+        report_flow(now=end.isoformat())
+    return end
+
+
 def _world(home: Path, sink: Any, settings: Settings, record_hit: Any, runtime: Any) -> Any:
     """The simulated leads, answering by mail and clicking through the tracked links."""
+    from leadflow.app.simulation import World
     from leadflow.listening.classify import parse
-    from leadflow.simulation import World
 
     mailbox_dir = home / "mailbox"
     for sub in ("new", "cur", "tmp"):

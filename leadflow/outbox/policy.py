@@ -28,7 +28,9 @@ from leadflow.batching import IdRange
 from leadflow.business_time import SendWindow, in_window, next_window_start
 from leadflow.cadence import choose_variant, following_step, step_due, step_index
 from leadflow.events import EventIn, record_events
+from leadflow.mail.context import LEAD_COLUMNS
 from leadflow.moves import CHECKIN_WINDOW, REEVALUATE_AFTER
+from leadflow.outbox.claimed import Claimed, ClaimOutcome
 from leadflow.runtime import Runtime
 from leadflow.suppression import suppress_many
 from models.db import insert_ignore
@@ -67,50 +69,9 @@ def due_condition(now: datetime, kind: str | None = None) -> ColumnElement[bool]
     return condition
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A row this run owns: everything needed to render and send it, nothing more."""
-
-    id: int
-    lead_id: int
-    cadence: str
-    step: str
-    round: int
-    kind: str
-    template: str
-    variant: str | None
-    to_email: str
-    attempts: int
-    lead: dict[str, Any]
-
-
-@dataclass
-class ClaimOutcome:
-    claimed: list[Claimed] = field(default_factory=list)
-    deferred: Counter[str] = field(default_factory=Counter)
-    cancelled: Counter[str] = field(default_factory=Counter)
-    suppressed: int = 0
-    token: str = ""
-    examined: int = 0  # due rows looked at; equal to the claim's limit when more may be due
-
-
-LEAD_FIELDS = (
-    "email",
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "industry",
-    "country",
-    "timezone",
-    "stage",
-    "score",
-    "grade",
-    "attributes",
-    "pipeline",
-    "status",
-    "cadence",
-)
+# what a claim reads of its lead: what a template sees (mail.context), plus what the claim
+# policy checks
+LEAD_FIELDS = (*LEAD_COLUMNS, "pipeline", "status", "cadence")
 _lead_values = attrgetter(*(f"lead_{f}" for f in LEAD_FIELDS))  # a claim row's lead columns
 
 

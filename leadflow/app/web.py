@@ -188,6 +188,19 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
     the demo: a click then lands at the simulated instant, not the wall clock's)."""
     app = FastAPI(title="leadflow", version="0.1.0")
 
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "config": rt.loaded.short_hash}
+
+    _add_api(app, rt, clock)
+    _add_unsubscribe(app, rt, clock)
+    _add_tracking(app, rt, clock)
+    return app
+
+
+def _add_api(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
+    """``POST /leads`` and ``POST /events``, behind the API token."""
+
     def require_token(authorization: str = Header(default="")) -> None:
         expected = rt.settings.api_token.get_secret_value() if rt.settings.api_token else None
         if not expected:
@@ -195,10 +208,6 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
         supplied = authorization.removeprefix("Bearer ").strip()
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise HTTPException(401, "invalid API token")
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "config": rt.loaded.short_hash}
 
     @app.post("/leads", dependencies=[Depends(require_token)])
     async def post_leads(request: Request) -> dict[str, Any]:
@@ -252,6 +261,10 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
             )
         return {"recorded": body.type, "lead": lead.email}
 
+
+def _add_unsubscribe(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
+    """The unsubscribe page (GET asks) and the RFC 8058 one-click endpoint (POST does it)."""
+
     def _email(token: str) -> str:
         email = verify_token(token, rt.settings.require_real_secret())
         if email is None:
@@ -284,6 +297,10 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
                     now=now,
                 )
         return f"<!doctype html><p>{html.escape(email)} is unsubscribed. Sorry to see you go.</p>"
+
+
+def _add_tracking(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
+    """The tracked link (``/c/{token}``, a redirect) and the open pixel (``/o/{token}.gif``)."""
 
     def _hit(request: Request, *, outbox_id: int, kind: HitKind, url: str | None) -> bool:
         """``record_hit`` for a request: False if the row is unknown. A database failure is
@@ -319,5 +336,3 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
         if outbox_id is not None:
             _hit(request, outbox_id=outbox_id, kind="open", url=None)
         return Response(PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
-
-    return app

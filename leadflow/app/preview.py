@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from leadflow.delivery import lead_context, smtp_transport_factory
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.eventloop import run_async
-from leadflow.mail.message import build_message, make_message_id
+from leadflow.mail.context import lead_context, sender_context
+from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import RenderedEmail, sample_context
 from leadflow.mail.transport import Outgoing, SendResult
 from leadflow.queries import find_lead, row_dict
@@ -17,14 +18,7 @@ from leadflow.unsubscribe import link_for
 def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
     config = rt.loaded.config
     context = sample_context(attribute_keys=list(config.intake.attributes))
-    sender = config.sender
-    context["sender"] = {
-        "name": sender.from_name,
-        "email": sender.from_email,
-        "reply_to": sender.reply_to,
-        "company": sender.company,
-        "postal_address": sender.postal_address,
-    }
+    context["sender"] = sender_context(config.sender)
     if lead_email is not None:
         with rt.engine.connect() as conn:
             row = find_lead(conn, lead_email)
@@ -45,7 +39,7 @@ def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
     sender = rt.loaded.config.sender
     now = datetime.now(UTC)
     domain = sender.from_email.rsplit("@", 1)[-1]
-    message = build_message(
+    message = build_wire(
         rendered,
         from_name=sender.from_name,
         from_email=sender.from_email,
@@ -58,7 +52,7 @@ def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
         unsubscribe_mailto=sender.unsubscribe_mailto,
         extra_headers={"X-Leadflow-Test": "1"},
     )
-    outgoing = Outgoing(key="test", sender=sender.from_email, recipient=to, message=message)
+    outgoing = Outgoing(key="test", sender=sender.from_email, recipient=to, message=message.data)
 
     async def go() -> SendResult:
         async with smtp_transport_factory(rt)() as transport:

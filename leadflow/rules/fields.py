@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.rules import Catalog, FieldKind, FunctionSpec
+from leadflow.rules.catalog import Catalog, FieldKind, FunctionSpec
 from models.tables import EVENTS, LEADS
 
 LEAD_COLUMNS: dict[str, FieldKind] = {
@@ -66,7 +66,7 @@ def catalog(attributes: Mapping[str, FieldKind]) -> Catalog:
     return Catalog(fields=fields, functions=FUNCTIONS)
 
 
-def _days_between(dialect: str, now: datetime, column: Any) -> ColumnElement[Any]:
+def days_between(dialect: str, now: datetime, column: Any) -> ColumnElement[Any]:
     """Days from ``column`` to ``now`` as a float, portable across SQLite and PostgreSQL."""
     if dialect == "sqlite":
         now_julian = now.timestamp() / 86400.0 + _UNIX_EPOCH_JULIAN
@@ -87,9 +87,9 @@ class LeadSql:
         if name in LEAD_COLUMNS:
             return table.c[name]
         if name == "days_in_stage":
-            return _days_between(self.dialect, self.now, table.c.stage_entered_at)
+            return days_between(self.dialect, self.now, table.c.stage_entered_at)
         if name == "days_since_created":
-            return _days_between(self.dialect, self.now, table.c.created_at)
+            return days_between(self.dialect, self.now, table.c.created_at)
         if name == "cadence_done":
             done = table.c.cadence_done_at
             return case((and_(done.is_not(None), done <= self.now), True), else_=False)

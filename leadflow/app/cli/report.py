@@ -1,0 +1,58 @@
+"""``leadflow report``: the pipeline metrics of a period, on the terminal, as JSON or as HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leadflow.app.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    NowOpt,
+    check_writable,
+    emit_json,
+    fail,
+    instant,
+    out,
+    runtime,
+)
+
+commands = typer.Typer()
+
+
+@commands.command()
+def report(
+    since: Annotated[str | None, typer.Option(help="Start of the period (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="End of the period (default: now).")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Pipeline metrics: funnel, conversion, aging, stuck leads, win rate, velocity."""
+    from leadflow.report import build_report, render_report, write_html
+    from leadflow.suggest import did_you_mean
+
+    when = instant(until or now)
+    start = instant(since) if since else None
+    if start is not None and start >= when:
+        fail(f"--since {start.isoformat()} is not before --until {when.isoformat()}")
+    if html is not None:
+        check_writable(html, "--html")
+    with runtime(config) as rt, rt.engine.connect() as conn:
+        ids = [p.id for p in rt.loaded.config.pipelines]
+        if pipeline is not None and pipeline not in ids:
+            hint = did_you_mean(pipeline, ids)
+            fail(f"unknown pipeline '{pipeline}'{hint}; pipelines: {', '.join(ids)}")
+        data = build_report(conn, rt.loaded, since=start, until=when, pipeline=pipeline)
+    if html is not None:
+        write_html(data, html)
+    if as_json:
+        emit_json(data)
+        return
+    render_report(data, out)
+    if html is not None:
+        out.print(f"HTML report written to {html}")

@@ -1,0 +1,86 @@
+"""A tick by hand: ``run`` flows once as real Prefect flow runs, or ``plan`` what the next tick
+would do without changing anything."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from leadflow.app.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    NowOpt,
+    emit_json,
+    fail,
+    instant,
+    out,
+    settings_for,
+    styled,
+)
+from leadflow.config import load_config
+from leadflow.runtime import Runtime
+from leadflow.settings import load_settings
+
+commands = typer.Typer()
+
+
+@commands.command()
+def run(
+    flows: Annotated[list[str] | None, typer.Argument(help="Flows to run (default: tick).")] = None,
+    now: NowOpt = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Run flows once as real Prefect flow runs (intake, score, advance, nurture, callbacks,
+    checkins, report, or tick = all in order)."""
+    from leadflow.config.schema import FLOWS
+    from leadflow.suggest import did_you_mean
+
+    names = flows or ["tick"]
+    for name in names:
+        if name not in FLOWS:
+            fail(f"unknown flow '{name}'{did_you_mean(name, FLOWS)}; flows: {', '.join(FLOWS)}")
+    when = instant(now)
+    settings = settings_for(config)
+    settings.require_real_secret()  # before anything starts or commits: links are signed
+    Runtime.open(settings).close()  # a bad config or database fails before Prefect starts
+    from flows.runner import run_flows
+
+    results = run_flows(names, now=when, settings=settings)
+    if as_json:
+        emit_json(results)
+        return
+    for name, result in results.items():
+        out.print(styled((name, "bold"), f": {result.get('summary', result)}"))
+
+
+@commands.command()
+def plan(
+    now: NowOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run of the next tick: who would move, what would be sent. Changes nothing.
+
+    With --config PROPOSED.yaml it also shows the difference from the current config."""
+    from leadflow.planning import plan_tick, render_plan
+
+    when = instant(now)
+    settings = load_settings()
+    current = Runtime.open(settings)
+    try:
+        proposed = None
+        if config is not None:
+            proposed = Runtime(
+                settings=settings,
+                loaded=load_config(config, templates=settings.templates),
+                engine=current.engine,
+            )
+        result = plan_tick(current, now=when, proposed=proposed)
+    finally:
+        current.close()
+    if as_json:
+        emit_json(result)
+        return
+    render_plan(result, out)
