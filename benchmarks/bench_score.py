@@ -17,7 +17,11 @@ Memory: each phase runs in its own process; the figure is the growth of its peak
 RSS it had once imports and config were loaded. It is measured at ``--small`` and ``--leads``
 leads and must not grow with the number of leads.
 
-Output: one JSON line, then one line for people.
+Production path: the same run (config check, then every batch) through the ``score`` Prefect
+flow, one task run per batch, on a copy of the same database (``--no-flow`` skips it); it
+must stay within 10% of the direct run.
+
+Output: one JSON line, then lines for people.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from benchmarks.common import (
     TEMPLATES,
     Population,
     build_database,
+    copy_database,
     peak_rss_mib,
     ratio,
     reset_peak_rss,
@@ -43,6 +48,7 @@ from benchmarks.common import (
     run_phase,
     sql_time,
     sqlite_url,
+    temporary_prefect,
     timed,
 )
 
@@ -51,44 +57,54 @@ TARGET = 3.0
 FLAT_MEMORY_SLACK_MIB = 16.0  # allowed difference in peak growth between the two sizes
 
 
-def score_phase(path: str, batch_size: int) -> dict[str, Any]:
-    """Score every due lead of ``path`` through the engine, batch by batch."""
+def score_phase(path: str, batch_size: int, way: str = "direct") -> dict[str, Any]:
+    """Score every due lead of ``path``: the ``score`` run (config check, then every batch)
+    walked here (``way="direct"``: ``engine.run`` with ``InlineRunner``), or as production
+    runs it (``way="flow"``: the ``score`` Prefect flow, one task run per batch)."""
     from leadflow import engine
-    from leadflow.config import load_config
+    from leadflow.delivery.smtp import smtp_transport_factory
+    from leadflow.run_record import record_run
     from leadflow.runtime import Runtime
     from leadflow.settings import Settings
-    from models.db import open_database
 
-    url = sqlite_url(Path(path))
-    settings = Settings(
-        home=Path(path).parent,
-        database_url=url,
-        config=CONFIG,
-        templates=TEMPLATES,
-        demo=True,
-        batch_size=batch_size,
-    )
-    rt = Runtime(
-        settings=settings,
-        loaded=load_config(CONFIG, templates=TEMPLATES),
-        engine=open_database(url, migrate=False),
-    )
+    def settings_for(db: Path) -> Settings:
+        return Settings(
+            home=db.parent,
+            database_url=sqlite_url(db),
+            config=CONFIG,
+            templates=TEMPLATES,
+            demo=True,
+            batch_size=batch_size,
+        )
+
+    settings = settings_for(Path(path))
+    if way == "flow":
+        from flows.runner import run_flows
+
+        empty = Path(path).with_suffix(".warm-up.db")
+        run_flows(["score"], now=NOW, settings=settings_for(empty))  # untimed: server, imports
+    rt = Runtime.open(settings)
+    # the config is the one the last run used: the config step only checks it (a changed
+    # config would first make every lead due again, which is not scoring)
+    record_run(rt, "score", now=NOW, summary={})
+    result: dict[str, Any]
     reset_peak_rss()
     start_rss = rss_mib()
-    rescored = changed = 0
     with timed() as elapsed:
-        ranges = engine.score_ranges(rt, now=NOW)
-        for id_range in ranges:
-            outcome = engine.score(rt, id_range, now=NOW)
-            rescored += outcome.rescored
-            changed += outcome.changed
+        if way == "flow":
+            result = run_flows(["score"], now=NOW, settings=settings)["score"]["score"]
+        else:
+            transport = smtp_transport_factory(rt)
+            walked = engine.run(rt, "score", now=NOW, runner=engine.InlineRunner(rt, transport))
+            result = walked.as_dict()["score"]
         seconds = elapsed()
     rt.close()
     return {
+        "way": way,
         "seconds": round(seconds, 3),
-        "rescored": rescored,
-        "history_rows": changed,
-        "batches": len(ranges),
+        "rescored": result["rescored"],
+        "history_rows": result["changed"],
+        "batches": result["batches"],
         "start_rss_mib": round(start_rss, 1),
         "peak_growth_mib": round(max(peak_rss_mib() - start_rss, 0.0), 1),
     }
@@ -131,15 +147,31 @@ def baseline_phase(path: str, leads: int, batch_size: int) -> dict[str, Any]:
     }
 
 
-def measure(workdir: Path, leads: int, events: int, batch_size: int) -> dict[str, Any]:
+def measure(
+    workdir: Path, leads: int, events: int, batch_size: int, *, flow: bool
+) -> dict[str, Any]:
     path = workdir / f"score-{leads}.db"
     built = build_database(path, Population(leads=leads, now=NOW, events_per_lead=events))
+    copy = workdir / f"score-{leads}-flow.db"
+    if flow:
+        copy_database(path, copy)
     scored = run_phase(score_phase, str(path), batch_size)
     if scored["rescored"] != leads:
         raise AssertionError(f"scored {scored['rescored']} of {leads} leads")
     baseline = run_phase(baseline_phase, str(path), leads, batch_size)
     path.unlink()
-    return {"leads": leads, "build_s": round(built, 1), "score": scored, "baseline": baseline}
+    out: dict[str, Any] = {
+        "leads": leads,
+        "build_s": round(built, 1),
+        "score": scored,
+        "baseline": baseline,
+    }
+    if flow:
+        out["score_flow"] = run_phase(score_phase, str(copy), batch_size, "flow")
+        if out["score_flow"]["rescored"] != leads:
+            raise AssertionError(f"the flow scored {out['score_flow']['rescored']} of {leads}")
+        copy.unlink()
+    return out
 
 
 def main() -> None:
@@ -151,13 +183,20 @@ def main() -> None:
     parser.add_argument("--events-per-lead", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument(
+        "--no-flow", action="store_true", help="skip scoring through the score Prefect flow"
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-score-", dir=args.workdir) as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-score-", dir=args.workdir) as folder,
+        temporary_prefect(),
+    ):
         workdir = Path(folder)
-        large = measure(workdir, args.leads, args.events_per_lead, args.batch_size)
+        flow = not args.no_flow
+        large = measure(workdir, args.leads, args.events_per_lead, args.batch_size, flow=flow)
         small = (
-            measure(workdir, args.small, args.events_per_lead, args.batch_size)
+            measure(workdir, args.small, args.events_per_lead, args.batch_size, flow=False)
             if args.small
             else None
         )
@@ -176,6 +215,10 @@ def main() -> None:
         "score_s": score_s,
         "baseline_s": baseline_s,
         "ratio": ratio(score_s, baseline_s),
+        "flow_s": large["score_flow"]["seconds"] if "score_flow" in large else None,
+        "flow_ratio": (
+            ratio(large["score_flow"]["seconds"], baseline_s) if "score_flow" in large else None
+        ),
         "target_ratio": TARGET,
         "leads_per_s": round(args.leads / score_s) if score_s else None,
         "score_peak_growth_mib": growth,
@@ -191,6 +234,14 @@ def main() -> None:
         f"({verdict} the {TARGET:g}x target); peak memory growth {memory}"
         + ("" if not small else " (flat)" if flat else " (GROWS)")
     )
+    if result["flow_s"] is not None:
+        flow_s = float(result["flow_s"])
+        within = flow_s <= 1.1 * score_s
+        print(
+            f"score through the score Prefect flow: {flow_s:.1f} s = {result['flow_ratio']:.2f}x "
+            f"the raw baseline, {flow_s / score_s:.2f}x the direct run "
+            f"({'within' if within else 'NOT within'} 10%)"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,35 @@ def _once(step: str, now: str) -> Any:
     return done(rt, parse_instant(now), smtp_transport_factory(rt))
 
 
+# Task runs per batched step, at most. A task run costs ~6-9 ms here and the server records
+# only ~20 a second (it stalls other API calls while it catches up), so a million leads in
+# 500 batches of 2,000 become 16 task runs of ~31 batches each (measured, 200,000 leads on
+# SQLite: one task run per batch made the score flow 1.38x the direct run). Sixteen still
+# keeps a PostgreSQL flow's worker threads busy side by side.
+MAX_TASK_RUNS = 16
+
+
+def task_groups(ranges: Sequence[IdRange], limit: int = MAX_TASK_RUNS) -> list[list[IdRange]]:
+    """``ranges`` in order, cut into at most ``limit`` runs of consecutive ranges, as even as
+    can be."""
+    count = min(len(ranges), limit)
+    size, extra = divmod(len(ranges), count) if count else (0, 0)
+    groups, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        groups.append(list(ranges[start:end]))
+        start = end
+    return groups
+
+
 @task(cache_policy=NO_CACHE)
-def _batch(step: str, id_range: IdRange, now: str) -> Any:
-    return STEPS[step].batch(runtime(), id_range, parse_instant(now))
+def _batch(step: str, id_ranges: list[IdRange], now: str) -> Any:
+    """Each range in a transaction of its own, one after another; their outcome merged."""
+    done, at = STEPS[step], parse_instant(now)
+    outcome = done.empty()
+    for id_range in id_ranges:
+        outcome.merge(done.batch(runtime(), id_range, at))
+    return outcome
 
 
 def _task_for(step: Step) -> Task[..., Any]:
@@ -58,7 +84,8 @@ TASKS: dict[str, Task[..., Any]] = {name: _task_for(step) for name, step in STEP
 
 
 class PrefectRunner:
-    """Each step a task run; each batch of a batched step a mapped task run."""
+    """Each step a task run; the batches of a batched step spread over at most
+    ``MAX_TASK_RUNS`` mapped task runs."""
 
     def once(self, step: Step, now: datetime) -> Any:
         return TASKS[step.name](step.name, now.isoformat())
@@ -68,5 +95,6 @@ class PrefectRunner:
         return step.plan(runtime(), now)
 
     def each(self, step: Step, ranges: Sequence[IdRange], now: datetime) -> list[Any]:
-        futures = TASKS[step.name].map(unmapped(step.name), list(ranges), unmapped(now.isoformat()))
+        groups = task_groups(ranges)
+        futures = TASKS[step.name].map(unmapped(step.name), groups, unmapped(now.isoformat()))
         return list(futures.result())

@@ -140,6 +140,40 @@ def test_task_runs_grow_with_batches_not_with_leads(
         assert conn.execute(select(func.count()).select_from(OUTBOX)).scalar() == 0
 
 
+def test_a_step_with_more_batches_than_task_runs_spreads_them_over_the_most_allowed(
+    rt: Runtime, settings: Settings, add_lead: LeadFactory
+) -> None:
+    """The server records ~20 task runs a second: more batches than ``MAX_TASK_RUNS`` share
+    that many task runs, and every batch is still done (in a transaction of its own)."""
+    from flows.tasks import MAX_TASK_RUNS
+
+    batches = MAX_TASK_RUNS + 4
+    for _ in range(2 * batches):
+        add_lead(**FIT)
+    tiny_batches = settings.model_copy(update={"batch_size": 2})
+
+    result, run_id = _run("score", tiny_batches, T0.isoformat())
+
+    names = asyncio.run(_task_names(run_id, expected=MAX_TASK_RUNS + 1))
+    assert names == ["apply config change"] + ["score batch"] * MAX_TASK_RUNS
+    assert (result["score"]["rescored"], result["score"]["batches"]) == (2 * batches, batches)
+
+
+@pytest.mark.parametrize(
+    ("batches", "sizes"),
+    [(0, []), (1, [1]), (16, [1] * 16), (17, [2] + [1] * 15), (100, [7] * 4 + [6] * 12)],
+)
+def test_task_groups_keep_every_range_once_in_order(batches: int, sizes: list[int]) -> None:
+    from flows.tasks import task_groups
+
+    ranges = [(n * 10, n * 10 + 9) for n in range(batches)]
+
+    groups = task_groups(ranges, limit=16)
+
+    assert [len(g) for g in groups] == sizes
+    assert [r for g in groups for r in g] == ranges
+
+
 def test_mailbox_flow_records_a_reply_from_the_maildir_as_a_task_run(
     rt: Runtime, settings: Settings, add_lead: LeadFactory, tmp_path: Any
 ) -> None:
