@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy import Index
 
 from leadflow.config import load_config
-from leadflow.report import build_report
 from leadflow.reporting import flow, messaging, outcomes, snapshot
+from leadflow.reporting.build import build_report
 from models.db import make_engine, open_database
 from models.tables import EVENTS, LEADS, OUTBOX, TRANSITIONS
 

@@ -37,9 +37,9 @@ from leadflow.delivery.smtp import TransportFactory
 from leadflow.inbox import import_inbox
 from leadflow.listening.sync import SyncOutcome, sync_mailbox
 from leadflow.moves import AdvanceOutcome
-from leadflow.outbox.policy import claim_batch
-from leadflow.outbox.policy import due_condition as outbox_due
-from leadflow.report import build_report
+from leadflow.outbox.claim import claim_batch
+from leadflow.outbox.claim import due_condition as outbox_due
+from leadflow.reporting.build import build_report
 from leadflow.run_outcome import Figures, RunOutcome
 from leadflow.runtime import Runtime
 from models.db import session_scope

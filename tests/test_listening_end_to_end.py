@@ -29,7 +29,7 @@ from leadflow import engine
 from leadflow.app.web import create_app
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
-from leadflow.report import build_report
+from leadflow.reporting.build import build_report
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import EVENTS, INBOUND, LEADS, OUTBOX, SUPPRESSIONS

@@ -14,6 +14,7 @@ import re
 import statistics
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,14 @@ from sqlalchemy import Connection, Engine, String, event, literal, select, union
 from sqlmodel import Session
 
 from leadflow.config import LoadedConfig, load_config
-from leadflow.report import build_report, export_csv, headline, render_report, write_html
 from leadflow.reporting import flow
+from leadflow.reporting.build import build_report
+from leadflow.reporting.console import BARS, render_report
+from leadflow.reporting.csvexport import export_csv
+from leadflow.reporting.page import CARDS, write_html
 from leadflow.reporting.sqlfn import Scope, distributions, distributions_in_order
+from leadflow.reporting.table import Column, Format, Table
+from leadflow.reporting.tables import headline, pipeline_tables
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
 
@@ -718,13 +724,14 @@ def test_render_report_prints_tables_without_interpreting_data_as_markup(
     assert "10 leads: 1 lead, 1 prospect, 2 qualified, 1 proposal; won 2" in text
     assert "[bold]Eta[/bold]" in text  # a company name is printed as written
     for title in (
+        "Key figures",
         "Funnel",
         "Conversion",
         "Time in stage",
         "Stage aging",
         "Stuck leads",
         "Win rate",
-        "Lead sources",
+        "Conversion by lead source",
         "Weekly trend",
         "A/B variants",
     ):
@@ -752,18 +759,132 @@ def test_html_report_is_self_contained_with_svg_charts(
     assert "default-src 'none'" in page
 
 
+class PageTables(HTMLParser):
+    """The HTML page read back: each table's title (the h3 above it), headers and cells, and
+    the cards as (label, value) rows."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[tuple[str, list[str], list[list[str]]]] = []
+        self.cards: list[list[str]] = []
+        self.title = ""
+        self.text: list[str] | None = None
+        self.row: list[str] | None = None
+        self.in_card = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("h3", "th", "td", "b", "span"):
+            self.text = []
+        elif tag == "table":
+            self.tables.append((self.title, [], []))
+        elif tag == "tr":
+            self.row = []
+        elif tag == "div" and ("class", "card") in attrs:
+            self.in_card, card = True, ["", ""]
+            self.cards.append(card)
+
+    def handle_data(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        text = "".join(self.text or [])
+        if tag == "h3":
+            self.title = text
+        elif tag in ("th", "td") and self.row is not None:
+            self.row.append(text)
+        elif tag == "tr" and self.row is not None:
+            _, headers, rows = self.tables[-1]
+            if headers:
+                rows.append(self.row)
+            else:
+                headers.extend(self.row)
+            self.row = None
+        elif tag in ("b", "span") and self.in_card:
+            self.cards[-1][1 if tag == "b" else 0] = text
+        elif tag == "div":
+            self.in_card = False
+        if tag in ("h3", "th", "td", "b", "span"):
+            self.text = None
+
+
+def console_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """The terminal's tables read back from rich's box drawing: header row, then body rows."""
+    found: list[tuple[list[str], list[list[str]]]] = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split("[│┃]", line.strip())[1:-1]]
+        if line.lstrip().startswith("┃"):
+            found.append((cells, []))
+        elif line.lstrip().startswith("│"):
+            found[-1][1].append(cells)
+    return found
+
+
+def test_every_table_is_the_same_in_the_terminal_and_on_the_page(
+    full: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each table is defined once: both forms show its title, headers and cell text."""
+    tables = [t for p in full["pipelines"] for t in pipeline_tables(p)]
+    assert all(t.rows for t in tables)  # the fixture fills every table of both pipelines
+    console = Console(record=True, width=250, file=io.StringIO())
+    render_report(full, console)
+    text = console.export_text()
+    path = tmp_path / "report.html"
+    write_html(full, path)
+    page = PageTables()
+    page.feed(path.read_text(encoding="utf-8"))
+
+    drawn = iter(console_tables(text))
+    on_page = iter(page.tables)
+    cards = [c for t in tables if t.key == CARDS for c in t.shown()]
+    assert page.cards == cards
+    flat = " ".join(text.split())
+    for table in tables:
+        headers, rows = next(drawn)
+        if table.key in BARS:  # the terminal's bar column is drawing, not data
+            headers, rows = headers[:-1], [r[:-1] for r in rows]
+        assert (headers, rows) == (table.headers, table.shown()), table.key
+        assert " ".join(table.title.split()) in flat
+        if table.key != CARDS:
+            assert next(on_page) == (table.title, table.headers, table.shown()), table.key
+    assert next(drawn, None) is None and next(on_page, None) is None
+
+
+def test_tables_show_rates_to_one_decimal_and_missing_values_as_a_dash(
+    full: dict[str, Any],
+) -> None:
+    b2b = {t.key: t for t in pipeline_tables(section(full, "b2b"))}
+    sources = dict((r[0], r[1:]) for r in b2b["sources"].shown())
+    assert sources["web"] == ["4", "2", "50.0%"]
+    assert sources["(none)"] == ["1", "0", "0.0%"]  # a lead without a source
+    funnel = b2b["funnel"].shown()
+    assert funnel[-1] == ["Callback list", "-", "1", "-"]
+    stuck = {r[1]: r for r in b2b["stuck"].shown()}
+    assert stuck["d@x.test"] == [
+        "Proposal sent",
+        "d@x.test",
+        "<b>Delta</b> & Co",
+        "51.00",
+        "yes",
+        "",
+    ]
+
+
 def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
     path = tmp_path / "stuck.csv"
     hostile = ["=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\t=1", "\r=1", "plain", "a=b"]
-    export_csv(
-        [{"company": value, "days": -1.5, "n": 3} for value in hostile]
-        + [{"company": None, "extra": ["x", 1]}],
-        path,
+    columns = (
+        Column("Company", Format.TEXT),
+        Column("Days"),
+        Column("N"),
+        Column("Rate", Format.PERCENT),
     )
+    rows = [(value, -1.5, 3, 0.375) for value in hostile] + [(None, None, None, None)]
+    export_csv(Table("t", "Hostile", columns, tuple(rows)), path)
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    assert rows[0] == ["company", "days", "n", "extra"]
-    assert [r[0] for r in rows[1:-1]] == [
+        read = list(csv.reader(handle))
+    assert read[0] == ["Company", "Days", "N", "Rate"]
+    assert [r[0] for r in read[1:-1]] == [
         "'=cmd|' /C calc'!A0",
         "'+1",
         "'-1",
@@ -773,16 +894,18 @@ def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
         "plain",
         "a=b",
     ]
-    assert rows[1][1:] == ["-1.5", "3", ""]  # numbers stay numbers
-    assert rows[-1] == ["", "", "", '["x", 1]']
+    assert read[1][1:] == ["-1.5", "3", "37.5"]  # numbers stay numbers, a rate in percent
+    assert read[-1] == ["", "", "", ""]
 
 
-def test_csv_export_of_report_rows(full: dict[str, Any], tmp_path: Path) -> None:
+def test_csv_export_of_a_report_table(full: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "stuck.csv"
-    export_csv(section(full, "b2b")["stuck"], path)
+    stuck = next(t for t in pipeline_tables(section(full, "b2b")) if t.key == "stuck")
+    export_csv(stuck, path)
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["email"], r["days_in_stage"]) for r in rows] == [
+    assert list(rows[0]) == stuck.headers
+    assert [(r["Email"], r["Days in stage"]) for r in rows] == [
         ("g@x.test", "30.0"),
         ("h@x.test", "14.0"),
         ("e@x.test", "49.0"),

@@ -57,7 +57,9 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
     from flows.context import runtime, use_settings
     from leadflow.app.web import record_hit
     from leadflow.mail.sink import SmtpSink
-    from leadflow.report import build_report, headline, write_html
+    from leadflow.reporting.build import build_report
+    from leadflow.reporting.page import write_html
+    from leadflow.reporting.tables import headline
 
     home = home.resolve()
     _reset(home)

@@ -1,43 +1,44 @@
-"""CSV export that a spreadsheet can open safely.
+"""A report table as CSV that a spreadsheet can open safely.
+
+The headers are the terminal's and the page's; numbers are written as numbers so they can
+be summed (a rate as its percentage, 0.375 -> 37.5 under "Open %"), not as display text.
 
 Lead data (emails, company names) comes from web forms and imports, so a text cell starting
 with ``= + - @`` (or a tab / carriage return, which some spreadsheets skip before reading a
 formula) is prefixed with ``'``: the spreadsheet then shows it as text instead of running it.
-Numbers are written as numbers; a negative number is data, not a formula.
+A negative number is data, not a formula.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+
+from leadflow.reporting.table import Cell, Column, Format, Table
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise(value: Any) -> Any:
+def neutralise(value: Cell) -> str | int | float:
     """A cell value safe to hand to a spreadsheet."""
     if value is None:
         return ""
-    if isinstance(value, bool | int | float):
+    if isinstance(value, int | float):
         return value
-    if isinstance(value, Mapping | list | tuple):
-        value = json.dumps(value, default=str, ensure_ascii=False)
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
-def export_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> None:
-    """Write ``rows`` with a header of every key, in order of first appearance."""
-    materialised = list(rows)
-    header: dict[str, None] = {}
-    for row in materialised:
-        header.update(dict.fromkeys(row))
+def export_csv(table: Table, path: Path) -> None:
+    """Write ``table`` to ``path``: a header row, then one row per table row."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([neutralise(key) for key in header])
-        for row in materialised:
-            writer.writerow([neutralise(row.get(key)) for key in header])
+        writer.writerow([neutralise(h) for h in table.headers])
+        for row in table.rows:
+            writer.writerow([_cell(v, c) for v, c in zip(row, table.columns, strict=True)])
+
+
+def _cell(value: Cell, column: Column) -> str | int | float:
+    if column.format is Format.PERCENT and isinstance(value, int | float):
+        return round(value * 100, 2)
+    return neutralise(value)

@@ -1,8 +1,6 @@
-"""Rounding rules of the report, so JSON, console and HTML show the same figures."""
+"""Rounding rules of the report's figures, applied once when ``build_report`` makes them."""
 
 from __future__ import annotations
-
-from typing import Any
 
 
 def ratio(part: float, whole: float | None) -> float | None:
@@ -31,11 +29,3 @@ def money(value: float | None) -> float | None:
 def percent(value: float | None, digits: int = 0) -> str:
     """0.375 -> '38%' for people; n/a when there is nothing to divide."""
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def is_text(value: Any) -> bool:
-    """Words align left in tables, figures (numbers, percentages, n/a) right."""
-    if value is None or isinstance(value, int | float):
-        return False
-    text = str(value)
-    return not (text.endswith("%") or text == "n/a" or text[:1].isdigit())

@@ -1,19 +1,21 @@
 """The HTML report: one self-contained file (inline CSS and SVG, no script, no network).
 
-A Content-Security-Policy meta tag forbids every fetch, so even a hostile value that slipped
-past escaping could not make the page load anything when it is opened.
+Every table of ``reporting.tables`` is drawn here with the same headers and cell text as in
+the terminal; the page adds an SVG chart beside some of them and shows the key figures as
+cards. Every value is escaped, and a Content-Security-Policy meta tag forbids every fetch,
+so even a hostile value that slipped past escaping could not make the page load anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from leadflow.reporting import charts
-from leadflow.reporting.console import headline
-from leadflow.reporting.numbers import is_text, percent
+from leadflow.reporting.table import Table
+from leadflow.reporting.tables import headline, pipeline_tables, report_title, unassigned_note
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2430;
@@ -27,19 +29,31 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bott
 .card b{display:block;font-size:18px}.card span{color:#667085;font-size:12px}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #e1e4ea;padding:4px 8px;text-align:right}
-th:first-child,td:first-child,td.t{text-align:left}th{background:#eef0f4}
+th.t,td.t{text-align:left}th{background:#eef0f4}
+.note{color:#667085;font-size:12px;margin:0 0 12px}
 svg.chart{background:#fff;border:1px solid #e1e4ea;border-radius:8px;max-width:100%;height:auto}
 svg text{font-size:12px;fill:#1f2430}svg text.num,svg text.axis{fill:#667085;font-size:11px}
 svg text.legend-new{fill:#3b6fd8}svg text.legend-won{fill:#2e9e5b}
 """
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
-NONE = "-"
+Section = dict[str, Any]
+# Charts drawn above a table (by table key); they read the report's rows, not the table.
+CHARTS: dict[str, Callable[[Section], str]] = {
+    "funnel": lambda p: charts.funnel(p["funnel"], p["leads"]["callback"]),
+    "aging": lambda p: charts.aging(p["aging"]),
+    "weekly": lambda p: charts.weekly(p["weekly"]),
+    "variants": lambda p: charts.variants(p["variants"]),
+}
+CHART_NOTES = {
+    "aging": "Dark bar: average days in stage; light bar: the oldest lead; red tick: the SLA.",
+    "weekly": "The chart covers every week of the period; the table the latest ones.",
+}
+CARDS = "figures"  # the table shown as cards at the top of each pipeline
 
 
 def write_html(data: dict[str, Any], path: Path) -> None:
     """Write the whole report to ``path`` as a single HTML file."""
-    period = data["period"]
-    title = f"Pipeline report {period['since'] or 'all history'} to {period['until']}"
+    title = report_title(data)
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -49,191 +63,55 @@ def write_html(data: dict[str, Any], path: Path) -> None:
         f"<h1>{escape(title)}</h1>",
         f'<p class="headline">{escape(headline(data))}</p>',
     ]
-    if data.get("unassigned_leads"):
-        parts.append(
-            f'<p class="muted">{data["unassigned_leads"]} lead(s) not yet assigned '
-            "to a pipeline.</p>"
-        )
-    for p in data["pipelines"]:
-        parts.append(_pipeline(p))
+    note = unassigned_note(data)
+    if note:
+        parts.append(f'<p class="muted">{escape(note)}</p>')
+    parts += [_pipeline(p) for p in data["pipelines"]]
     parts.append("</main></body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def _pipeline(p: dict[str, Any]) -> str:
-    result, cycle = p["outcomes"], p["outcomes"]["cycle_days"]
-    cards = [
-        ("Leads", p["leads"]["total"]),
-        ("Open opportunities", p["leads"]["open"]),
-        ("Callback list", p["leads"]["callback"]),
-        ("Won / lost", f"{result['won']} / {result['lost']}"),
-        ("Win rate", percent(result["win_rate"], 1)),
-        ("Average deal", _fmt(result["avg_deal_size"])),
-        ("Sales cycle median (d)", _fmt(cycle["median"])),
-        ("Weighted pipeline", _fmt(p["weighted_pipeline"])),
-        ("Coverage of target", percent(p["coverage"], 1)),
-        ("Velocity per day", _fmt(p["velocity"]["per_day"])),
-        ("First reply median (h)", _fmt(p["first_response"]["median_hours"])),
+def _pipeline(p: Section) -> str:
+    name, pid = escape(p["name"]), escape(p["id"])
+    parts = [
+        f'<section><h2>{name} <span class="muted">({pid})</span></h2>',
+        f'<p class="headline">{escape(headline({"pipelines": [p]}))}</p>',
     ]
-    card_html = "".join(
-        f'<div class="card"><b>{escape(str(v))}</b><span>{escape(k)}</span></div>' for k, v in cards
+    for table in pipeline_tables(p):
+        if table.key == CARDS:
+            parts.append(_cards(table))
+            continue
+        parts.append(f"<h3>{escape(table.title)}</h3>")
+        if table.key in CHARTS:
+            parts.append(CHARTS[table.key](p))
+            if table.key in CHART_NOTES:
+                parts.append(f'<p class="note">{escape(CHART_NOTES[table.key])}</p>')
+        parts.append(to_html(table) if table.rows else '<p class="muted">None.</p>')
+        parts += [f'<p class="note">{escape(n)}</p>' for n in table.notes]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _cards(table: Table) -> str:
+    """A two-column table (label, value) as a row of cards."""
+    cards = "".join(
+        f'<div class="card"><b>{escape(value)}</b><span>{escape(label)}</span></div>'
+        for label, value in table.shown()
     )
-    return "\n".join(
-        [
-            f'<section><h2>{escape(p["name"])} <span class="muted">({escape(p["id"])})</span></h2>',
-            f'<p class="headline">{escape(headline({"pipelines": [p]}))}</p>',
-            f'<div class="cards">{card_html}</div>',
-            "<h3>Funnel: leads per stage now</h3>",
-            charts.funnel(p["funnel"], p["leads"]["callback"]),
-            "<h3>Conversion: entries in the period and where they went next</h3>",
-            _table(
-                [
-                    "Stage",
-                    "Entered",
-                    "→ Next stage",
-                    "Advanced",
-                    "Moved back",
-                    "Recycled",
-                    "Lost",
-                    "Still in stage",
-                    "Next %",
-                    "Advance %",
-                    "Drop-off %",
-                ],
-                [
-                    [
-                        r["name"],
-                        r["entered"],
-                        r["to_next"],
-                        r["advanced"],
-                        r["moved_back"],
-                        r["recycled"],
-                        r["lost"],
-                        r["in_stage"],
-                        percent(r["to_next_rate"], 1),
-                        percent(r["advance_rate"], 1),
-                        percent(r["drop_off_rate"], 1),
-                    ]
-                    for r in p["conversion"]
-                ],
-            ),
-            "<h3>Time in stage (completed stays that ended in the period, days)</h3>",
-            _table(
-                ["Stage", "Stays", "Median", "P90", "Mean"],
-                [
-                    [r["name"], r["stays"], r["median_days"], r["p90_days"], r["mean_days"]]
-                    for r in p["time_in_stage"]
-                ],
-            ),
-            "<h3>Stage aging (active leads; red tick = SLA)</h3>",
-            charts.aging(p["aging"]),
-            _table(
-                [
-                    "Stage",
-                    "SLA days",
-                    "Leads",
-                    "Avg days",
-                    "Max days",
-                    "Over SLA",
-                    "Flagged",
-                    "Stuck",
-                ],
-                [
-                    [
-                        r["name"],
-                        r["sla_days"],
-                        r["leads"],
-                        r["avg_days"],
-                        r["max_days"],
-                        r["over_sla"],
-                        r["flagged"],
-                        r["stuck"],
-                    ]
-                    for r in p["aging"]
-                ],
-            ),
-            "<h3>Stuck leads (10 oldest per stage)</h3>",
-            _table(
-                ["Stage", "Email", "Company", "Days in stage", "Over SLA", "Flagged"],
-                [
-                    [
-                        r["stage"],
-                        r["email"],
-                        r["company"],
-                        r["days_in_stage"],
-                        "yes" if r["over_sla"] else "",
-                        "yes" if r["flagged"] else "",
-                    ]
-                    for r in p["stuck"]
-                ],
-            )
-            if p["stuck"]
-            else '<p class="muted">None.</p>',
-            "<h3>Weekly trend: new leads and wins</h3>",
-            charts.weekly(p["weekly"]),
-            "<h3>Conversion by lead source (leads created in the period)</h3>",
-            _table(
-                ["Source", "Leads", "Won", "Conversion"],
-                [
-                    [r["source"], r["leads"], r["won"], percent(r["conversion_rate"], 1)]
-                    for r in p["sources"]
-                ],
-            ),
-            "<h3>Templates and A/B variants</h3>",
-            charts.variants(p["variants"]),
-            _table(
-                [
-                    "Template",
-                    "Variant",
-                    "Sent",
-                    "Bounced",
-                    "Opened",
-                    "Clicked",
-                    "Replied",
-                    "Unsubscribed",
-                    "Open %",
-                    "Click %",
-                    "Reply %",
-                    "Bounce %",
-                ],
-                [
-                    [
-                        r["template"],
-                        r["variant"],
-                        r["sent"],
-                        r["bounced"],
-                        r["opened"],
-                        r["clicked"],
-                        r["replied"],
-                        r["unsubscribed"],
-                        percent(r["open_rate"], 1),
-                        percent(r["click_rate"], 1),
-                        percent(r["reply_rate"], 1),
-                        percent(r["bounce_rate"], 1),
-                    ]
-                    for r in p["variants"]
-                ],
-            ),
-            "</section>",
-        ]
+    return f'<div class="cards">{cards}</div>'
+
+
+def to_html(table: Table) -> str:
+    """``table`` as an HTML table: the same headers and cell text as the terminal's."""
+    align = [' class="t"' if not c.numeric else "" for c in table.columns]
+    head = "".join(
+        f"<th{a}>{escape(c.header)}</th>" for a, c in zip(align, table.columns, strict=True)
     )
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return NONE
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    return str(value)
-
-
-def _td(value: Any) -> str:
-    klass = ' class="t"' if is_text(value) else ""
-    return f"<td{klass}>{escape(_fmt(value))}</td>"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{a}>{escape(v)}</td>" for a, v in zip(align, row, strict=True))
+        + "</tr>"
+        for row in table.shown()
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -33,7 +33,9 @@ def report(
     config: ConfigOpt = None,
 ) -> None:
     """Pipeline metrics: funnel, conversion, aging, stuck leads, win rate, velocity."""
-    from leadflow.report import build_report, render_report, write_html
+    from leadflow.reporting.build import build_report
+    from leadflow.reporting.console import render_report
+    from leadflow.reporting.page import write_html
     from leadflow.suggest import did_you_mean
 
     when = instant(until or now)

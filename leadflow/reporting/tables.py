@@ -1,0 +1,249 @@
+"""What the report shows, written once: its title lines and one function per table.
+
+The terminal, the HTML page and the CSV export all draw these same ``Table`` values, so a
+column, label or rounding changed here changes in every form. Each function reads one
+pipeline section of ``build_report``'s dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from leadflow.reporting.numbers import percent
+from leadflow.reporting.snapshot import OLDEST_PER_STAGE
+from leadflow.reporting.table import Cell, Column, Format, Table, show
+
+WEEKS_SHOWN = 12
+TEXT, NUMBER, PERCENT = Format.TEXT, Format.NUMBER, Format.PERCENT
+Section = dict[str, Any]
+
+
+def report_title(data: dict[str, Any]) -> str:
+    period = data["period"]
+    return f"Pipeline report {period['since'] or 'all history'} to {period['until']}"
+
+
+def unassigned_note(data: dict[str, Any]) -> str | None:
+    n = data.get("unassigned_leads")
+    return f"{n} lead(s) not yet assigned to a pipeline." if n else None
+
+
+def headline(data: dict[str, Any]) -> str:
+    """One line per report, e.g. ``312 leads: 41 prospect, 12 qualified; won 5 (win rate
+    38%), callbacks 22``; pipelines are joined with `` | `` when there are several."""
+    parts = []
+    several = len(data["pipelines"]) > 1
+    for p in data["pipelines"]:
+        stages = ", ".join(f"{f['leads']} {f['stage']}" for f in p["funnel"] if f["kind"] == "open")
+        result = p["outcomes"]
+        line = (
+            f"{p['leads']['total']} leads: {stages or 'no open stages'}; "
+            f"won {result['won']} (win rate {percent(result['win_rate'])}), "
+            f"callbacks {p['leads']['callback']}"
+        )
+        parts.append(f"{p['id']}: {line}" if several else line)
+    return " | ".join(parts) if parts else "no pipelines"
+
+
+def pipeline_tables(p: Section) -> list[Table]:
+    """Every table of one pipeline, in the order both the terminal and the page show them."""
+    return [make(p) for make in TABLES]
+
+
+def _table(
+    key: str,
+    title: str,
+    columns: list[tuple[str, Format]],
+    rows: list[list[Cell]],
+    *notes: str,
+) -> Table:
+    return Table(
+        key,
+        title,
+        tuple(Column(h, f) for h, f in columns),
+        tuple(tuple(r) for r in rows),
+        notes,
+    )
+
+
+def figures(p: Section) -> Table:
+    """The headline figures; each row formats its own value, so the column is text."""
+    result, cycle = p["outcomes"], p["outcomes"]["cycle_days"]
+    num = _number
+    rows: list[list[Cell]] = [
+        ["Leads", num(p["leads"]["total"])],
+        ["Open opportunities", num(p["leads"]["open"])],
+        ["Callback list", num(p["leads"]["callback"])],
+        ["Won / lost (closed in the period)", f"{result['won']} / {result['lost']}"],
+        ["Win rate", show(result["win_rate"], PERCENT)],
+        ["Win/loss ratio", num(result["win_loss_ratio"])],
+        ["Won value", num(result["won_value"])],
+        ["Average deal size", num(result["avg_deal_size"])],
+        ["Sales cycle median / mean (days)", f"{num(cycle['median'])} / {num(cycle['mean'])}"],
+        ["Open value", num(p["open_value"])],
+        ["Weighted pipeline", num(p["weighted_pipeline"])],
+        ["Target", num(p["target"])],
+        ["Coverage of target", show(p["coverage"], PERCENT)],
+        ["Velocity (value per day)", num(p["velocity"]["per_day"])],
+        ["First response median (hours)", num(p["first_response"]["median_hours"])],
+    ]
+    return _table("figures", "Key figures", [("Figure", TEXT), ("Value", NUMBER)], rows)
+
+
+def _number(value: Cell) -> str:
+    return show(value, NUMBER)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else ""
+
+
+def funnel(p: Section) -> Table:
+    rows: list[list[Cell]] = [[f["name"], f["kind"], f["leads"], f["value"]] for f in p["funnel"]]
+    rows.append(["Callback list", None, p["leads"]["callback"], None])
+    return _table(
+        "funnel",
+        "Funnel (leads per stage now)",
+        [("Stage", TEXT), ("Kind", TEXT), ("Leads", NUMBER), ("Value", NUMBER)],
+        rows,
+        "Value: deal value of the active leads in the stage.",
+    )
+
+
+def conversion(p: Section) -> Table:
+    counts = ("entered", "to_next", "advanced", "moved_back", "recycled", "lost", "in_stage")
+    rates = ("to_next_rate", "advance_rate", "drop_off_rate")
+    return _table(
+        "conversion",
+        "Conversion (entries in the period and where they went next)",
+        [
+            ("Stage", TEXT),
+            ("Entered", NUMBER),
+            ("→ Next", NUMBER),
+            ("Advanced", NUMBER),
+            ("Back", NUMBER),
+            ("Recycled", NUMBER),
+            ("Lost", NUMBER),
+            ("Still in", NUMBER),
+            ("Next %", PERCENT),
+            ("Advance %", PERCENT),
+            ("Drop-off %", PERCENT),
+        ],
+        [[r["name"], *(r[k] for k in counts), *(r[k] for k in rates)] for r in p["conversion"]],
+        "→ Next: to the following stage; Advanced: to any later one; Back: to an earlier one.",
+    )
+
+
+def time_in_stage(p: Section) -> Table:
+    return _table(
+        "time_in_stage",
+        "Time in stage (completed stays that ended in the period, days)",
+        [("Stage", TEXT), ("Stays", NUMBER), ("Median", NUMBER), ("P90", NUMBER), ("Mean", NUMBER)],
+        [
+            [r["name"], r["stays"], r["median_days"], r["p90_days"], r["mean_days"]]
+            for r in p["time_in_stage"]
+        ],
+        "Leads still in a stage are not here: their age is in Stage aging.",
+    )
+
+
+def aging(p: Section) -> Table:
+    keys = ("sla_days", "leads", "avg_days", "max_days", "over_sla", "flagged", "stuck")
+    return _table(
+        "aging",
+        "Stage aging (active leads in open stages, days in stage)",
+        [
+            ("Stage", TEXT),
+            ("SLA days", NUMBER),
+            ("Leads", NUMBER),
+            ("Avg days", NUMBER),
+            ("Max days", NUMBER),
+            ("Over SLA", NUMBER),
+            ("Flagged", NUMBER),
+            ("Stuck", NUMBER),
+        ],
+        [[r["name"], *(r[k] for k in keys)] for r in p["aging"]],
+        "Stuck: over the stage's SLA or flagged.",
+    )
+
+
+def stuck(p: Section) -> Table:
+    names = {f["stage"]: f["name"] for f in p["funnel"]}
+    return _table(
+        "stuck",
+        f"Stuck leads (oldest first, up to {OLDEST_PER_STAGE} per stage)",
+        [
+            ("Stage", TEXT),
+            ("Email", TEXT),
+            ("Company", TEXT),
+            ("Days in stage", NUMBER),
+            ("Over SLA", TEXT),
+            ("Flagged", TEXT),
+        ],
+        [
+            [
+                names.get(r["stage"], r["stage"]),
+                r["email"],
+                r["company"],
+                r["days_in_stage"],
+                _yes(r["over_sla"]),
+                _yes(r["flagged"]),
+            ]
+            for r in p["stuck"]
+        ],
+    )
+
+
+def weekly(p: Section) -> Table:
+    return _table(
+        "weekly",
+        f"Weekly trend (last {WEEKS_SHOWN} weeks)",
+        [("Week of", TEXT), ("New leads", NUMBER), ("Won", NUMBER)],
+        [[r["week"], r["new_leads"], r["won"]] for r in p["weekly"][-WEEKS_SHOWN:]],
+    )
+
+
+def sources(p: Section) -> Table:
+    return _table(
+        "sources",
+        "Conversion by lead source (leads created in the period)",
+        [("Source", TEXT), ("Leads", NUMBER), ("Won", NUMBER), ("Conversion", PERCENT)],
+        [[r["source"], r["leads"], r["won"], r["conversion_rate"]] for r in p["sources"]],
+    )
+
+
+def variants(p: Section) -> Table:
+    counts = ("sent", "bounced", "opened", "clicked", "replied", "unsubscribed")
+    rates = ("open_rate", "click_rate", "reply_rate", "bounce_rate")
+    return _table(
+        "variants",
+        "Templates and A/B variants (emails sent in the period)",
+        [
+            ("Template", TEXT),
+            ("Variant", TEXT),
+            *((h, NUMBER) for h in ("Sent", "Bounced", "Opened", "Clicked", "Replied", "Unsub")),
+            ("Open %", PERCENT),
+            ("Click %", PERCENT),
+            ("Reply %", PERCENT),
+            ("Bounce %", PERCENT),
+        ],
+        [
+            [r["template"], r["variant"], *(r[k] for k in counts), *(r[k] for k in rates)]
+            for r in p["variants"]
+        ],
+        "Open, click and reply % are of delivered emails (sent less bounced); bounce % of sent.",
+    )
+
+
+TABLES: tuple[Callable[[Section], Table], ...] = (
+    figures,
+    funnel,
+    conversion,
+    time_in_stage,
+    aging,
+    stuck,
+    weekly,
+    sources,
+    variants,
+)
