@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from leadflow.intake.normalize import email_key
+from leadflow.intake.values import email_key
 from models.tables import (
     CALLBACKS,
     EVENTS,

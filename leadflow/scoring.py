@@ -173,6 +173,8 @@ def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statement
     per batch of 2,000 leads that was a third of the time. Statements are immutable, so
     threads may share them; the worst a race does is build one twice.
     """
+    # one piece over 60 lines: the three statements share the batch range, the new score and
+    # the "changed" test, built here once so the history and the update agree
     key = (id(loaded), dialect, now)
     with _STATEMENTS_LOCK:
         hit = _STATEMENTS.get(key)

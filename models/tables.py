@@ -1,5 +1,8 @@
 """SQLModel tables: the database is the source of truth and the guard.
 
+One module over 400 lines because it is one concept, the schema: every table, index and
+constraint read together, as the migrations mirror them.
+
 Every "what is due now" question is answered through an indexed timestamp column:
 ``Lead.rescore_at`` (scoring), ``Lead.next_action_at`` (stage engine),
 ``OutboundMessage.due_at`` with ``status`` (sending), ``Callback.due_at`` (revival).

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
 from croniter import croniter
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from leadflow.business_time import HolidayCalendar, is_valid_zone
 from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
-from leadflow.config.schema import PipelineConfig
+from leadflow.config.schema import Pipeline, PipelineConfig, Stage
+from leadflow.config.schema_errors import schema_issues
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
 from leadflow.events import KNOWN_EVENTS
 from leadflow.rules import Rule, RuleError, compile_rule
@@ -43,7 +42,7 @@ def load_config(
     try:
         config = PipelineConfig.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError(_schema_issues(doc, exc)) from None
+        raise ConfigError(schema_issues(doc, exc)) from None
     loaded = LoadedConfig(
         path=path,
         config=config,
@@ -59,69 +58,6 @@ def load_config(
 
     loaded.warnings = [i for i in issues if i.severity != "error"] + lint(doc, loaded)
     return loaded
-
-
-# --- schema errors -----------------------------------------------------------------------
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        out: list[Any] = []
-        for arg in typing.get_args(annotation):
-            out.extend(_unwrap(arg))
-        return out
-    return [annotation]
-
-
-def _model_at(loc: Path_) -> type[BaseModel] | None:
-    """The pydantic model that sits at ``loc`` in the schema, to suggest its keys."""
-    current: list[Any] = [PipelineConfig]
-    for part in loc:
-        nxt: list[Any] = []
-        for ann in current:
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                if isinstance(part, str) and part in ann.model_fields:
-                    nxt.extend(_unwrap(ann.model_fields[part].annotation))
-            else:
-                origin = typing.get_origin(ann)
-                args = typing.get_args(ann)
-                if origin is list and isinstance(part, int):
-                    nxt.extend(_unwrap(args[0]))
-                elif origin is dict:
-                    nxt.extend(_unwrap(args[1]))
-        current = nxt
-    for ann in current:
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            return ann
-    return None
-
-
-def _schema_issues(doc: YamlDocument, exc: ValidationError) -> list[Issue]:
-    issues: list[Issue] = []
-    for error in exc.errors():
-        loc: Path_ = tuple(p for p in error["loc"] if p != "[key]")
-        is_key = "[key]" in error["loc"]
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            name = str(loc[-1])
-            model = _model_at(loc[:-1])
-            hint = did_you_mean(name, model.model_fields) if model else ""
-            issues.append(doc.issue(loc, f"unknown key '{name}'{hint}", key=True))
-        elif kind == "missing":
-            issues.append(doc.issue(loc[:-1], f"missing required key '{loc[-1]}'"))
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            if kind == "string_pattern_mismatch":
-                message = (
-                    f"'{error['input']}' is not a valid id (use lower_snake_case: "
-                    "letters, digits and _, starting with a letter)"
-                )
-            issues.append(doc.issue(loc, message, key=is_key))
-    issues.sort(key=lambda i: (i.line, i.column))
-    return issues
 
 
 # --- cross-reference checks ---------------------------------------------------------------
@@ -246,19 +182,7 @@ class _Checker:
                 if compiled:
                     self.loaded.matches[pipeline.id] = compiled
             ids = [s.id for s in pipeline.stages]
-            for removed, target in pipeline.moved_stages.items():
-                mpath: Path_ = (*base, "moved_stages", removed)
-                if removed in ids:
-                    self.error(
-                        mpath,
-                        f"'{removed}' is still a stage of pipeline '{pipeline.id}': "
-                        "moved_stages lists removed stages only",
-                        key=True,
-                    )
-                elif target not in ids:
-                    self.error(
-                        mpath, f"moves to unknown stage '{target}'{did_you_mean(target, ids)}"
-                    )
+            self.moved_stages(base, pipeline, ids)
             first_index: dict[str, int] = {}
             for si, stage in enumerate(pipeline.stages):
                 spath: Path_ = (*base, "stages", si)
@@ -268,44 +192,65 @@ class _Checker:
                         f"duplicate stage id '{stage.id}' (also stages[{first_index[stage.id]}])",
                     )
                 first_index.setdefault(stage.id, si)
-                key = (pipeline.id, stage.id)
-                if stage.entry:
-                    compiled = self.rule((*spath, "entry"), stage.entry)
-                    if compiled:
-                        self.loaded.entries[key] = compiled
-                exits: list[CompiledExit] = []
-                for ei, exit_ in enumerate(stage.exits):
-                    epath: Path_ = (*spath, "exits", ei)
-                    if exit_.to not in ids:
-                        self.error(
-                            (*epath, "to"),
-                            f"exit to unknown stage '{exit_.to}'{did_you_mean(exit_.to, ids)}",
-                        )
-                    elif exit_.to == stage.id:
-                        self.error((*epath, "to"), "a stage cannot exit to itself")
-                    compiled = self.rule((*epath, "when"), exit_.when)
-                    if compiled:
-                        reason = exit_.reason or f"{exit_.when}"
-                        exits.append(CompiledExit(exit_.to, compiled, reason))
-                self.loaded.exits[key] = exits
-                if stage.sla and stage.sla.to and stage.sla.to not in ids:
-                    self.error(
-                        (*spath, "sla", "to"),
-                        f"SLA moves to unknown stage '{stage.sla.to}'"
-                        f"{did_you_mean(stage.sla.to, ids)}",
-                    )
-                cadence = stage.on_enter.cadence
-                if cadence and cadence not in self.config.cadences:
-                    self.error(
-                        (*spath, "on_enter", "cadence"),
-                        f"unknown cadence '{cadence}'{did_you_mean(cadence, self.config.cadences)}",
-                    )
-                plan = stage.on_enter.checkins
-                if plan and plan not in self.config.checkins:
-                    self.error(
-                        (*spath, "on_enter", "checkins"),
-                        f"unknown check-in plan '{plan}'{did_you_mean(plan, self.config.checkins)}",
-                    )
+                self.stage(spath, pipeline, stage, ids)
+
+    def moved_stages(self, base: Path_, pipeline: Pipeline, ids: list[str]) -> None:
+        """``moved_stages`` names removed stages only, each moving to a stage that exists."""
+        for removed, target in pipeline.moved_stages.items():
+            mpath: Path_ = (*base, "moved_stages", removed)
+            if removed in ids:
+                self.error(
+                    mpath,
+                    f"'{removed}' is still a stage of pipeline '{pipeline.id}': "
+                    "moved_stages lists removed stages only",
+                    key=True,
+                )
+            elif target not in ids:
+                self.error(mpath, f"moves to unknown stage '{target}'{did_you_mean(target, ids)}")
+
+    def stage(self, spath: Path_, pipeline: Pipeline, stage: Stage, ids: list[str]) -> None:
+        """One stage: compile its entry and exit rules, check what it points at."""
+        key = (pipeline.id, stage.id)
+        if stage.entry:
+            compiled = self.rule((*spath, "entry"), stage.entry)
+            if compiled:
+                self.loaded.entries[key] = compiled
+        self.loaded.exits[key] = self.stage_exits(spath, stage, ids)
+        if stage.sla and stage.sla.to and stage.sla.to not in ids:
+            self.error(
+                (*spath, "sla", "to"),
+                f"SLA moves to unknown stage '{stage.sla.to}'{did_you_mean(stage.sla.to, ids)}",
+            )
+        cadence = stage.on_enter.cadence
+        if cadence and cadence not in self.config.cadences:
+            self.error(
+                (*spath, "on_enter", "cadence"),
+                f"unknown cadence '{cadence}'{did_you_mean(cadence, self.config.cadences)}",
+            )
+        plan = stage.on_enter.checkins
+        if plan and plan not in self.config.checkins:
+            self.error(
+                (*spath, "on_enter", "checkins"),
+                f"unknown check-in plan '{plan}'{did_you_mean(plan, self.config.checkins)}",
+            )
+
+    def stage_exits(self, spath: Path_, stage: Stage, ids: list[str]) -> list[CompiledExit]:
+        """Check where each exit goes and compile its rule, in the order they are tried."""
+        exits: list[CompiledExit] = []
+        for ei, exit_ in enumerate(stage.exits):
+            epath: Path_ = (*spath, "exits", ei)
+            if exit_.to not in ids:
+                self.error(
+                    (*epath, "to"),
+                    f"exit to unknown stage '{exit_.to}'{did_you_mean(exit_.to, ids)}",
+                )
+            elif exit_.to == stage.id:
+                self.error((*epath, "to"), "a stage cannot exit to itself")
+            compiled = self.rule((*epath, "when"), exit_.when)
+            if compiled:
+                reason = exit_.reason or f"{exit_.when}"
+                exits.append(CompiledExit(exit_.to, compiled, reason))
+        return exits
 
     def cadences(self) -> None:
         all_stage_ids = {s.id for p in self.config.pipelines for s in p.stages}

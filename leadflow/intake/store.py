@@ -1,13 +1,7 @@
 """Write normalized leads to the database: set-based batches, one transaction each.
 
 Merging, per batch: the batch's rows are grouped by normalized email and folded, in file
-order, onto the stored lead (if any). For every field and attribute key:
-
-* a row's non-blank value fills a blank;
-* within the import, a later row's value replaces an earlier row's;
-* it replaces a *stored* value only if the row is newer than the stored lead: always, unless
-  the row has an ``updated_at``/``last_modified`` column older than the lead's ``updated_at``;
-* values that come from configuration (``source`` default, default time zone) only fill blanks.
+order, onto the stored lead (if any), by the rules of merge.py.
 
 A stored lead whose values end up different is written with ``updated_at = now``; one that
 ends up identical is not written at all, so re-importing a file changes nothing. The final
@@ -33,7 +27,8 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from leadflow.config.schema import Intake
-from leadflow.intake.normalize import LEAD_FIELDS, NormalizedLead, Normalizer, Rejected
+from leadflow.intake.merge import DATA_FIELDS, Fold, LeadState, fold_rows
+from leadflow.intake.normalize import NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
 from leadflow.suppression import suppress_many
 from models.db import WRITE
@@ -43,7 +38,6 @@ SUPPRESSION_REASON = "do_not_email"
 IN_CHUNK = 5000  # bound parameters per IN (...): far below SQLite's and PostgreSQL's limits
 ATTEMPTS = 3  # a batch racing another importer on a new email is retried from a fresh read
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_DATA_FIELDS = tuple(name for name in LEAD_FIELDS if name != "email")
 _T = TypeVar("_T")
 
 
@@ -81,29 +75,6 @@ class ImportSummary:
         self.rows += other.rows
         self.rejects.extend(other.rejects)
         self.warnings.extend(other.warnings)
-
-
-@dataclass(slots=True)
-class _LeadState:
-    """A stored lead as read at the start of a batch."""
-
-    id: int
-    values: dict[str, Any]
-    attributes: dict[str, Any]
-    status: str
-    updated_at: datetime
-    rescore_at: datetime | None
-    next_action_at: datetime | None
-
-
-@dataclass(slots=True)
-class _Fold:
-    """One email's rows folded onto its stored lead; ``outcome`` is per row, in order."""
-
-    values: dict[str, Any]
-    attributes: dict[str, Any]
-    changed: bool
-    outcome: list[str]
 
 
 def import_rows(
@@ -228,7 +199,7 @@ def _write_batch(
     updates: list[dict[str, Any]] = []
     for email, leads in groups.items():
         state = stored.get(email)
-        fold = _fold(state, leads)
+        fold = fold_rows(state, leads)
         summary.created += fold.outcome.count("created")
         summary.updated += fold.outcome.count("updated")
         summary.unchanged += fold.outcome.count("unchanged")
@@ -244,11 +215,11 @@ def _write_batch(
     return summary
 
 
-def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
+def _load_states(conn: Connection, emails: list[str]) -> dict[str, LeadState]:
     """One SELECT (per ``IN_CHUNK`` addresses) of the stored leads, locked for the batch."""
     table = LEADS
-    columns = [table.c[name] for name in _DATA_FIELDS]
-    states: dict[str, _LeadState] = {}
+    columns = [table.c[name] for name in DATA_FIELDS]
+    states: dict[str, LeadState] = {}
     for chunk in _chunks(emails):
         query = (
             select(
@@ -266,9 +237,9 @@ def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
         )
         for row in conn.execute(query).mappings():
             attributes = row["attributes"]
-            states[row["email"]] = _LeadState(
+            states[row["email"]] = LeadState(
                 id=row["id"],
-                values={name: row[name] for name in _DATA_FIELDS},
+                values={name: row[name] for name in DATA_FIELDS},
                 attributes=dict(attributes) if isinstance(attributes, dict) else {},
                 status=row["status"],
                 updated_at=row["updated_at"],
@@ -278,91 +249,12 @@ def _load_states(conn: Connection, emails: list[str]) -> dict[str, _LeadState]:
     return states
 
 
-# Who set a value during a fold: (index of the row in its group, came from a default).
-_Origin = tuple[int, bool]
-
-
-def _fold(state: _LeadState | None, leads: list[NormalizedLead]) -> _Fold:
-    """Apply the merge rules of the module docstring to one email's rows."""
-    values: dict[str, Any] = dict.fromkeys(_DATA_FIELDS) if state is None else dict(state.values)
-    attributes: dict[str, Any] = {} if state is None else dict(state.attributes)
-    field_origin: dict[str, _Origin] = {}
-    attribute_origin: dict[str, _Origin] = {}
-    for index, lead in enumerate(leads):
-        newer = (
-            state is None
-            or lead.source_updated_at is None
-            or lead.source_updated_at >= state.updated_at
-        )
-        _offer(values, field_origin, lead.fields, index, newer, lead.defaults)
-        _offer(attributes, attribute_origin, lead.attributes, index, newer, frozenset())
-    if state is None:  # changes are measured against what the first row alone created
-        base_values: dict[str, Any] = dict.fromkeys(_DATA_FIELDS)
-        base_values.update(leads[0].fields)
-        base_attributes = leads[0].attributes
-    else:
-        base_values, base_attributes = state.values, state.attributes
-    contributors = _changed_by(values, base_values, field_origin) | _changed_by(
-        attributes, base_attributes, attribute_origin
-    )
-    outcome = ["updated" if index in contributors else "unchanged" for index in range(len(leads))]
-    if state is None:
-        outcome[0] = "created"
-    changed = state is None or not (
-        _same_dict(values, state.values) and _same_dict(attributes, state.attributes)
-    )
-    return _Fold(values, attributes, changed, outcome)
-
-
-def _offer(
-    target: dict[str, Any],
-    origin: dict[str, _Origin],
-    incoming: dict[str, Any],
-    index: int,
-    newer: bool,
-    defaults: frozenset[str],
-) -> None:
-    for name, value in incoming.items():
-        blank = _is_blank(target.get(name))
-        if name in defaults:
-            if blank:
-                target[name] = value
-                origin[name] = (index, True)
-        elif blank or newer or name in origin:
-            target[name] = value
-            origin[name] = (index, False)
-
-
-def _changed_by(
-    final: dict[str, Any], base: dict[str, Any], origin: dict[str, _Origin]
-) -> set[int]:
-    """Rows that supplied a final value differing from the baseline."""
-    return {
-        index
-        for name, (index, _default) in origin.items()
-        if not _same(final.get(name), base.get(name))
-    }
-
-
-def _same_dict(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(_same(a[key], b[key]) for key in a)
-
-
-def _is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal and of the same type: ``True`` is not ``1`` and ``"5"`` is not ``5``."""
-    return type(a) is type(b) and bool(a == b)
-
-
 def _due(current: datetime | None, now: datetime) -> datetime:
     """``now``, unless the lead is already due earlier (then it keeps its place)."""
     return now if current is None or current > now else current
 
 
-def _insert_row(email: str, fold: _Fold, now: datetime) -> dict[str, Any]:
+def _insert_row(email: str, fold: Fold, now: datetime) -> dict[str, Any]:
     return {
         **fold.values,
         "email": email,
@@ -377,7 +269,7 @@ def _insert_row(email: str, fold: _Fold, now: datetime) -> dict[str, Any]:
     }
 
 
-def _update_row(state: _LeadState, fold: _Fold, now: datetime) -> dict[str, Any]:
+def _update_row(state: LeadState, fold: Fold, now: datetime) -> dict[str, Any]:
     active = state.status == LeadStatus.ACTIVE.value
     return {
         **fold.values,

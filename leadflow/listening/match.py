@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from leadflow.intake.normalize import email_key
+from leadflow.intake.values import email_key
 from leadflow.listening.classify import Classified, Kind
 from models.tables import LEADS, OUTBOX
 

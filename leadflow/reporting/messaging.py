@@ -13,7 +13,7 @@ import operator
 from functools import reduce
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, Subquery, and_, case, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions
@@ -35,35 +35,7 @@ def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     ``ix_event_message`` returning a bit per kind it had (``OFFSET 0`` keeps that a subquery
     run once per message), then the bits are summed per group.
     """
-    msg = OUTBOX
-    event = EVENTS
-    lead = LEADS
-    bits = [
-        func.max(case((event.c.type == kind, _BIT[name]), else_=0))
-        for name, kind in ENGAGEMENT.items()
-    ]
-    seen = (
-        select(reduce(operator.add, bits))
-        .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
-        .scalar_subquery()
-    )
-    sent = (
-        select(
-            lead.c.pipeline,
-            msg.c.template,
-            msg.c.variant,
-            (msg.c.status == MessageStatus.BOUNCED).label("refused"),
-            seen.label("seen"),
-        )
-        .select_from(msg.join(lead, lead.c.id == msg.c.lead_id))
-        .where(
-            or_(msg.c.sent_at.is_not(None), msg.c.status == MessageStatus.BOUNCED),
-            scope.within(func.coalesce(msg.c.sent_at, msg.c.updated_at)),
-            *scope.in_pipeline(lead.c.pipeline),
-        )
-        .offset(0)
-        .subquery()
-    )
+    sent = _sent_messages(scope)
 
     def had(name: str) -> ColumnElement[bool]:
         return sent.c.seen.op("&")(_BIT[name]) != 0
@@ -91,6 +63,40 @@ def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+def _sent_messages(scope: Scope) -> Subquery:
+    """Each message sent (or refused) in scope: its group, whether it bounced at once, and
+    the bits of the engagement kinds it had by ``scope.until``."""
+    msg = OUTBOX
+    event = EVENTS
+    lead = LEADS
+    bits = [
+        func.max(case((event.c.type == kind, _BIT[name]), else_=0))
+        for name, kind in ENGAGEMENT.items()
+    ]
+    seen = (
+        select(reduce(operator.add, bits))
+        .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            lead.c.pipeline,
+            msg.c.template,
+            msg.c.variant,
+            (msg.c.status == MessageStatus.BOUNCED).label("refused"),
+            seen.label("seen"),
+        )
+        .select_from(msg.join(lead, lead.c.id == msg.c.lead_id))
+        .where(
+            or_(msg.c.sent_at.is_not(None), msg.c.status == MessageStatus.BOUNCED),
+            scope.within(func.coalesce(msg.c.sent_at, msg.c.updated_at)),
+            *scope.in_pipeline(lead.c.pipeline),
+        )
+        .offset(0)
+        .subquery()
+    )
 
 
 _BIT = {name: 1 << i for i, name in enumerate(ENGAGEMENT)}

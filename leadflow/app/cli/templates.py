@@ -61,7 +61,7 @@ def send_test(
 ) -> None:
     """Send one rendered template (sample data) through the configured SMTP server."""
     from leadflow.app.preview import send_test_email
-    from leadflow.intake.normalize import InvalidValue, normalize_email
+    from leadflow.intake.values import InvalidValue, normalize_email
     from leadflow.mail.rendering import TemplateRenderError
 
     if any(ch in to for ch in "\r\n,;"):
