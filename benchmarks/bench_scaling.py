@@ -67,7 +67,7 @@ from leadflow.batching import IdRange
 from leadflow.config import load_config
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
-from leadflow.outbox.policy import due_condition as outbox_due
+from leadflow.outbox.claim import due_condition as outbox_due
 from leadflow.runtime import Runtime
 from leadflow.scoring import due_condition as score_due
 from leadflow.settings import Settings

@@ -60,10 +60,11 @@ from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.eventloop import run_async
 from leadflow.mail.sink import SmtpSink
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import open_database
-from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
+from models.tables import LEADS, OUTBOX, LeadStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "pipeline.yaml"
@@ -109,20 +110,15 @@ def seed(engine: Engine, messages: int) -> None:
         conn.execute(
             insert(OUTBOX),
             [
-                {
-                    "lead_id": lead_id,
-                    "cadence": "outbound",
-                    "step": "intro",
-                    "round": 0,
-                    "kind": "cadence",
-                    "stage": "prospect",
-                    "to_email": email,
-                    "status": MessageStatus.PENDING,
-                    "due_at": NOW,
-                    "attempts": 0,
-                    "created_at": NOW,
-                    "updated_at": NOW,
-                }
+                outbox_row(
+                    lead_id=lead_id,
+                    to_email=email,
+                    cadence="outbound",
+                    step="intro",
+                    stage="prospect",
+                    due_at=NOW,
+                    now=NOW,
+                )
                 for lead_id, email in rows
             ],
         )

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, insert, literal, select, update
 
 from leadflow.business_time import SendWindow, next_window_start
 from leadflow.cadence import step_due
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from models.db import insert_ignore
 from models.tables import (
@@ -193,20 +194,17 @@ class MoveWriter:
     def _outbox_row(
         self, lead: Any, cadence: str, step: str, round_: int, stage: str, kind: str, due: datetime
     ) -> dict[str, Any]:
-        return {
-            "lead_id": lead.id,
-            "cadence": cadence,
-            "step": step,
-            "round": round_,
-            "kind": kind,
-            "stage": stage,
-            "to_email": lead.email,
-            "status": MessageStatus.PENDING,
-            "due_at": due,
-            "attempts": 0,
-            "created_at": self.now,
-            "updated_at": self.now,
-        }
+        return outbox_row(
+            lead_id=lead.id,
+            to_email=lead.email,
+            cadence=cadence,
+            step=step,
+            round=round_,
+            kind=kind,
+            stage=stage,
+            due_at=due,
+            now=self.now,
+        )
 
     def _schedule_checkins(
         self, lead: Any, pipeline_id: str, stage_id: str, plan_id: str, round_: int

@@ -26,9 +26,10 @@ from waiting import wait_until
 from leadflow import engine as pipeline
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.smtp import smtp_transport_factory
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
+from models.tables import LEADS, OUTBOX, LeadStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "pipeline.yaml"
@@ -65,20 +66,15 @@ def seed_due_messages(
         conn.execute(
             insert(OUTBOX),
             [
-                {
-                    "lead_id": lead_id,
-                    "cadence": "outbound",
-                    "step": "intro",
-                    "round": 0,
-                    "kind": "cadence",
-                    "stage": "prospect",
-                    "to_email": email,
-                    "status": MessageStatus.PENDING,
-                    "due_at": now,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
+                outbox_row(
+                    lead_id=lead_id,
+                    to_email=email,
+                    cadence="outbound",
+                    step="intro",
+                    stage="prospect",
+                    due_at=now,
+                    now=now,
+                )
                 for lead_id, email in rows
             ],
         )

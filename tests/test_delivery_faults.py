@@ -31,7 +31,8 @@ from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.engine import tick
 from leadflow.mail.transport import MemoryTransport, SmtpTransport
-from leadflow.outbox.policy import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
+from leadflow.outbox.record import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
 from leadflow.suppression import suppress_many
@@ -108,16 +109,15 @@ def lead_values(email: str, **fields: Any) -> dict[str, Any]:
 
 
 def message_values(lead_id: int, email: str, step: str, due: datetime) -> dict[str, Any]:
-    return {
-        "lead_id": lead_id,
-        "cadence": "outbound",
-        "step": step,
-        "stage": "prospect",
-        "to_email": email,
-        "due_at": due,
-        "created_at": T0,
-        "updated_at": T0,
-    }
+    return outbox_row(
+        lead_id=lead_id,
+        to_email=email,
+        cadence="outbound",
+        step=step,
+        stage="prospect",
+        due_at=due,
+        now=T0,
+    )
 
 
 def enroll(rt: Runtime, email: str, **fields: Any) -> int:

@@ -41,8 +41,9 @@ from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.engine import tick
 from leadflow.events import EventIn, record_events
 from leadflow.mail.sink import EphemeralPortController
-from leadflow.outbox import policy as outbox
-from leadflow.outbox.policy import CLAIM_TTL
+from leadflow.outbox import caps
+from leadflow.outbox.reconcile import CLAIM_TTL
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from leadflow.stages import manual_move
 from leadflow.suppression import suppress_many
@@ -115,18 +116,16 @@ def queue(
     with session_scope(rt.engine) as session:
         lead = session.get(Lead, lead_id)
         assert lead is not None
-        values: dict[str, Any] = {
-            "lead_id": lead_id,
-            "cadence": "outbound",
-            "step": step,
-            "stage": lead.stage,
-            "to_email": lead.email,
-            "due_at": due,
-            "created_at": T0,
-            "updated_at": T0,
-        }
-        values.update(fields)
-        message = OutboundMessage(**values)
+        values = outbox_row(
+            lead_id=lead_id,
+            to_email=lead.email,
+            cadence="outbound",
+            step=step,
+            stage=lead.stage,
+            due_at=due,
+            now=T0,
+        )
+        message = OutboundMessage(**{**values, **fields})
         session.add(message)
         session.flush()
         assert message.id is not None
@@ -179,8 +178,8 @@ def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 def after_select(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
     """Run ``action`` once inside the next ``claim_batch``, after its SELECT of due rows and
-    before any of its writes (``_sent_today`` is the first thing called in between)."""
-    original = outbox._sent_today
+    before any of its writes (``caps.sent_today`` is the first thing called in between)."""
+    original = caps.sent_today
     fired: list[bool] = []
 
     def hooked(conn: Any, day_start: datetime, **options: Any) -> Any:
@@ -189,7 +188,7 @@ def after_select(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) ->
             action()
         return original(conn, day_start, **options)
 
-    monkeypatch.setattr(outbox, "_sent_today", hooked)
+    monkeypatch.setattr(caps, "sent_today", hooked)
 
 
 # --- P1: one row per step -------------------------------------------------------------------
@@ -200,19 +199,15 @@ def test_a_second_row_for_the_same_step_is_impossible(rt: Runtime) -> None:
     queue(rt, lead, "intro")
     with pytest.raises(IntegrityError):
         queue(rt, lead, "intro", due=T0 + timedelta(days=1))
-    row = {
-        "lead_id": lead,
-        "cadence": "outbound",
-        "step": "intro",
-        "round": 0,
-        "kind": "cadence",
-        "to_email": "ada@example.com",
-        "status": "pending",
-        "due_at": T0,
-        "attempts": 0,
-        "created_at": T0,
-        "updated_at": T0,
-    }
+    row = outbox_row(
+        lead_id=lead,
+        to_email="ada@example.com",
+        cadence="outbound",
+        step="intro",
+        stage="prospect",
+        due_at=T0,
+        now=T0,
+    )
     with rt.engine.begin() as conn:
         assert insert_ignore(conn, OUTBOX, [row]) == 0
     assert [(r.step, r.round) for r in rows(rt).values()] == [("intro", 0)]
@@ -303,7 +298,7 @@ def rival_after_our_count(
     """Start ``action`` on another thread inside the next ``claim_batch``, once it has read
     its due rows and counted today's sends, and give it ``wait`` seconds to finish before our
     claim goes on: without serialized claims it would claim and send in that gap."""
-    original = outbox._sent_today
+    original = caps.sent_today
     started: list[threading.Thread] = []
 
     def hooked(conn: Any, day_start: datetime, **options: Any) -> Any:
@@ -315,7 +310,7 @@ def rival_after_our_count(
             rival.join(wait)
         return counted
 
-    monkeypatch.setattr(outbox, "_sent_today", hooked)
+    monkeypatch.setattr(caps, "sent_today", hooked)
     return started
 
 

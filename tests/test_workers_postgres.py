@@ -17,6 +17,7 @@ from conftest import DEFAULT_CONFIG, T0, TEMPLATES
 from sqlalchemy import func, insert, select
 
 from leadflow.mail.sink import SmtpSink
+from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from models.tables import LEADS, OUTBOX
 
@@ -58,20 +59,15 @@ def _seed(rt: Runtime) -> None:
         conn.execute(
             insert(OUTBOX),
             [
-                {
-                    "lead_id": lead_id,
-                    "cadence": "outbound",
-                    "step": "intro",
-                    "round": 0,
-                    "kind": "cadence",
-                    "stage": "prospect",
-                    "to_email": address,
-                    "status": "pending",
-                    "due_at": T0,
-                    "attempts": 0,
-                    "created_at": T0,
-                    "updated_at": T0,
-                }
+                outbox_row(
+                    lead_id=lead_id,
+                    to_email=address,
+                    cadence="outbound",
+                    step="intro",
+                    stage="prospect",
+                    due_at=T0,
+                    now=T0,
+                )
                 for lead_id, address in ids
             ],
         )

@@ -17,8 +17,10 @@ from leadflow.delivery.compose import Composed, Composer, compose_or_error
 from leadflow.delivery.helper import HELPER_AHEAD, Flat, unflatten
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.mail.transport import SendResult, Transport
+from leadflow.outbox.claim import claim_batch
 from leadflow.outbox.claimed import Claimed, ClaimOutcome
-from leadflow.outbox.policy import claim_batch, record_results, release_claims
+from leadflow.outbox.reconcile import release_claims
+from leadflow.outbox.record import record_results
 from leadflow.runtime import Runtime
 from models.db import session_scope
 

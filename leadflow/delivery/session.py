@@ -22,7 +22,7 @@ from leadflow.eventloop import loop_factory
 from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import Transport
 from leadflow.outbox.claimed import ClaimOutcome
-from leadflow.outbox.policy import reconcile
+from leadflow.outbox.reconcile import reconcile
 from leadflow.runtime import Runtime
 from models.db import session_scope
 

@@ -112,7 +112,7 @@ def claim_batch(
 
 def _select_due(
     conn: Connection, id_range: IdRange, *, now: datetime, kind: str | None, limit: int | None
-) -> Sequence[Row[Any]]:
+) -> Sequence[Row[*tuple[Any, ...]]]:
     """The due rows in ``id_range`` in due order, with their lead and whether the address is
     suppressed; on PostgreSQL locked, skipping rows a rival claim holds."""
     outbox = OUTBOX
@@ -142,7 +142,12 @@ def _select_due(
 
 
 def _decide(
-    rt: Runtime, rows: Sequence[Row[Any]], caps: DailyCaps, result: ClaimOutcome, *, now: datetime
+    rt: Runtime,
+    rows: Sequence[Row[*tuple[Any, ...]]],
+    caps: DailyCaps,
+    result: ClaimOutcome,
+    *,
+    now: datetime,
 ) -> _Fates:
     """Each row's fate, in due order; the rows to claim also go to ``result.claimed``."""
     fates = _Fates()

@@ -145,7 +145,12 @@ class _Recorder:
             # itself a repeated tick would act on the completion.
             next_check = max(nxt, self.now + REEVALUATE_AFTER)
             self.completions.append(
-                {"b_id": item.lead_id, "b_done": nxt, "b_next": next_check, "b_cadence": item.cadence}
+                {
+                    "b_id": item.lead_id,
+                    "b_done": nxt,
+                    "b_next": next_check,
+                    "b_cadence": item.cadence,
+                }
             )
             self.out.completed += 1
 
@@ -162,7 +167,9 @@ class _Recorder:
                     message_id=bindparam("message_id"),
                     subject=bindparam("subject"),
                     sent_at=bindparam("sent_at"),
-                    due_at=func.coalesce(bindparam("due", type_=OUTBOX.c.due_at.type), OUTBOX.c.due_at),
+                    due_at=func.coalesce(
+                        bindparam("due", type_=OUTBOX.c.due_at.type), OUTBOX.c.due_at
+                    ),
                     defer_reason=bindparam("reason"),
                     updated_at=now,
                 ),
