@@ -33,10 +33,10 @@ from uuid import UUID
 from sqlalchemy import insert
 
 from benchmarks.common import temporary_prefect
-from leadflow import engine
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
-from leadflow.run_record import record_run
+from leadflow.pipeline import engine
+from leadflow.pipeline.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS, Lead

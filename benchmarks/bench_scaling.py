@@ -62,14 +62,14 @@ from sqlalchemy.engine import make_url
 
 from benchmarks.bench_send import NOW, seed, uncapped_config
 from benchmarks.common import CONFIG, ROOT, TEMPLATES, ratio
-from leadflow import engine as pipeline
-from leadflow.batching import IdRange
 from leadflow.config import load_config
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
 from leadflow.outbox.claim import due_condition as outbox_due
+from leadflow.pipeline import engine as pipeline
+from leadflow.pipeline.batching import IdRange
+from leadflow.pipeline.scoring import due_condition as score_due
 from leadflow.runtime import Runtime
-from leadflow.scoring import due_condition as score_due
 from leadflow.settings import Settings
 from models.db import open_database
 from models.tables import OUTBOX, SCORE_CHANGES

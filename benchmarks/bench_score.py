@@ -61,9 +61,9 @@ def score_phase(path: str, batch_size: int, way: str = "direct") -> dict[str, An
     """Score every due lead of ``path``: the ``score`` run (config check, then every batch)
     walked here (``way="direct"``: ``engine.run`` with ``InlineRunner``), or as production
     runs it (``way="flow"``: the ``score`` Prefect flow, one task run per batch)."""
-    from leadflow import engine
     from leadflow.delivery.smtp import smtp_transport_factory
-    from leadflow.run_record import record_run
+    from leadflow.pipeline import engine
+    from leadflow.pipeline.run_record import record_run
     from leadflow.runtime import Runtime
     from leadflow.settings import Settings
 

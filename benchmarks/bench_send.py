@@ -52,7 +52,6 @@ from aiosmtplib import SMTP
 from sqlalchemy import Engine, insert, select
 
 from benchmarks.common import temporary_prefect
-from leadflow import engine as pipeline
 from leadflow.config import load_config
 from leadflow.delivery import batch
 from leadflow.delivery.compose import Composer
@@ -61,6 +60,7 @@ from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.eventloop import run_async
 from leadflow.mail.sink import SmtpSink
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline import engine as pipeline
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import open_database

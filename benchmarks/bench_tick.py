@@ -109,7 +109,7 @@ def _runtime(path: str) -> Any:
 
 def _timed_steps(spent: dict[str, float]) -> Callable[[], None]:
     """Wrap the step functions ``engine.tick`` calls, adding their time to ``spent``."""
-    from leadflow import engine
+    from leadflow.pipeline import engine
 
     originals = {name: getattr(engine, name) for name in STEPS}
 
@@ -134,8 +134,8 @@ def _timed_steps(spent: dict[str, float]) -> Callable[[], None]:
 
 
 def _idle_ticks(rt: Any, repeat: int) -> list[float]:
-    from leadflow import engine
     from leadflow.mail.transport import MemoryTransport
+    from leadflow.pipeline import engine
 
     memory = MemoryTransport()
     times = []
@@ -149,8 +149,8 @@ def _idle_ticks(rt: Any, repeat: int) -> list[float]:
 
 
 def _measured_tick(rt: Any, now: datetime) -> dict[str, Any]:
-    from leadflow import engine
     from leadflow.mail.transport import MemoryTransport
+    from leadflow.pipeline import engine
 
     memory = MemoryTransport()
     spent: dict[str, float] = {}

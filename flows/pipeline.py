@@ -1,6 +1,6 @@
 """The flows ops watch in the Prefect UI. Every flow is the same three lines: fix the
 instant and load the config as it is on disk, walk the engine's steps for it
-(``leadflow.engine.FLOWS``) as task runs, publish what happened."""
+(``leadflow.pipeline.engine.FLOWS``) as task runs, publish what happened."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from prefect.runtime import flow_run
 
 from flows.context import reload, runtime
 from flows.tasks import PrefectRunner
-from leadflow import engine
-from leadflow.run_record import record_run
-from leadflow.summaries import tick_markdown
+from leadflow.pipeline import engine
+from leadflow.pipeline.run_record import record_run
+from leadflow.pipeline.summaries import tick_markdown
 from leadflow.timeutil import parse_instant, utcnow
 
 

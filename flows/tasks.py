@@ -1,4 +1,4 @@
-"""Prefect tasks: one per step of ``leadflow.engine.STEPS``, named by what it does, with
+"""Prefect tasks: one per step of ``leadflow.pipeline.engine.STEPS``, named by what it does, with
 retries where the work is I/O, and the runner that walks a run's steps as task runs.
 
 Every task takes small values (a step's name, an id range, an ISO instant) so Prefect never
@@ -15,9 +15,9 @@ from prefect import Task, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from flows.context import runtime
-from leadflow.batching import IdRange
 from leadflow.delivery.smtp import smtp_transport_factory
-from leadflow.engine import STEPS, Step
+from leadflow.pipeline.batching import IdRange
+from leadflow.pipeline.engine import STEPS, Step
 from leadflow.timeutil import parse_instant
 
 # What a retry is for, by the kind of I/O a step does:

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from leadflow.business_time import HolidayCalendar, SendWindow, resolve_zone
-from leadflow.cadence import window_of
 from leadflow.config import LoadedConfig, load_config
 from leadflow.mail.rendering import TemplateSet
+from leadflow.pipeline.business_time import HolidayCalendar, SendWindow, resolve_zone
+from leadflow.pipeline.cadence import window_of
 from leadflow.settings import Settings
 from models.db import open_database
 

@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from waiting import wait_until
 
-from leadflow import engine as pipeline
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline import engine as pipeline
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS, OUTBOX, LeadStatus

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from leadflow import engine
 from leadflow.delivery.smtp import smtp_transport_factory
+from leadflow.pipeline import engine
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from leadflow.timeutil import parse_instant

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from leadflow.business_time import (
+from leadflow.pipeline.business_time import (
     NO_HOLIDAYS,
     HolidayCalendar,
     SendWindow,

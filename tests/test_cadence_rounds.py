@@ -7,8 +7,8 @@ from datetime import timedelta
 from conftest import T0, LeadFactory
 from sqlalchemy import select
 
-from leadflow import engine, stages
 from leadflow.mail.transport import MemoryTransport
+from leadflow.pipeline import engine, stages
 from leadflow.runtime import Runtime
 from models.db import session_scope
 from models.tables import LEADS, OUTBOX

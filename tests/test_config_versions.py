@@ -8,12 +8,12 @@ from pathlib import Path
 from conftest import DEFAULT_CONFIG, T0, TEMPLATES, LeadFactory
 from sqlalchemy import select
 
-from leadflow import engine
 from leadflow.config import load_config
-from leadflow.config_change import apply_config_change
 from leadflow.mail.transport import MemoryTransport
-from leadflow.planning import plan_tick
-from leadflow.run_record import record_run
+from leadflow.pipeline import engine
+from leadflow.pipeline.config_change import apply_config_change
+from leadflow.pipeline.planning import plan_tick
+from leadflow.pipeline.run_record import record_run
 from leadflow.runtime import Runtime
 from models.tables import LEADS, TRANSITIONS
 

@@ -29,13 +29,13 @@ from leadflow.delivery.compose import Composer
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
-from leadflow.engine import tick
 from leadflow.mail.transport import MemoryTransport, SmtpTransport
 from leadflow.outbox.record import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline.engine import tick
+from leadflow.pipeline.suppression import suppress_many
 from leadflow.runtime import Runtime
 from leadflow.settings import PLACEHOLDER_SECRET, Settings, SettingsError
-from leadflow.suppression import suppress_many
 from models.db import session_scope
 from models.tables import EVENTS, LEADS, OUTBOX, SUPPRESSIONS, Lead, OutboundMessage
 

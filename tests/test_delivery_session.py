@@ -17,12 +17,12 @@ from smtp_faults import FaultSmtpServer
 from sqlalchemy import select
 from test_delivery_faults import die, queue_intros, same
 
-from leadflow import engine
 from leadflow.delivery import batch as delivery_batch
 from leadflow.delivery import chunks, helper
 from leadflow.delivery.session import DeliverySession
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.transport import MemoryTransport, Outgoing, SendResult
+from leadflow.pipeline import engine
 from leadflow.runtime import Runtime
 from models.tables import OUTBOX
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from leadflow.app.cli import app
 from leadflow.config import ConfigError, load_config
 from leadflow.config.schema import PipelineConfig
-from leadflow.events import KNOWN_EVENTS
+from leadflow.pipeline.events import KNOWN_EVENTS
 from leadflow.rules.fields import catalog
 from leadflow.settings import Settings
 

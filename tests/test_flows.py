@@ -233,8 +233,8 @@ def test_the_tick_flow_does_exactly_what_engine_tick_does(
     the same number of emails."""
     from conftest import database_url
 
-    from leadflow import engine
     from leadflow.delivery.smtp import smtp_transport_factory
+    from leadflow.pipeline import engine
 
     (tmp_path / "direct").mkdir()
     direct_settings = settings.model_copy(
@@ -265,7 +265,7 @@ def test_every_flow_the_config_can_schedule_is_defined_once_and_served() -> None
     flows are the same set (a new flow is added to the engine and given a flow body)."""
     from flows.pipeline import FLOWS as PREFECT_FLOWS
     from leadflow.config.schema import FLOWS as SCHEDULABLE
-    from leadflow.engine import FLOWS, STEPS
+    from leadflow.pipeline.engine import FLOWS, STEPS
 
     assert list(FLOWS) == list(SCHEDULABLE) == list(PREFECT_FLOWS)
     assert all(step in STEPS for steps in FLOWS.values() for step in steps)

@@ -26,8 +26,8 @@ from pydantic import SecretStr
 
 from leadflow.app.web import create_app
 from leadflow.config import ConfigError, load_config
-from leadflow.events import KNOWN_EVENTS
 from leadflow.intake import ImportSummary, import_file
+from leadflow.pipeline.events import KNOWN_EVENTS
 from leadflow.runtime import Runtime
 
 SECONDS = 10.0  # one example; the real cost is milliseconds

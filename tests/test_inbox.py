@@ -12,8 +12,8 @@ import pytest
 from conftest import T0
 from sqlalchemy import func, select
 
-from leadflow import inbox
-from leadflow.inbox import claimed, import_inbox
+from leadflow.intake import inbox
+from leadflow.intake.inbox import claimed, import_inbox
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS

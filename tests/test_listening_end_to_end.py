@@ -25,10 +25,10 @@ from fastapi.testclient import TestClient
 from imap_server import ImapAccount, account_from_env, append, delete_folder, new_folder
 from sqlalchemy import insert, select
 
-from leadflow import engine
 from leadflow.app.web import create_app
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
+from leadflow.pipeline import engine
 from leadflow.reporting.build import build_report
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings

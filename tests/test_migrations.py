@@ -26,10 +26,10 @@ from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from leadflow import engine as ticks
 from leadflow.mail.transport import MemoryTransport
+from leadflow.pipeline import engine as ticks
+from leadflow.pipeline.stages import manual_move
 from leadflow.runtime import Runtime
-from leadflow.stages import manual_move
 from models.db import (
     MIGRATIONS_DIR,
     alembic_config,

@@ -38,15 +38,15 @@ from leadflow.config import load_config
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
-from leadflow.engine import tick
-from leadflow.events import EventIn, record_events
 from leadflow.mail.sink import EphemeralPortController
 from leadflow.outbox import caps
 from leadflow.outbox.reconcile import CLAIM_TTL
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline.engine import tick
+from leadflow.pipeline.events import EventIn, record_events
+from leadflow.pipeline.stages import manual_move
+from leadflow.pipeline.suppression import suppress_many
 from leadflow.runtime import Runtime
-from leadflow.stages import manual_move
-from leadflow.suppression import suppress_many
 from models.db import insert_ignore, session_scope
 from models.tables import EVENTS, LEADS, OUTBOX, Lead, OutboundMessage
 
@@ -589,7 +589,7 @@ def test_a_step_removed_from_config_is_cancelled(
     assert smtp.messages == []
     # nothing is left to send, so the cadence counts as complete and on_complete applies
     # (outbound: recycle to the callback list) instead of the lead waiting forever
-    from leadflow import stages
+    from leadflow.pipeline import stages
     from models.tables import CALLBACKS
 
     later = T0 + timedelta(seconds=2)

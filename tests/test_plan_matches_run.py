@@ -13,12 +13,12 @@ from conftest import DEFAULT_CONFIG, T0, TEMPLATES, fresh_engine
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from leadflow import engine
 from leadflow.config import LoadedConfig, load_config
-from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport
-from leadflow.planning import plan_tick
-from leadflow.run_record import record_run
+from leadflow.pipeline import engine
+from leadflow.pipeline.events import EventIn, record_events
+from leadflow.pipeline.planning import plan_tick
+from leadflow.pipeline.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import session_scope

@@ -10,11 +10,11 @@ import pytest
 from conftest import DEFAULT_CONFIG, T0, TEMPLATES, Cli
 from sqlalchemy import func, select, update
 
-from leadflow import engine
 from leadflow.config import load_config
 from leadflow.config.source import ConfigError
 from leadflow.mail.transport import MemoryTransport
-from leadflow.run_record import record_run
+from leadflow.pipeline import engine
+from leadflow.pipeline.run_record import record_run
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import session_scope

@@ -21,9 +21,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, update
 
-from leadflow import engine, scoring
 from leadflow.config import LoadedConfig
-from leadflow.events import EventIn, record_events
+from leadflow.pipeline import engine, scoring
+from leadflow.pipeline.events import EventIn, record_events
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import session_scope

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from sqlalchemy import event, func, insert, select
 from sqlmodel import SQLModel
 
-from leadflow import engine, stages
 from leadflow.config import LoadedConfig, load_config
-from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport, Outcome
-from leadflow.run_outcome import RunOutcome
+from leadflow.pipeline import engine, stages
+from leadflow.pipeline.events import EventIn, record_events
+from leadflow.pipeline.run_outcome import RunOutcome
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import insert_ignore, make_engine, session_scope
@@ -668,7 +668,7 @@ def test_a_failing_advance_batch_writes_nothing_and_earlier_batches_stay(
         engine.score(rt, id_range, now=T0 + 2 * HOUR)
     before = dump(rt)
     # the outbox insert is the last write of a batch: everything else already ran when it fails
-    monkeypatch.setattr("leadflow.moves.insert_ignore", fail_on_call(2, insert_ignore))
+    monkeypatch.setattr("leadflow.pipeline.moves.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, T0 + 2 * HOUR)
@@ -720,7 +720,7 @@ def test_a_failing_revive_batch_writes_nothing(
     recycled_at = to_qualified(rt, ids[0]) + 21 * DAY
     tick(rt, recycled_at)
     assert [lead_row(rt, i).status for i in ids] == ["callback"] * 3
-    monkeypatch.setattr("leadflow.moves.insert_ignore", fail_on_call(2, insert_ignore))
+    monkeypatch.setattr("leadflow.pipeline.moves.insert_ignore", fail_on_call(2, insert_ignore))
 
     with pytest.raises(Boom):
         tick(rt, recycled_at + 45 * DAY)

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import insert, select
 from sqlmodel import SQLModel
 
-from leadflow import engine
 from leadflow.config import LoadedConfig, load_config
-from leadflow.events import EventIn, record_events
 from leadflow.mail.transport import MemoryTransport
+from leadflow.pipeline import engine
+from leadflow.pipeline.events import EventIn, record_events
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import open_database, session_scope

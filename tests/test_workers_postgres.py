@@ -201,7 +201,7 @@ def _active_leads(rt: Runtime, count: int, **fields: Any) -> tuple[int, int]:
 def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runtime) -> None:
     import threading
 
-    from leadflow import stages
+    from leadflow.pipeline import stages
     from models.db import session_scope
     from models.tables import TRANSITIONS
 
@@ -233,7 +233,7 @@ def test_two_runs_scoring_the_same_range_at_once_record_each_change_once(rt: Run
     compute the same changes and write a second score-history row for each)."""
     import threading
 
-    from leadflow import scoring
+    from leadflow.pipeline import scoring
     from models.tables import SCORE_CHANGES
 
     first, last = _active_leads(rt, 500, industry="saas", rescore_at=T0)
@@ -257,7 +257,7 @@ def test_two_runs_scoring_the_same_range_at_once_record_each_change_once(rt: Run
 
 
 def _score_in_own_transaction(rt: Runtime, first: int, last: int) -> Any:
-    from leadflow import scoring
+    from leadflow.pipeline import scoring
 
     with rt.engine.begin() as conn:
         return scoring.score_batch(conn, rt.loaded, (first, last), now=T0)

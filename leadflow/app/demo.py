@@ -117,7 +117,7 @@ def _simulate(
     from flows.context import runtime
     from flows.pipeline import report_flow, tick_flow
     from flows.runner import quick_flows
-    from leadflow.events import record_events
+    from leadflow.pipeline.events import record_events
     from models.db import session_scope
 
     with quick_flows():

@@ -27,8 +27,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select
 
-from leadflow.events import EventIn
 from leadflow.listening.tracking import CLICK_PATH, OPEN_PATH, read_click_token, read_open_token
+from leadflow.pipeline.events import EventIn
 from models.tables import LEADS, OUTBOX, LeadStatus, MessageStatus
 
 SEED = 20261102

@@ -34,7 +34,6 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from leadflow.events import KNOWN_EVENTS, EventIn, record_events
 from leadflow.intake.readers import NotJson, lone_surrogate, strict_json
 from leadflow.listening.tracking import (
     CLICK_PATH,
@@ -44,9 +43,10 @@ from leadflow.listening.tracking import (
     read_click_token,
     read_open_token,
 )
+from leadflow.pipeline.events import KNOWN_EVENTS, EventIn, record_events
+from leadflow.pipeline.suppression import suppress_many
 from leadflow.queries import find_lead
 from leadflow.runtime import Runtime
-from leadflow.suppression import suppress_many
 from leadflow.timeutil import parse_instant, utcnow
 from leadflow.unsubscribe import UNSUBSCRIBE_PATH, verify_token
 from models.db import WRITE, session_scope

@@ -37,7 +37,7 @@ class LoadedConfig:
     entries: dict[StageKey, Rule] = field(default_factory=dict)
     matches: dict[str, Rule] = field(default_factory=dict)
     warnings: list[Issue] = field(default_factory=list)
-    # kept for checks made later against the database (leadflow/stranded.py): their issues
+    # kept for checks made later against the database (leadflow/pipeline/stranded.py): their issues
     # point at the file's lines like every other
     doc: YamlDocument | None = field(default=None, repr=False, compare=False)
 

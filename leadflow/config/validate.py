@@ -15,12 +15,12 @@ from typing import Any
 from croniter import croniter
 from pydantic import ValidationError
 
-from leadflow.business_time import HolidayCalendar, is_valid_zone
 from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
 from leadflow.config.schema import Pipeline, PipelineConfig, Stage
 from leadflow.config.schema_errors import schema_issues
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
-from leadflow.events import KNOWN_EVENTS
+from leadflow.pipeline.business_time import HolidayCalendar, is_valid_zone
+from leadflow.pipeline.events import KNOWN_EVENTS
 from leadflow.rules import Rule, RuleError, compile_rule
 from leadflow.rules.fields import DERIVED, FUNCTIONS, LEAD_COLUMNS, catalog
 from leadflow.suggest import did_you_mean

@@ -10,7 +10,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 
-from leadflow.batching import IdRange
 from leadflow.delivery import helper as building
 from leadflow.delivery.chunks import let_the_wire_move, next_chunk_size, ramp
 from leadflow.delivery.compose import Composed, Composer, compose_or_error
@@ -21,6 +20,7 @@ from leadflow.outbox.claim import claim_batch
 from leadflow.outbox.claimed import Claimed, ClaimOutcome
 from leadflow.outbox.reconcile import release_claims
 from leadflow.outbox.record import record_results
+from leadflow.pipeline.batching import IdRange
 from leadflow.runtime import Runtime
 from models.db import session_scope
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import NamedTuple, Self
 
-from leadflow.batching import IdRange
 from leadflow.delivery import batch
 from leadflow.delivery.compose import Composer
 from leadflow.delivery.helper import composing_helper
@@ -23,6 +22,7 @@ from leadflow.mail.rendering import TemplateRenderError
 from leadflow.mail.transport import Transport
 from leadflow.outbox.claimed import ClaimOutcome
 from leadflow.outbox.reconcile import reconcile
+from leadflow.pipeline.batching import IdRange
 from leadflow.runtime import Runtime
 from models.db import session_scope
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from leadflow.business_time import is_valid_zone
 from leadflow.config.schema import Intake
 from leadflow.intake.readers import RawRow
 from leadflow.intake.values import (
@@ -32,6 +31,7 @@ from leadflow.intake.values import (
     single_line,
     snake_case,
 )
+from leadflow.pipeline.business_time import is_valid_zone
 
 TIMESTAMP_COLUMNS = frozenset({"updated_at", "last_modified"})
 _TARGET_CACHE = 10_000

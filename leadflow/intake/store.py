@@ -30,7 +30,7 @@ from leadflow.config.schema import Intake
 from leadflow.intake.merge import DATA_FIELDS, Fold, LeadState, fold_rows
 from leadflow.intake.normalize import NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
-from leadflow.suppression import suppress_many
+from leadflow.pipeline.suppression import suppress_many
 from models.db import WRITE
 from models.tables import LEADS, SUPPRESSIONS, LeadStatus
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 
-from leadflow.business_time import add_business_days, resolve_zone
-from leadflow.events import EventIn, record_events
 from leadflow.listening.classify import Kind
+from leadflow.pipeline.business_time import add_business_days, resolve_zone
+from leadflow.pipeline.events import EventIn, record_events
+from leadflow.pipeline.suppression import suppress_many
 from leadflow.runtime import Runtime
-from leadflow.suppression import suppress_many
 from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
 
 EVENT_OF = {

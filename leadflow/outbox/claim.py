@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.batching import IdRange
-from leadflow.business_time import SendWindow, in_window, next_window_start
-from leadflow.cadence import choose_variant, step_index
 from leadflow.mail.context import LEAD_COLUMNS
-from leadflow.moves import CHECKIN_WINDOW, REEVALUATE_AFTER
 from leadflow.outbox.caps import DailyCaps
 from leadflow.outbox.claimed import Claimed, ClaimOutcome
+from leadflow.pipeline.batching import IdRange
+from leadflow.pipeline.business_time import SendWindow, in_window, next_window_start
+from leadflow.pipeline.cadence import choose_variant, step_index
+from leadflow.pipeline.moves import CHECKIN_WINDOW, REEVALUATE_AFTER
 from leadflow.runtime import Runtime
 from models.tables import (
     LEADS,

@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, func, update
 
-from leadflow.cadence import following_step, step_due
-from leadflow.events import EventIn, record_events
-from leadflow.moves import REEVALUATE_AFTER
 from leadflow.outbox.claimed import Claimed
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline.cadence import following_step, step_due
+from leadflow.pipeline.events import EventIn, record_events
+from leadflow.pipeline.moves import REEVALUATE_AFTER
+from leadflow.pipeline.suppression import suppress_many
 from leadflow.runtime import Runtime
-from leadflow.suppression import suppress_many
 from models.db import insert_ignore
 from models.tables import LEADS, OUTBOX, MessageStatus
 

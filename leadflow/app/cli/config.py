@@ -24,7 +24,7 @@ def validate(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
                 err.print(styled(("error", "red"), f" {issue}"), soft_wrap=True)
             err.print(f"{len(exc.issues)} error(s); nothing was changed.")
         raise typer.Exit(1) from None
-    from leadflow import stranded
+    from leadflow.pipeline import stranded
 
     groups, not_checked = stranded.against_database(settings.db_url, loaded)
     problems = stranded.issues(loaded, groups)

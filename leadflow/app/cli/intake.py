@@ -102,7 +102,7 @@ def event(
     config: ConfigOpt = None,
 ) -> None:
     """Record an engagement or sales event for a lead."""
-    from leadflow.events import KNOWN_EVENTS, EventIn, record_events
+    from leadflow.pipeline.events import KNOWN_EVENTS, EventIn, record_events
     from leadflow.queries import find_lead
     from leadflow.suggest import did_you_mean
     from models.db import session_scope

@@ -31,7 +31,7 @@ def show(
 ) -> None:
     """One lead: stage, score explained rule by rule and event by event, history, emails."""
     from leadflow import queries
-    from leadflow.scoring import explain
+    from leadflow.pipeline.scoring import explain
 
     with runtime(config) as rt, rt.engine.connect() as conn:
         lead = queries.find_lead(conn, email)
@@ -175,8 +175,8 @@ def move(
     config: ConfigOpt = None,
 ) -> None:
     """Move a lead by hand; audited like every other move."""
+    from leadflow.pipeline.stages import manual_move
     from leadflow.queries import find_lead
-    from leadflow.stages import manual_move
     from leadflow.suggest import did_you_mean
     from models.db import session_scope
 
@@ -232,7 +232,7 @@ def suppress(
     config: ConfigOpt = None,
 ) -> None:
     """Never email this address again (takes effect before the next claim)."""
-    from leadflow.suppression import suppress_many
+    from leadflow.pipeline.suppression import suppress_many
     from models.db import session_scope
 
     when = instant(now)

@@ -26,9 +26,9 @@ commands = typer.Typer(
 @commands.command("sync")
 def mailbox_sync(now: NowOpt = None, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Read what is new in the mailbox now: record replies, auto-replies and bounces once."""
-    from leadflow import engine
     from leadflow.listening.sources import MailboxError
-    from leadflow.run_record import record_run
+    from leadflow.pipeline import engine
+    from leadflow.pipeline.run_record import record_run
 
     when = instant(now)
     with runtime(config) as rt:

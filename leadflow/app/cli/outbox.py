@@ -31,7 +31,7 @@ commands = typer.Typer(
 @commands.command("unknown")
 def outbox_unknown(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """List emails whose delivery is unknown (a sender died mid-send), with what is known."""
-    from leadflow.unknown_sends import list_unknown
+    from leadflow.pipeline.unknown_sends import list_unknown
 
     with runtime(config) as rt, rt.engine.connect() as conn:
         rows = list_unknown(conn)
@@ -58,7 +58,7 @@ def _decide(
 ) -> None:
     import getpass
 
-    from leadflow.unknown_sends import decide
+    from leadflow.pipeline.unknown_sends import decide
     from models.db import session_scope
 
     when = instant(now)

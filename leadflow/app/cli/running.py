@@ -64,7 +64,7 @@ def plan(
     """Dry run of the next tick: who would move, what would be sent. Changes nothing.
 
     With --config PROPOSED.yaml it also shows the difference from the current config."""
-    from leadflow.planning import plan_tick, render_plan
+    from leadflow.pipeline.planning import plan_tick, render_plan
 
     when = instant(now)
     settings = load_settings()

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from leadflow import scoring
-from leadflow.config_change import ConfigChange
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.listening.sync import SyncOutcome
-from leadflow.moves import AdvanceOutcome
+from leadflow.pipeline import scoring
+from leadflow.pipeline.config_change import ConfigChange
+from leadflow.pipeline.moves import AdvanceOutcome
 
 
 class Outcome(Protocol):

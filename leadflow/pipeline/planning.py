@@ -17,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Connection
 
-from leadflow import engine
-from leadflow.batching import IdRange, one_range
 from leadflow.delivery.outcome import DeliveryOutcome
+from leadflow.pipeline import engine
+from leadflow.pipeline.batching import IdRange, one_range
 from leadflow.runtime import Runtime
 
 

@@ -45,8 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.batching import IdRange
 from leadflow.config import LoadedConfig
+from leadflow.pipeline.batching import IdRange
 from leadflow.rules.fields import LeadSql, days_between
 from models.tables import EVENTS, LEADS, SCORE_CHANGES
 

@@ -23,24 +23,24 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow import scoring, stages, stranded
-from leadflow.batching import IdRange, id_ranges, one_range
-from leadflow.config_change import (
+from leadflow.delivery.outcome import DeliveryOutcome
+from leadflow.delivery.session import DeliverySession, deliver_batch, reconcile_stale
+from leadflow.delivery.smtp import TransportFactory
+from leadflow.intake.inbox import import_inbox
+from leadflow.listening.sync import SyncOutcome, sync_mailbox
+from leadflow.outbox.claim import claim_batch
+from leadflow.outbox.claim import due_condition as outbox_due
+from leadflow.pipeline import scoring, stages, stranded
+from leadflow.pipeline.batching import IdRange, id_ranges, one_range
+from leadflow.pipeline.config_change import (
     ConfigChange,
     apply_config_change,
     change_config,
     config_change_pending,
 )
-from leadflow.delivery.outcome import DeliveryOutcome
-from leadflow.delivery.session import DeliverySession, deliver_batch, reconcile_stale
-from leadflow.delivery.smtp import TransportFactory
-from leadflow.inbox import import_inbox
-from leadflow.listening.sync import SyncOutcome, sync_mailbox
-from leadflow.moves import AdvanceOutcome
-from leadflow.outbox.claim import claim_batch
-from leadflow.outbox.claim import due_condition as outbox_due
+from leadflow.pipeline.moves import AdvanceOutcome
+from leadflow.pipeline.run_outcome import Figures, RunOutcome
 from leadflow.reporting.build import build_report
-from leadflow.run_outcome import Figures, RunOutcome
 from leadflow.runtime import Runtime
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX

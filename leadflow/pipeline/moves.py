@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, literal, select, update
 
-from leadflow.business_time import SendWindow, next_window_start
-from leadflow.cadence import step_due
 from leadflow.outbox.rows import outbox_row
+from leadflow.pipeline.business_time import SendWindow, next_window_start
+from leadflow.pipeline.cadence import step_due
 from leadflow.runtime import Runtime
 from models.db import insert_ignore
 from models.tables import (

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, and_, bindparam, case, insert, or_, select, update
 
-from leadflow.suppression import suppress_many
+from leadflow.pipeline.suppression import suppress_many
 from models.tables import EVENTS, LEADS, OUTBOX, MessageStatus
 
 KNOWN_EVENTS = frozenset(

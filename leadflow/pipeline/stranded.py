@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from leadflow.config.loaded import LoadedConfig
 from leadflow.config.source import Issue
-from leadflow.moves import AdvanceOutcome, MoveWriter, load_rows
+from leadflow.pipeline.moves import AdvanceOutcome, MoveWriter, load_rows
 from leadflow.runtime import Runtime
 from models.db import DatabaseUnavailable, open_database
 from models.tables import LEADS, LeadStatus

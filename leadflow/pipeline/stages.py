@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, not_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from leadflow.batching import IdRange
 from leadflow.config.schema import Stage
-from leadflow.moves import REEVALUATE_AFTER, AdvanceOutcome, MoveWriter, load_rows
+from leadflow.pipeline.batching import IdRange
+from leadflow.pipeline.moves import REEVALUATE_AFTER, AdvanceOutcome, MoveWriter, load_rows
 from leadflow.rules.fields import TIME_DEPENDENT, LeadSql
 from leadflow.runtime import Runtime
 from models.tables import (

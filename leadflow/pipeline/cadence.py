@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from leadflow.business_time import (
+from leadflow.config.schema import Cadence, CadenceStep
+from leadflow.config.schema import SendWindow as WindowSpec
+from leadflow.pipeline.business_time import (
     HolidayCalendar,
     SendWindow,
     add_business_days,
     add_days,
     next_window_start,
 )
-from leadflow.config.schema import Cadence, CadenceStep
-from leadflow.config.schema import SendWindow as WindowSpec
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import update
 
-from leadflow import stranded
-from leadflow.moves import AdvanceOutcome
-from leadflow.run_record import last_config_hash
+from leadflow.pipeline import stranded
+from leadflow.pipeline.moves import AdvanceOutcome
+from leadflow.pipeline.run_record import last_config_hash
+from leadflow.pipeline.stranded import StrandedStage
 from leadflow.runtime import Runtime
-from leadflow.stranded import StrandedStage
 from models.db import session_scope
 from models.tables import LEADS, LeadStatus
 
