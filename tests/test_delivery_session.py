@@ -219,3 +219,24 @@ def test_a_helper_that_died_in_one_delivery_is_not_used_by_the_next(
         (10, {"sent": 10}, 0),
     ]
     assert sorted(o.recipient for o in memory.sent) == sorted(emails)
+
+
+def test_the_building_helper_loads_no_database_smtp_or_prefect_code() -> None:
+    """A helper process imports only what building needs, so it is ready while the first
+    chunk is on the wire (importing the whole engine took ~3 s): what it imports, and what
+    unpickling claimed rows, the sender and the settings pulls in, stays light."""
+    import subprocess
+    import sys
+
+    heavy = ("sqlalchemy", "alembic", "aiosmtplib", "aiosmtpd", "prefect", "leadflow.rules")
+    probe = (
+        "import sys, leadflow.delivery.helper, leadflow.outbox.claimed, "
+        "leadflow.config.schema, leadflow.settings\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    assert loaded == ""

@@ -19,7 +19,7 @@ from leadflow.mail.transport import SendResult, Transport
 from leadflow.outbox.claim import claim_batch
 from leadflow.outbox.claimed import Claimed, ClaimOutcome
 from leadflow.outbox.reconcile import release_claims
-from leadflow.outbox.record import record_results
+from leadflow.outbox.record import SmtpResult, record_results
 from leadflow.pipeline.batching import IdRange
 from leadflow.runtime import Runtime
 from models.db import session_scope
@@ -33,8 +33,6 @@ from models.db import session_scope
 # claim still commits before any message of its slice is sent.
 FIRST_CLAIM = 256  # rows claimed before the first SMTP command
 CLAIM_SLICE = 1000  # rows per later claim
-
-_Row = tuple[str, int | None, str, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class Books:
             return release_claims(session.connection(), [item.id for item in items], now=self._now)
 
     def record(self, sent: Sequence[Sent], failed: Sequence[tuple[Claimed, str]]) -> Counter[str]:
-        rows: list[_Row] = [
+        rows: list[SmtpResult] = [
             (str(s.result.outcome), s.result.code, s.result.detail, s.message_id, s.subject)
             for s in sent
         ]

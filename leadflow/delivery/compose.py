@@ -57,8 +57,6 @@ class Composer:
         self.now = now
         self._secret = settings.require_real_secret()
         self._public_url = settings.public_url
-        self._sender = sender
-        self._tracking = tracking
         self._domain = sender.from_email.rsplit("@", 1)[-1]
         self._sender_context = sender_context(sender)
 
@@ -68,7 +66,7 @@ class Composer:
         return cls(rt.settings, config.sender, config.tracking, rt.templates, now=now)
 
     def __call__(self, item: Claimed) -> Composed:
-        sender = self._sender
+        sender = self.sender
         unsubscribe = link_for(self._public_url, item.to_email, self._secret)
         lead = lead_context(item.lead)
         context = {
@@ -78,7 +76,7 @@ class Composer:
             "message": message_context(item.cadence, item.step, item.variant),
         }
         rendered = self.templates.compile(item.template).render(context)
-        tracking = self._tracking
+        tracking = self.tracking
         if tracking.clicks or tracking.opens:
             # links and pixel signed for this outbox row; the unsubscribe link stays as it is
             html = rewrite_html(
@@ -111,11 +109,6 @@ class Composer:
             key=str(item.id), sender=sender.from_email, recipient=item.to_email, message=wire.data
         )
         return Composed(outgoing, wire.message_id, wire.subject)
-
-
-def compose(rt: Runtime, item: Claimed, *, now: datetime) -> Composed:
-    """Render and build the message for one claimed row (see ``Composer``)."""
-    return Composer.for_run(rt, now=now)(item)
 
 
 def compose_or_error(composer: Composer, item: Claimed) -> Composed | str:
