@@ -7,8 +7,9 @@ the rule compiler and the database they bring.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from leadflow.lazy import lazy_names
 
 if TYPE_CHECKING:
     from leadflow.config.loaded import LoadedConfig
@@ -18,17 +19,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigError", "Issue", "LoadedConfig", "PipelineConfig", "load_config"]
 
-_HOMES = {
-    "ConfigError": "leadflow.config.source",
-    "Issue": "leadflow.config.source",
-    "LoadedConfig": "leadflow.config.loaded",
-    "PipelineConfig": "leadflow.config.schema",
-    "load_config": "leadflow.config.validate",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "ConfigError": "leadflow.config.source",
+        "Issue": "leadflow.config.source",
+        "LoadedConfig": "leadflow.config.loaded",
+        "PipelineConfig": "leadflow.config.schema",
+        "load_config": "leadflow.config.validate",
+    },
+)

@@ -11,9 +11,9 @@ only builds ``Outgoing`` items, like the delivery helper, never imports the SMTP
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from leadflow.lazy import lazy_names
 from leadflow.mail.transport.base import Outcome, Outgoing, SendResult, Transport, classify_reply
 from leadflow.mail.transport.memory import MemoryTransport
 from leadflow.mail.transport.ratelimit import TokenBucket, shared_bucket
@@ -21,8 +21,6 @@ from leadflow.mail.transport.ratelimit import TokenBucket, shared_bucket
 if TYPE_CHECKING:
     from leadflow.mail.transport.smtp import SmtpConfig, SmtpTransport
     from leadflow.mail.transport.transaction import smtp_path
-
-_LAZY = {"SmtpConfig": "smtp", "SmtpTransport": "smtp", "smtp_path": "transaction"}
 
 __all__ = [
     "MemoryTransport",
@@ -38,11 +36,11 @@ __all__ = [
     "smtp_path",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "SmtpConfig": f"{__name__}.smtp",
+        "SmtpTransport": f"{__name__}.smtp",
+        "smtp_path": f"{__name__}.transaction",
+    },
+)
