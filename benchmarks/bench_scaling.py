@@ -18,7 +18,7 @@ transaction each (``engine.score``), as the mapped tasks of a flow run would.
 
 Sending: ``--messages`` cadence emails due now (a fresh clone per run), to a loopback
 ``SmtpSink`` in its own process. Every worker loops ``engine.outbox_ranges`` +
-``engine.deliver`` like ``tests/scale_worker.py``: all of them walk the same ranges, so
+``deliver_batch`` like ``tests/scale_worker.py``: all of them walk the same ranges, so
 ``FOR UPDATE SKIP LOCKED`` decides who sends what. Checked per run: every message arrived
 once (Message-IDs at the sink), every row is ``sent``, none is left due.
 

@@ -2,9 +2,9 @@
 
 ``python tests/crash_sender.py DB_URL SMTP_PORT NOW [--batch-size N] [--concurrency N]
 [--ready PATH --go PATH]`` delivers every due cadence message of the database over SMTP on
-127.0.0.1, batch by batch (``engine.outbox_ranges`` then ``engine.deliver``), exactly as a tick
-does, and prints the merged ``DeliveryOutcome`` as one JSON line. With ``--ready``/``--go`` it
-creates the ready file once everything is imported and opened, then waits for the go file:
+127.0.0.1 through the tick's own nurture step (``engine.run(rt, "nurture", ...)``), and
+prints its ``DeliveryOutcome`` as one JSON line. With ``--ready``/``--go`` it creates the ready
+file once everything is imported and opened, then waits for the go file:
 the caller starts several senders at the same instant that way.
 
 ``seed_due_messages`` fills a database with enrolled leads whose first step is due; the tests

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.pipeline import engine
 from leadflow.runtime import Runtime
@@ -34,7 +35,7 @@ def main() -> None:
             break
         progress = 0
         for id_range in ranges:
-            outcome = engine.deliver(
+            outcome = deliver_batch(
                 rt, id_range, now=now, kind="cadence", transport=smtp_transport_factory(rt)
             )
             claimed += outcome.claimed

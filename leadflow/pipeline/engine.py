@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.delivery.outcome import DeliveryOutcome
-from leadflow.delivery.session import DeliverySession, deliver_batch, reconcile_stale
+from leadflow.delivery.session import DeliverySession, reconcile_stale
 from leadflow.delivery.smtp import TransportFactory
 from leadflow.intake.inbox import import_inbox
 from leadflow.listening.sync import SyncOutcome, sync_mailbox
@@ -59,13 +59,6 @@ def score(rt: Runtime, id_range: IdRange, *, now: datetime) -> scoring.ScoreOutc
 
 def outbox_ranges(rt: Runtime, *, now: datetime, kind: str) -> list[IdRange]:
     return id_ranges(rt.engine, OUTBOX.c.id, outbox_due(now, kind), rt.settings.batch_size)
-
-
-def deliver(
-    rt: Runtime, id_range: IdRange, *, now: datetime, kind: str, transport: TransportFactory
-) -> DeliveryOutcome:
-    """One id range of due messages, in a session of its own."""
-    return deliver_batch(rt, id_range, now=now, transport=transport, kind=kind)
 
 
 def deliver_due(
