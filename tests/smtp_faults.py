@@ -29,13 +29,12 @@ from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from leadflow.mail.sink import EphemeralPortController
+from leadflow.mail.sink import EphemeralPortController, LocalSmtpServer
 from leadflow.mail.transport import SmtpConfig
 
 _CODE = re.compile(r"(code|data)(\d{3})")
@@ -127,7 +126,7 @@ class _CountingController(EphemeralPortController):
         return smtp
 
 
-class FaultSmtpServer:
+class FaultSmtpServer(LocalSmtpServer):
     """A running fault-injecting server; see the module docstring for the address grammar."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -136,19 +135,11 @@ class FaultSmtpServer:
         self._sessions: list[SMTP] = []
         self._counted = 0
         self._lock = threading.Lock()
-        self._controller: _CountingController | None = None
 
     def _opened(self, smtp: SMTP) -> None:
         with self._lock:
             self._sessions.append(smtp)
             self._counted += 1
-
-    @property
-    def port(self) -> int:
-        if self._controller is None:
-            raise RuntimeError("server not running")
-        port: int = self._controller.port
-        return port
 
     @property
     def connections(self) -> int:
@@ -202,30 +193,12 @@ class FaultSmtpServer:
         controller.loop.call_soon_threadsafe(close_all)
         done.wait(5)
 
-    def start(self) -> None:
-        controller = _CountingController(
-            self, hostname=self.host, port=0, server_hostname="faults.test"
-        )
-        controller.start()
-        self._controller = controller
+    def open(self) -> None:
+        super().open()
         self.reset()  # the controller's own start-up probe is not a client connection
 
-    def stop(self) -> None:
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _new_controller(self) -> EphemeralPortController:
+        return _CountingController(self, hostname=self.host, port=0, server_hostname="faults.test")
 
 
 @pytest.fixture

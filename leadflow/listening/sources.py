@@ -35,6 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 from imap_tools import BaseMailBox, MailBox, MailBoxStartTls, MailBoxUnencrypted, MailMessage
 
+from leadflow.resource import Resource
+
 SCHEMES = ("imaps", "imap", "imap+plain", "maildir")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_TIMEOUT = 60.0
@@ -158,14 +160,14 @@ class _Raw(MailMessage):
         self.raw = raw
 
 
-class ImapSource:
+class ImapSource(Resource):
     def __init__(self, location: MailboxLocation, *, password: str, timeout: float) -> None:
         self.location = location
         self._password = password
         self._timeout = timeout
         self._box: BaseMailBox | None = None
 
-    def __enter__(self) -> Self:
+    def open(self) -> None:
         loc = self.location
         box: BaseMailBox
         try:
@@ -185,14 +187,8 @@ class ImapSource:
         except Exception as exc:
             raise MailboxError(f"{loc.label}: cannot log in: {_short(exc)}") from None
         self._box = box
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         if self._box is not None:
             with suppress(Exception):  # the connection may already be gone; nothing to undo
                 self._box.logout()
@@ -249,23 +245,14 @@ class _ImapFolder:
 # --- Maildir ----------------------------------------------------------------------------------
 
 
-class MaildirSource:
+class MaildirSource(Resource):
     def __init__(self, location: MailboxLocation) -> None:
         self.location = location
 
-    def __enter__(self) -> Self:
+    def open(self) -> None:
         path = self.location.path
         if path is None or not (path / "new").is_dir() or not (path / "cur").is_dir():
             raise MailboxError(f"{self.location.label}: not a Maildir (no new/ and cur/ inside)")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     def folder(self, name: str) -> FolderReader:
         assert self.location.path is not None

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from leadflow.resource import Resource
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._@-]+")
 
@@ -41,6 +41,37 @@ class EphemeralPortController(Controller):
         if self.port == 0 and isinstance(self.server, asyncio.Server):
             self.port = self.server.sockets[0].getsockname()[1]
         super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+class LocalSmtpServer(Resource):
+    """An aiosmtpd server running in its own thread while open: the sink and the tests' fault
+    server differ only in the controller they run (``_new_controller``)."""
+
+    _label = "the SMTP server"  # how errors name it
+    _controller: EphemeralPortController | None = None
+
+    def _new_controller(self) -> EphemeralPortController:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one the OS picked, if asked for port 0)."""
+        if self._controller is None:
+            raise RuntimeError(f"{self._label} is not running")
+        port: int = self._controller.port
+        return port
+
+    def open(self) -> None:
+        if self._controller is not None:
+            raise RuntimeError(f"{self._label} is already running")
+        controller = self._new_controller()
+        controller.start()
+        self._controller = controller
+
+    def close(self) -> None:
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
 
 
 @dataclass(frozen=True)
@@ -67,8 +98,10 @@ class _SinkHandler:
         return "250 OK: message stored"
 
 
-class SmtpSink:
+class SmtpSink(LocalSmtpServer):
     """Accepts every message on ``host:port`` (port 0: any free port, see ``.port``)."""
+
+    _label = "the SMTP sink"
 
     def __init__(
         self,
@@ -84,50 +117,24 @@ class SmtpSink:
         self._clock = clock
         self._lock = threading.Lock()
         self._messages: list[ReceivedMessage] = []
-        self._controller: EphemeralPortController | None = None
-
-    @property
-    def port(self) -> int:
-        if self._controller is None:
-            raise RuntimeError("the SMTP sink is not running")
-        port: int = self._controller.port
-        return port
 
     @property
     def messages(self) -> list[ReceivedMessage]:
         with self._lock:
             return list(self._messages)
 
-    def start(self) -> None:
-        if self._controller is not None:
-            raise RuntimeError("the SMTP sink is already running")
+    def open(self) -> None:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        controller = EphemeralPortController(
+        super().open()
+
+    def _new_controller(self) -> EphemeralPortController:
+        return EphemeralPortController(
             _SinkHandler(self),
             hostname=self.host,
             port=self._requested_port,
             server_hostname="leadflow-sink",
         )
-        controller.start()
-        self._controller = controller
-
-    def stop(self) -> None:
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _store(self, mail_from: str, recipients: tuple[str, ...], data: bytes) -> None:
         with self._lock:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Self
 
 from leadflow.mail.transport.base import Outcome, Outgoing, SendResult
+from leadflow.resource import AsyncResource
 
 _MEMORY_CODES: dict[Outcome, int | None] = {
     Outcome.SENT: 250,
@@ -18,7 +17,7 @@ _MEMORY_CODES: dict[Outcome, int | None] = {
 }
 
 
-class MemoryTransport:
+class MemoryTransport(AsyncResource):
     """Records items instead of sending them, for tests and dry runs.
 
     Outcomes come from ``decide(item)`` if given, else ``outcomes`` keyed by item key or
@@ -40,16 +39,10 @@ class MemoryTransport:
         self.results: list[SendResult] = []
         self.is_open = False
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self.is_open = True
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         self.is_open = False
 
     def _outcome(self, item: Outgoing) -> Outcome:

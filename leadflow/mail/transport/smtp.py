@@ -24,14 +24,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from aiosmtplib import SMTP, SMTPHeloError, SMTPResponseException
 
 from leadflow.mail.transport.base import THROTTLE_CODES, Outcome, Outgoing, SendResult
 from leadflow.mail.transport.ratelimit import TokenBucket
 from leadflow.mail.transport.transaction import describe, transact
+from leadflow.resource import AsyncResource
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class _Batch:
     results: dict[int, SendResult] = field(default_factory=dict)
 
 
-class SmtpTransport:
+class SmtpTransport(AsyncResource):
     """SMTP over aiosmtplib with a small pool of persistent connections."""
 
     def __init__(
@@ -104,18 +104,12 @@ class SmtpTransport:
         self._idle: list[SMTP] = []
         self._lock: asyncio.Lock | None = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         if self._local_hostname is None:
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
         self._lock = asyncio.Lock()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         connections, self._idle = self._idle, []
         self._lock = None
         await asyncio.gather(*(self._quit(conn) for conn in connections))
