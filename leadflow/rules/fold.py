@@ -6,23 +6,21 @@ logic (None is unknown) so its answer is what the database would say.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
-from leadflow.rules.tree import Arith, Call, Compare, Const, In, IsNull, Logic, Neg, Node, Not
-
-_PY_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-}
+from leadflow.rules.tree import (
+    OPERATORS,
+    Arith,
+    Call,
+    Compare,
+    Const,
+    In,
+    IsNull,
+    Logic,
+    Neg,
+    Node,
+    Not,
+)
 
 
 def fold(node: Node) -> Any:
@@ -41,7 +39,7 @@ def fold(node: Node) -> Any:
             return None if any(v is None for v in values) else not decisive
         case Compare(op=op, left=left, right=right) | Arith(op=op, left=left, right=right):
             a, b = fold(left), fold(right)
-            return None if a is None or b is None else _PY_OPS[op](a, b)
+            return None if a is None or b is None else OPERATORS[op](a, b)
         case IsNull(operand=operand, negate=negate):
             return (fold(operand) is None) != negate
         case In(operand=operand, values=values, negate=negate):

@@ -7,8 +7,7 @@ whole rule is wrapped in ``coalesce(..., false)`` (see ``Rule.to_sql``).
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeAlias
 
 from sqlalchemy import (
@@ -32,6 +31,7 @@ from sqlalchemy.types import NullType, TypeEngine
 
 from leadflow.rules.tree import (
     NUMBERS,
+    OPERATORS,
     Arith,
     ArithOp,
     Call,
@@ -60,19 +60,7 @@ class SqlResolver(Protocol):
 
 
 _Sql: TypeAlias = ColumnElement[Any]
-_SQL_CMP: Final[dict[CmpOp, Callable[[_Sql, _Sql], _Sql]]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-_SQL_ARITH: Final[dict[ArithOp, Callable[[_Sql, _Sql], _Sql]]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-}
+_SQL_OPS: Final[Mapping[CmpOp | ArithOp, Callable[[_Sql, _Sql], _Sql]]] = OPERATORS
 
 
 def _sql_type(kind: Kind) -> TypeEngine[Any]:
@@ -127,14 +115,14 @@ def to_sql(node: Node, resolver: SqlResolver) -> _Sql:
             parts = [to_sql(part, resolver) for part in operands]
             return and_(*parts) if op == "and" else or_(*parts)
         case Compare(op=op, left=left, right=right):
-            return _SQL_CMP[op](*_pair(left, right, resolver))
+            return _SQL_OPS[op](*_pair(left, right, resolver))
         case IsNull(operand=operand, negate=negate):
             inner = to_sql(operand, resolver)
             return inner.is_not(None) if negate else inner.is_(None)
         case In(operand=operand, values=values, negate=negate):
             return _in_sql(operand, values, negate, resolver)
         case Arith(op=op, left=left, right=right):
-            return _SQL_ARITH[op](*_pair(left, right, resolver))
+            return _SQL_OPS[op](*_pair(left, right, resolver))
         case Neg(operand=operand):
             return -to_sql(operand, resolver)
         case Call():

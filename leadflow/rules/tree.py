@@ -6,9 +6,11 @@ error message ("number field 'score'"), kept next to the kinds it names.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 Kind = Literal["str", "int", "float", "bool", "datetime", "null"]
 Value: TypeAlias = str | int | float | bool | datetime | None
@@ -16,6 +18,20 @@ CmpOp = Literal["==", "!=", "<", "<=", ">", ">="]
 ArithOp = Literal["+", "-", "*"]
 
 NUMBERS: Final = frozenset({"int", "float"})
+
+# What each operator does: the same functions work on Python values (``fold``) and build
+# SQLAlchemy expressions (``sql``), so the two cannot disagree on which operator is which.
+OPERATORS: Final[dict[CmpOp | ArithOp, Callable[[Any, Any], Any]]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+}
 
 
 @dataclass(frozen=True)
