@@ -19,8 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NotRequired, TypedDict, Unpack
 
 from leadflow.mail.headers import Headers, header_block, shown_subject
 
@@ -107,25 +106,31 @@ def make_message_id(key: str, domain: str) -> str:
     return f"<{safe}@{host}>"
 
 
-def checked_headers(
-    rendered: RenderedEmail,
-    *,
-    from_name: str,
-    from_email: str,
-    reply_to: str | None,
-    to_name: str,
-    to_email: str,
-    message_id: str,
-    date: datetime,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str | None,
-    extra_headers: Mapping[str, str] = MappingProxyType({}),
-) -> Headers:
+class HeaderFields(TypedDict):
+    """What ``checked_headers`` and ``build_wire`` are told about a message besides its
+    rendered text, as keyword arguments (``extra_headers`` may be left out)."""
+
+    from_name: str
+    from_email: str
+    reply_to: str | None
+    to_name: str
+    to_email: str
+    message_id: str
+    date: datetime
+    unsubscribe_url: str
+    unsubscribe_mailto: str | None
+    extra_headers: NotRequired[Mapping[str, str]]
+
+
+def checked_headers(rendered: RenderedEmail, **fields: Unpack[HeaderFields]) -> Headers:
     """The header values of ``build_wire``'s message, each checked and made one line.
 
     Raises ``ValueError`` for an invalid address, URI, Message-ID, naive ``date``, empty
     subject or a reserved/invalid extra header name.
     """
+    date, message_id = fields["date"], fields["message_id"]
+    unsubscribe_mailto = fields["unsubscribe_mailto"]
+    reply_to = fields["reply_to"]
     if date.tzinfo is None or date.utcoffset() is None:
         raise ValueError("date must be timezone-aware")
     if not _MESSAGE_ID.fullmatch(message_id):
@@ -134,18 +139,20 @@ def checked_headers(
     if not subject:
         raise ValueError("subject must not be empty")
 
-    unsubscribe = [_uri(unsubscribe_url, schemes=("https://", "http://"), field="unsubscribe_url")]
+    unsubscribe = [
+        _uri(fields["unsubscribe_url"], schemes=("https://", "http://"), field="unsubscribe_url")
+    ]
     if unsubscribe_mailto:
         mailto = unsubscribe_mailto.strip()
         if not mailto.lower().startswith("mailto:"):
             mailto = f"mailto:{mailto}"
         unsubscribe.insert(0, _uri(mailto, schemes=("mailto:",), field="unsubscribe_mailto"))
 
-    sender = _check_address(from_email, field="from_email")
-    recipient = _check_address(to_email, field="to_email")
+    sender = _check_address(fields["from_email"], field="from_email")
+    recipient = _check_address(fields["to_email"], field="to_email")
     replies = _check_address(reply_to, field="reply_to") if reply_to else None
     extra: list[tuple[str, str]] = []
-    for name, value in extra_headers.items():
+    for name, value in fields.get("extra_headers", {}).items():
         if not _HEADER_NAME.fullmatch(name) or name.lower() in RESERVED_HEADERS:
             raise ValueError(f"extra header {name!r} is not allowed")
         if name.lower().startswith("resent-"):
@@ -153,9 +160,9 @@ def checked_headers(
         extra.append((name, one_line(value)))
     return Headers(
         subject=subject,
-        from_name=one_line(from_name),
+        from_name=one_line(fields["from_name"]),
         from_email=sender,
-        to_name=one_line(to_name),
+        to_name=one_line(fields["to_name"]),
         to_email=recipient,
         reply_to=replies,
         date=date,
@@ -202,37 +209,12 @@ def _boundary(message_id: str) -> str:
     return f"{'=' * 15}{int.from_bytes(digest[:8], 'big') % 10**19:019d}=="
 
 
-def build_wire(
-    rendered: RenderedEmail,
-    *,
-    from_name: str,
-    from_email: str,
-    reply_to: str | None,
-    to_name: str,
-    to_email: str,
-    message_id: str,
-    date: datetime,
-    unsubscribe_url: str,
-    unsubscribe_mailto: str | None,
-    extra_headers: Mapping[str, str] = MappingProxyType({}),
-) -> WireMessage:
+def build_wire(rendered: RenderedEmail, **fields: Unpack[HeaderFields]) -> WireMessage:
     """A multipart/alternative message (text, then HTML) as wire bytes for ``Outgoing``.
 
     Raises ``ValueError`` as ``checked_headers`` does, or for a header line nobody set.
     """
-    h = checked_headers(
-        rendered,
-        from_name=from_name,
-        from_email=from_email,
-        reply_to=reply_to,
-        to_name=to_name,
-        to_email=to_email,
-        message_id=message_id,
-        date=date,
-        unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto,
-        extra_headers=extra_headers,
-    )
+    h = checked_headers(rendered, **fields)
     utf8 = not (h.from_email.isascii() and h.to_email.isascii())
     block = header_block(h, utf8=utf8)
     boundary = _boundary(h.message_id).encode("ascii")
