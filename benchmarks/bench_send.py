@@ -49,9 +49,9 @@ from typing import Any, Literal
 
 import yaml
 from aiosmtplib import SMTP
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine
 
-from benchmarks.common import temporary_prefect
+from benchmarks.common import CONFIG, ROOT, TEMPLATES, temporary_prefect
 from leadflow.config import load_config
 from leadflow.delivery import batch
 from leadflow.delivery.compose import Composer
@@ -59,16 +59,14 @@ from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.eventloop import run_async
 from leadflow.mail.sink import SmtpSink
-from leadflow.outbox.rows import outbox_row
 from leadflow.pipeline import engine as pipeline
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import open_database
-from models.tables import LEADS, OUTBOX, LeadStatus
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "config" / "pipeline.yaml"
-TEMPLATES = ROOT / "templates" / "email"
+sys.path.insert(0, str(ROOT / "tests"))
+from seeding import enrolled_lead, seed_due_intros
+
 NOW = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # Tuesday 09:30 in New York: in the window
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
 TARGET = 0.75  # of raw aiosmtplib's rate, through the flow as directly
@@ -86,42 +84,17 @@ def uncapped_config(messages: int) -> str:
 def seed(engine: Engine, messages: int) -> None:
     """Enrolled leads in ``prospect`` with step ``intro`` of ``outbound`` due at ``NOW``."""
     leads = [
-        {
-            "email": f"lead{n}@{DOMAINS[n % len(DOMAINS)]}",
-            "first_name": f"Lead{n}",
-            "last_name": "Example",
-            "company": f"Company {n % 97}",
-            "industry": "saas",
-            "timezone": "America/New_York",
-            "status": LeadStatus.ACTIVE,
-            "pipeline": "b2b",
-            "stage": "prospect",
-            "stage_entered_at": NOW,
-            "cadence": "outbound",
-            "attributes": {},
-            "created_at": NOW,
-            "updated_at": NOW,
-        }
+        enrolled_lead(
+            f"lead{n}@{DOMAINS[n % len(DOMAINS)]}",
+            now=NOW,
+            first_name=f"Lead{n}",
+            last_name="Example",
+            company=f"Company {n % 97}",
+            industry="saas",
+        )
         for n in range(messages)
     ]
-    with engine.begin() as conn:
-        conn.execute(insert(LEADS), leads)
-        rows = conn.execute(select(LEADS.c.id, LEADS.c.email)).all()
-        conn.execute(
-            insert(OUTBOX),
-            [
-                outbox_row(
-                    lead_id=lead_id,
-                    to_email=email,
-                    cadence="outbound",
-                    step="intro",
-                    stage="prospect",
-                    due_at=NOW,
-                    now=NOW,
-                )
-                for lead_id, email in rows
-            ],
-        )
+    seed_due_intros(engine, leads, now=NOW)
 
 
 PHASES: dict[str, tuple[Any, str]] = {  # delivery's steps, timed by wrapping what it calls

@@ -202,14 +202,19 @@ def add_lead(rt: Runtime) -> LeadFactory:
             "next_action_at": now,
         }
         values.update(fields)
-        with session_scope(rt.engine) as session:
-            lead = Lead(**values)
-            session.add(lead)
-            session.flush()
-            assert lead.id is not None
-            return lead.id
+        return insert_lead(rt.engine, values)
 
     return make
+
+
+def insert_lead(engine: Engine, values: dict[str, Any]) -> int:
+    """One lead through the ORM, so the model's defaults fill what ``values`` leaves out; its id."""
+    with session_scope(engine) as session:
+        lead = Lead(**values)
+        session.add(lead)
+        session.flush()
+        assert lead.id is not None
+        return lead.id
 
 
 @pytest.fixture(scope="session")

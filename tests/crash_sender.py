@@ -6,9 +6,6 @@
 prints its ``DeliveryOutcome`` as one JSON line. With ``--ready``/``--go`` it creates the ready
 file once everything is imported and opened, then waits for the go file:
 the caller starts several senders at the same instant that way.
-
-``seed_due_messages`` fills a database with enrolled leads whose first step is due; the tests
-use it for the database the subprocess works on.
 """
 
 from __future__ import annotations
@@ -20,68 +17,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
 from waiting import wait_until
 
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.smtp import smtp_transport_factory
-from leadflow.outbox.rows import outbox_row
 from leadflow.pipeline import engine as pipeline
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.tables import LEADS, OUTBOX, LeadStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "pipeline.yaml"
 TEMPLATES = ROOT / "templates" / "email"
-
-
-def seed_due_messages(
-    engine: Engine, count: int, *, now: datetime, domain: str = "example.com"
-) -> list[int]:
-    """``count`` leads in stage ``prospect`` of cadence ``outbound``, step ``intro`` due at
-    ``now``; returns the outbox ids in order. Leads are not due for scoring or the stage
-    engine, so a tick only sends."""
-    leads = [
-        {
-            "email": f"seeded{n}@{domain}",
-            "first_name": f"Lead{n}",
-            "timezone": "America/New_York",
-            "status": LeadStatus.ACTIVE,
-            "pipeline": "b2b",
-            "stage": "prospect",
-            "stage_entered_at": now,
-            "cadence": "outbound",
-            "attributes": {},
-            "created_at": now,
-            "updated_at": now,
-        }
-        for n in range(count)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(LEADS), leads)
-        rows = conn.execute(
-            select(LEADS.c.id, LEADS.c.email).where(LEADS.c.email.like(f"seeded%@{domain}"))
-        ).all()
-        conn.execute(
-            insert(OUTBOX),
-            [
-                outbox_row(
-                    lead_id=lead_id,
-                    to_email=email,
-                    cadence="outbound",
-                    step="intro",
-                    stage="prospect",
-                    due_at=now,
-                    now=now,
-                )
-                for lead_id, email in rows
-            ],
-        )
-        ids = conn.execute(
-            select(OUTBOX.c.id).where(OUTBOX.c.to_email.like(f"seeded%@{domain}")).order_by("id")
-        )
-        return list(ids.scalars())
 
 
 def deliver_all(rt: Runtime, *, now: datetime) -> DeliveryOutcome:

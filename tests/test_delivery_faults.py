@@ -19,7 +19,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import T0, LeadFactory, database_url
+from conftest import T0, LeadFactory, database_url, insert_lead
+from seeding import enrolled_lead, step_row
 from smtp_faults import FaultSmtpServer
 from sqlalchemy import Row, select
 
@@ -31,7 +32,6 @@ from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.transport import MemoryTransport, SmtpTransport
 from leadflow.outbox.record import BACKOFF, MAX_ATTEMPTS, THROTTLE_BACKOFF
-from leadflow.outbox.rows import outbox_row
 from leadflow.pipeline.engine import tick
 from leadflow.pipeline.suppression import suppress_many
 from leadflow.runtime import Runtime
@@ -91,47 +91,14 @@ def sender(rt: Runtime, smtp: FaultSmtpServer, loop_choice: str) -> Runtime:
     return Runtime(settings=settings, loaded=rt.loaded, engine=rt.engine)
 
 
-def lead_values(email: str, **fields: Any) -> dict[str, Any]:
-    """A lead in stage ``prospect`` working cadence ``outbound`` (not due for the engine)."""
-    values: dict[str, Any] = {
-        "email": email,
-        "first_name": "Ada",
-        "timezone": "America/New_York",
-        "pipeline": "b2b",
-        "stage": "prospect",
-        "stage_entered_at": T0,
-        "cadence": "outbound",
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    values.update(fields)
-    return values
-
-
-def message_values(lead_id: int, email: str, step: str, due: datetime) -> dict[str, Any]:
-    return outbox_row(
-        lead_id=lead_id,
-        to_email=email,
-        cadence="outbound",
-        step=step,
-        stage="prospect",
-        due_at=due,
-        now=T0,
-    )
-
-
 def enroll(rt: Runtime, email: str, **fields: Any) -> int:
-    with session_scope(rt.engine) as session:
-        lead = Lead(**lead_values(email, **fields))
-        session.add(lead)
-        session.flush()
-        assert lead.id is not None
-        return lead.id
+    """A lead in stage ``prospect`` working cadence ``outbound`` (not due for the engine)."""
+    return insert_lead(rt.engine, enrolled_lead(email, now=T0, **fields))
 
 
 def queue(rt: Runtime, lead_id: int, email: str, step: str, due: datetime) -> int:
     with session_scope(rt.engine) as session:
-        message = OutboundMessage(**message_values(lead_id, email, step, due))
+        message = OutboundMessage(**step_row(lead_id, email, step, due=due, now=T0))
         session.add(message)
         session.flush()
         assert message.id is not None
@@ -266,11 +233,11 @@ def queue_intros(
     """One lead per address, each with step ``intro`` queued, due at ``due(n)``: the message
     ids, in the order of ``emails``."""
     with session_scope(rt.engine) as session:
-        leads = [Lead(**lead_values(email)) for email in emails]
+        leads = [Lead(**enrolled_lead(email, now=T0)) for email in emails]
         session.add_all(leads)
         session.flush()
         messages = [
-            OutboundMessage(**message_values(lead.id or 0, lead.email, "intro", due(n)))
+            OutboundMessage(**step_row(lead.id or 0, lead.email, "intro", due=due(n), now=T0))
             for n, lead in enumerate(leads)
         ]
         session.add_all(messages)

@@ -27,10 +27,11 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from conftest import DEFAULT_CONFIG, T0, TEMPLATES
-from crash_sender import deliver_all, seed_due_messages
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES, insert_lead
+from crash_sender import deliver_all
+from seeding import enrolled_lead, seed_due_intros
 from smtp_faults import FaultSmtpServer
-from sqlalchemy import Row, select, update
+from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.exc import IntegrityError
 from waiting import wait_until
 
@@ -86,27 +87,21 @@ def variant(rt: Runtime, **edits: Any) -> Runtime:
     return Runtime(settings=rt.settings, loaded=loaded, engine=rt.engine)
 
 
-def enroll(rt: Runtime, email: str, *, timezone: str = "America/New_York", **fields: Any) -> int:
+def enroll(rt: Runtime, email: str, **fields: Any) -> int:
     """A lead in stage ``prospect`` working cadence ``outbound`` (not due for the engine)."""
-    values: dict[str, Any] = {
-        "email": email,
-        "first_name": "Ada",
-        "industry": "saas",
-        "timezone": timezone,
-        "pipeline": "b2b",
-        "stage": "prospect",
-        "stage_entered_at": T0,
-        "cadence": "outbound",
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    values.update(fields)
-    with session_scope(rt.engine) as session:
-        lead = Lead(**values)
-        session.add(lead)
-        session.flush()
-        assert lead.id is not None
-        return lead.id
+    return insert_lead(rt.engine, enrolled_lead(email, now=T0, industry="saas", **fields))
+
+
+def seed_due_messages(
+    engine: Engine, count: int, *, now: datetime, domain: str = "example.com"
+) -> list[int]:
+    """``count`` enrolled leads at ``domain`` whose step ``intro`` is due at ``now``; returns
+    the outbox ids in order. Leads are not due for scoring or the stage engine, so a tick
+    only sends."""
+    leads = [
+        enrolled_lead(f"seeded{n}@{domain}", now=now, first_name=f"Lead{n}") for n in range(count)
+    ]
+    return seed_due_intros(engine, leads, now=now)
 
 
 def queue(

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from conftest import DEFAULT_CONFIG, T0, TEMPLATES
+from seeding import enrolled_lead, seed_due_intros
 from sqlalchemy import func, insert, select
 
 from leadflow.mail.sink import SmtpSink
-from leadflow.outbox.rows import outbox_row
 from leadflow.runtime import Runtime
 from models.tables import LEADS, OUTBOX
 
@@ -31,46 +31,12 @@ WORKERS = 4
 
 
 def _seed(rt: Runtime) -> None:
+    """``MESSAGES`` enrolled leads over 50 domains, each with step ``intro`` due at ``T0``."""
     leads = [
-        {
-            "email": f"lead{n}@domain{n % 50}.example",
-            "first_name": "Ada",
-            "status": "active",
-            "pipeline": "b2b",
-            "stage": "prospect",
-            "stage_entered_at": T0,
-            "cadence": "outbound",
-            "timezone": "America/New_York",
-            "attributes": {},
-            "created_at": T0,
-            "updated_at": T0,
-            "round": 0,
-            "recycle_count": 0,
-            "stuck": False,
-            "fit_score": 0.0,
-            "engagement_score": 0.0,
-            "score": 30.0,
-        }
+        enrolled_lead(f"lead{n}@domain{n % 50}.example", now=T0, score=30.0)
         for n in range(MESSAGES)
     ]
-    with rt.engine.begin() as conn:
-        conn.execute(insert(LEADS), leads)
-        ids = conn.execute(select(LEADS.c.id, LEADS.c.email).order_by(LEADS.c.id)).all()
-        conn.execute(
-            insert(OUTBOX),
-            [
-                outbox_row(
-                    lead_id=lead_id,
-                    to_email=address,
-                    cadence="outbound",
-                    step="intro",
-                    stage="prospect",
-                    due_at=T0,
-                    now=T0,
-                )
-                for lead_id, address in ids
-            ],
-        )
+    seed_due_intros(rt.engine, leads, now=T0)
 
 
 def _run_workers(rt: Runtime, config: Path) -> tuple[list[dict[str, int]], list[bytes]]:
