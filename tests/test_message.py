@@ -31,20 +31,28 @@ RENDERED = RenderedEmail(
 )
 
 
-def build(**overrides: Any) -> EmailMessage:
-    arguments: dict[str, Any] = {
-        "from_name": "Sam Rivera",
-        "from_email": "sam@leadflow.example",
-        "reply_to": "replies@leadflow.example",
-        "to_name": "Zoë Ångström",
-        "to_email": "zoe@example.com",
-        "message_id": "<outbox-42@leadflow.example>",
-        "date": WHEN,
-        "unsubscribe_url": UNSUBSCRIBE,
-        "unsubscribe_mailto": "unsubscribe@leadflow.example?subject=unsubscribe",
-    }
+ARGUMENTS: dict[str, Any] = {
+    "from_name": "Sam Rivera",
+    "from_email": "sam@leadflow.example",
+    "reply_to": "replies@leadflow.example",
+    "to_name": "Zoë Ångström",
+    "to_email": "zoe@example.com",
+    "message_id": "<outbox-42@leadflow.example>",
+    "date": WHEN,
+    "unsubscribe_url": UNSUBSCRIBE,
+    "unsubscribe_mailto": "unsubscribe@leadflow.example?subject=unsubscribe",
+}
+
+
+def with_overrides(overrides: dict[str, Any]) -> tuple[RenderedEmail, dict[str, Any]]:
+    """The email and the arguments ``build`` and ``build_bytes`` share, with ``overrides``."""
+    overrides = dict(overrides)
     rendered = overrides.pop("rendered", RENDERED)
-    arguments.update(overrides)
+    return rendered, {**ARGUMENTS, **overrides}
+
+
+def build(**overrides: Any) -> EmailMessage:
+    rendered, arguments = with_overrides(overrides)
     return stdlib_message(rendered, **arguments)
 
 
@@ -75,19 +83,7 @@ def wire(message: EmailMessage) -> bytes:
 
 def build_bytes(**overrides: Any) -> bytes:
     """``build_wire`` with the same arguments as ``build``."""
-    arguments: dict[str, Any] = {
-        "from_name": "Sam Rivera",
-        "from_email": "sam@leadflow.example",
-        "reply_to": "replies@leadflow.example",
-        "to_name": "Zoë Ångström",
-        "to_email": "zoe@example.com",
-        "message_id": "<outbox-42@leadflow.example>",
-        "date": WHEN,
-        "unsubscribe_url": UNSUBSCRIBE,
-        "unsubscribe_mailto": "unsubscribe@leadflow.example?subject=unsubscribe",
-    }
-    rendered = overrides.pop("rendered", RENDERED)
-    arguments.update(overrides)
+    rendered, arguments = with_overrides(overrides)
     return build_wire(rendered, **arguments).data
 
 
