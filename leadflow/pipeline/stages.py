@@ -167,84 +167,81 @@ def advance_batch(
     rows = load_rows(conn, [d.lead_id for d in decisions])
     reschedule: list[dict[str, Any]] = []
     for d in decisions:
-        row = rows[d.lead_id]
-        pipeline_of_new = (
-            rt.loaded.config.pipeline(d.target or "") if d.action == "assign" else None
-        )
-        if pipeline_of_new is not None:
-            writer.move(
-                row,
-                pipeline_of_new.id,
-                pipeline_of_new.stages[0].id,
-                kind="intake",
-                reason="new lead",
-            )
-            continue
-        pipeline_id = d.pipeline or ""
-        stage = rt.loaded.stage(pipeline_id, d.stage or "")
-        if d.action == "exit" and d.target:
-            reason = next(
-                (
-                    e.reason
-                    for e in rt.loaded.exits[(pipeline_id, d.stage or "")]
-                    if e.to == d.target
-                ),
-                "",
-            )
-            writer.move(row, pipeline_id, d.target, kind="rule", reason=reason)
-            continue
-        if d.action == "sla" and stage and stage.sla:
-            sla = stage.sla
-            reason = sla.reason or f"over {sla.max_days} days in stage '{stage.id}'"
-            if sla.action == "recycle":
-                writer.recycle(row, pipeline_id, reason)
-                continue
-            if sla.action == "move" and sla.to:
-                writer.move(row, pipeline_id, sla.to, kind="sla", reason=reason)
-                continue
-            writer.outcome.flagged += 1
-            reschedule.append(
-                {
-                    "b_id": row.id,
-                    "stuck": True,
-                    "next_action_at": _next_check(rt, stage, pipeline_id, row, now, stuck=True),
-                }
-            )
-            continue
-        if d.action == "done" and row.cadence:
-            completion = (
-                rt.loaded.config.cadences[row.cadence].on_complete
-                if row.cadence in rt.loaded.config.cadences
-                else None
-            )
-            if completion and completion.action == "recycle":
-                writer.recycle(row, pipeline_id, completion.reason)
-                continue
-            if completion and completion.action == "advance" and completion.to:
-                writer.move(
-                    row, pipeline_id, completion.to, kind="cadence", reason=completion.reason
-                )
-                continue
-            reschedule.append(
-                {
-                    "b_id": row.id,
-                    "stuck": row.stuck,
-                    "cadence": None,
-                    "cadence_done_at": None,
-                    "next_action_at": _next_check(rt, stage, pipeline_id, row, now),
-                }
-            )
-            continue
-        reschedule.append(
-            {
-                "b_id": row.id,
-                "stuck": row.stuck,
-                "next_action_at": _next_check(rt, stage, pipeline_id, row, now),
-            }
-        )
+        unmoved = _apply(writer, d, rows[d.lead_id])
+        if unmoved is not None:
+            reschedule.append(unmoved)
     writer.lead_updates.extend(reschedule)
     writer.flush()
     return writer.outcome
+
+
+def _apply(writer: MoveWriter, d: Decision, row: Any) -> dict[str, Any] | None:
+    """Move the lead as ``d`` says; a lead that stays gets back its update (when to look again,
+    whether it is stuck), written with the batch's others."""
+    loaded = writer.rt.loaded
+    pipeline_of_new = loaded.config.pipeline(d.target or "") if d.action == "assign" else None
+    if pipeline_of_new is not None:
+        first = pipeline_of_new.stages[0].id
+        writer.move(row, pipeline_of_new.id, first, kind="intake", reason="new lead")
+        return None
+    pipeline_id = d.pipeline or ""
+    stage = loaded.stage(pipeline_id, d.stage or "")
+    if d.action == "exit" and d.target:
+        exits = loaded.exits[(pipeline_id, d.stage or "")]
+        reason = next((e.reason for e in exits if e.to == d.target), "")
+        writer.move(row, pipeline_id, d.target, kind="rule", reason=reason)
+        return None
+    if d.action == "sla" and stage and stage.sla:
+        return _over_sla(writer, row, pipeline_id, stage)
+    if d.action == "done" and row.cadence:
+        return _cadence_done(writer, row, pipeline_id, stage)
+    return {
+        "b_id": row.id,
+        "stuck": row.stuck,
+        "next_action_at": _next_check(writer.rt, stage, pipeline_id, row, writer.now),
+    }
+
+
+def _over_sla(
+    writer: MoveWriter, row: Any, pipeline_id: str, stage: Stage
+) -> dict[str, Any] | None:
+    """The stage's SLA action: recycle, move, or flag the lead as stuck (it stays)."""
+    sla = stage.sla
+    assert sla is not None
+    reason = sla.reason or f"over {sla.max_days} days in stage '{stage.id}'"
+    if sla.action == "recycle":
+        writer.recycle(row, pipeline_id, reason)
+        return None
+    if sla.action == "move" and sla.to:
+        writer.move(row, pipeline_id, sla.to, kind="sla", reason=reason)
+        return None
+    writer.outcome.flagged += 1
+    return {
+        "b_id": row.id,
+        "stuck": True,
+        "next_action_at": _next_check(writer.rt, stage, pipeline_id, row, writer.now, stuck=True),
+    }
+
+
+def _cadence_done(
+    writer: MoveWriter, row: Any, pipeline_id: str, stage: Stage | None
+) -> dict[str, Any] | None:
+    """The finished cadence's ``on_complete``: recycle, advance, or stay with no cadence."""
+    cadences = writer.rt.loaded.config.cadences
+    completion = cadences[row.cadence].on_complete if row.cadence in cadences else None
+    if completion and completion.action == "recycle":
+        writer.recycle(row, pipeline_id, completion.reason)
+        return None
+    if completion and completion.action == "advance" and completion.to:
+        writer.move(row, pipeline_id, completion.to, kind="cadence", reason=completion.reason)
+        return None
+    return {
+        "b_id": row.id,
+        "stuck": row.stuck,
+        "cadence": None,
+        "cadence_done_at": None,
+        "next_action_at": _next_check(writer.rt, stage, pipeline_id, row, writer.now),
+    }
 
 
 def manual_move(
