@@ -173,44 +173,78 @@ def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statement
     per batch of 2,000 leads that was a third of the time. Statements are immutable, so
     threads may share them; the worst a race does is build one twice.
     """
-    # one piece over 60 lines: the three statements share the batch range, the new score and
-    # the "changed" test, built here once so the history and the update agree
     key = (id(loaded), dialect, now)
     with _STATEMENTS_LOCK:
         hit = _STATEMENTS.get(key)
     if hit is not None and hit[0] is loaded:
         return hit[1]
-    lead, work = LEADS, WORK
-    first, last = bindparam("first", type_=Integer), bindparam("last", type_=Integer)
+    rescore = _Rescore.of(loaded)
+    built = _Statements(
+        compute=_compute(loaded, dialect, now, rescore.in_range),
+        history=_history(rescore, now),
+        apply=_apply(rescore, now, refresh_days=loaded.config.scoring.engagement.refresh_days),
+    )
+    with _STATEMENTS_LOCK:
+        while len(_STATEMENTS) >= _STATEMENTS_KEPT:
+            _STATEMENTS.pop(next(iter(_STATEMENTS)))
+        _STATEMENTS[key] = (loaded, built)
+    return built
+
+
+@dataclass(frozen=True)
+class _Rescore:
+    """What the statements share, built once so the history and the update agree: the
+    batch's id range, the new score and grade, and whether they changed enough to record."""
+
+    in_range: ColumnElement[bool]
+    score: ColumnElement[Any]
+    grade: Any
+    changed: ColumnElement[bool]
+
+    @classmethod
+    def of(cls, loaded: LoadedConfig) -> _Rescore:
+        lead, work = LEADS, WORK
+        first, last = bindparam("first", type_=Integer), bindparam("last", type_=Integer)
+        score = rounded(work.c.fit + work.c.engagement, 1)
+        grade = grade_expression(loaded, score)
+        changed = or_(
+            func.abs(score - lead.c.score) >= 1.0,
+            lead.c.grade.is_(None),
+            lead.c.grade != grade,
+        )
+        return cls(and_(lead.c.id >= first, lead.c.id <= last), score, grade, changed)
+
+
+def _compute(
+    loaded: LoadedConfig, dialect: str, now: datetime, in_range: ColumnElement[bool]
+) -> Insert:
+    """Statement 1: the due leads' fit and engagement points into the scratch table."""
+    lead = LEADS
     sql = LeadSql(dialect=dialect, now=now, attributes=loaded.config.intake.attributes)
     # Inside one batch the id range must lead, also where the scratch table is joined (SQLite
     # knows nothing of its size and would rather scan every lead): a bounded ``rescore_at``
     # range could make SQLite walk every due lead for every batch.
-    in_range = and_(lead.c.id >= first, lead.c.id <= last)
-    in_batch = and_(in_range, lead.c.rescore_at <= now)
     scored = select(
         lead.c.id,
         rounded(fit_expression(loaded, sql), 2),
         rounded(engagement_expression(loaded, dialect, now), 2),
-    ).where(in_batch)
+    ).where(and_(in_range, lead.c.rescore_at <= now))
     if dialect == "postgresql":
         # Two runs scoring one range at once: the second skips the rows the first holds
         # (and, once it committed, no longer finds them due), so each change is recorded in
         # the score history once. SQLite's BEGIN IMMEDIATE already serializes writers.
         scored = scored.with_for_update(skip_locked=True, of=lead)
-    compute = (
-        insert(work)
+    return (
+        insert(WORK)
         .from_select(["id", "fit", "engagement"], scored)
         .execution_options(preserve_rowcount=True)
     )
-    new_score = rounded(work.c.fit + work.c.engagement, 1)
-    new_grade = grade_expression(loaded, new_score)
-    changed = or_(
-        func.abs(new_score - lead.c.score) >= 1.0,
-        lead.c.grade.is_(None),
-        lead.c.grade != new_grade,
-    )
-    history = (
+
+
+def _history(rescore: _Rescore, now: datetime) -> Insert:
+    """Statement 2: a score-history row for each lead whose score or grade changed."""
+    lead, work = LEADS, WORK
+    return (
         insert(SCORE_CHANGES)
         .from_select(
             ["lead_id", "at", "fit_score", "engagement_score", "score", "grade"],
@@ -219,29 +253,34 @@ def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statement
                 literal(now, lead.c.scored_at.type),
                 work.c.fit,
                 work.c.engagement,
-                new_score,
-                new_grade,
+                rescore.score,
+                rescore.grade,
             )
             .select_from(work.join(lead, lead.c.id == work.c.id))
-            .where(in_range, changed),
+            .where(rescore.in_range, rescore.changed),
         )
         # without it SQLAlchemy reports no row count for INSERT ... SELECT on PostgreSQL
         .execution_options(preserve_rowcount=True)
     )
-    refresh = now + timedelta(days=loaded.config.scoring.engagement.refresh_days)
-    apply = (
-        update(lead)
-        .where(lead.c.id == work.c.id, in_range)  # UPDATE ... FROM: SQLite >= 3.33, PostgreSQL
+
+
+def _apply(rescore: _Rescore, now: datetime, *, refresh_days: float) -> Update:
+    """Statement 3: the lead rows' points, score and grade, and when to look at them next."""
+    lead, work = LEADS, WORK
+    refresh = now + timedelta(days=refresh_days)
+    return (
+        update(lead)  # UPDATE ... FROM: SQLite >= 3.33, PostgreSQL
+        .where(lead.c.id == work.c.id, rescore.in_range)
         .values(
             fit_score=work.c.fit,
             engagement_score=work.c.engagement,
-            score=new_score,
-            grade=new_grade,
+            score=rescore.score,
+            grade=rescore.grade,
             scored_at=now,
             next_action_at=case(
                 (
                     and_(
-                        changed,
+                        rescore.changed,
                         lead.c.status == "active",
                         or_(lead.c.next_action_at.is_(None), lead.c.next_action_at > now),
                     ),
@@ -252,12 +291,6 @@ def _statements(loaded: LoadedConfig, dialect: str, now: datetime) -> _Statement
             rescore_at=case((work.c.engagement >= 0.05, refresh), else_=None),
         )
     )
-    built = _Statements(compute=compute, history=history, apply=apply)
-    with _STATEMENTS_LOCK:
-        while len(_STATEMENTS) >= _STATEMENTS_KEPT:
-            _STATEMENTS.pop(next(iter(_STATEMENTS)))
-        _STATEMENTS[key] = (loaded, built)
-    return built
 
 
 def score_batch(
