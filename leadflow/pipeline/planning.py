@@ -120,7 +120,14 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
             f" (config {sim['config_hash']}; nothing is changed)",
         )
     )
-    change = sim["config_change"]
+    _render_config_change(sim["config_change"], console)
+    _render_tick(sim, console)
+    if "diff" in result:
+        _render_diff(result["diff"], console)
+
+
+def _render_config_change(change: dict[str, Any], console: Console) -> None:
+    """What applying a changed config would do first: re-evaluate, relocate, strand."""
     if change["reevaluated"]:
         console.print(
             f"config changed since the last run: {change['reevaluated']} open lead(s) "
@@ -140,6 +147,10 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
                     style="yellow",
                 )
             )
+
+
+def _render_tick(sim: dict[str, Any], console: Console) -> None:
+    """The tick's own steps: scores, stage moves, recycling, the emails it would send."""
     console.print(
         f"rescored {sim['rescored']} lead(s), {sim['score_changed']} with a new score or grade"
     )
@@ -158,22 +169,24 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
     console.print(emails)
     for reason, n in sim["deferred"].items():
         console.print(f"deferred ({reason}): {n}")
-    if "diff" in result:
-        d = result["diff"]
-        table = Table("change", "current", "proposed", title="Proposed config vs current")
-        for key, v in d["moves"].items():
-            table.add_row(f"move {key}", str(v["current"]), str(v["proposed"]))
-        for key, v in d["emails"].items():
-            table.add_row(f"emails {key}", str(v["current"]), str(v["proposed"]))
-        table.add_row("recycled", str(d["recycled"]["current"]), str(d["recycled"]["proposed"]))
-        console.print(table)
-        for g in d["stranded"]:
-            where = f"stage '{g['stage']}'" if g["stage"] else "the removed pipeline"
-            console.print(
-                Text(
-                    f"the proposed config strands {g['leads']} open lead(s) in {where} "
-                    f"'{g['pipeline']}' (e.g. {', '.join(g['examples'])}): add moved_stages "
-                    "to say where they go",
-                    style="red",
-                )
+
+
+def _render_diff(d: dict[str, Any], console: Console) -> None:
+    """A proposed config against the current one, and the leads it would strand."""
+    table = Table("change", "current", "proposed", title="Proposed config vs current")
+    for key, v in d["moves"].items():
+        table.add_row(f"move {key}", str(v["current"]), str(v["proposed"]))
+    for key, v in d["emails"].items():
+        table.add_row(f"emails {key}", str(v["current"]), str(v["proposed"]))
+    table.add_row("recycled", str(d["recycled"]["current"]), str(d["recycled"]["proposed"]))
+    console.print(table)
+    for g in d["stranded"]:
+        where = f"stage '{g['stage']}'" if g["stage"] else "the removed pipeline"
+        console.print(
+            Text(
+                f"the proposed config strands {g['leads']} open lead(s) in {where} "
+                f"'{g['pipeline']}' (e.g. {', '.join(g['examples'])}): add moved_stages "
+                "to say where they go",
+                style="red",
             )
+        )
