@@ -200,7 +200,13 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow) -> FastAP
 
 def _add_api(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
     """``POST /leads`` and ``POST /events``, behind the API token."""
-    # one piece over 60 lines: both routes close over the same token check, runtime and clock
+    guarded = [Depends(_token_check(rt))]
+    _add_post_leads(app, rt, clock, guarded)
+    _add_post_event(app, rt, clock, guarded)
+
+
+def _token_check(rt: Runtime) -> Callable[[str], None]:
+    """The API's dependency: 503 while no token is configured, 401 for a wrong one."""
 
     def require_token(authorization: str = Header(default="")) -> None:
         expected = rt.settings.api_token.get_secret_value() if rt.settings.api_token else None
@@ -210,7 +216,13 @@ def _add_api(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
         if not hmac.compare_digest(supplied.encode(), expected.encode()):
             raise HTTPException(401, "invalid API token")
 
-    @app.post("/leads", dependencies=[Depends(require_token)])
+    return require_token
+
+
+def _add_post_leads(
+    app: FastAPI, rt: Runtime, clock: Callable[[], datetime], guarded: list[Any]
+) -> None:
+    @app.post("/leads", dependencies=guarded)
     async def post_leads(request: Request) -> dict[str, Any]:
         from leadflow.intake import import_rows
         from leadflow.intake.readers import json_record
@@ -231,7 +243,11 @@ def _add_api(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
         )
         return dict(summary.as_dict())
 
-    @app.post("/events", dependencies=[Depends(require_token)])
+
+def _add_post_event(
+    app: FastAPI, rt: Runtime, clock: Callable[[], datetime], guarded: list[Any]
+) -> None:
+    @app.post("/events", dependencies=guarded)
     async def post_event(request: Request) -> dict[str, Any]:
         raw = _json(await _bounded_body(request, rt.settings.max_body_bytes))
         try:
@@ -240,27 +256,31 @@ def _add_api(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
             raise HTTPException(422, _first_error(exc)) from None
         if len(json.dumps(body.data)) > MAX_EVENT_DATA:
             raise HTTPException(422, f"event data is larger than {MAX_EVENT_DATA:,} characters")
-        return await run_in_threadpool(_record_posted_event, body)
+        return await run_in_threadpool(_record_posted_event, rt, clock, body)
 
-    def _record_posted_event(body: EventBody) -> dict[str, Any]:
-        if body.type not in KNOWN_EVENTS:
-            raise HTTPException(422, f"unknown event type '{body.type}'")
-        try:
-            when: datetime = parse_instant(body.at) if body.at else clock()
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
-        with session_scope(rt.engine) as session:
-            conn = session.connection()
-            lead = find_lead(conn, body.email)
-            if lead is None:
-                raise HTTPException(404, "no such lead")
-            record_events(
-                conn,
-                [EventIn(lead.id, body.type, when, body.data, source="api")],
-                stop_on=rt.stop_on,
-                now=clock(),
-            )
-        return {"recorded": body.type, "lead": lead.email}
+
+def _record_posted_event(
+    rt: Runtime, clock: Callable[[], datetime], body: EventBody
+) -> dict[str, Any]:
+    """The event for the lead it names (blocking: run in the thread pool)."""
+    if body.type not in KNOWN_EVENTS:
+        raise HTTPException(422, f"unknown event type '{body.type}'")
+    try:
+        when: datetime = parse_instant(body.at) if body.at else clock()
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        lead = find_lead(conn, body.email)
+        if lead is None:
+            raise HTTPException(404, "no such lead")
+        record_events(
+            conn,
+            [EventIn(lead.id, body.type, when, body.data, source="api")],
+            stop_on=rt.stop_on,
+            now=clock(),
+        )
+    return {"recorded": body.type, "lead": lead.email}
 
 
 def _add_unsubscribe(app: FastAPI, rt: Runtime, clock: Callable[[], datetime]) -> None:
