@@ -69,10 +69,9 @@ class AdvanceOutcome:
         }
 
     def summary(self) -> str:
+        """Recycles show as moves to "(callback)"; counting them again would say it twice."""
         parts = [f"moved {sum(self.moves.values())}"]
         parts += [f"{a}→{b} {n}" for (a, b), n in sorted(self.moves.items())]
-        if self.recycled:
-            parts.append(f"recycled {self.recycled}")
         if self.flagged:
             parts.append(f"flagged stuck {self.flagged}")
         return ", ".join(parts)
