@@ -8,7 +8,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import partial
-from types import TracebackType
 from typing import Any
 
 import pytest
@@ -49,19 +48,13 @@ class CountingTransport(MemoryTransport):
         super().__init__()
         self.opened = self.closed = 0
 
-    async def __aenter__(self) -> CountingTransport:
+    async def open(self) -> None:
         self.opened += 1
-        await super().__aenter__()
-        return self
+        await super().open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         self.closed += 1
-        await super().__aexit__(exc_type, exc, tb)
+        await super().close()
 
 
 def test_the_batches_of_a_tick_go_over_one_smtp_pool(rt: Runtime, smtp: FaultSmtpServer) -> None:

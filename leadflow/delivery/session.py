@@ -10,7 +10,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from datetime import datetime
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import NamedTuple
 
 from leadflow.delivery import batch
 from leadflow.delivery.compose import Composer
@@ -23,6 +23,7 @@ from leadflow.mail.transport import Transport
 from leadflow.outbox.claimed import ClaimOutcome
 from leadflow.outbox.reconcile import reconcile
 from leadflow.pipeline.batching import IdRange
+from leadflow.resource import Resource
 from leadflow.runtime import Runtime
 from models.db import session_scope
 
@@ -34,7 +35,7 @@ class _Shared(NamedTuple):
     db: Executor
 
 
-class DeliverySession:
+class DeliverySession(Resource):
     """What the batches of one run share: an event loop, one SMTP pool (its connections stay
     open from one batch to the next), the database thread and the building helper.
 
@@ -52,16 +53,8 @@ class DeliverySession:
         self._helper: Executor | None = None
         self._started: _Shared | None = None
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._resources.__exit__(exc_type, exc, tb)
+    def close(self) -> None:
+        self._resources.close()
 
     def deliver(self, ranges: Sequence[IdRange], *, kind: str | None = None) -> DeliveryOutcome:
         """Claim the due messages of each id range (one batch each, in order), send them,
