@@ -23,6 +23,7 @@ import asyncio
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from uuid import UUID
 
 from sqlalchemy import insert
 
-from benchmarks.common import temporary_prefect
+from benchmarks.common import ROOT, temporary_prefect
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
 from leadflow.pipeline import engine
@@ -41,9 +42,12 @@ from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.tables import LEADS, Lead
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from seeding import intake_lead
+
 T0 = datetime(2026, 11, 3, 14, 30, tzinfo=UTC)  # a Tuesday, 09:30 in New York
 CHUNK = 5_000
+PROFILE = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
 
 
 def _settings(work: Path, db: Path, smtp_port: int, batch_size: int) -> Settings:
@@ -66,19 +70,9 @@ def build_database(settings: Settings, leads: int) -> None:
         with rt.engine.begin() as conn:
             for start in range(0, leads, CHUNK):
                 rows = [
-                    Lead(
-                        email=f"lead{i}@bench.example",
-                        first_name="Ada",
-                        timezone="America/New_York",
-                        created_at=T0,
-                        updated_at=T0,
-                        rescore_at=T0,
-                        next_action_at=T0,
-                        industry="saas",
-                        company_size=120,
-                        title="CTO",
-                        country="US",
-                    ).model_dump(exclude={"id"})
+                    Lead(**intake_lead(f"lead{i}@bench.example", now=T0, **PROFILE)).model_dump(
+                        exclude={"id"}
+                    )
                     for i in range(start, min(leads, start + CHUNK))
                 ]
                 conn.execute(insert(LEADS), rows)

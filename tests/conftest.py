@@ -17,6 +17,7 @@ for _key in [
 
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -24,10 +25,13 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+from seeding import intake_lead  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 
 from leadflow.config import LoadedConfig, load_config  # noqa: E402
+from leadflow.pipeline import stages  # noqa: E402
+from leadflow.pipeline.moves import AdvanceOutcome  # noqa: E402
 from leadflow.runtime import Runtime  # noqa: E402
 from leadflow.settings import Settings  # noqa: E402
 from models.db import make_engine, open_database, session_scope  # noqa: E402
@@ -192,17 +196,9 @@ def add_lead(rt: Runtime) -> LeadFactory:
 
     def make(now: datetime = T0, **fields: Any) -> int:
         counter["n"] += 1
-        values: dict[str, Any] = {
-            "email": f"lead{counter['n']}@example.com",
-            "first_name": "Ada",
-            "timezone": "America/New_York",
-            "created_at": now,
-            "updated_at": now,
-            "rescore_at": now,
-            "next_action_at": now,
-        }
-        values.update(fields)
-        return insert_lead(rt.engine, values)
+        return insert_lead(
+            rt.engine, intake_lead(f"lead{counter['n']}@example.com", now=now, **fields)
+        )
 
     return make
 
@@ -215,6 +211,25 @@ def insert_lead(engine: Engine, values: dict[str, Any]) -> int:
         session.flush()
         assert lead.id is not None
         return lead.id
+
+
+def move_by_hand(
+    rt: Runtime, lead_id: int, stage: str, *, reason: str, now: datetime, actor: str | None = None
+) -> AdvanceOutcome:
+    """``stages.manual_move`` in a transaction of its own, as a person's move through the CLI."""
+    with session_scope(rt.engine) as session:
+        return stages.manual_move(
+            session.connection(), rt, lead_id, stage, reason=reason, now=now, actor=actor
+        )
+
+
+def run_in_threads(target: Callable[[], object], count: int) -> None:
+    """``target`` in ``count`` threads started together, then joined: the races tests stage."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 @pytest.fixture(scope="session")

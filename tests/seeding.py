@@ -1,7 +1,7 @@
-"""Leads enrolled in cadence ``outbound`` and their due first step, as rows: the tests and the
-send benchmarks (``benchmarks/bench_send.py``) seed their databases with the same shape.
+"""Lead and outbox rows as the tests and the benchmarks seed their databases with them: new
+leads as intake adds them, and leads enrolled in cadence ``outbound`` with their first step due.
 
-Plain SQLAlchemy Core, no pytest: ``tests/`` is on ``sys.path`` for both.
+Plain SQLAlchemy Core, no pytest: the benchmarks put ``tests/`` on ``sys.path`` to share it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,22 @@ from leadflow.outbox.rows import outbox_row
 from models.tables import LEADS, OUTBOX
 
 
-def enrolled_lead(email: str, *, now: datetime, **fields: Any) -> dict[str, Any]:
+def intake_lead(email: str, /, *, now: datetime, **fields: Any) -> dict[str, Any]:
+    """A lead row as intake adds it: due for scoring and the stage engine at ``now``;
+    ``fields`` add to it or replace."""
+    return {
+        "email": email,
+        "first_name": "Ada",
+        "timezone": "America/New_York",
+        "created_at": now,
+        "updated_at": now,
+        "rescore_at": now,
+        "next_action_at": now,
+        **fields,
+    }
+
+
+def enrolled_lead(email: str, /, *, now: datetime, **fields: Any) -> dict[str, Any]:
     """A lead row in stage ``prospect`` working cadence ``outbound`` since ``now`` (not due
     for scoring or the stage engine); ``fields`` add to it or replace."""
     return {

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import T0, LeadFactory
+from conftest import T0, LeadFactory, move_by_hand
 from sqlalchemy import select
 
 from leadflow.mail.transport import MemoryTransport
-from leadflow.pipeline import engine, stages
+from leadflow.pipeline import engine
 from leadflow.runtime import Runtime
-from models.db import session_scope
 from models.tables import LEADS, OUTBOX
 
 FIT = {"industry": "saas", "company_size": 120, "title": "CTO", "country": "US"}
@@ -25,20 +24,10 @@ def test_moving_back_into_a_worked_stage_does_not_enroll_again(
     engine.tick(rt, now=T0 + timedelta(hours=1), transport=lambda: memory)  # -> prospect, intro
     assert [o.recipient for o in memory.sent] == ["lead1@example.com"]
     later = T0 + timedelta(hours=2)
-    with session_scope(rt.engine) as session:
-        stages.manual_move(
-            session.connection(), rt, lead_id, "qualified", reason="call", now=later, actor="ops"
-        )
-    with session_scope(rt.engine) as session:
-        outcome = stages.manual_move(
-            session.connection(),
-            rt,
-            lead_id,
-            "prospect",
-            reason="not ready",
-            now=later + timedelta(minutes=1),
-            actor="ops",
-        )
+    move_by_hand(rt, lead_id, "qualified", reason="call", now=later, actor="ops")
+    outcome = move_by_hand(
+        rt, lead_id, "prospect", reason="not ready", now=later + timedelta(minutes=1), actor="ops"
+    )
     assert outcome.enrolled == 0
     engine.tick(rt, now=T0 + timedelta(days=1), transport=lambda: memory)
     with rt.engine.connect() as conn:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import pytest
 from conftest import T0, LeadFactory
+from seeding import intake_lead
 from sqlalchemy import func, select
 
 from leadflow.mail.sink import SmtpSink
@@ -211,17 +212,7 @@ def _same_leads(runtime: Runtime) -> None:
     with session_scope(runtime.engine) as session:
         for n, title in enumerate(("CTO", "VP Engineering", "Intern")):
             session.add(
-                Lead(
-                    email=f"same{n}@example.com",
-                    first_name="Ada",
-                    timezone="America/New_York",
-                    created_at=T0,
-                    updated_at=T0,
-                    rescore_at=T0,
-                    next_action_at=T0,
-                    attributes={},
-                    **{**FIT, "title": title},
-                )
+                Lead(**intake_lead(f"same{n}@example.com", now=T0, **{**FIT, "title": title}))
             )
 
 

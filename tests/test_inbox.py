@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import T0
+from conftest import T0, run_in_threads
 from sqlalchemy import func, select
 
 from leadflow.intake import inbox
@@ -113,11 +113,7 @@ def test_two_runs_at_once_import_every_file_exactly_once(settings: Settings, rt:
         finally:
             runtime.close()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(run, 2)
 
     assert [r["errors"] for r in results] == [[], []]
     assert sum(r["files"] for r in results) == 8

@@ -23,6 +23,7 @@ import pytest
 from conftest import DEFAULT_CONFIG, TEMPLATES, database_url
 from fastapi.testclient import TestClient
 from imap_server import ImapAccount, account_from_env, append, delete_folder, new_folder
+from seeding import intake_lead
 from sqlalchemy import insert, select
 
 from leadflow.app.web import create_app
@@ -112,17 +113,9 @@ def run(
         ids: dict[str, int] = {}
         with rt.engine.begin() as conn:
             for name in WHO:
+                lead = intake_lead(f"{name}@{name}.example", now=START, first_name=None, **MEDIUM)
                 ids[name] = conn.execute(
-                    insert(LEADS)
-                    .values(
-                        email=f"{name}@{name}.example",
-                        created_at=START,
-                        updated_at=START,
-                        rescore_at=START,
-                        next_action_at=START,
-                        **MEDIUM,
-                    )
-                    .returning(LEADS.c.id)
+                    insert(LEADS).values(**lead).returning(LEADS.c.id)
                 ).scalar_one()
         clock = {"now": START}
         web = TestClient(create_app(rt, clock=lambda: clock["now"]))

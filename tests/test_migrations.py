@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import T0, LeadFactory
+from conftest import T0, LeadFactory, move_by_hand
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
@@ -28,7 +28,6 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 
 from leadflow.mail.transport import MemoryTransport
 from leadflow.pipeline import engine as ticks
-from leadflow.pipeline.stages import manual_move
 from leadflow.runtime import Runtime
 from models.db import (
     MIGRATIONS_DIR,
@@ -36,7 +35,6 @@ from models.db import (
     current_revision,
     head_revision,
     open_database,
-    session_scope,
 )
 from models.tables import TRANSITIONS
 
@@ -231,12 +229,10 @@ def test_stage_engine_writes_what_the_backfill_would(rt: Runtime, add_lead: Lead
     memory = MemoryTransport()
     lead_id = add_lead(company="Acme", title="VP Sales", company_size=200)
     ticks.tick(rt, now=T0, transport=lambda: memory)
-    with session_scope(rt.engine) as session:
-        manual_move(session.connection(), rt, lead_id, "qualified", reason="call", now=T0 + DAY)
+    move_by_hand(rt, lead_id, "qualified", reason="call", now=T0 + DAY)
     ticks.tick(rt, now=T0 + 23 * DAY, transport=lambda: memory)  # qualified: SLA 21 days
     ticks.tick(rt, now=T0 + 70 * DAY, transport=lambda: memory)  # the callback is due
-    with session_scope(rt.engine) as session:
-        manual_move(session.connection(), rt, lead_id, "meeting", reason="call", now=T0 + 71 * DAY)
+    move_by_hand(rt, lead_id, "meeting", reason="call", now=T0 + 71 * DAY)
     written = _history(rt.engine, lead_id)
     assert [row[:4] for row in written] == [
         ("intake", None, "lead", T0),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import fresh_engine
+from conftest import fresh_engine, move_by_hand
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from leadflow.config import LoadedConfig, load_config
 from leadflow.mail.transport import MemoryTransport, Outcome
-from leadflow.pipeline import engine, stages
+from leadflow.pipeline import engine
 from leadflow.pipeline.events import EventIn, record_events
 from leadflow.pipeline.run_outcome import RunOutcome
 from leadflow.runtime import Runtime
@@ -106,10 +106,7 @@ def add_event(rt: Runtime, lead_id: int, etype: str, at: datetime) -> None:
 
 
 def move(rt: Runtime, lead_id: int, stage: str, at: datetime, reason: str = "sales call") -> None:
-    with session_scope(rt.engine) as session:
-        stages.manual_move(
-            session.connection(), rt, lead_id, stage, reason=reason, now=at, actor=ACTOR
-        )
+    move_by_hand(rt, lead_id, stage, reason=reason, now=at, actor=ACTOR)
 
 
 def lead_row(rt: Runtime, lead_id: int) -> Any:
@@ -479,16 +476,9 @@ def test_manual_move_is_audited(rt: Runtime) -> None:
     lead_id = new_lead(rt, POOR)
     tick(rt, T0)
 
-    with session_scope(rt.engine) as session:
-        outcome = stages.manual_move(
-            session.connection(),
-            rt,
-            lead_id,
-            "negotiation",
-            reason="CFO called back",
-            now=T0 + HOUR,
-            actor=ACTOR,
-        )
+    outcome = move_by_hand(
+        rt, lead_id, "negotiation", reason="CFO called back", now=T0 + HOUR, actor=ACTOR
+    )
 
     assert dict(outcome.moves) == {("lead", "negotiation"): 1}
     last = transitions(rt, lead_id)[-1]

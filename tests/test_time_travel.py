@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from seeding import intake_lead
 from sqlalchemy import insert, select
 from sqlmodel import SQLModel
 
@@ -105,19 +106,15 @@ def world(rt: Runtime) -> tuple[Runtime, dict[str, int], MemoryTransport]:
     ids: dict[str, int] = {}
     with rt.engine.begin() as conn:
         for name, (profile, attributes) in LEADS_IN.items():
+            lead = intake_lead(
+                f"{name}@{name}-corp.example",
+                now=START,
+                first_name=None,
+                attributes=attributes,
+                **profile,
+            )
             ids[name] = conn.execute(
-                insert(LEADS)
-                .values(
-                    email=f"{name}@{name}-corp.example",
-                    timezone="America/New_York",
-                    attributes=attributes,
-                    created_at=START,
-                    updated_at=START,
-                    rescore_at=START,
-                    next_action_at=START,
-                    **profile,
-                )
-                .returning(LEADS.c.id)
+                insert(LEADS).values(**lead).returning(LEADS.c.id)
             ).scalar_one()
     assert list(ids.values()) == [1, 2, 3, 4, 5]
     memory = MemoryTransport()

@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from aiosmtplib.email import quote_address
+from conftest import run_in_threads
 from hypothesis import given
 from hypothesis import strategies as st
 from smtp_faults import FaultSmtpServer
@@ -422,11 +423,7 @@ def test_the_process_shares_one_bucket_per_relay_and_rate_across_threads() -> No
         with lock:
             waits.extend(got)
 
-    threads = [threading.Thread(target=reserve_many) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(reserve_many, 4)
     # 1,000 reservations at 10 per second, made within moments: every one has its own slot
     assert len(waits) == 1000
     assert 99.0 < max(waits) < 100.1

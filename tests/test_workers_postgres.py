@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DEFAULT_CONFIG, T0, TEMPLATES
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES, run_in_threads
 from seeding import enrolled_lead, seed_due_intros
 from sqlalchemy import func, insert, select
 
@@ -145,16 +145,9 @@ def _active_leads(rt: Runtime, count: int, **fields: Any) -> tuple[int, int]:
             [
                 {
                     "email": f"lead{n}@example.com",
-                    "status": "active",
-                    "attributes": {},
+                    "attributes": {},  # the rest (status active, scores 0) are column defaults
                     "created_at": T0,
                     "updated_at": T0,
-                    "round": 0,
-                    "recycle_count": 0,
-                    "stuck": False,
-                    "fit_score": 0.0,
-                    "engagement_score": 0.0,
-                    "score": 0.0,
                     **fields,
                 }
                 for n in range(count)
@@ -183,11 +176,7 @@ def test_two_runs_advancing_the_same_range_at_once_move_each_lead_once(rt: Runti
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=advance) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(advance, 2)
     assert errors == []
     with rt.engine.connect() as conn:
         moves = conn.execute(select(func.count()).select_from(TRANSITIONS)).scalar()
