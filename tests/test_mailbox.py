@@ -42,19 +42,30 @@ def mailbox_url(account: ImapAccount, folder: str) -> str:
     return f"imap+plain://{account.user}@{account.host}:{account.port}/{folder}"
 
 
+def listening_runtime(
+    home: Path, database: str, mailbox: str, *, config: Path = DEFAULT_CONFIG, **settings: Any
+) -> Runtime:
+    """Demo mode with the shipped templates, syncing ``mailbox``: every runtime of this file."""
+    return Runtime.open(
+        Settings(
+            home=home,
+            database_url=database,
+            config=config,
+            templates=TEMPLATES,
+            demo=True,
+            mailbox_url=mailbox,
+            **settings,
+        )
+    )
+
+
 def runtime_for(
     tmp_path: Path, account: ImapAccount, folder: str, config: Path = DEFAULT_CONFIG
 ) -> Runtime:
-    settings = Settings(
-        home=tmp_path,
-        database_url=database_url(tmp_path),
-        config=config,
-        templates=TEMPLATES,
-        demo=True,
-        mailbox_url=mailbox_url(account, folder),
-        mailbox_password=account.password,
+    url = mailbox_url(account, folder)
+    return listening_runtime(
+        tmp_path, database_url(tmp_path), url, config=config, mailbox_password=account.password
     )
-    return Runtime.open(settings)
 
 
 def seed_corpus_leads(rt: Runtime) -> dict[str, int]:
@@ -471,15 +482,7 @@ def test_junk_in_the_mailbox_is_recorded_and_never_stops_the_sync(tmp_path: Path
     box = stdlib_mailbox.Maildir(tmp_path / "mail", create=True)
     for raw in junk:
         box.add(raw)
-    settings_ = Settings(
-        home=tmp_path,
-        database_url=database_url(tmp_path),
-        config=DEFAULT_CONFIG,
-        templates=TEMPLATES,
-        demo=True,
-        mailbox_url=f"maildir://{tmp_path / 'mail'}",
-    )
-    rt = Runtime.open(settings_)
+    rt = runtime_for_maildir(tmp_path, database_url(tmp_path))
     first = sync_mailbox(rt, now=NOW)
     second = sync_mailbox(rt, now=NOW + timedelta(hours=1))
     with rt.engine.connect() as conn:
@@ -551,13 +554,4 @@ def test_soft_bounces_in_a_row_suppress_the_address_and_status_shows_them(
 
 
 def runtime_for_maildir(tmp_path: Path, url: str) -> Runtime:
-    return Runtime.open(
-        Settings(
-            home=tmp_path,
-            database_url=url,
-            config=DEFAULT_CONFIG,
-            templates=TEMPLATES,
-            demo=True,
-            mailbox_url=f"maildir://{tmp_path / 'mail'}",
-        )
-    )
+    return listening_runtime(tmp_path, url, f"maildir://{tmp_path / 'mail'}")
