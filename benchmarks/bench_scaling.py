@@ -61,8 +61,18 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.bench_send import NOW, seed, uncapped_config
-from benchmarks.common import CONFIG, ROOT, TEMPLATES, ratio
+from benchmarks.common import (
+    CONFIG,
+    EVENT_TYPE,
+    LEAD_ATTRIBUTES,
+    LEAD_COLUMNS,
+    LEAD_PROFILE,
+    ROOT,
+    TEMPLATES,
+    ratio,
+)
 from leadflow.config import load_config
+from leadflow.delivery.session import deliver_batch
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
 from leadflow.outbox.claim import due_condition as outbox_due
@@ -202,40 +212,22 @@ def own_cpu_s() -> float:
 
 # --- data --------------------------------------------------------------------------------
 
-LEADS_SQL = """
-INSERT INTO lead (
-    id, email, first_name, last_name, company, title, industry, company_size, country,
-    timezone, source, budget, authority, need, timeline_days, attributes, status, pipeline,
-    stage, stage_entered_at, round, recycle_count, stuck, fit_score, engagement_score, score,
-    grade, rescore_at, next_action_at, created_at, updated_at
-)
+LEADS_SQL = f"""
+INSERT INTO lead ({LEAD_COLUMNS})
 SELECT
-    i, 'lead' || i || '@d' || (i % 5000) || '.example', 'Lead' || i, 'Example',
-    'Company ' || (i % 997),
-    CASE i % 5 WHEN 0 THEN 'VP Sales' WHEN 1 THEN 'Engineering Manager'
-        WHEN 2 THEN 'CTO' WHEN 3 THEN 'Analyst' ELSE 'Head of Data' END,
-    CASE i % 6 WHEN 0 THEN 'saas' WHEN 1 THEN 'fintech' WHEN 2 THEN 'healthcare'
-        WHEN 3 THEN 'retail' WHEN 4 THEN 'media' ELSE NULL END,
-    (i * 37) % 3000,
-    CASE i % 4 WHEN 0 THEN 'US' WHEN 1 THEN 'DE' WHEN 2 THEN 'BR' ELSE 'CA' END,
-    'America/New_York', 'import',
-    CASE WHEN i % 3 = 0 THEN 20000.0 END, i % 2 = 1,
-    CASE WHEN i % 4 = 0 THEN 'reporting' END, i % 180,
-    CAST(CASE WHEN i % 10 = 0 THEN '{"plan_interest": "enterprise"}' ELSE '{}' END AS json),
+    i, {LEAD_PROFILE}, CAST({LEAD_ATTRIBUTES} AS json),
     'active', 'b2b', 'lead', :created, 0, 0, false,
     0.0, 0.0, 0.0, NULL, :due_at, :due_at, :created, :created
 FROM generate_series(1, :n) AS i
 """
 
-EVENTS_SQL = """
+EVENTS_SQL = f"""
 INSERT INTO event (lead_id, type, occurred_at, data)
 SELECT
     (j % :n) + 1,
-    CASE j % 6 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked'
-        WHEN 2 THEN 'web_visit' WHEN 3 THEN 'form_filled'
-        WHEN 4 THEN 'email_opened' ELSE 'proposal_sent' END,
+    {EVENT_TYPE},
     CAST(:now AS timestamptz) - ((CAST(j AS bigint) * 7919) % 4800) * interval '1 hour',
-    CAST('{}' AS json)
+    CAST('{{}}' AS json)
 FROM generate_series(0, :m - 1) AS j
 """
 
@@ -315,6 +307,13 @@ def runtime(url: str, batch_size: int, *, config: str | None = None, port: int =
 # --- worker processes --------------------------------------------------------------------
 
 
+def _finish(conn: Connection, rt: Runtime, start: float, cpu: float, **counts: Any) -> None:
+    """A worker's report to the parent: its wall span, its own CPU seconds and ``counts``."""
+    end = time.monotonic()
+    rt.close()
+    conn.send({"start": start, "end": end, "cpu_s": own_cpu_s() - cpu, **counts})
+
+
 def score_worker(url: str, batch_size: int, conn: Connection) -> None:
     """Score the ranges the parent hands out, one transaction each."""
     rt = runtime(url, batch_size)
@@ -326,18 +325,7 @@ def score_worker(url: str, batch_size: int, conn: Connection) -> None:
         outcome = pipeline.score(rt, id_range, now=NOW)
         rescored += outcome.rescored
         changed += outcome.changed
-    end = time.monotonic()
-    rt.close()
-    conn.send(
-        {
-            "start": start,
-            "end": end,
-            "cpu_s": own_cpu_s() - cpu,
-            "batches": len(ranges),
-            "items": rescored,
-            "changed": changed,
-        }
-    )
+    _finish(conn, rt, start, cpu, batches=len(ranges), items=rescored, changed=changed)
 
 
 def send_worker(url: str, batch_size: int, config: str, port: int, conn: Connection) -> None:
@@ -353,7 +341,7 @@ def send_worker(url: str, batch_size: int, config: str, port: int, conn: Connect
         ranges = pipeline.outbox_ranges(rt, now=NOW, kind="cadence")
         progress = 0
         for id_range in ranges:
-            outcome = pipeline.deliver(rt, id_range, now=NOW, kind="cadence", transport=factory)
+            outcome = deliver_batch(rt, id_range, now=NOW, kind="cadence", transport=factory)
             batches += 1 if outcome.claimed else 0
             claimed += outcome.claimed
             sent += outcome.statuses.get("sent", 0)
@@ -362,19 +350,7 @@ def send_worker(url: str, batch_size: int, config: str, port: int, conn: Connect
                 deferred[reason] = deferred.get(reason, 0) + n
         if progress == 0:
             break  # nothing left, or everything left is claimed by other workers
-    end = time.monotonic()
-    rt.close()
-    conn.send(
-        {
-            "start": start,
-            "end": end,
-            "cpu_s": own_cpu_s() - cpu,
-            "batches": batches,
-            "items": sent,
-            "claimed": claimed,
-            "deferred": deferred,
-        }
-    )
+    _finish(conn, rt, start, cpu, batches=batches, items=sent, claimed=claimed, deferred=deferred)
 
 
 def run_workers(

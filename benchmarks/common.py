@@ -33,6 +33,34 @@ CONFIG = ROOT / "config" / "pipeline.yaml"
 TEMPLATES = ROOT / "templates" / "email"
 STAGES = ("lead", "prospect", "qualified", "meeting", "proposal", "negotiation", "won")
 
+# Synthetic lead ``i`` and event ``j`` in SQL that SQLite and PostgreSQL both run, shared by
+# ``build_database`` and ``bench_scaling.seed_leads`` so both databases hold the same rows.
+LEAD_COLUMNS = """
+    id, email, first_name, last_name, company, title, industry, company_size, country,
+    timezone, source, budget, authority, need, timeline_days, attributes, status, pipeline,
+    stage, stage_entered_at, round, recycle_count, stuck, fit_score, engagement_score, score,
+    grade, rescore_at, next_action_at, created_at, updated_at
+"""
+LEAD_PROFILE = """
+    'lead' || i || '@d' || (i % 5000) || '.example', 'Lead' || i, 'Example',
+    'Company ' || (i % 997),
+    CASE i % 5 WHEN 0 THEN 'VP Sales' WHEN 1 THEN 'Engineering Manager'
+        WHEN 2 THEN 'CTO' WHEN 3 THEN 'Analyst' ELSE 'Head of Data' END,
+    CASE i % 6 WHEN 0 THEN 'saas' WHEN 1 THEN 'fintech' WHEN 2 THEN 'healthcare'
+        WHEN 3 THEN 'retail' WHEN 4 THEN 'media' ELSE NULL END,
+    (i * 37) % 3000,
+    CASE i % 4 WHEN 0 THEN 'US' WHEN 1 THEN 'DE' WHEN 2 THEN 'BR' ELSE 'CA' END,
+    'America/New_York', 'import',
+    CASE WHEN i % 3 = 0 THEN 20000.0 END, i % 2 = 1,
+    CASE WHEN i % 4 = 0 THEN 'reporting' END, i % 180
+"""  # email .. timeline_days
+LEAD_ATTRIBUTES = """CASE WHEN i % 10 = 0 THEN '{"plan_interest": "enterprise"}' ELSE '{}' END"""
+EVENT_TYPE = """
+    CASE j % 6 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked'
+        WHEN 2 THEN 'web_visit' WHEN 3 THEN 'form_filled'
+        WHEN 4 THEN 'email_opened' ELSE 'proposal_sent' END
+"""
+
 
 def sql_time(at: datetime) -> str:
     """``at`` (aware) as SQLAlchemy's UTCDateTime stores it on SQLite."""
@@ -94,26 +122,9 @@ def build_database(path: Path, population: Population) -> float:
         conn.execute(
             f"""
             WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :n)
-            INSERT INTO lead (
-                id, email, first_name, last_name, company, title, industry, company_size,
-                country, timezone, source, budget, authority, need, timeline_days, attributes,
-                status, pipeline, stage, stage_entered_at, round, recycle_count, stuck,
-                fit_score, engagement_score, score, grade, rescore_at, next_action_at,
-                created_at, updated_at
-            )
+            INSERT INTO lead ({LEAD_COLUMNS})
             SELECT
-                i, 'lead' || i || '@d' || (i % 5000) || '.example', 'Lead' || i, 'Example',
-                'Company ' || (i % 997),
-                CASE i % 5 WHEN 0 THEN 'VP Sales' WHEN 1 THEN 'Engineering Manager'
-                    WHEN 2 THEN 'CTO' WHEN 3 THEN 'Analyst' ELSE 'Head of Data' END,
-                CASE i % 6 WHEN 0 THEN 'saas' WHEN 1 THEN 'fintech' WHEN 2 THEN 'healthcare'
-                    WHEN 3 THEN 'retail' WHEN 4 THEN 'media' ELSE NULL END,
-                (i * 37) % 3000,
-                CASE i % 4 WHEN 0 THEN 'US' WHEN 1 THEN 'DE' WHEN 2 THEN 'BR' ELSE 'CA' END,
-                'America/New_York', 'import',
-                CASE WHEN i % 3 = 0 THEN 20000.0 END, i % 2,
-                CASE WHEN i % 4 = 0 THEN 'reporting' END, i % 180,
-                CASE WHEN i % 10 = 0 THEN '{{"plan_interest": "enterprise"}}' ELSE '{{}}' END,
+                i, {LEAD_PROFILE}, {LEAD_ATTRIBUTES},
                 'active', 'b2b', {stage_of}, :created, 0, 0, 0,
                 0.0, 0.0, 0.0, NULL,
                 CASE WHEN i % :due = 0 THEN :due_at END,
@@ -132,17 +143,15 @@ def build_database(path: Path, population: Population) -> float:
         events = population.leads * population.events_per_lead
         if events:
             conn.execute(
-                """
+                f"""
                 WITH RECURSIVE seq(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM seq WHERE j < :m)
                 INSERT INTO event (lead_id, type, occurred_at, data)
                 SELECT
                     (j % :n) + 1,
-                    CASE j % 6 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked'
-                        WHEN 2 THEN 'web_visit' WHEN 3 THEN 'form_filled'
-                        WHEN 4 THEN 'email_opened' ELSE 'proposal_sent' END,
+                    {EVENT_TYPE},
                     strftime('%Y-%m-%d %H:%M:%S', :now, '-' || ((j * 7919) % 4800) || ' hours')
                         || '.000000',
-                    '{}'
+                    '{{}}'
                 FROM seq
                 """,
                 {"m": events - 1, "n": population.leads, "now": sql_time(now)[:19]},
