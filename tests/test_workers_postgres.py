@@ -70,6 +70,14 @@ def _run_workers(rt: Runtime, config: Path) -> tuple[list[dict[str, int]], list[
         return results, [m.data for m in sink.messages]
 
 
+def _outbox_counts(rt: Runtime, column: Any, condition: Any) -> dict[Any, int]:
+    """How many outbox rows matching ``condition`` have each value of ``column``."""
+    with rt.engine.connect() as conn:
+        return dict(
+            conn.execute(select(column, func.count()).where(condition).group_by(column)).all()
+        )
+
+
 def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path) -> None:
     config = tmp_path / "pipeline.yaml"
     config.write_text(
@@ -83,14 +91,8 @@ def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path
     ids = Counter(email.message_from_bytes(m)["Message-ID"] for m in received)
     assert len(received) == MESSAGES  # zero lost at the server
     assert max(ids.values()) == 1  # zero duplicates
+    statuses = _outbox_counts(rt, OUTBOX.c.step, OUTBOX.c.status == "sent")
     with rt.engine.connect() as conn:
-        statuses = dict(
-            conn.execute(
-                select(OUTBOX.c.step, func.count())
-                .where(OUTBOX.c.status == "sent")
-                .group_by(OUTBOX.c.step)
-            ).all()
-        )
         scheduled = conn.execute(
             select(func.count()).where(OUTBOX.c.step == "value", OUTBOX.c.status == "pending")
         ).scalar()
@@ -113,21 +115,8 @@ def test_four_workers_at_once_never_send_past_the_daily_caps(rt: Runtime, tmp_pa
     )
     _seed(rt)  # 1,200 due messages to 50 domains: the domain cap allows 350, the daily cap 300
     results, received = _run_workers(rt, config)
-    with rt.engine.connect() as conn:
-        counts = dict(
-            conn.execute(
-                select(OUTBOX.c.status, func.count())
-                .where(OUTBOX.c.step == "intro")
-                .group_by(OUTBOX.c.status)
-            ).all()
-        )
-        reasons = dict(
-            conn.execute(
-                select(OUTBOX.c.defer_reason, func.count())
-                .where(OUTBOX.c.status == "deferred")
-                .group_by(OUTBOX.c.defer_reason)
-            ).all()
-        )
+    counts = _outbox_counts(rt, OUTBOX.c.status, OUTBOX.c.step == "intro")
+    reasons = _outbox_counts(rt, OUTBOX.c.defer_reason, OUTBOX.c.status == "deferred")
     domains = Counter(
         email.message_from_bytes(m)["To"].rsplit("@", 1)[-1].rstrip(">") for m in received
     )
