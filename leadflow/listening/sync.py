@@ -144,7 +144,7 @@ def _sync_folder(
             )
         ).scalar()
     offload: Offload | None = None
-    pending: deque[tuple[list[Fetched], Future[list[Classified]]]] = deque()
+    pending: deque[tuple[list[Fetched], list[Future[list[Classified]]]]] = deque()
     try:
         failure: MailboxError | None = None
         try:
@@ -154,14 +154,13 @@ def _sync_folder(
                 if offload is None:  # the first batch tells how much there is to read
                     wanted = helpers if helpers is not None else _helpers_for(len(batch))
                     offload = Offload(wanted, preload=_HELPER_PRELOAD)
-                raws = [f.raw for f in batch]
-                pending.append((batch, offload.submit(classify_many, raws, phrases, ours)))
+                pending.append((batch, _submit(offload, batch, phrases, ours)))
                 if len(pending) > offload.helpers:
-                    _record(rt, label, reader, *pending.popleft(), cfg=cfg, now=now, out=out)
+                    _record(rt, label, reader, offload, pending, cfg=cfg, now=now, out=out)
         except MailboxError as exc:  # what was read before the failure is still recorded
             failure = exc
-        while pending:
-            _record(rt, label, reader, *pending.popleft(), cfg=cfg, now=now, out=out)
+        while pending and offload is not None:
+            _record(rt, label, reader, offload, pending, cfg=cfg, now=now, out=out)
         if failure is not None:
             raise failure
     finally:
@@ -179,25 +178,69 @@ def _helpers_for(first_batch: int) -> int:
     return 1 if first_batch >= HELPER_MIN_MESSAGES else 0
 
 
+# Messages per classification job: small enough that the recording process can take the jobs
+# the helper has not started yet while it would otherwise wait (the two then finish a batch
+# together), big enough that a job's trip through the pipes costs little beside its work.
+CHUNK = 100
+
+
+def _submit(
+    offload: Offload, batch: list[Fetched], phrases: Sequence[str], ours: Sequence[str]
+) -> list[Future[list[Classified]]]:
+    """The batch's classification, as jobs of ``CHUNK`` messages."""
+    raws = [f.raw for f in batch]
+    return [
+        offload.submit(classify_many, raws[start : start + CHUNK], phrases, ours)
+        for start in range(0, len(raws), CHUNK)
+    ]
+
+
+def _classified(
+    rt: Runtime,
+    offload: Offload,
+    batch: list[Fetched],
+    jobs: list[Future[list[Classified]]],
+    later: list[Future[list[Classified]]],
+    cfg: Mailbox,
+) -> list[Classified]:
+    """The batch's classes, in order. Jobs no helper has started yet are run here, the last
+    first (the helper works from the first), then, while the helper still works on this
+    batch, those of the ``later`` batches: the helper is the slower side of a sync, and this
+    process would otherwise wait idle for it."""
+    for job in reversed(jobs):
+        offload.help_with(job)
+    for job in reversed(later):
+        if all(j.done() for j in jobs):
+            break
+        offload.help_with(job)
+    classified: list[Classified] = []
+    for start, job in zip(range(0, len(batch), CHUNK), jobs, strict=True):
+        try:
+            classified += job.result()
+        except HelperDied:  # the helper died (killed, out of memory): classify here
+            sender = rt.loaded.config.sender
+            ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
+            raws = [f.raw for f in batch[start : start + CHUNK]]
+            classified += classify_many(raws, cfg.unsubscribe_phrases, ours)
+    return classified
+
+
 def _record(
     rt: Runtime,
     label: str,
     reader: FolderReader,
-    batch: list[Fetched],
-    classifying: Future[list[Classified]],
+    offload: Offload,
+    pending: deque[tuple[list[Fetched], list[Future[list[Classified]]]]],
     *,
     cfg: Mailbox,
     now: datetime,
     out: SyncOutcome,
 ) -> None:
-    """Record one classified batch with its checkpoint in one transaction, then apply
+    """Record the oldest pending batch with its checkpoint in one transaction, then apply
     ``mailbox.after`` to its messages."""
-    try:
-        classified = classifying.result()
-    except HelperDied:  # the helper died (killed, out of memory): classify here
-        sender = rt.loaded.config.sender
-        ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
-        classified = classify_many([f.raw for f in batch], cfg.unsubscribe_phrases, ours)
+    batch, jobs = pending.popleft()
+    later = [job for _, waiting in pending for job in waiting]
+    classified = _classified(rt, offload, batch, jobs, later, cfg)
     with session_scope(rt.engine) as session:
         conn = session.connection()
         before = out.recorded
