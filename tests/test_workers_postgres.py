@@ -39,6 +39,18 @@ def _seed(rt: Runtime) -> None:
     seed_due_intros(rt.engine, leads, now=T0)
 
 
+def _config_with_caps(folder: Path, *, daily: int, per_domain: int) -> Path:
+    """The default pipeline.yaml in ``folder`` with the sender's two daily caps replaced."""
+    config = folder / "pipeline.yaml"
+    config.write_text(
+        DEFAULT_CONFIG.read_text(encoding="utf-8")
+        .replace("daily_cap: 400", f"daily_cap: {daily}")
+        .replace("per_domain_daily_cap: 40", f"per_domain_daily_cap: {per_domain}"),
+        encoding="utf-8",
+    )
+    return config
+
+
 def _run_workers(rt: Runtime, config: Path) -> tuple[list[dict[str, int]], list[bytes]]:
     """Four worker processes drain the due set at once; their JSON results and what the
     SMTP sink received."""
@@ -79,13 +91,7 @@ def _outbox_counts(rt: Runtime, column: Any, condition: Any) -> dict[Any, int]:
 
 
 def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path) -> None:
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        DEFAULT_CONFIG.read_text(encoding="utf-8")
-        .replace("daily_cap: 400", "daily_cap: 100000")
-        .replace("per_domain_daily_cap: 40", "per_domain_daily_cap: 1000"),
-        encoding="utf-8",
-    )
+    config = _config_with_caps(tmp_path, daily=100000, per_domain=1000)
     _seed(rt)
     results, received = _run_workers(rt, config)
     ids = Counter(email.message_from_bytes(m)["Message-ID"] for m in received)
@@ -106,13 +112,7 @@ def test_four_workers_drain_one_due_set_exactly_once(rt: Runtime, tmp_path: Path
 def test_four_workers_at_once_never_send_past_the_daily_caps(rt: Runtime, tmp_path: Path) -> None:
     """Claims are serialized (an advisory lock), so each counts the others' claims: the
     daily cap and the per-domain cap hold exactly, not to within a batch per worker."""
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        DEFAULT_CONFIG.read_text(encoding="utf-8")
-        .replace("daily_cap: 400", "daily_cap: 300")
-        .replace("per_domain_daily_cap: 40", "per_domain_daily_cap: 7"),
-        encoding="utf-8",
-    )
+    config = _config_with_caps(tmp_path, daily=300, per_domain=7)
     _seed(rt)  # 1,200 due messages to 50 domains: the domain cap allows 350, the daily cap 300
     results, received = _run_workers(rt, config)
     counts = _outbox_counts(rt, OUTBOX.c.status, OUTBOX.c.step == "intro")
