@@ -29,15 +29,24 @@ import email
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from email.message import Message
 from functools import lru_cache
 
 from leadflow.listening.bounces import delivery_report
 from leadflow.listening.facts import Classified, Facts, Headers, Kind, headers_of, report_type
 from leadflow.listening.message_text import new_text, snip
-from leadflow.listening.return_date import return_date
+from leadflow.listening.return_date import answer, return_question
 
-__all__ = ["Classified", "Kind", "classify", "classify_many", "classify_raw", "parse"]
+__all__ = [
+    "Classified",
+    "Kind",
+    "classify",
+    "classify_many",
+    "classify_raw",
+    "parse",
+    "settle_return_dates",
+]
 
 _OOO_SUBJECT = re.compile(
     r"automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|out of (the )?office|"
@@ -58,13 +67,21 @@ def parse(raw: bytes) -> Message:
 
 
 def classify_raw(
-    raw: bytes, *, unsubscribe_phrases: Sequence[str], sent_by_us: Iterable[str] = ()
+    raw: bytes,
+    *,
+    unsubscribe_phrases: Sequence[str],
+    sent_by_us: Iterable[str] = (),
+    read_dates: bool = True,
 ) -> Classified:
     """Parse and classify one message; one that cannot be read at all is ``other`` with the
     reason as evidence, so a single malformed message can never stop a folder's sync."""
     try:
         return classify(
-            parse(raw), raw, unsubscribe_phrases=unsubscribe_phrases, sent_by_us=sent_by_us
+            parse(raw),
+            raw,
+            unsubscribe_phrases=unsubscribe_phrases,
+            sent_by_us=sent_by_us,
+            read_dates=read_dates,
         )
     except Exception as exc:  # any parser fault: keep it as evidence, go on
         key = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -83,13 +100,35 @@ def classify_raw(
 
 
 def classify_many(
-    raws: Sequence[bytes], unsubscribe_phrases: Sequence[str], sent_by_us: Sequence[str]
+    raws: Sequence[bytes],
+    unsubscribe_phrases: Sequence[str],
+    sent_by_us: Sequence[str],
+    read_dates: bool = True,
 ) -> list[Classified]:
-    """``classify_raw`` over a batch: what a sync hands to a helper process."""
+    """``classify_raw`` over a batch: what a sync hands to a helper process (which leaves
+    the return dates to ``settle_return_dates`` in the sync's own process)."""
     return [
-        classify_raw(raw, unsubscribe_phrases=unsubscribe_phrases, sent_by_us=sent_by_us)
+        classify_raw(
+            raw,
+            unsubscribe_phrases=unsubscribe_phrases,
+            sent_by_us=sent_by_us,
+            read_dates=read_dates,
+        )
         for raw in raws
     ]
+
+
+def settle_return_dates(items: Sequence[Classified]) -> list[Classified]:
+    """Read the return dates ``classify(..., read_dates=False)`` left asked: here, where
+    dateparser stays loaded from sync to sync, not in each sync's fresh helper process."""
+    return [_settled(item) if item.return_asked is not None else item for item in items]
+
+
+def _settled(item: Classified) -> Classified:
+    assert item.return_asked is not None
+    found = answer(item.return_asked)
+    evidence = {**item.evidence, "return_date": found.isoformat()} if found else item.evidence
+    return replace(item, return_date=found, return_asked=None, evidence=evidence)
 
 
 def classify(
@@ -98,11 +137,13 @@ def classify(
     *,
     unsubscribe_phrases: Sequence[str],
     sent_by_us: Iterable[str] = (),
+    read_dates: bool = True,
 ) -> Classified:
     """Classify one message (see the module docstring for the rules and their order).
 
     ``sent_by_us`` are our own addresses: a message from one of them is ``other`` (a copy
-    of our own mail, or a colleague's note), never a reply by a lead.
+    of our own mail, or a colleague's note), never a reply by a lead. Without
+    ``read_dates``, an auto-reply's return date is left asked (``settle_return_dates``).
     """
     heads = headers_of(msg)
     base = Facts.of(heads, raw)
@@ -119,7 +160,10 @@ def classify(
     auto = _auto_reply_rule(heads, base.subject)
     text = new_text(msg)
     if auto is not None:
-        returning = return_date(text, base.received_at) if text else None
+        asked = return_question(text, base.received_at) if text else None
+        if asked is not None and not read_dates:
+            return base.make(Kind.OUT_OF_OFFICE, auto, return_asked=asked, snippet=snip(text))
+        returning = answer(asked) if asked is not None else None
         return base.make(Kind.OUT_OF_OFFICE, auto, return_date=returning, snippet=snip(text))
     phrase = _unsubscribe_phrase(text, unsubscribe_phrases)
     if phrase is not None:

@@ -13,6 +13,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
+from leadflow.listening.return_date import ReturnQuestion
+
 
 class Kind(StrEnum):
     BOUNCED = "bounced"
@@ -41,6 +43,7 @@ class Classified:
     failed: tuple[str, ...] = ()  # addresses a delivery report names as failed
     status: str | None = None  # DSN status (5.1.1) or SMTP code
     return_date: date | None = None  # an out-of-office's stated return
+    return_asked: ReturnQuestion | None = None  # its phrases, when not read yet (``settle``)
     snippet: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, case, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from leadflow.config.schema import Mailbox
-from leadflow.listening.classify import Classified, Kind, classify_many
+from leadflow.listening.classify import Classified, Kind, classify_many, settle_return_dates
 from leadflow.listening.effects import apply_effects
 from leadflow.listening.match import match_batch
 from leadflow.listening.sources import (
@@ -190,7 +190,7 @@ def _submit(
     """The batch's classification, as jobs of ``CHUNK`` messages."""
     raws = [f.raw for f in batch]
     return [
-        offload.submit(classify_many, raws[start : start + CHUNK], phrases, ours)
+        offload.submit(classify_many, raws[start : start + CHUNK], phrases, ours, False)
         for start in range(0, len(raws), CHUNK)
     ]
 
@@ -221,8 +221,8 @@ def _classified(
             sender = rt.loaded.config.sender
             ours = [a for a in (sender.from_email, sender.reply_to, sender.unsubscribe_mailto) if a]
             raws = [f.raw for f in batch[start : start + CHUNK]]
-            classified += classify_many(raws, cfg.unsubscribe_phrases, ours)
-    return classified
+            classified += classify_many(raws, cfg.unsubscribe_phrases, ours, False)
+    return settle_return_dates(classified)
 
 
 def _record(
