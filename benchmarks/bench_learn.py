@@ -16,10 +16,14 @@ Output: one JSON line, then lines for people.
 
 from __future__ import annotations
 
+import argparse
+import json
+import time
 from typing import Any
 
 import numpy as np
 
+from benchmarks.common import CONFIG, TEMPLATES, run_phase
 from leadflow.learning.history import History
 
 TARGET_SECONDS = 60.0
@@ -131,3 +135,89 @@ def synthetic_history(rows: int, seed: int = 0) -> History:
 def _shares(common: int, rare: int, rare_total: float) -> Any:
     p = np.array([(1 - rare_total) / common] * common + [rare_total / rare] * rare)
     return p / p.sum()
+
+
+def learn_phase(rows: int, seed: int, max_rules: int) -> dict[str, Any]:
+    """In a child process: build the history, then time ``learn`` and note its memory."""
+    from benchmarks.common import peak_rss_mib, reset_peak_rss, rss_mib
+    from leadflow.config import load_config
+    from leadflow.learning.learn import learn
+
+    loaded = load_config(CONFIG, templates=TEMPLATES)
+    history = synthetic_history(rows, seed)
+    before = rss_mib()
+    reset_peak_rss()
+    started = time.perf_counter()
+    learned = learn(history, loaded, exclude=["deal_value"], max_rules=max_rules, seed=seed)
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": round(seconds, 2),
+        "rss_before_mib": round(before, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rules": len(learned.rules),
+        "auc": {
+            "learned": round(learned.learned.auc, 4),
+            "current": round(learned.current.auc, 4),
+            **{k: round(v, 4) for k, v in learned.reference.items()},
+        },
+    }
+
+
+def bare_fit_phase(rows: int, seed: int) -> dict[str, Any]:
+    """In a child process: ``LogisticRegression.fit`` alone on the matrix ``learn`` fits."""
+    from benchmarks.common import peak_rss_mib, reset_peak_rss
+    from leadflow.config import load_config
+    from leadflow.learning.features import encode_all, one_hot
+    from leadflow.learning.fit import logistic
+    from leadflow.learning.learn import outcome_array, split
+    from leadflow.learning.values import learnable
+
+    loaded = load_config(CONFIG, templates=TEMPLATES)
+    history = synthetic_history(rows, seed)
+    y = outcome_array(history)
+    train, _test = split(len(y), seed, 0.25)
+    kinds = learnable(loaded.catalog.fields, set(history.columns) - {"deal_value"})
+    x = one_hot(encode_all(history.columns, kinds, len(y)))[train]
+    reset_peak_rss()
+    started = time.perf_counter()
+    logistic(x, y[train])
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "matrix": list(x.shape),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-rules", type=int, default=25)
+    args = parser.parse_args()
+    learned = run_phase(learn_phase, args.rows, args.seed, args.max_rules)
+    bare = run_phase(bare_fit_phase, args.rows, args.seed)
+    result = {
+        "benchmark": "learn",
+        "rows": args.rows,
+        "learn": learned,
+        "bare_fit": bare,
+        "ratio": round(learned["seconds"] / bare["seconds"], 2) if bare["seconds"] else None,
+        "within_target": learned["seconds"] <= TARGET_SECONDS
+        and learned["peak_rss_mib"] <= TARGET_MIB,
+    }
+    print(json.dumps(result))
+    auc = learned["auc"]
+    print(
+        f"learn: {args.rows:,} rows in {learned['seconds']:.1f} s, peak RSS "
+        f"{learned['peak_rss_mib']:,.0f} MiB (history alone {learned['rss_before_mib']:,.0f} MiB); "
+        f"bare LogisticRegression.fit on the {bare['matrix'][0]:,} x {bare['matrix'][1]} matrix "
+        f"{bare['seconds']:.1f} s; {learned['rules']} rules; held-out AUC learned "
+        f"{auc['learned']:.3f}, logistic regression {auc['logistic_regression']:.3f}, naive Bayes "
+        f"{auc['naive_bayes']:.3f}, current rules {auc['current']:.3f}; targets "
+        f"<= {TARGET_SECONDS:.0f} s and <= {TARGET_MIB:,.0f} MiB: "
+        f"{'met' if result['within_target'] else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -73,6 +73,11 @@ def calibration(scores: npt.NDArray[np.float64], outcome: npt.NDArray[np.bool_])
         return []
     quantiles = np.quantile(scores, np.linspace(0, 1, BANDS + 1)[:-1])
     edges = sorted({math.floor(float(q)) for q in quantiles})
+    # a band no row falls in is merged into the band below (small or tied histories)
+    uppers = [*edges[1:], math.inf]
+    edges = [
+        e for i, e in enumerate(edges) if i == 0 or ((scores >= e) & (scores < uppers[i])).any()
+    ]
     bands = []
     for i, low in enumerate(edges):
         high = edges[i + 1] if i + 1 < len(edges) else None
