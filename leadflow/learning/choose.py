@@ -17,7 +17,7 @@ from scipy import sparse
 
 from leadflow.learning.features import Encoded
 from leadflow.learning.fit import refit
-from leadflow.learning.levels import Level, field_levels, importance, indicator
+from leadflow.learning.levels import Level, Scale, field_levels, importance, indicator
 from leadflow.learning.ruletext import fits, rule_text
 
 POINTS_PER_LOGIT = 10 / math.log(2)  # 10 points double the odds
@@ -48,6 +48,7 @@ def candidates(
     coefs: Sequence[npt.NDArray[np.float64]],
     counts: Sequence[npt.NDArray[np.int64]],
     max_rules: int,
+    variance: float,
 ) -> list[Candidate]:
     """Non-baseline levels as rules, most important first, at the smallest tolerance that
     leaves at most twice ``max_rules`` of them."""
@@ -55,7 +56,7 @@ def candidates(
     while True:
         found = []
         for encoded, coef, count in zip(fields, coefs, counts, strict=True):
-            levels = field_levels(encoded, coef, count, tol)
+            levels = field_levels(encoded, coef, count, Scale(tol, variance))
             for level in levels[1:]:
                 text = rule_text(encoded, level)
                 if text is not None and fits(text):
@@ -81,8 +82,9 @@ def choose(
 ) -> list[Chosen]:
     """The final rules with integer points, refitted on the training rows."""
     counts = [f.counts(train) for f in fields]
-    kept = candidates(fields, coefs, counts, max_rules)
     target = y[train]
+    rate = float(target.mean())
+    kept = candidates(fields, coefs, counts, max_rules, rate * (1 - rate))
     for attempt in range(REFITS + 1):
         if not kept:
             return []

@@ -16,6 +16,17 @@ import numpy.typing as npt
 
 from leadflow.learning.features import Encoded
 
+DISTINCT_Z = 1.0  # groups closer than one standard error of their gap are not told apart
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What decides that two weights differ: a tolerance in log-odds, and the outcome's
+    variance p(1 - p), from which a group's standard error follows from its rows."""
+
+    tol: float
+    variance: float
+
 
 @dataclass(frozen=True)
 class Level:
@@ -28,17 +39,32 @@ class Level:
     share: float
 
 
+def _apart(gap: float, rows_a: float, rows_b: float, scale: Scale) -> float:
+    """A gap over what counts as a difference (>= 1: keep apart): the tolerance, or
+    the gap's standard error, whichever is larger: small groups merge more readily."""
+    error = np.sqrt(
+        1 / (scale.variance * max(rows_a, 1.0)) + 1 / (scale.variance * max(rows_b, 1.0))
+    )
+    return gap / max(scale.tol, DISTINCT_Z * float(error))
+
+
 def _merge(
-    order: Sequence[int], coefs: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], tol: float
+    order: Sequence[int],
+    coefs: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    scale: Scale,
 ) -> list[list[int]]:
-    """Agglomerate neighbours (in ``order``) while the closest pair differs by less than tol."""
+    """Agglomerate neighbours (in ``order``) while the closest pair is not apart."""
     clusters = [[g] for g in order]
     weights = [float(counts[g]) for g in order]
     means = [float(coefs[g]) for g in order]
     while len(clusters) > 1:
-        gaps = [abs(means[i + 1] - means[i]) for i in range(len(clusters) - 1)]
+        gaps = [
+            _apart(abs(means[i + 1] - means[i]), weights[i], weights[i + 1], scale)
+            for i in range(len(clusters) - 1)
+        ]
         i = int(np.argmin(gaps))
-        if gaps[i] >= tol:
+        if gaps[i] >= 1.0:
             break
         total = weights[i] + weights[i + 1]
         mean = (means[i] * weights[i] + means[i + 1] * weights[i + 1]) / max(total, 1.0)
@@ -49,18 +75,21 @@ def _merge(
 
 
 def field_levels(
-    encoded: Encoded, coefs: npt.NDArray[np.float64], counts: npt.NDArray[np.int64], tol: float
+    encoded: Encoded,
+    coefs: npt.NDArray[np.float64],
+    counts: npt.NDArray[np.int64],
+    scale: Scale,
 ) -> list[Level]:
     """The field's levels, baseline (most rows) first."""
     groups = encoded.groups
     if encoded.encoding == "number":
         bins = [i for i, g in enumerate(groups) if g.kind == "bin"]
-        clusters = _merge(bins, coefs, counts, tol)
+        clusters = _merge(bins, coefs, counts, scale)
         missing = [i for i, g in enumerate(groups) if g.kind == "missing"]
-        clusters = _attach(clusters, missing, coefs, counts, tol)
+        clusters = _attach(clusters, missing, coefs, counts, scale)
     else:
         order = sorted(range(len(groups)), key=lambda g: (float(coefs[g]), g))
-        clusters = _merge(order, coefs, counts, tol)
+        clusters = _merge(order, coefs, counts, scale)
     total = max(float(counts.sum()), 1.0)
     levels = [
         Level(
@@ -77,12 +106,16 @@ def _attach(
     extra: Sequence[int],
     coefs: npt.NDArray[np.float64],
     counts: npt.NDArray[np.int64],
-    tol: float,
+    scale: Scale,
 ) -> list[list[int]]:
-    """Each extra group (missing) joins the closest cluster within tol, else stands alone."""
+    """Each extra group (missing) joins the closest cluster it is not apart from, else
+    stands alone."""
     for g in extra:
-        gaps = [abs(_mean(c, coefs, counts) - coefs[g]) for c in clusters]
-        if gaps and min(gaps) < tol:
+        gaps = [
+            _apart(abs(_mean(c, coefs, counts) - coefs[g]), counts[c].sum(), counts[g], scale)
+            for c in clusters
+        ]
+        if gaps and min(gaps) < 1.0:
             clusters[int(np.argmin(gaps))].append(g)
         else:
             clusters.append([g])
