@@ -112,6 +112,12 @@ def report_flow(now: str | None = None) -> dict[str, Any]:
     return _run("report", now)
 
 
+@flow(name="learn", flow_run_name=_run_name, timeout_seconds=3600)
+def learn_flow(now: str | None = None) -> dict[str, Any]:
+    """Judge today's fit rules on the closed leads and show what learning would propose."""
+    return _run("learn", now)
+
+
 @flow(name="tick", flow_run_name=_run_name, timeout_seconds=3600)
 def tick_flow(now: str | None = None) -> dict[str, Any]:
     """One heartbeat of the pipeline: every step in order, in one flow run."""
@@ -127,5 +133,6 @@ FLOWS = {
     "checkins": checkins_flow,
     "report": report_flow,
     "mailbox": mailbox_flow,
+    "learn": learn_flow,
     "tick": tick_flow,
 }

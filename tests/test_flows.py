@@ -261,3 +261,39 @@ def test_every_flow_the_config_can_schedule_is_defined_once_and_served() -> None
     assert list(FLOWS) == list(SCHEDULABLE) == list(PREFECT_FLOWS)
     assert all(step in STEPS for steps in FLOWS.values() for step in steps)
     assert {flow.name for flow in PREFECT_FLOWS.values()} == set(FLOWS)
+
+
+def test_learn_flow_judges_todays_rules_and_publishes_what_learning_would_propose(
+    rt: Runtime, settings: Settings
+) -> None:
+    from sqlalchemy import insert
+
+    from models.tables import LEADS
+
+    with rt.engine.begin() as conn:  # saas wins 4 to 1, media loses 4 to 1
+        conn.execute(
+            insert(LEADS),
+            [
+                {
+                    "email": f"closed{n}@example.com",
+                    "pipeline": "b2b",
+                    "stage": "won" if n % 2 else "lost",
+                    "industry": "saas" if (n % 10 < 8) == bool(n % 2) else "media",
+                    "attributes": {},
+                    "created_at": T0,
+                    "updated_at": T0,
+                }
+                for n in range(200)
+            ],
+        )
+
+    result, _ = _run("learn", settings, T0.isoformat())
+
+    learned = result["learn"]
+    assert learned["current"]["auc"] == pytest.approx(0.8)
+    (rule,) = learned["learned"]["rules"]
+    assert rule["when"] in ('industry == "saas"', 'industry == "media"')
+    assert learned["summary"].startswith("today's rules AUC 0.800 on 200 closed leads")
+    artifacts = asyncio.run(_artifact("learn-summary"))
+    newest = max(artifacts, key=lambda a: a.created)
+    assert "today's rules AUC 0.800 on 200 closed leads" in newest.data

@@ -30,6 +30,7 @@ FLOWS: tuple[str, ...] = (
     "checkins",
     "report",
     "mailbox",
+    "learn",
     "tick",
 )
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -364,6 +365,7 @@ class Schedules(Strict):
     checkins: str | None = None
     report: str | None = None
     mailbox: str | None = None
+    learn: str | None = None  # no cron by default: a model is proposed by people, when asked
     tick: str | None = None
 
 

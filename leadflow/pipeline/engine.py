@@ -27,6 +27,7 @@ from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.session import DeliverySession, reconcile_stale
 from leadflow.delivery.smtp import TransportFactory
 from leadflow.intake.inbox import import_inbox
+from leadflow.learning.runs import evaluation_figures
 from leadflow.listening.sync import SyncOutcome, sync_mailbox
 from leadflow.outbox.claim import claim_batch
 from leadflow.outbox.claim import due_condition as outbox_due
@@ -246,6 +247,12 @@ STEPS: dict[str, Step] = {
         _sending("nurture", "cadence"),
         _sending("checkins", "checkin"),
         Step(
+            "learn",
+            "evaluate and learn scoring",
+            "database",
+            once=lambda rt, now, _t: Figures(evaluation_figures(rt)),
+        ),
+        Step(
             "report",
             "compute report",
             "database",
@@ -267,6 +274,7 @@ FLOWS: dict[str, tuple[str, ...]] = {
     "checkins": ("checkins",),
     "report": ("report",),
     "mailbox": ("mailbox",),
+    "learn": ("learn",),
     "tick": TICK,
 }
 

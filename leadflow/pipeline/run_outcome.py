@@ -49,6 +49,7 @@ class RunOutcome:
     nurture: DeliveryOutcome = field(default_factory=DeliveryOutcome)
     checkins: DeliveryOutcome = field(default_factory=DeliveryOutcome)
     report: Figures = field(default_factory=Figures)
+    learn: Figures = field(default_factory=Figures)
     ran: list[str] = field(default_factory=list)
     step_batches: dict[str, int] = field(default_factory=dict)
 

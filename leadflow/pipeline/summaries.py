@@ -29,6 +29,11 @@ def tick_markdown(kind: str, now: str, result: dict[str, Any]) -> str:
             lines += ["| template | sent |", "|---|---:|"]
             lines += [f"| {t} | {n} |" for t, n in sorted(templates.items())]
             lines.append("")
+        rules = data.get("proposed_rules")
+        if rules:  # the learn flow: what `leadflow learn --out` would write
+            lines += ["| proposed rule | when | points |", "|---|---|---:|"]
+            lines += [f"| {r['id']} | `{r['when']}` | {r['points']} |" for r in rules]
+            lines.append("")
         scalars = {
             k: v for k, v in data.items() if isinstance(v, int | float | str) and k != "summary"
         }

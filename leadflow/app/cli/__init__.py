@@ -18,6 +18,7 @@ from leadflow.app.cli import (
     db,
     intake,
     leads,
+    learning,
     mailbox,
     outbox,
     report,
@@ -38,11 +39,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # a group added without a name puts its commands at the top level
-for group in (config, intake, leads, running, templates, report, serve):
+for group in (config, intake, leads, running, templates, report, learning, serve):
     app.add_typer(group.commands)
 app.add_typer(db.commands, name="db")
 app.add_typer(outbox.commands, name="outbox")
 app.add_typer(mailbox.commands, name="mailbox")
+app.add_typer(learning.score, name="score")
 
 
 def main() -> None:
