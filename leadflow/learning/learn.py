@@ -21,11 +21,12 @@ import numpy.typing as npt
 from leadflow.config import LoadedConfig
 from leadflow.learning.choose import Chosen, choose
 from leadflow.learning.features import Encoded, encode_all, one_hot
-from leadflow.learning.fit import logistic, naive_bayes_scores
+from leadflow.learning.fit import logistic, naive_bayes_scores, per_field
 from leadflow.learning.history import History
 from leadflow.learning.metrics import Band, Quality, auc, quality
 from leadflow.learning.report import render_report
 from leadflow.learning.sqlscore import score_rows
+from leadflow.learning.tune import tune
 from leadflow.learning.values import learnable
 from leadflow.rules import Rule, compile_rule
 from leadflow.rules.fields import LEAD_COLUMNS
@@ -146,14 +147,11 @@ def _references(
     """The full model's coefficients per field, and the reference models' held-out AUCs."""
     x = one_hot(fields)
     model = logistic(x[train], y[train])
-    coefs = np.asarray(model.coef_[0], dtype=np.float64)
-    offsets = np.cumsum([0, *(len(f.groups) for f in fields)])
-    per_field = [coefs[offsets[i] : offsets[i + 1]] for i in range(len(fields))]
     reference = {
         "logistic_regression": auc(model.decision_function(x[test]), y[test]),
         "naive_bayes": auc(naive_bayes_scores(fields, train, test, y), y[test]),
     }
-    return per_field, reference
+    return per_field(fields, model), reference
 
 
 def learn(
@@ -177,7 +175,8 @@ def learn(
     reference = {"logistic_regression": 0.5, "naive_bayes": 0.5}
     if fields:
         coefs, reference = _references(fields, train, test, y)
-        rules = named(choose(fields, coefs, train, y, max_rules))
+        pruning = tune(fields, train, y, max_rules, seed)
+        rules = named(choose(fields, coefs, train, y, max_rules, pruning))
     learned_scores, current_scores = _scores(
         history, loaded, [compiled(rules, loaded), current_rules(loaded)], test
     )

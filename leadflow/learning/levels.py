@@ -26,6 +26,7 @@ class Scale:
 
     tol: float
     variance: float
+    distinct: float = DISTINCT_Z
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _apart(gap: float, rows_a: float, rows_b: float, scale: Scale) -> float:
     error = np.sqrt(
         1 / (scale.variance * max(rows_a, 1.0)) + 1 / (scale.variance * max(rows_b, 1.0))
     )
-    return gap / max(scale.tol, DISTINCT_Z * float(error))
+    return gap / max(scale.tol, scale.distinct * float(error))
 
 
 def _merge(
