@@ -2,10 +2,12 @@
 scikit-learn fit it is built on.
 
     python -m benchmarks.bench_learn [--rows 1000000] [--seed 0] [--max-rules 25]
+                                     [--model firmographic|numeric|long_tail]
 
 Measured: ``learn`` over a synthetic history of ``--rows`` closed leads (a known logistic
 model over industry, company size, title, country, e-mail domain and a declared attribute,
-plus noise fields, placeholders, blanks and rare categories): encoding, the regularized
+plus noise fields, placeholders, blanks and rare categories; ``--model`` picks another
+generating model of ``benchmarks.learn_histories``): encoding, the regularized
 logistic regression, naive Bayes, the choice and refits of the rules, and scoring the learned
 and current rules through SQL on the held-out quarter. Its wall time and its peak RSS (it
 runs in a child process of its own) are set next to the bare ``LogisticRegression.fit`` on
@@ -137,14 +139,20 @@ def _shares(common: int, rare: int, rare_total: float) -> Any:
     return p / p.sum()
 
 
-def learn_phase(rows: int, seed: int, max_rules: int) -> dict[str, Any]:
+def history_of(model: str, rows: int, seed: int) -> History:
+    from benchmarks.learn_histories import GENERATORS
+
+    return GENERATORS[model](rows, seed)
+
+
+def learn_phase(rows: int, seed: int, max_rules: int, model: str) -> dict[str, Any]:
     """In a child process: build the history, then time ``learn`` and note its memory."""
     from benchmarks.common import peak_rss_mib, reset_peak_rss, rss_mib
     from leadflow.config import load_config
     from leadflow.learning.learn import learn
 
     loaded = load_config(CONFIG, templates=TEMPLATES)
-    history = synthetic_history(rows, seed)
+    history = history_of(model, rows, seed)
     before = rss_mib()
     reset_peak_rss()
     started = time.perf_counter()
@@ -163,7 +171,7 @@ def learn_phase(rows: int, seed: int, max_rules: int) -> dict[str, Any]:
     }
 
 
-def bare_fit_phase(rows: int, seed: int) -> dict[str, Any]:
+def bare_fit_phase(rows: int, seed: int, model: str) -> dict[str, Any]:
     """In a child process: ``LogisticRegression.fit`` alone on the matrix ``learn`` fits."""
     from benchmarks.common import peak_rss_mib, reset_peak_rss
     from leadflow.config import load_config
@@ -173,7 +181,7 @@ def bare_fit_phase(rows: int, seed: int) -> dict[str, Any]:
     from leadflow.learning.values import learnable
 
     loaded = load_config(CONFIG, templates=TEMPLATES)
-    history = synthetic_history(rows, seed)
+    history = history_of(model, rows, seed)
     y = outcome_array(history)
     train, _test = split(len(y), seed, 0.25)
     kinds = learnable(loaded.catalog.fields, set(history.columns) - {"deal_value"})
@@ -193,11 +201,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rules", type=int, default=25)
+    parser.add_argument(
+        "--model", choices=["firmographic", "numeric", "long_tail"], default="firmographic"
+    )
     args = parser.parse_args()
-    learned = run_phase(learn_phase, args.rows, args.seed, args.max_rules)
-    bare = run_phase(bare_fit_phase, args.rows, args.seed)
+    learned = run_phase(learn_phase, args.rows, args.seed, args.max_rules, args.model)
+    bare = run_phase(bare_fit_phase, args.rows, args.seed, args.model)
     result = {
         "benchmark": "learn",
+        "model": args.model,
         "rows": args.rows,
         "learn": learned,
         "bare_fit": bare,
