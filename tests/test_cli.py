@@ -346,3 +346,11 @@ def test_unknown_emails_are_listed_then_requeued_or_closed_by_an_audited_decisio
         ([1], "requeue", "relay log: never received"),
         ([2], "close", "delivered per relay log"),
     ]
+
+
+def test_a_report_that_fails_after_the_html_check_leaves_no_empty_file(cli, tmp_path) -> None:
+    page = tmp_path / "report.html"
+    code, _, err = cli("report", "--pipeline", "nope", "--html", str(page))
+    assert code == 1
+    assert "unknown pipeline 'nope'" in err
+    assert not page.exists()

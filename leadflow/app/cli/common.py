@@ -79,15 +79,19 @@ def runtime(config: Path | None = None) -> Iterator[Runtime]:
 
 
 def check_writable(path: Path, option: str) -> None:
-    """Fail now, not after the work, if ``path`` cannot be written."""
+    """Fail now, not after the work, if ``path`` cannot be written. A file the check had to
+    make is removed again, so a run that fails later leaves nothing behind."""
     try:
         if path.is_dir():
             fail(f"{option} {path}: is a folder")
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             fail(f"{option} {path}: the folder {folder} does not exist")
+        made = not path.exists()
         with path.open("a", encoding="utf-8"):
             pass
+        if made:
+            path.unlink()
     except OSError as exc:  # also from is_dir: a name too long, a loop of links
         fail(f"{option} {path}: cannot write ({exc.strerror})")
 

@@ -84,10 +84,7 @@ def learn(
     if grades is not None and grades not in GRADES:
         fail(f"--grades {grades!r}: the only choice is {', '.join(GRADES)}")
     if out_path is not None:
-        fresh = not out_path.exists()
         check_writable(out_path, "--out")
-        if fresh:  # the check made it; a failed run must not leave an empty proposal
-            out_path.unlink()
     settings = settings_for(config)
     with runtime(config) as rt:
         problem = check_request(
