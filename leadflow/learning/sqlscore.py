@@ -3,7 +3,7 @@ database over a table shaped like ``lead``.
 
 A history's rows are loaded into an in-memory SQLite table with the lead table's columns
 (without its constraints: a history may repeat an address) by a raw ``executemany``; the
-score is one SELECT of the sum of ``CASE WHEN rule THEN points`` that scoring uses, so a
+score is one SELECT of ``scoring.points_sum``, the sum scoring itself uses, so a
 learned rule is judged by the same semantics (missing values, text functions, JSON
 attributes) as when it is deployed, never by a second evaluator.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Column, Float, MetaData, Table, case, create_engine, literal, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Column, MetaData, Table, create_engine, select
 
 from leadflow.learning.values import to_bool, to_number
+from leadflow.pipeline.scoring import points_sum
 from leadflow.rules import Catalog, Rule
 from leadflow.rules.fields import LEAD_COLUMNS, LeadSql
 from models.tables import LEADS
@@ -64,14 +64,6 @@ def _rows(
     return names, records
 
 
-def rule_sum(rules: Sequence[tuple[float, Rule]], sql: LeadSql) -> ColumnElement[Any]:
-    """``0 + CASE WHEN rule THEN points ELSE 0 END + ...``, as ``scoring.fit_expression``."""
-    total: ColumnElement[Any] = literal(0.0, Float)
-    for points, rule in rules:
-        total = total + case((rule.to_sql(sql), points), else_=0.0)
-    return total
-
-
 def score_rows(
     columns: Mapping[str, Sequence[Any]],
     catalog: Catalog,
@@ -92,7 +84,7 @@ def score_rows(
                     f"INSERT INTO lead ({', '.join(names)}) VALUES ({marks})", records
                 )
             sql = LeadSql(dialect="sqlite", now=_NOW, attributes=attribute_kinds)
-            totals = [rule_sum(rules, sql) for rules in rule_sets]
+            totals = [points_sum(rules, sql) for rules in rule_sets]
             result = conn.execute(select(LEADS.c.id, *totals).order_by(LEADS.c.id)).all()
     finally:
         engine.dispose()

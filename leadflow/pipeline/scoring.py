@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +48,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config import LoadedConfig
 from leadflow.pipeline.batching import IdRange
+from leadflow.rules import Rule
 from leadflow.rules.fields import LeadSql, days_between
 from models.tables import EVENTS, LEADS, SCORE_CHANGES
 
@@ -82,17 +84,20 @@ def resolver(conn: Connection, loaded: LoadedConfig, now: datetime) -> LeadSql:
     return LeadSql(dialect=conn.dialect.name, now=now, attributes=loaded.config.intake.attributes)
 
 
-def fit_expression(loaded: LoadedConfig, sql: LeadSql) -> ColumnElement[Any]:
-    terms: list[ColumnElement[Any]] = [literal(0.0, Float)]
-    for _rule_id, points, rule in loaded.fit_rules:
-        terms.append(case((rule.to_sql(sql), points), else_=0.0))
-    bant_points = loaded.config.scoring.bant.points_each
-    for rule in loaded.bant_rules.values():
-        terms.append(case((rule.to_sql(sql), bant_points), else_=0.0))
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
+def points_sum(rules: Iterable[tuple[float, Rule]], sql: LeadSql) -> ColumnElement[Any]:
+    """``0 + CASE WHEN rule THEN points ELSE 0 END + ...``: how rules become points, for
+    scoring here and for judging learned rules (``leadflow.learning.sqlscore``)."""
+    total: ColumnElement[Any] = literal(0.0, Float)
+    for points, rule in rules:
+        total = total + case((rule.to_sql(sql), points), else_=0.0)
     return total
+
+
+def fit_expression(loaded: LoadedConfig, sql: LeadSql) -> ColumnElement[Any]:
+    bant_points = float(loaded.config.scoring.bant.points_each)
+    fit = [(float(points), rule) for _rule_id, points, rule in loaded.fit_rules]
+    bant = [(bant_points, rule) for rule in loaded.bant_rules.values()]
+    return points_sum([*fit, *bant], sql)
 
 
 def engagement_expression(loaded: LoadedConfig, dialect: str, now: datetime) -> Any:
