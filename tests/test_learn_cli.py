@@ -82,10 +82,16 @@ def test_the_proposed_config_validates_plans_and_changes_only_the_fit_rules(
     text = proposed.read_text(encoding="utf-8")
     rules = [line for line in text.splitlines() if line.startswith("    - {id: learned_")]
     assert len(rules) == len(document["rules"])
-    kept = [line for line in DEFAULT_CONFIG.read_text().splitlines() if "{id:" not in line]
-    assert [line for line in text.splitlines() if "{id:" not in line and "#" not in line] == [
-        line for line in kept if "#" not in line
-    ]
+
+    def other_lines(config: str) -> list[str]:
+        """Every line but a fit rule and the provenance comment above the rules."""
+        return [
+            line
+            for line in config.splitlines()
+            if not line.startswith("    - {id:") and not line.startswith("  # ")
+        ]
+
+    assert other_lines(text) == other_lines(DEFAULT_CONFIG.read_text(encoding="utf-8"))
     assert "  # learned by `leadflow learn` on 2026-12-07 from 3,000 rows" in text
     assert cli("validate", "--config", str(proposed))[0] == 0
     code, out, err = cli("plan", "--config", str(proposed), "--now", NOW)
@@ -200,7 +206,7 @@ def test_a_bad_request_is_one_line_and_exit_1(
 
     assert code == 1
     assert out == ""
-    assert err.strip() == f"error: {err.strip().removeprefix('error: ')}"
+    assert err.startswith("error: ")
     assert message in err
     assert len(err.strip().splitlines()) == 1
 

@@ -57,11 +57,19 @@ def _in_stages(sets: list[tuple[str, list[str]]]) -> ColumnElement[bool]:
     return or_(*parts) if parts else false()
 
 
+def unknown_stage(loaded: LoadedConfig, stage: str) -> str | None:
+    """Why ``stage`` cannot be an outcome (no pipeline has it), with the closest name."""
+    known = sorted({s.id for p in loaded.config.pipelines for s in p.stages})
+    if stage in known:
+        return None
+    return f"unknown stage '{stage}'{did_you_mean(stage, known)}; stages: {', '.join(known)}"
+
+
 def _reached(loaded: LoadedConfig, stage: str) -> ColumnElement[bool]:
+    problem = unknown_stage(loaded, stage)
+    if problem:
+        raise ValueError(problem)
     pipelines = [p.id for p in loaded.config.pipelines if p.stage(stage) is not None]
-    if not pipelines:
-        known = {s.id for p in loaded.config.pipelines for s in p.stages}
-        raise ValueError(f"unknown stage {stage!r}{did_you_mean(stage, known)}")
     t = TRANSITIONS
     return exists().where(
         t.c.lead_id == LEADS.c.id, t.c.to_stage == stage, t.c.pipeline.in_(pipelines)

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leadflow.config import ConfigError, LoadedConfig, load_config
-from leadflow.learning.history import History, history_from_database, history_from_file
+from leadflow.learning.history import (
+    History,
+    history_from_database,
+    history_from_file,
+    unknown_stage,
+)
 from leadflow.runtime import Runtime
 from leadflow.suggest import did_you_mean
 
@@ -44,11 +49,8 @@ def check_request(
     else:
         if positive is not None:
             return "--positive is for a history file; the database's outcome is a stage"
-        if outcome is not None:
-            stages = sorted({s.id for p in loaded.config.pipelines for s in p.stages})
-            if outcome not in stages:
-                hint = did_you_mean(outcome, stages)
-                return f"--outcome: unknown stage '{outcome}'{hint}; stages: {', '.join(stages)}"
+        if outcome is not None and (problem := unknown_stage(loaded, outcome)):
+            return f"--outcome: {problem}"
     fields = sorted(loaded.catalog.fields)
     for name in exclude:
         if name not in loaded.catalog.fields:
