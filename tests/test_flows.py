@@ -16,6 +16,7 @@ from conftest import T0, LeadFactory
 from seeding import intake_lead
 from sqlalchemy import func, select
 
+import flows  # noqa: F401  (its Prefect settings are in place before the harness imports prefect)
 from leadflow.mail.sink import SmtpSink
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
@@ -120,6 +121,50 @@ def test_tick_flow_publishes_an_artifact_of_what_it_did(
     newest = max(artifacts, key=lambda a: a.created)
     assert "# tick at 2026-11-03T14:30:00+00:00" in newest.data
     assert "| (new) | lead | 1 |" in newest.data
+
+
+async def _logs(flow_run_id: UUID, *, containing: str) -> list[tuple[str, str]]:
+    """The flow run's logs on the server as (level name, message), once one contains
+    ``containing`` (or 20 s have passed): the log handler sends them in batches."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    deadline = time.monotonic() + 20
+    async with get_client() as client:
+        while True:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            found = [(logging.getLevelName(log.level), log.message) for log in logs]
+            if any(containing in m for _, m in found) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.2)
+
+
+def test_a_flow_run_logs_its_summary_to_the_prefect_api_at_info(
+    settings: Settings, add_lead: LeadFactory
+) -> None:
+    """The run's page in the UI shows its summary line (the console handler stays at WARNING
+    here: conftest sets PREFECT_LOGGING_LEVEL=WARNING)."""
+    add_lead(**FIT)
+    _, run_id = _run("tick", settings, T0.isoformat())
+
+    logs = asyncio.run(_logs(run_id, containing="tick at "))
+
+    summary = (
+        "tick at 2026-11-03T14:30:00+00:00: intake: 0 file(s): created 0, updated 0, "
+        "rejected 0; score: rescored 1, 1 with a new score or grade; callbacks: moved 0; "
+        "advance: moved 1, (new)→lead 1; nurture: sent 0; checkins: sent 0"
+    )
+    assert ("INFO", summary) in logs
+    assert any(level == "INFO" and "Finished in state Completed" in m for level, m in logs)
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG
+
+    assert PROCESS_LOGGING_CONFIG["handlers"]["console"]["level"] == "WARNING"
 
 
 def test_task_runs_grow_with_batches_not_with_leads(
