@@ -616,7 +616,7 @@ def test_a_changed_template_is_used_from_the_next_send(
     after = rows(rt)[row]
     assert (after.status, after.template, after.variant) == ("sent", "case_study", None)
     [message] = smtp.messages
-    assert message.parsed()["Subject"] == "How a saas team cut follow-up time in half"
+    assert message.parsed()["Subject"] == "How a SaaS team cut follow-up time in half"
 
 
 def test_a_step_inserted_after_the_current_one_comes_next(

@@ -17,14 +17,14 @@ from leadflow.unsubscribe import link_for
 
 def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
     config = rt.loaded.config
-    context = sample_context(attribute_keys=list(config.intake.attributes))
+    context = sample_context(attribute_keys=list(config.intake.attributes), labels=config.labels)
     context["sender"] = sender_context(config.sender)
     if lead_email is not None:
         with rt.engine.connect() as conn:
             row = find_lead(conn, lead_email)
         if row is None:
             raise ValueError(f"no lead with email '{lead_email}'")
-        context["lead"] = lead_context(row_dict(row))
+        context["lead"] = lead_context(row_dict(row), config.labels)
         secret = rt.settings.secret_key.get_secret_value()
         context["unsubscribe_url"] = link_for(rt.settings.public_url, row.email, secret)
     return context

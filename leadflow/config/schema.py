@@ -382,6 +382,10 @@ class PipelineConfig(Strict):
     checkins: dict[Identifier, CheckinPlan] = Field(default_factory=dict)
     mailbox: Mailbox = Field(default_factory=Mailbox)
     tracking: Tracking = Field(default_factory=Tracking)
+    labels: dict[str, dict[str, Annotated[str, Field(min_length=1, max_length=200)]]] = Field(
+        default_factory=dict,
+        description="Display labels of coded lead values for templates: field -> code -> label",
+    )
     pipelines: list[Pipeline] = Field(min_length=1)
 
     def pipeline(self, pipeline_id: str) -> Pipeline | None:

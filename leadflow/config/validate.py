@@ -103,6 +103,7 @@ class _Checker:
         self.cadences()
         self.checkins()
         self.recycling()
+        self.labels()
         self.template_checks()
         return self.issues
 
@@ -336,6 +337,18 @@ class _Checker:
                     "recycling.max_recycles)",
                 )
 
+    def labels(self) -> None:
+        from leadflow.mail.context import LABELLED_FIELDS
+
+        for name in self.config.labels:
+            if name not in LABELLED_FIELDS:
+                self.error(
+                    ("labels", name),
+                    f"no labels for '{name}'{did_you_mean(name, LABELLED_FIELDS)}; "
+                    f"labels are given for: {', '.join(LABELLED_FIELDS)}",
+                    key=True,
+                )
+
     def template_checks(self) -> None:
         if self.templates is None:
             return
@@ -346,7 +359,9 @@ class _Checker:
         reported: dict[str, list[Any]] = {}
         for path, name in template_refs(self.config):
             if name not in reported:
-                reported[name] = template_set.check(name, attribute_keys=attribute_keys)
+                reported[name] = template_set.check(
+                    name, attribute_keys=attribute_keys, labels=self.config.labels
+                )
             problems = reported[name]
             for problem in problems:
                 if "not found" in problem.message or "does not exist" in problem.message:

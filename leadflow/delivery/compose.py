@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from leadflow.config.schema import Sender, Tracking
 from leadflow.listening.tracking import rewrite_html
-from leadflow.mail.context import lead_context, message_context, sender_context
+from leadflow.mail.context import NO_LABELS, Labels, lead_context, message_context, sender_context
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import RenderedEmail, TemplateRenderError, TemplateSet
 from leadflow.mail.transport import Outgoing
@@ -47,6 +47,7 @@ class Composer:
         templates: TemplateSet,
         *,
         now: datetime,
+        labels: Labels = NO_LABELS,
     ) -> None:
         self.settings, self.sender, self.tracking, self.templates = (
             settings,
@@ -55,6 +56,7 @@ class Composer:
             templates,
         )
         self.now = now
+        self.labels = labels
         self._secret = settings.require_real_secret()
         self._public_url = settings.public_url
         self._domain = sender.from_email.rsplit("@", 1)[-1]
@@ -63,12 +65,14 @@ class Composer:
     @classmethod
     def for_run(cls, rt: Runtime, *, now: datetime) -> Composer:
         config = rt.loaded.config
-        return cls(rt.settings, config.sender, config.tracking, rt.templates, now=now)
+        return cls(
+            rt.settings, config.sender, config.tracking, rt.templates, now=now, labels=config.labels
+        )
 
     def __call__(self, item: Claimed) -> Composed:
         sender = self.sender
         unsubscribe = link_for(self._public_url, item.to_email, self._secret)
-        lead = lead_context(item.lead)
+        lead = lead_context(item.lead, self.labels)
         context = {
             "lead": lead,
             "sender": dict(self._sender_context),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from leadflow.config.schema import Sender, Tracking
 from leadflow.delivery.compose import Composed, Composer, compose_or_error
+from leadflow.mail.context import NO_LABELS, Labels
 from leadflow.mail.rendering import TemplateRenderError, TemplateSet
 from leadflow.mail.transport import Outgoing
 from leadflow.offload import Offload
@@ -42,6 +43,7 @@ def start_helper(
     templates: Path,
     now: datetime,
     first: Sequence[str],
+    labels: Labels = NO_LABELS,
 ) -> None:
     """Runs in the helper, first: step back in CPU priority, make the run's composer and
     compile the templates the first claim needs (broken ones are reported per message)."""
@@ -52,7 +54,7 @@ def start_helper(
     for name in first:
         with suppress(TemplateRenderError):
             compiled.compile(name)
-    _helper_composer = Composer(settings, sender, tracking, compiled, now=now)
+    _helper_composer = Composer(settings, sender, tracking, compiled, now=now, labels=labels)
 
 
 # What the helper hands back for one message: plain values, because unpickling them costs
@@ -104,6 +106,7 @@ def composing_helper(
             Path(composer.templates.directory),
             composer.now,
             sorted(first),
+            composer.labels,
         )
         yield helper
     finally:

@@ -37,7 +37,14 @@ from jinja2 import (
     TemplateSyntaxError,
 )
 
-from leadflow.mail.context import LEAD_KEYS, TEMPLATE_GLOBALS
+from leadflow.mail.context import (
+    LEAD_KEYS,
+    NO_LABELS,
+    TEMPLATE_FILTERS,
+    TEMPLATE_GLOBALS,
+    Labels,
+    lead_context,
+)
 from leadflow.mail.html_text import extract
 from leadflow.mail.sandbox import BoundedSandbox, render_bounded
 from leadflow.mail.template_check import SourceChecker, TemplateProblem
@@ -76,21 +83,25 @@ class TemplateRenderError(Exception):
 
 
 def sample_context(
-    *, lead_keys: Collection[str] = LEAD_KEYS, attribute_keys: Collection[str] = ()
+    *,
+    lead_keys: Collection[str] = LEAD_KEYS,
+    attribute_keys: Collection[str] = (),
+    labels: Labels = NO_LABELS,
 ) -> dict[str, Any]:
     """A realistic fake context for previews and validation test renders.
 
+    The lead is a lead row as intake stores it (a coded industry, like imported data) made
+    into what a template sees by ``lead_context``, so its labels are the config's ``labels``.
     Extra ``lead_keys`` and ``attribute_keys`` get placeholder values so that a template using
     declared custom fields renders in the test.
     """
-    lead: dict[str, Any] = {
+    row: dict[str, Any] = {
         "email": "dana.whitfield@northwind-logistics.example",
         "first_name": "Dana",
         "last_name": "Whitfield",
-        "full_name": "Dana Whitfield",
         "company": "Northwind Logistics",
         "title": "Head of Operations",
-        "industry": "Logistics",
+        "industry": "logistics",
         "country": "US",
         "timezone": "America/Chicago",
         "stage": "contacted",
@@ -98,6 +109,7 @@ def sample_context(
         "grade": "B",
         "attributes": {key: f"sample {key}" for key in sorted(attribute_keys)},
     }
+    lead = lead_context(row, labels)
     for key in sorted(set(lead_keys) - set(lead)):
         lead[key] = f"sample {key}"
     return {
@@ -249,6 +261,7 @@ class TemplateSet:
         )
         # Templates see exactly TEMPLATE_GLOBALS: no range/cycler/joiner/namespace/lipsum.
         self._env.globals.clear()
+        self._env.filters.update(TEMPLATE_FILTERS)
         self._compiled: dict[str, CompiledEmail] = {}
 
     def names(self) -> list[str]:
@@ -294,6 +307,7 @@ class TemplateSet:
         *,
         lead_keys: Collection[str] = LEAD_KEYS,
         attribute_keys: Collection[str] = (),
+        labels: Labels = NO_LABELS,
     ) -> list[TemplateProblem]:
         """Every problem that would stop ``name`` from rendering for a real lead."""
         html_file = name + HTML_SUFFIX
@@ -310,7 +324,7 @@ class TemplateSet:
 
         try:
             self._build(name).render(
-                sample_context(lead_keys=lead_keys, attribute_keys=attribute_keys)
+                sample_context(lead_keys=lead_keys, attribute_keys=attribute_keys, labels=labels)
             )
         except TemplateRenderError as exc:
             checker.problems.append(
