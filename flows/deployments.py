@@ -39,7 +39,7 @@ from prefect.settings import get_current_settings
 
 from flows.context import use_settings
 from flows.pipeline import FLOWS
-from flows.runner import SERIAL_TASKS_ENV, uses_sqlite
+from flows.runner import SERIAL_TASKS_ENV, api_url, uses_sqlite
 from leadflow.config.schema import PipelineConfig
 from leadflow.settings import Settings
 
@@ -96,7 +96,7 @@ def serve_all(settings: Settings, config: PipelineConfig) -> None:
         os.environ.setdefault(SERIAL_TASKS_ENV, "1")
     use_settings(settings)
     deployments = build_deployments(config)
-    if _api_url() is None:
+    if api_url() is None:
         try:
             _start_temporary_server()
         except _Interrupted:
@@ -144,17 +144,6 @@ def _start_temporary_server() -> None:
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or run `prefect server start` "
             "and set PREFECT_API_URL"
         )
-
-
-def _api_url() -> str | None:
-    """PREFECT_API_URL (environment or Prefect profile) without credentials; None when serve
-    runs its own temporary server."""
-    url = get_current_settings().api.url
-    if not url:
-        return None
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def _where(url: str | None) -> str:
@@ -301,7 +290,7 @@ class _Stop:
 async def _serve(deployments: list[Any]) -> None:
     main = asyncio.current_task()
     assert main is not None
-    url = _api_url()
+    url = api_url()
     stop = _Stop(main, url)
     stop.install()
     try:

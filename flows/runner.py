@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID
 
 from prefect import Flow
 from prefect.futures import PrefectFuture
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    get_current_settings,
+    temporary_settings,
+)
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.context import use_settings
@@ -21,6 +28,29 @@ R = TypeVar("R")
 
 # Read by Prefect when a flow module is imported (served runs import it in a subprocess).
 SERIAL_TASKS_ENV = "PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"
+
+
+def api_url() -> str | None:
+    """PREFECT_API_URL (environment or Prefect profile) without credentials; None when runs
+    go to a temporary server this process starts."""
+    url = get_current_settings().api.url
+    if not url:
+        return None
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
+
+
+def where_runs_go() -> tuple[str, str]:
+    """What the demo says before its first flow run, and where to watch the runs after."""
+    url = api_url()
+    if url is None:
+        return (
+            "starting Prefect (a temporary local server; first start ~20 s)...",
+            "Prefect UI: `make ui`, then open http://127.0.0.1:4200",
+        )
+    ui = get_current_settings().ui_url
+    return (f"Prefect: runs go to the server at {url}", f"Prefect UI: {ui or url}")
 
 
 def uses_sqlite(settings: Settings) -> bool:
@@ -47,10 +77,46 @@ def quick_flows() -> Iterator[None]:
         yield
 
 
-def run_flows(names: list[str], *, now: datetime, settings: Settings) -> dict[str, Any]:
+def run_flows(
+    names: list[str], *, now: datetime, settings: Settings, settle: bool = False
+) -> dict[str, Any]:
+    """Each flow once, in order; their results by name. A failed flow raises its error.
+
+    With ``settle`` (``leadflow run``), return only once the server has recorded every task
+    run of these flows (at most ``SETTLE_SECONDS``): it records them from events, and a
+    temporary server stopped at exit with events still queued loses them and prints a
+    traceback ("Error flushing 1 events")."""
     use_settings(settings)
     results: dict[str, Any] = {}
+    run_ids: list[UUID] = []
     with quick_flows():
         for name in names:
-            results[name] = for_database(FLOWS[name], settings)(now=now.isoformat())
+            state = for_database(FLOWS[name], settings)(now=now.isoformat(), return_state=True)
+            results[name] = state.result()  # raises the flow's error when it failed
+            if state.state_details.flow_run_id is not None:
+                run_ids.append(state.state_details.flow_run_id)
+    if settle and run_ids:
+        asyncio.run(_settle(run_ids))
     return results
+
+
+SETTLE_SECONDS = 15.0
+
+
+async def _settle(run_ids: list[UUID]) -> None:
+    """Until every task run of these flow runs is on record in a final state, and the count
+    has stayed the same for two looks in a row (or ``SETTLE_SECONDS`` have passed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + SETTLE_SECONDS
+    seen = -1
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
+            )
+            if len(runs) == seen and all(r.state is not None and r.state.is_final() for r in runs):
+                return
+            seen = len(runs)
+            await asyncio.sleep(0.5)

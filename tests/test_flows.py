@@ -342,3 +342,40 @@ def test_learn_flow_judges_todays_rules_and_publishes_what_learning_would_propos
     artifacts = asyncio.run(_artifact("learn-summary"))
     newest = max(artifacts, key=lambda a: a.created)
     assert "today's rules AUC 0.800 on 200 closed leads" in newest.data
+
+
+def test_leadflow_run_prints_the_run_summary_line_and_json_on_request(cli: Any) -> None:
+    """``leadflow run`` prints the line the flow run logs to the UI, never a raw dict;
+    ``--json`` prints the flows' results as one JSON document."""
+    import json
+
+    code, out, err = cli("run", "--now", T0.isoformat())
+    assert (code, err) == (0, "")
+    assert out == (
+        "tick at 2026-11-03T14:30:00+00:00: intake: 0 file(s): created 0, updated 0, "
+        "rejected 0; score: rescored 0, 0 with a new score or grade; callbacks: moved 0; "
+        "advance: moved 0; nurture: sent 0; checkins: sent 0\n"
+    )
+
+    code, out, err = cli("run", "score", "report", "--now", T0.isoformat(), "--json")
+    assert (code, err) == (0, "")
+    results = json.loads(out)
+    assert list(results) == ["score", "report"]
+    assert results["score"]["score"]["summary"] == "rescored 0, 0 with a new score or grade"
+
+
+def test_the_demo_says_it_starts_a_temporary_server_only_when_it_does() -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from flows.runner import where_runs_go
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert where_runs_go() == (
+            "Prefect: runs go to the server at http://127.0.0.1:4200/api",
+            "Prefect UI: http://127.0.0.1:4200",
+        )
+    with temporary_settings(updates={PREFECT_API_URL: "", PREFECT_UI_URL: ""}):
+        assert where_runs_go() == (
+            "starting Prefect (a temporary local server; first start ~20 s)...",
+            "Prefect UI: `make ui`, then open http://127.0.0.1:4200",
+        )

@@ -55,6 +55,7 @@ def _drop_leads(settings: Settings, day: int, total: int) -> int:
 
 def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dict[str, Any]:
     from flows.context import runtime, use_settings
+    from flows.runner import where_runs_go
     from leadflow.app.web import record_hit
     from leadflow.mail.sink import SmtpSink
     from leadflow.reporting.build import build_report
@@ -84,7 +85,8 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
         world = _world(home, sink, settings, record_hit, runtime)
         console.print(f"SMTP sink on 127.0.0.1:{sink.port} → {outbox_dir}")
         console.print(f"the leads answer by mail into {home / 'mailbox'} (Maildir)")
-        console.print("starting Prefect (a temporary local server; first start ~20 s)...")
+        starting, watch = where_runs_go()
+        console.print(starting)
         end = _simulate(settings, world, days=days, lead_count=lead_count, console=console)
         rt = runtime()
         with rt.engine.connect() as conn:
@@ -102,10 +104,7 @@ def run_demo(*, home: Path, days: int, lead_count: int, console: Console) -> dic
         "leadflow leads / show EMAIL / callbacks / report"
     )
     console.print(f"HTML report: {report_path}")
-    console.print(
-        "Prefect UI: `make ui`, then open http://127.0.0.1:4200 (runs of this demo "
-        "are under the 'tick' flow)"
-    )
+    console.print(f"{watch} (runs of this demo are under the 'tick' flow)")
     return {"delivered": delivered, "report": data}
 
 

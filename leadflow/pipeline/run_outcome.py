@@ -74,5 +74,15 @@ class RunOutcome:
 
     def one_line(self) -> str:
         """``score: ...; advance: moved 3 ...; nurture: sent 120, deferred 14 (...)``."""
-        parts = [f"{name}: {text}" for name in self.ran if (text := self.outcome(name).summary())]
-        return "; ".join(parts) or "nothing to do"
+        return one_line(self.as_dict())
+
+
+def one_line(result: dict[str, Any]) -> str:
+    """A run's summary line from its ``as_dict()`` (a flow's result): the steps that have
+    something to say, in the order they ran. The flow logs it, ``leadflow run`` prints it."""
+    parts = [
+        f"{name}: {text}"
+        for name, data in result.items()
+        if isinstance(data, dict) and (text := data.get("summary"))
+    ]
+    return "; ".join(parts) or "nothing to do"

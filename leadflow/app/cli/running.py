@@ -46,13 +46,15 @@ def run(
     settings.require_real_secret()  # before anything starts or commits: links are signed
     Runtime.open(settings).close()  # a bad config or database fails before Prefect starts
     from flows.runner import run_flows
+    from leadflow.pipeline.run_outcome import one_line
 
-    results = run_flows(names, now=when, settings=settings)
+    results = run_flows(names, now=when, settings=settings, settle=True)
     if as_json:
         emit_json(results)
         return
-    for name, result in results.items():
-        out.print(styled((name, "bold"), f": {result.get('summary', result)}"))
+    for name, result in results.items():  # the line each flow run logged to the Prefect UI
+        line = f" at {when.isoformat(timespec='seconds')}: {one_line(result)}"
+        out.print(styled((name, "bold"), line), soft_wrap=True)
 
 
 @commands.command()
