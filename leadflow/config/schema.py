@@ -357,6 +357,10 @@ class Tracking(Strict):
 
 
 class Schedules(Strict):
+    timezone: str = Field(
+        default="UTC",
+        description="Time zone the crons are read in (IANA name), for serve and the deployments",
+    )
     intake: str | None = None
     score: str | None = None
     advance: str | None = None

@@ -16,7 +16,7 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
-from leadflow.config.schema import Pipeline, PipelineConfig, Stage
+from leadflow.config.schema import FLOWS, Pipeline, PipelineConfig, Stage
 from leadflow.config.schema_errors import schema_issues
 from leadflow.config.source import ConfigError, Issue, Path_, YamlDocument, load_yaml, parse_yaml
 from leadflow.pipeline.business_time import HolidayCalendar, is_valid_zone
@@ -122,7 +122,11 @@ class _Checker:
             self.error(("holidays", "country"), str(exc))
 
     def schedules(self) -> None:
-        for name, cron in self.config.schedules.model_dump().items():
+        schedules = self.config.schedules
+        if not is_valid_zone(schedules.timezone):
+            self.error(("schedules", "timezone"), f"unknown time zone '{schedules.timezone}'")
+        for name in FLOWS:
+            cron = getattr(schedules, name)
             if cron is not None and not croniter.is_valid(cron):
                 self.error(("schedules", name), f"invalid cron expression '{cron}'")
 
