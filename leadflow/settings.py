@@ -16,6 +16,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from leadflow.eventloop import uvloop_installed
 
 PLACEHOLDER_SECRET = "change-me-demo-only"  # noqa: S105 - the documented placeholder
+TEMPLATES_FOLDER = Path("templates/email")
+
+
+def templates_folder(config: Path, given: Path | None) -> Path:
+    """Where the email templates are, wherever the command runs from.
+
+    ``LEADFLOW_TEMPLATES`` (``given``) is read from the config file's folder when relative.
+    Unset, the templates are the first of these folders that exists: ``templates/email``
+    next to the config file, beside the config file's folder (the shipped layout,
+    ``config/pipeline.yaml`` and ``templates/email``), or in the working directory.
+    The result is absolute, so settings validated again (a copy handed to a flow) keep it.
+    """
+    folder = config.absolute().parent
+    if given is not None:
+        return given if given.is_absolute() else folder / given
+    candidates = (folder / TEMPLATES_FOLDER, folder.parent / TEMPLATES_FOLDER, TEMPLATES_FOLDER)
+    return next((c for c in candidates if c.is_dir()), TEMPLATES_FOLDER).absolute()
 
 
 class SettingsError(ValueError):
@@ -30,7 +47,8 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path("var"), description="Working folder for the SQLite file etc.")
     database_url: str | None = None
     config: Path = Path("config/pipeline.yaml")
-    templates: Path = Path("templates/email")
+    # Relative: read from the config file's folder (see templates_folder).
+    templates: Path = TEMPLATES_FOLDER
     inbox: Path | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
@@ -71,6 +89,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'leadflow.db'}"
         if self.inbox is None:
             self.inbox = self.home / "inbox"
+        given = self.templates if "templates" in self.model_fields_set else None
+        self.templates = templates_folder(self.config, given)
         return self
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,93 @@ def test_a_report_that_fails_after_the_html_check_leaves_no_empty_file(cli, tmp_
     assert code == 1
     assert "unknown pipeline 'nope'" in err
     assert not page.exists()
+
+
+# --- issue 20: templates are found from the config file's folder, not the working directory
+
+
+def _project_copy(root: Path, templates_at: str) -> Path:
+    """The shipped config and templates laid out under ``root``; the config file's path."""
+    shipped = Path(__file__).resolve().parent.parent
+    (root / "config").mkdir(parents=True)
+    config = root / "config" / "pipeline.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copytree(shipped / "templates" / "email", root / templates_at)
+    return config
+
+
+def test_validate_and_preview_from_another_folder_find_the_templates(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("LEADFLOW_TEMPLATES")  # the default: found from the config's folder
+
+    code, out, err = cli("validate")
+    assert (code, err) == (0, "")
+    assert f"{DEFAULT_CONFIG}: valid" in " ".join(out.split())
+
+    code, out, err = cli("preview", "welcome")
+    assert (code, err) == (0, "")
+    assert out.startswith("Subject: Welcome, Dana: a quick hello from Acme Analytics Inc.\n")
+
+
+def test_a_relative_templates_setting_is_read_from_the_config_folder(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _project_copy(tmp_path / "project", "mail/templates")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("LEADFLOW_TEMPLATES", "../mail/templates")
+
+    code, out, err = cli("validate", "--config", str(config))
+    assert (code, err) == (0, "")
+    assert "valid" in out
+
+    code, out, _ = cli("preview", "breakup", "--config", str(config))
+    assert code == 0
+    assert out.startswith("Subject: Should I close your file, Dana?\n")
+
+    (elsewhere / "mail").symlink_to(tmp_path / "project" / "mail")
+    monkeypatch.setenv("LEADFLOW_TEMPLATES", "mail/templates")  # in the cwd, not the config's
+    code, _, err = cli("validate", "--config", str(config))
+    assert code == 1
+    assert (
+        f"cadences.outbound.steps[0].template: template 'welcome' not found: the templates "
+        f"folder {config.parent / 'mail' / 'templates'} does not exist (LEADFLOW_TEMPLATES)"
+    ) in " ".join(err.split())
+
+
+def test_templates_folder_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from leadflow.settings import TEMPLATES_FOLDER, templates_folder
+
+    project = tmp_path / "project"
+    (project / "config").mkdir(parents=True)
+    (project / "templates" / "email").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+    shipped_layout = project / "config" / "pipeline.yaml"
+    proposed_beside = project / "proposed.yaml"
+    assert templates_folder(shipped_layout, None) == project / "templates" / "email"
+    assert templates_folder(proposed_beside, None) == project / "templates" / "email"
+    assert templates_folder(shipped_layout, Path("../mail")) == project / "config" / "../mail"
+    assert templates_folder(shipped_layout, tmp_path / "abs") == tmp_path / "abs"
+    assert templates_folder(tmp_path / "lonely.yaml", None) == tmp_path / TEMPLATES_FOLDER  # cwd
+    monkeypatch.chdir(project)
+    assert templates_folder(Path("config/pipeline.yaml"), None) == project / "templates" / "email"
+
+
+def test_settings_validated_again_keep_their_templates_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.settings import Settings
+
+    monkeypatch.delenv("LEADFLOW_TEMPLATES", raising=False)
+    monkeypatch.delenv("LEADFLOW_CONFIG", raising=False)
+    settings = Settings()
+    again = Settings.model_validate(settings.model_dump())
+
+    assert settings.templates == Path(__file__).resolve().parent.parent / "templates" / "email"
+    assert again.templates == settings.templates

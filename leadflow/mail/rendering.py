@@ -311,6 +311,12 @@ class TemplateSet:
     ) -> list[TemplateProblem]:
         """Every problem that would stop ``name`` from rendering for a real lead."""
         html_file = name + HTML_SUFFIX
+        if not self.directory.is_dir():
+            message = (
+                f"template {name!r} not found: the templates folder {self.directory} does not "
+                "exist (LEADFLOW_TEMPLATES)"
+            )
+            return [TemplateProblem(str(self._path(html_file)), 0, message)]
         if not _TEMPLATE_NAME.fullmatch(name) or not self._path(html_file).is_file():
             message = f"template {name!r} not found{did_you_mean(name, self.names())}"
             return [TemplateProblem(str(self._path(html_file)), 0, message)]

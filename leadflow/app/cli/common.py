@@ -54,11 +54,9 @@ def fail(message: str) -> NoReturn:
 
 
 def settings_for(config: Path | None = None) -> Settings:
-    """The environment's settings, with ``--config`` in place of LEADFLOW_CONFIG if given."""
-    settings = load_settings()
-    if config is not None:
-        settings = settings.model_copy(update={"config": config})
-    return settings
+    """The environment's settings, with ``--config`` in place of LEADFLOW_CONFIG if given
+    (templates are then found from that file's folder)."""
+    return load_settings() if config is None else load_settings(config=config)
 
 
 def instant(value: str | None) -> datetime:
