@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -455,6 +456,101 @@ def test_an_out_of_office_return_date_is_read_in_german() -> None:
     found = classified(raw)
     assert found.kind is Kind.OUT_OF_OFFICE
     assert found.return_date == date(2026, 12, 15)
+
+
+def _tree(msg: Any) -> tuple[Any, ...]:
+    """Everything a parsed message holds, parts included."""
+    payload = msg._payload
+    parts = [_tree(p) for p in payload] if isinstance(payload, list) else payload
+    return (
+        type(msg),
+        msg._headers,
+        msg._unixfrom,
+        msg._charset,
+        msg.preamble,
+        msg.epilogue,
+        [type(d) for d in msg.defects],
+        msg._default_type,
+        parts,
+    )
+
+
+def _mangled(raw: bytes, rng: random.Random) -> bytes:
+    """``raw`` with one of the edits that move a parser off its usual path."""
+    edit, at = rng.randrange(6), rng.randrange(len(raw) + 1)
+    insert = rng.choice(
+        [b"\r", b"\n", b"\r\n", b"--", b" ", b"\t", b":", b"From ", b"\r\n\r\n", b"\x80"]
+    )
+    if edit == 0:
+        return raw[:at] + insert + raw[at:]
+    if edit == 1:
+        return raw[:at] + raw[at + rng.randrange(1, 20) :]
+    if edit == 2:
+        return raw.replace(b"\r\n", b"\n")
+    if edit == 3:
+        return raw.replace(b"\r\n", b"\r")
+    if edit == 4:
+        return raw.replace(b"boundary=", b'boundary="x" x=', 1)
+    lines = raw.split(b"\n")
+    boundary = raw.partition(b'boundary="')[2].partition(b'"')[0] or b"A"
+    line = rng.choice([b"--" + boundary, b"--" + boundary + b"--", b"", b" more", b"X-H: v"])
+    lines.insert(rng.randrange(len(lines)), line)
+    return b"\n".join(lines)
+
+
+def test_the_fast_reader_builds_the_email_packages_tree_and_the_same_classes() -> None:
+    """mime.read_message gives exactly email.message_from_bytes's tree (or leaves the message
+    to it): the corpus and 40 mangled copies of each message; and classify's answer on it."""
+    import email
+
+    from leadflow.listening.mime import read_message
+
+    rng = random.Random(15)
+    corpus = corpus_bytes()
+    mangled = [_mangled(raw, rng) for raw in corpus for _ in range(40)]
+    read = 0
+    for raw in corpus + mangled:
+        fast, package = read_message(raw), email.message_from_bytes(raw)
+        if fast is None:
+            continue
+        read += 1
+        assert _tree(fast) == _tree(package), raw[:300]
+        assert classify(fast, raw, unsubscribe_phrases=PHRASES) == classify(
+            package, raw, unsubscribe_phrases=PHRASES
+        )
+    assert read >= len(corpus + mangled) // 2  # the common shapes are read fast
+
+
+def test_a_sender_address_reads_as_getaddresses_reads_it() -> None:
+    """facts._address's regex for the usual From shapes gives what getaddresses gives."""
+    from email.utils import getaddresses
+
+    from leadflow.listening.facts import _address
+
+    def slow(value: str) -> str | None:
+        found = [addr for _, addr in getaddresses([value]) if "@" in addr]
+        return found[0].strip().lower() if found else None
+
+    rng = random.Random(15)
+    words = ["Peter", "W.", "O'Neil", "a-b", "#x", "`q", "{}", "x.y", ".", "..", "é", "Jr.", "~"]
+    local = ["peter", "p.w", "a+b", "x_y", "'q'", "a..b", ".a", "a.", "é", "a b", 'a"b', "-"]
+    domain = ["x.example", "x..y", ".x", "x.", "a-b.c", "[1.2.3.4]", "x", "é.x", "1.2"]
+    values = [str(header_value) for header_value in _corpus_froms()]
+    for _ in range(5000):
+        name = " ".join(rng.choice(words) for _ in range(rng.randrange(0, 4)))
+        if rng.random() < 0.3:
+            name = '"' + name + rng.choice(["", ",", "(", "<", "@", "\\", ":"]) + '"'
+        address = rng.choice(local) + "@" + rng.choice(domain)
+        space = rng.choice(["", " ", "\t", "  "])
+        values.append(f"{space}{name}{space}<{address}>" if rng.random() < 0.7 else address)
+    for value in values:
+        assert _address(value) == slow(value), value
+
+
+def _corpus_froms() -> list[str]:
+    import email
+
+    return [str(email.message_from_bytes(raw).get("from", "")) for raw in corpus_bytes()]
 
 
 def test_junk_in_the_mailbox_is_recorded_and_never_stops_the_sync(tmp_path: Path) -> None:

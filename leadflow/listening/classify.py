@@ -36,6 +36,7 @@ from functools import lru_cache
 from leadflow.listening.bounces import delivery_report
 from leadflow.listening.facts import Classified, Facts, Headers, Kind, headers_of, report_type
 from leadflow.listening.message_text import new_text, snip
+from leadflow.listening.mime import read_message
 from leadflow.listening.return_date import answer, return_question
 
 __all__ = [
@@ -62,8 +63,10 @@ _OOO_SUBJECT = re.compile(
 def parse(raw: bytes) -> Message:
     """A message as the ``email`` package reads it, with its fast compat32 policy (the modern
     policy parses every header into objects: ~1.5 ms a message against ~0.13). Headers are
-    read as text here; only the subject's encoded words are decoded."""
-    return email.message_from_bytes(raw)
+    read as text here; only the subject's encoded words are decoded. The common shapes are
+    read by ``mime.read_message`` (the same tree, ~2x faster), the rest by the package."""
+    msg = read_message(raw)
+    return msg if msg is not None else email.message_from_bytes(raw)
 
 
 def classify_raw(
@@ -201,13 +204,14 @@ def _auto_reply_rule(heads: Headers, subject: str) -> str | None:
 def _unsubscribe_phrase(text: str, phrases: Sequence[str]) -> str | None:
     if not text:
         return None
-    pattern = _phrase_pattern(tuple(p.lower() for p in phrases if p.strip()))
+    pattern = _phrase_pattern(tuple(phrases))
     found = pattern.search(text.lower()) if pattern is not None else None
     return found.group(0) if found else None
 
 
 @lru_cache(maxsize=8)
-def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
+def _phrase_pattern(configured: tuple[str, ...]) -> re.Pattern[str] | None:
+    phrases = tuple(p.lower() for p in configured if p.strip())
     if not phrases:
         return None
     alternatives = "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))

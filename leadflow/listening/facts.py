@@ -111,10 +111,15 @@ def headers_of(msg: Message) -> Headers:
     """Each header's first value as text, by lower-cased name: read once, where the rules
     would otherwise scan the header list ~30 times a message."""
     found: Headers = {}
-    try:
-        for name, value in msg.items():
-            found.setdefault(name.lower(), str(value))
+    fetch = msg.policy.header_fetch_parse
+    try:  # msg.items(), where a plain ASCII value is returned as it is stored
+        for name, value in msg._headers:  # type: ignore[attr-defined]  # what items() reads
+            if isinstance(value, str) and value.isascii():
+                found.setdefault(name.lower(), value)
+            else:
+                found.setdefault(name.lower(), str(fetch(name, value)))
     except Exception:  # a header the email package cannot render: read them one by one
+        found = {}
         for name in msg.keys():  # noqa: SIM118 - the raw list of names
             found.setdefault(name.lower(), header(msg, name))
     return found
@@ -145,7 +150,22 @@ def _decoded(value: str) -> str:
         return value
 
 
+# The two shapes nearly every From has, ``Name <local@domain>`` and ``local@domain`` (dot-atoms,
+# a display name of plain words or one quoted string): read by one regex, ~20x faster than
+# ``getaddresses``, which reads everything else (the same address: tests/test_mailbox.py).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_NAME_WORD = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_SIMPLE_ADDRESS = re.compile(
+    rf'[ \t]*(?:(?:"[^"\\\r\n]*"|{_NAME_WORD}(?:[ \t]+{_NAME_WORD})*)?[ \t]*'
+    rf"<({_DOT_ATOM}@{_DOT_ATOM})>|({_DOT_ATOM}@{_DOT_ATOM}))[ \t]*"
+)
+
+
 def _address(value: str) -> str | None:
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if simple is not None:
+        return (simple.group(1) or simple.group(2)).lower()
     found = [addr for _, addr in getaddresses([value]) if "@" in addr]
     return found[0].strip().lower() if found else None
 

@@ -314,6 +314,8 @@ _NUL_AND_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 def _text(value: str) -> str:
     """Text as both databases store it: no NUL (PostgreSQL refuses it), no other control
     characters, no lone surrogates."""
+    if value.isascii() and value.isprintable():  # nothing to remove: the usual case
+        return value
     return _NUL_AND_CONTROLS.sub("", value)
 
 
