@@ -824,7 +824,7 @@ def test_every_table_is_the_same_in_the_terminal_and_on_the_page(
     full: dict[str, Any], tmp_path: Path
 ) -> None:
     """Each table is defined once: both forms show its title, headers and cell text."""
-    tables = [t for p in full["pipelines"] for t in pipeline_tables(p)]
+    tables = [t for p in full["pipelines"] for t in pipeline_tables(p, full["currency"])]
     assert all(t.rows for t in tables)  # the fixture fills every table of both pipelines
     console = Console(record=True, width=250, file=io.StringIO())
     render_report(full, console)
@@ -1000,3 +1000,89 @@ def test_time_in_stage_walks_the_stay_length_index(engine: Engine) -> None:
     for plan in plans:
         assert "COVERING INDEX ix_transition_stay_days" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+# --- money (issue 20): the config's currency, formatted where people read amounts -------------
+
+
+@pytest.mark.parametrize(
+    ("value", "currency", "shown"),
+    [
+        (20192.68, "USD", "$20,193"),
+        (537835.0, "USD", "$537,835"),
+        (0.5, "EUR", "€1"),  # half up, not to even
+        (2.5, "GBP", "£3"),
+        (-1200.0, "USD", "-$1,200"),
+        (20192.68, "CHF", "CHF 20,193"),
+        (4100.0, "CAD", "CAD 4,100"),  # no bare "$" for a dollar that is not the US one
+        (15000.0, "JPY", "¥15,000"),
+        (20192.68, None, "20,192.68"),  # no currency: a plain figure
+        (None, "USD", None),
+    ],
+)
+def test_format_money(value: float | None, currency: str | None, shown: str | None) -> None:
+    from leadflow.reporting.money import format_money
+
+    assert format_money(value, currency) == shown
+
+
+def test_amounts_carry_the_currency_in_the_terminal_and_on_the_page(
+    full: dict[str, Any], tmp_path: Path
+) -> None:
+    assert full["currency"] == "USD"  # the default of the fixture's config
+    console = Console(record=True, width=200, file=io.StringIO())
+    render_report(full, console)
+    text = console.export_text()
+    for line in ("Won value", "Average deal size", "Open value", "Weighted pipeline", "Target"):
+        assert re.search(rf"│ {line} +│ +\$[\d,]+ │", text), line
+    assert re.search(r"│ Target +│ +\$10,000 │", text)
+    assert re.search(r"│ Proposal sent +│ open +│ +1 │ +\$[\d,]+ │", text)
+    path = tmp_path / "report.html"
+    write_html(full, path)
+    page = path.read_text(encoding="utf-8")
+    assert '<div class="card"><b>$10,000</b><span>Target</span></div>' in page
+    assert not re.search(r"\d,\d{3}\.\d\d", text + page)  # no bare two-decimal amounts left
+
+
+def test_other_currencies_and_json_keeps_numbers(engine: Engine) -> None:
+    text = CONFIG.replace("timezone: UTC\n", "timezone: UTC\ncurrency: EUR\n")
+    data = report(engine, load_config(Path("pipeline.yaml"), text=text))
+    assert data["currency"] == "EUR"
+    b2b = section(data, "b2b")
+    assert b2b["target"] == 10000 and isinstance(b2b["weighted_pipeline"], float)
+    assert json.dumps(data).count('"currency"') == 1  # once, at the top
+    figures = dict(pipeline_tables(b2b, data["currency"])[0].shown())
+    assert figures["Target"] == "€10,000"
+
+
+def test_csv_money_column_is_numbers_under_a_header_naming_the_currency(
+    full: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "funnel.csv"
+    funnel = next(t for t in pipeline_tables(section(full, "b2b"), "USD") if t.key == "funnel")
+    export_csv(funnel, path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["Stage", "Kind", "Leads", "Value (USD)"]
+    assert all(re.fullmatch(r"\d+(\.\d+)?", r[3]) for r in rows[1:-1])
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            "usd",
+            "unknown currency 'usd' (did you mean 'USD'?): use an ISO 4217 code such as "
+            "USD, EUR or GBP",
+        ),
+        ("EUX", "unknown currency 'EUX': use an ISO 4217 code such as USD, EUR or GBP"),
+        ("$", "unknown currency '$': use an ISO 4217 code such as USD, EUR or GBP"),
+    ],
+)
+def test_an_unknown_currency_is_a_config_error(code: str, message: str) -> None:
+    from leadflow.config import ConfigError
+
+    text = CONFIG.replace("timezone: UTC\n", f"timezone: UTC\ncurrency: '{code}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("pipeline.yaml"), text=text)
+    assert [(i.line, i.message) for i in caught.value.issues] == [(4, message)]

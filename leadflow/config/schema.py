@@ -376,6 +376,9 @@ class Schedules(Strict):
 class PipelineConfig(Strict):
     version: Literal[1] = 1
     timezone: str = Field(default="UTC", description="Default time zone for leads without one")
+    currency: str = Field(
+        default="USD", description="ISO 4217 code of deal values and targets (the report's money)"
+    )
     sender: Sender
     holidays: Holidays = Field(default_factory=Holidays)
     schedules: Schedules = Field(default_factory=Schedules)

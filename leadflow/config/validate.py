@@ -104,6 +104,7 @@ class _Checker:
         self.checkins()
         self.recycling()
         self.labels()
+        self.currency()
         self.template_checks()
         return self.issues
 
@@ -352,6 +353,17 @@ class _Checker:
                     f"labels are given for: {', '.join(LABELLED_FIELDS)}",
                     key=True,
                 )
+
+    def currency(self) -> None:
+        from leadflow.reporting.money import is_currency
+
+        code = self.config.currency
+        if not is_currency(code):
+            hint = f" (did you mean '{code.upper()}'?)" if is_currency(code.upper()) else ""
+            self.error(
+                ("currency",),
+                f"unknown currency '{code}'{hint}: use an ISO 4217 code such as USD, EUR or GBP",
+            )
 
     def template_checks(self) -> None:
         if self.templates is None:

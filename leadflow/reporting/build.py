@@ -46,6 +46,7 @@ def build_report(
     facts = _Facts(conn, scope, pipelines)
     return {
         "period": {"since": since.isoformat() if since else None, "until": until.isoformat()},
+        "currency": config.currency,
         "pipeline": pipeline,
         "unassigned_leads": sum(c.leads for c in facts.counts if c.pipeline is None),
         "pipelines": [facts.section(p) for p in pipelines],

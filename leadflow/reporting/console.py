@@ -30,7 +30,7 @@ def render_report(data: dict[str, Any], console: Console) -> None:
     for p in data["pipelines"]:
         console.rule(Text(f"{p['name']} ({p['id']})"))
         console.print(Text(headline({"pipelines": [p]})))
-        for table in pipeline_tables(p):
+        for table in pipeline_tables(p, data.get("currency")):
             _print(table, console)
 
 

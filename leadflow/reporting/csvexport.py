@@ -33,9 +33,16 @@ def export_csv(table: Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([neutralise(h) for h in table.headers])
+        writer.writerow([neutralise(_header(c)) for c in table.columns])
         for row in table.rows:
             writer.writerow([_cell(v, c) for v, c in zip(row, table.columns, strict=True)])
+
+
+def _header(column: Column) -> str:
+    """A money column's header names its currency: the cells are plain numbers."""
+    if column.format is Format.MONEY and column.currency:
+        return f"{column.header} ({column.currency})"
+    return column.header
 
 
 def _cell(value: Cell, column: Column) -> str | int | float:

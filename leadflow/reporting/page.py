@@ -66,19 +66,19 @@ def write_html(data: dict[str, Any], path: Path) -> None:
     note = unassigned_note(data)
     if note:
         parts.append(f'<p class="muted">{escape(note)}</p>')
-    parts += [_pipeline(p) for p in data["pipelines"]]
+    parts += [_pipeline(p, data.get("currency")) for p in data["pipelines"]]
     parts.append("</main></body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
 
 
-def _pipeline(p: Section) -> str:
+def _pipeline(p: Section, currency: str | None) -> str:
     name, pid = escape(p["name"]), escape(p["id"])
     parts = [
         f'<section><h2>{name} <span class="muted">({pid})</span></h2>',
         f'<p class="headline">{escape(headline({"pipelines": [p]}))}</p>',
     ]
-    for table in pipeline_tables(p):
+    for table in pipeline_tables(p, currency):
         if table.key == CARDS:
             parts.append(_cards(table))
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from leadflow.reporting.money import format_money
 from leadflow.reporting.numbers import percent
 
 Cell = str | int | float | None
@@ -24,12 +25,14 @@ class Format(StrEnum):
     TEXT = "text"  # as written
     NUMBER = "number"  # counts as they are, fractional figures with two decimals
     PERCENT = "percent"  # a rate: 0.375 reads 37.5%, n/a when there was nothing to divide
+    MONEY = "money"  # an amount in the column's currency: $20,193 (reporting.money)
 
 
 @dataclass(frozen=True)
 class Column:
     header: str
     format: Format = Format.NUMBER
+    currency: str | None = None  # of a MONEY column (ISO 4217); None: a plain number
 
     @property
     def numeric(self) -> bool:
@@ -58,16 +61,19 @@ class Table:
     def shown(self) -> list[list[str]]:
         """Every cell as people read it, the same in every form of the report."""
         return [
-            [show(v, c.format) for v, c in zip(row, self.columns, strict=True)] for row in self.rows
+            [show(v, c.format, c.currency) for v, c in zip(row, self.columns, strict=True)]
+            for row in self.rows
         ]
 
 
-def show(value: Cell, format: Format) -> str:
+def show(value: Cell, format: Format, currency: str | None = None) -> str:
     """One cell as text: the single rounding and labelling rule of the report's forms."""
     if format is Format.PERCENT and not isinstance(value, str):
         return percent(value, 1)
     if value is None:
         return MISSING
+    if format is Format.MONEY and isinstance(value, int | float):
+        return format_money(value, currency) or MISSING
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)

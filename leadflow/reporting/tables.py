@@ -15,7 +15,7 @@ from leadflow.reporting.snapshot import OLDEST_PER_STAGE
 from leadflow.reporting.table import Cell, Column, Format, Table, show
 
 WEEKS_SHOWN = 12
-TEXT, NUMBER, PERCENT = Format.TEXT, Format.NUMBER, Format.PERCENT
+TEXT, NUMBER, PERCENT, MONEY = Format.TEXT, Format.NUMBER, Format.PERCENT, Format.MONEY
 Section = dict[str, Any]
 
 
@@ -46,9 +46,10 @@ def headline(data: dict[str, Any]) -> str:
     return " | ".join(parts) if parts else "no pipelines"
 
 
-def pipeline_tables(p: Section) -> list[Table]:
-    """Every table of one pipeline, in the order both the terminal and the page show them."""
-    return [make(p) for make in TABLES]
+def pipeline_tables(p: Section, currency: str | None = None) -> list[Table]:
+    """Every table of one pipeline, in the order both the terminal and the page show them;
+    amounts in ``currency`` (the report's ``currency``; None: plain numbers)."""
+    return [make(p, currency) for make in TABLES]
 
 
 def _table(
@@ -57,20 +58,25 @@ def _table(
     columns: list[tuple[str, Format]],
     rows: list[list[Cell]],
     *notes: str,
+    currency: str | None = None,
 ) -> Table:
     return Table(
         key,
         title,
-        tuple(Column(h, f) for h, f in columns),
+        tuple(Column(h, f, currency if f is MONEY else None) for h, f in columns),
         tuple(tuple(r) for r in rows),
         notes,
     )
 
 
-def figures(p: Section) -> Table:
+def figures(p: Section, currency: str | None = None) -> Table:
     """The headline figures; each row formats its own value, so the column is text."""
     result, cycle = p["outcomes"], p["outcomes"]["cycle_days"]
     num = _number
+
+    def cash(value: Cell) -> str:
+        return show(value, MONEY, currency)
+
     rows: list[list[Cell]] = [
         ["Leads", num(p["leads"]["total"])],
         ["Open opportunities", num(p["leads"]["open"])],
@@ -78,14 +84,14 @@ def figures(p: Section) -> Table:
         ["Won / lost (closed in the period)", f"{result['won']} / {result['lost']}"],
         ["Win rate", show(result["win_rate"], PERCENT)],
         ["Win/loss ratio", num(result["win_loss_ratio"])],
-        ["Won value", num(result["won_value"])],
-        ["Average deal size", num(result["avg_deal_size"])],
+        ["Won value", cash(result["won_value"])],
+        ["Average deal size", cash(result["avg_deal_size"])],
         ["Sales cycle median / mean (days)", f"{num(cycle['median'])} / {num(cycle['mean'])}"],
-        ["Open value", num(p["open_value"])],
-        ["Weighted pipeline", num(p["weighted_pipeline"])],
-        ["Target", num(p["target"])],
+        ["Open value", cash(p["open_value"])],
+        ["Weighted pipeline", cash(p["weighted_pipeline"])],
+        ["Target", cash(p["target"])],
         ["Coverage of target", show(p["coverage"], PERCENT)],
-        ["Velocity (value per day)", num(p["velocity"]["per_day"])],
+        ["Velocity (value per day)", cash(p["velocity"]["per_day"])],
         ["First response median (hours)", num(p["first_response"]["median_hours"])],
     ]
     return _table("figures", "Key figures", [("Figure", TEXT), ("Value", NUMBER)], rows)
@@ -99,19 +105,20 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else ""
 
 
-def funnel(p: Section) -> Table:
+def funnel(p: Section, currency: str | None = None) -> Table:
     rows: list[list[Cell]] = [[f["name"], f["kind"], f["leads"], f["value"]] for f in p["funnel"]]
     rows.append(["Callback list", None, p["leads"]["callback"], None])
     return _table(
         "funnel",
         "Funnel (leads per stage now)",
-        [("Stage", TEXT), ("Kind", TEXT), ("Leads", NUMBER), ("Value", NUMBER)],
+        [("Stage", TEXT), ("Kind", TEXT), ("Leads", NUMBER), ("Value", MONEY)],
         rows,
         "Value: deal value of the active leads in the stage.",
+        currency=currency,
     )
 
 
-def conversion(p: Section) -> Table:
+def conversion(p: Section, currency: str | None = None) -> Table:
     counts = ("entered", "to_next", "advanced", "moved_back", "recycled", "lost", "in_stage")
     rates = ("to_next_rate", "advance_rate", "drop_off_rate")
     return _table(
@@ -135,7 +142,7 @@ def conversion(p: Section) -> Table:
     )
 
 
-def time_in_stage(p: Section) -> Table:
+def time_in_stage(p: Section, currency: str | None = None) -> Table:
     return _table(
         "time_in_stage",
         "Time in stage (completed stays that ended in the period, days)",
@@ -148,7 +155,7 @@ def time_in_stage(p: Section) -> Table:
     )
 
 
-def aging(p: Section) -> Table:
+def aging(p: Section, currency: str | None = None) -> Table:
     keys = ("sla_days", "leads", "avg_days", "max_days", "over_sla", "flagged", "stuck")
     return _table(
         "aging",
@@ -168,7 +175,7 @@ def aging(p: Section) -> Table:
     )
 
 
-def stuck(p: Section) -> Table:
+def stuck(p: Section, currency: str | None = None) -> Table:
     names = {f["stage"]: f["name"] for f in p["funnel"]}
     return _table(
         "stuck",
@@ -195,7 +202,7 @@ def stuck(p: Section) -> Table:
     )
 
 
-def weekly(p: Section) -> Table:
+def weekly(p: Section, currency: str | None = None) -> Table:
     return _table(
         "weekly",
         f"Weekly trend (last {WEEKS_SHOWN} weeks)",
@@ -204,7 +211,7 @@ def weekly(p: Section) -> Table:
     )
 
 
-def sources(p: Section) -> Table:
+def sources(p: Section, currency: str | None = None) -> Table:
     return _table(
         "sources",
         "Conversion by lead source (leads created in the period)",
@@ -213,7 +220,7 @@ def sources(p: Section) -> Table:
     )
 
 
-def variants(p: Section) -> Table:
+def variants(p: Section, currency: str | None = None) -> Table:
     counts = ("sent", "bounced", "opened", "clicked", "replied", "unsubscribed")
     rates = ("open_rate", "click_rate", "reply_rate", "bounce_rate")
     return _table(
@@ -236,7 +243,7 @@ def variants(p: Section) -> Table:
     )
 
 
-TABLES: tuple[Callable[[Section], Table], ...] = (
+TABLES: tuple[Callable[[Section, str | None], Table], ...] = (
     figures,
     funnel,
     conversion,
