@@ -1,10 +1,13 @@
 """``leadflow serve``: one deployment per flow, on the crons of pipeline.yaml.
 
-Each deployment has a concurrency limit of one with the CANCEL_NEW strategy: a run that
-fires while the previous run of the same flow is still busy is cancelled instead of running
-beside it (the next tick picks up the work); the outbox claim in the database is the
-guarantee behind it. Restarting ``serve`` after editing a cron replaces the
-schedule (a removed cron removes it). See docs/orchestration.md.
+Each deployment has a concurrency limit of one with the ENQUEUE strategy: a run that is due
+while the previous run of the same flow still holds the slot waits (state
+``AwaitingConcurrencySlot``, looked at again every 30 s) instead of running beside it, so a
+run started by a person from the UI is never dropped because a cron-fired run was pending;
+the outbox claim in the database is the guarantee behind it. The crons are read in
+``schedules.timezone`` (UTC by default), the zone ``prefect.yaml`` declares too. Restarting
+``serve`` after editing a cron replaces the schedule (a removed cron removes it). See
+docs/orchestration.md.
 
 Stopping is bounded whatever the Prefect API does. Prefect's client retries a request to a
 server it has reached before for about a minute (five retries, exponential back-off), and its
@@ -56,22 +59,23 @@ class PrefectUnavailable(Exception):
     """The Prefect API did not answer or failed: one line naming where (and what to do)."""
 
 
+# One run of a flow at a time; a run due meanwhile waits for the slot (never cancelled).
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
 def build_deployments(config: PipelineConfig) -> list[Any]:
     deployments = []
-    crons = config.schedules.model_dump()
+    timezone = config.schedules.timezone  # not the leads' default zone (config.timezone)
     for name, flow in FLOWS.items():
-        cron = crons.get(name)
-        # crons are read in the config's time zone: "0 7 * * 1" is Monday 07:00 for ops
-        schedules = [Cron(cron, timezone=config.timezone)] if cron else []
+        cron = getattr(config.schedules, name)
+        schedules = [Cron(cron, timezone=timezone)] if cron else []
         deployments.append(
             flow.to_deployment(
                 name=f"leadflow-{name}",
                 schedules=schedules,
                 tags=["leadflow", name],
                 description=flow.description,
-                concurrency_limit=ConcurrencyLimitConfig(
-                    limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
-                ),
+                concurrency_limit=ONE_AT_A_TIME,
             )
         )
     return deployments

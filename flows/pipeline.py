@@ -26,11 +26,15 @@ def _scheduled_for() -> datetime:
 
 
 def _run_name() -> str:
-    """Runs are named after the instant they act at; a cron-fired run (no ``now``) after the
-    minute it was scheduled for, so the UI lists ``tick @ 2026-11-23T19:00:00+00:00``."""
+    """Runs are named after the instant they act at, to the second; a cron-fired run (no
+    ``now``) after the minute it was scheduled for, a run started from the UI after when it
+    was started, so the UI lists ``tick @ 2026-11-23T19:00:00+00:00``."""
     now = flow_run.parameters.get("now")
-    at = now or _scheduled_for().isoformat()
-    return f"{flow_run.flow_name} @ {at}"
+    try:
+        at = parse_instant(now) if now else _scheduled_for()
+    except ValueError:  # the run itself fails on it, under this name
+        return f"{flow_run.flow_name} @ {now}"
+    return f"{flow_run.flow_name} @ {at.isoformat(timespec='seconds')}"
 
 
 def _start(now: str | None) -> str:
@@ -39,8 +43,9 @@ def _start(now: str | None) -> str:
     if now:
         return parse_instant(now).isoformat()
     # the runner starts a cron-fired run up to a few seconds early; never act before the
-    # scheduled instant (a 09:00 run must see the 09:00 send window open)
-    return max(utcnow(), _scheduled_for()).isoformat()
+    # scheduled instant (a 09:00 run must see the 09:00 send window open). To the second:
+    # the instant is the run's heading, log line and record
+    return max(utcnow(), _scheduled_for()).replace(microsecond=0).isoformat()
 
 
 def _publish(kind: str, now: str, summary: dict[str, Any], line: str) -> None:

@@ -379,3 +379,15 @@ def test_the_demo_says_it_starts_a_temporary_server_only_when_it_does() -> None:
             "starting Prefect (a temporary local server; first start ~20 s)...",
             "Prefect UI: `make ui`, then open http://127.0.0.1:4200",
         )
+
+
+def test_a_run_is_named_after_its_flow_and_instant_to_the_second(settings: Settings) -> None:
+    from prefect.client.orchestration import get_client
+
+    _, run_id = _run("score", settings, "2026-11-03T14:30:00.250000Z")
+
+    async def name() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).name
+
+    assert asyncio.run(name()) == "score @ 2026-11-03T14:30:00+00:00"

@@ -294,13 +294,16 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
     assert _stages(rt, lead_ids) == ["lead"] * 3  # the served run worked on this database
 
     schedules = {
-        name: [s.schedule.cron for s in d.schedules if s.active] for name, d in deployments.items()
+        name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules if s.active]
+        for name, d in deployments.items()
     }
-    assert schedules == {name: [CRONS[name]] if name in CRONS else [] for name in SERVED}
+    assert schedules == {
+        name: [(CRONS[name], "UTC")] if name in CRONS else [] for name in SERVED
+    }  # the UI shows each schedule's zone: schedules.timezone, UTC by default
     for d in deployments.values():
         assert d.global_concurrency_limit is not None
         assert d.global_concurrency_limit.limit == 1
-        assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         assert not d.paused
     assert after_stop.paused  # serve pauses its schedules on SIGTERM; a restart resumes them
 
@@ -538,7 +541,7 @@ def test_editing_a_cron_changes_the_rebuilt_deployment_schedules() -> None:
     }
     for d in after:
         assert d.concurrency_limit == 1
-        assert d.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         assert d.entrypoint.endswith(f"pipeline.py:{d.flow_name}_flow")
 
 
@@ -551,7 +554,8 @@ def test_prefect_yaml_declares_every_flow_on_the_pipeline_crons() -> None:
 
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     PrefectYamlModel.model_validate(raw)  # what `prefect deploy` parses the file with
-    crons = load_config(DEFAULT_CONFIG, templates=TEMPLATES).config.schedules.model_dump()
+    schedules = load_config(DEFAULT_CONFIG, templates=TEMPLATES).config.schedules
+    crons = {name: getattr(schedules, name) for name in pipeline.FLOWS}
     declared = {d["name"]: d for d in raw["deployments"]}
     assert sorted(declared) == sorted(f"leadflow-{name}" for name in pipeline.FLOWS)
     for name, flow in pipeline.FLOWS.items():
@@ -560,7 +564,50 @@ def test_prefect_yaml_declares_every_flow_on_the_pipeline_crons() -> None:
         assert path == "flows/pipeline.py"
         assert getattr(pipeline, function) is flow
         assert [(s["cron"], s["timezone"]) for s in d["schedules"]] == (
-            [(crons[name], "UTC")] if crons[name] else []
+            [(crons[name], schedules.timezone)] if crons[name] else []
         )
-        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+        assert d["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
         assert d["work_pool"]["name"] == "leadflow"
+
+
+def test_serve_and_prefect_yaml_read_the_crons_in_the_same_time_zone() -> None:
+    """One zone for the crons, ``schedules.timezone`` (default UTC, not the leads' top-level
+    ``timezone``): what serve registers and what prefect.yaml declares carry the same one, and
+    a config that names another zone is served in it."""
+    import yaml
+
+    from flows.deployments import build_deployments
+
+    def zones(deployments: list[Any]) -> dict[str, list[tuple[str, str | None]]]:
+        return {
+            d.name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules]
+            for d in deployments
+        }
+
+    shipped = load_config(DEFAULT_CONFIG, templates=TEMPLATES).config
+    assert (shipped.timezone, shipped.schedules.timezone) == ("America/New_York", "UTC")
+    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    declared = {
+        d["name"]: [(s["cron"], s["timezone"]) for s in d["schedules"]] for d in raw["deployments"]
+    }
+    expected = {
+        f"leadflow-{name}": [(CRONS[name], "UTC")] if name in CRONS else [] for name in SERVED
+    }
+    assert zones(build_deployments(shipped)) == declared == expected
+
+    text = DEFAULT_CONFIG.read_text().replace(
+        "schedules:\n", "schedules:\n  timezone: Europe/Berlin\n"
+    )
+    berlin = load_config(DEFAULT_CONFIG, templates=TEMPLATES, text=text).config
+    assert zones(build_deployments(berlin))["leadflow-report"] == [("0 7 * * 1", "Europe/Berlin")]
+
+
+def test_an_unknown_schedules_time_zone_is_a_config_error() -> None:
+    from leadflow.config import ConfigError
+
+    text = DEFAULT_CONFIG.read_text().replace(
+        "schedules:\n", "schedules:\n  timezone: Mars/Olympus\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(DEFAULT_CONFIG, templates=TEMPLATES, text=text)
+    assert "schedules.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)

@@ -41,7 +41,7 @@ def run(
     for name in names:
         if name not in FLOWS:
             fail(f"unknown flow '{name}'{did_you_mean(name, FLOWS)}; flows: {', '.join(FLOWS)}")
-    when = instant(now)
+    when = instant(now) if now else instant(None).replace(microsecond=0)  # runs act to the second
     settings = settings_for(config)
     settings.require_real_secret()  # before anything starts or commits: links are signed
     Runtime.open(settings).close()  # a bad config or database fails before Prefect starts
