@@ -445,3 +445,84 @@ def test_settings_validated_again_keep_their_templates_folder(
 
     assert settings.templates == Path(__file__).resolve().parent.parent / "templates" / "email"
     assert again.templates == settings.templates
+
+
+# --- issue 20: CSV exports of the lead list and the report --------------------------------------
+
+
+def _hostile_leads(path: Path, count: int) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["E-mail", "First Name", "Company", "Job Title", "Industry", "Deal Value"])
+        hostile = ['=HYPERLINK("http://x.example","y")', "+cmd", "saas", "1000"]
+        writer.writerow(["eve@example.com", "@SUM(A1)", *hostile])
+        for i in range(count - 1):
+            writer.writerow(
+                [f"lead{i}@example.com", f"Lead{i}", f"-Co {i}", "CTO", "ecommerce", ""]
+            )
+
+
+def test_leads_csv_writes_every_lead_with_formulas_neutralised(cli, tmp_path: Path) -> None:
+    import csv
+
+    source = tmp_path / "in.csv"
+    _hostile_leads(source, 12)
+    assert cli("import", str(source), "--now", "2026-11-03T14:00:00Z")[0] == 0
+    path = tmp_path / "out" / "leads.csv"
+    (tmp_path / "out").mkdir()
+
+    code, out, err = cli("leads", "--csv", str(path), "--limit", "5")
+
+    assert (code, err) == (0, "")
+    assert " ".join(out.split()) == f"12 leads written to {path}"  # --limit is the screen's
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    eve = next(r for r in rows if r["email"] == "eve@example.com")
+    assert (eve["first_name"], eve["company"], eve["title"]) == (
+        "'@SUM(A1)",
+        """'=HYPERLINK("http://x.example","y")""",
+        "'+cmd",
+    )
+    assert (eve["industry"], eve["deal_value"], eve["stage"], eve["status"]) == (
+        "saas",
+        "1000.0",
+        "",  # not yet placed in a stage: no tick ran
+        "active",
+    )
+    assert {r["company"][:4] for r in rows if r["email"] != "eve@example.com"} == {"'-Co"}
+
+
+def test_leads_csv_refuses_json_and_an_unwritable_path(cli, tmp_path: Path) -> None:
+    code, _, err = cli("leads", "--csv", str(tmp_path / "x.csv"), "--json")
+    assert (code, err) == (1, "error: --csv and --json: choose one\n")
+    missing = tmp_path / "nowhere" / "x.csv"
+    code, _, err = cli("leads", "--csv", str(missing))
+    assert code == 1
+    assert err.startswith(f"error: --csv {missing}: the folder")
+
+
+def test_report_csv_writes_every_table_with_money_as_numbers(cli, tmp_path: Path) -> None:
+    import csv
+
+    source = tmp_path / "in.csv"
+    _hostile_leads(source, 3)
+    cli("import", str(source), "--now", "2026-11-03T14:00:00Z")
+    path = tmp_path / "report.csv"
+
+    code, out, _ = cli("report", "--csv", str(path), "--now", "2026-11-04T14:00:00Z")
+
+    assert code == 0
+    assert " ".join(out.split()).endswith(f"CSV report written to {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    headers = [r for r in rows if r[:2] == ["Pipeline", "Table"]]
+    assert headers[:2] == [
+        ["Pipeline", "Table", "Figure", "Value"],
+        ["Pipeline", "Table", "Stage", "Kind", "Leads", "Value (USD)"],
+    ]
+    assert len(headers) == 9  # every table of the one pipeline
+    assert ["b2b", "Funnel (leads per stage now)", "New lead", "open", "0", "0.0"] in rows
+    assert ["b2b", "Key figures", "Target", "$250,000"] in rows

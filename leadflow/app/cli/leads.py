@@ -4,6 +4,7 @@ hand, ``suppress`` an address."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,7 @@ from leadflow.app.cli.common import (
     ConfigOpt,
     JsonOpt,
     NowOpt,
+    check_writable,
     emit_json,
     fail,
     instant,
@@ -132,11 +134,16 @@ def leads(
     status: Annotated[str | None, typer.Option(help="active, callback or closed.")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    csv: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Write every matching lead (no limit) to this CSV file."),
+    ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """List leads (highest score first)."""
+    """List leads (highest score first); --csv writes all of them to a file."""
     from leadflow import queries
+    from leadflow.reporting.csvexport import export_leads
     from leadflow.suggest import did_you_mean
     from models.tables import LeadStatus
 
@@ -144,10 +151,18 @@ def leads(
     if status is not None and status not in statuses:
         hint = did_you_mean(status, statuses)
         fail(f"unknown status '{status}'{hint}; one of {', '.join(statuses)}")
+    if csv is not None and as_json:
+        fail("--csv and --json: choose one")
+    if csv is not None:
+        check_writable(csv, "--csv")
     with runtime(config) as rt, rt.engine.connect() as conn:
         stages = sorted({st.id for p in rt.loaded.config.pipelines for st in p.stages})
         if stage is not None and stage not in stages:
             fail(f"unknown stage '{stage}'{did_you_mean(stage, stages)}")
+        if csv is not None:
+            written = export_leads(conn, csv, stage=stage, status=status, pipeline=pipeline)
+            out.print(f"{written} lead{'' if written == 1 else 's'} written to {csv}")
+            return
         rows = queries.list_leads(conn, stage=stage, status=status, pipeline=pipeline, limit=limit)
     if as_json:
         emit_json([queries.row_dict(r) for r in rows])

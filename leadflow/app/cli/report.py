@@ -1,4 +1,5 @@
-"""``leadflow report``: the pipeline metrics of a period, on the terminal, as JSON or as HTML."""
+"""``leadflow report``: the pipeline metrics of a period, on the terminal, as JSON, as HTML
+or as CSV."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def report(
     until: Annotated[str | None, typer.Option(help="End of the period (default: now).")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Write every table to one CSV file.")
+    ] = None,
     now: NowOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -35,6 +39,7 @@ def report(
     """Pipeline metrics: funnel, conversion, aging, stuck leads, win rate, velocity."""
     from leadflow.reporting.build import build_report
     from leadflow.reporting.console import render_report
+    from leadflow.reporting.csvexport import export_report
     from leadflow.reporting.page import write_html
     from leadflow.suggest import did_you_mean
 
@@ -44,6 +49,8 @@ def report(
         fail(f"--since {start.isoformat()} is not before --until {when.isoformat()}")
     if html is not None:
         check_writable(html, "--html")
+    if csv is not None:
+        check_writable(csv, "--csv")
     with runtime(config) as rt, rt.engine.connect() as conn:
         ids = [p.id for p in rt.loaded.config.pipelines]
         if pipeline is not None and pipeline not in ids:
@@ -52,9 +59,13 @@ def report(
         data = build_report(conn, rt.loaded, since=start, until=when, pipeline=pipeline)
     if html is not None:
         write_html(data, html)
+    if csv is not None:
+        export_report(data, csv)
     if as_json:
         emit_json(data)
         return
     render_report(data, out)
     if html is not None:
         out.print(f"HTML report written to {html}")
+    if csv is not None:
+        out.print(f"CSV report written to {csv}")
