@@ -525,4 +525,5 @@ def test_report_csv_writes_every_table_with_money_as_numbers(cli, tmp_path: Path
     ]
     assert len(headers) == 9  # every table of the one pipeline
     assert ["b2b", "Funnel (leads per stage now)", "New lead", "open", "0", "0.0"] in rows
-    assert ["b2b", "Key figures", "Target", "$250,000"] in rows
+    assert ["b2b", "Key figures", "Pipeline target", "$250,000"] in rows
+    assert ["b2b", "Key figures", "Coverage of the $250,000 target", "0.0%"] in rows

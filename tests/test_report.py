@@ -33,7 +33,7 @@ from leadflow.reporting.console import BARS, render_report
 from leadflow.reporting.csvexport import export_csv
 from leadflow.reporting.page import CARDS, write_html
 from leadflow.reporting.sqlfn import Scope, distributions, distributions_in_order
-from leadflow.reporting.table import Column, Format, Table
+from leadflow.reporting.table import Column, Format, Table, show
 from leadflow.reporting.tables import headline, pipeline_tables
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
@@ -708,11 +708,12 @@ def test_report_is_json_ready(full: dict[str, Any]) -> None:
 
 def test_headline_is_one_line_per_report(full: dict[str, Any]) -> None:
     assert headline(full) == (
-        "b2b: 10 leads: 1 lead, 1 prospect, 2 qualified, 1 proposal; won 2 (win rate 50%), "
-        "callbacks 1 | smb: 2 leads: 0 prospect, 1 demo; won 1 (win rate 100%), callbacks 0"
+        "b2b: 10 leads: 1 in Lead, 1 in Prospect, 2 in Qualified, 1 in Proposal sent; won 2 "
+        "(win rate 50%), 1 on the callback list | smb: 2 leads: 0 in Prospect, 1 in Demo; won 1 "
+        "(win rate 100%), 0 on the callback list"
     )
     only = {"pipelines": [section(full, "b2b")]}
-    assert headline(only).startswith("10 leads: 1 lead,")
+    assert headline(only).startswith("10 leads: 1 in Lead,")
 
 
 def test_render_report_prints_tables_without_interpreting_data_as_markup(
@@ -721,7 +722,9 @@ def test_render_report_prints_tables_without_interpreting_data_as_markup(
     console = Console(record=True, width=160, file=io.StringIO())
     render_report(full, console)
     text = console.export_text()
-    assert "10 leads: 1 lead, 1 prospect, 2 qualified, 1 proposal; won 2" in text
+    assert "10 leads: 1 in Lead, 1 in Prospect, 2 in Qualified, 1 in Proposal sent; won 2" in (
+        " ".join(text.split())
+    )
     assert "[bold]Eta[/bold]" in text  # a company name is printed as written
     for title in (
         "Key figures",
@@ -736,7 +739,7 @@ def test_render_report_prints_tables_without_interpreting_data_as_markup(
         "A/B variants",
     ):
         assert title in text
-    assert "1 lead(s) not yet assigned" in text
+    assert "1 lead not yet assigned to a pipeline." in text
 
 
 def test_html_report_is_self_contained_with_svg_charts(
@@ -1033,14 +1036,14 @@ def test_amounts_carry_the_currency_in_the_terminal_and_on_the_page(
     console = Console(record=True, width=200, file=io.StringIO())
     render_report(full, console)
     text = console.export_text()
-    for line in ("Won value", "Average deal size", "Open value", "Weighted pipeline", "Target"):
+    for line in ("Won value", "Average deal size", "Open value", "Weighted pipeline"):
         assert re.search(rf"│ {line} +│ +\$[\d,]+ │", text), line
-    assert re.search(r"│ Target +│ +\$10,000 │", text)
+    assert re.search(r"│ Pipeline target +│ +\$10,000 │", text)
     assert re.search(r"│ Proposal sent +│ open +│ +1 │ +\$[\d,]+ │", text)
     path = tmp_path / "report.html"
     write_html(full, path)
     page = path.read_text(encoding="utf-8")
-    assert '<div class="card"><b>$10,000</b><span>Target</span></div>' in page
+    assert '<div class="card"><b>$10,000</b><span>Pipeline target</span></div>' in page
     assert not re.search(r"\d,\d{3}\.\d\d", text + page)  # no bare two-decimal amounts left
 
 
@@ -1052,7 +1055,8 @@ def test_other_currencies_and_json_keeps_numbers(engine: Engine) -> None:
     assert b2b["target"] == 10000 and isinstance(b2b["weighted_pipeline"], float)
     assert json.dumps(data).count('"currency"') == 1  # once, at the top
     figures = dict(pipeline_tables(b2b, data["currency"])[0].shown())
-    assert figures["Target"] == "€10,000"
+    assert figures["Pipeline target"] == "€10,000"
+    assert figures["Coverage of the €10,000 target"] == show(b2b["coverage"], Format.PERCENT)
 
 
 def test_csv_money_column_is_numbers_under_a_header_naming_the_currency(
@@ -1086,3 +1090,91 @@ def test_an_unknown_currency_is_a_config_error(code: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(Path("pipeline.yaml"), text=text)
     assert [(i.line, i.message) for i in caught.value.issues] == [(4, message)]
+
+
+# --- the report's words and charts (issue 20) ---------------------------------------------------
+
+
+def test_title_shows_the_period_to_the_minute_in_utc(engine: Engine, loaded: LoadedConfig) -> None:
+    from leadflow.reporting.tables import report_title
+
+    data = report(engine, loaded, since=at(2, 1, 9, 30), until=at(3, 1, 12, 5))
+    assert report_title(data) == "Pipeline report: 2026-02-01 09:30 UTC to 2026-03-01 12:05 UTC"
+    assert report_title({"period": {"since": None, "until": UNTIL.isoformat()}}) == (
+        "Pipeline report: all history to 2026-04-01 00:00 UTC"
+    )
+
+
+def test_the_html_page_shows_each_headline_once(full: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "report.html"
+    only = {**full, "pipelines": [section(full, "b2b")]}
+    write_html(only, path)
+    page = path.read_text(encoding="utf-8")
+    assert page.count('class="headline"') == 1
+    assert page.count("10 leads: 1 in Lead,") == 1
+    assert "<h1>Pipeline report: all history to 2026-04-01 00:00 UTC</h1>" in page
+
+
+def test_counts_in_words_are_pluralised() -> None:
+    from leadflow.reporting.tables import unassigned_note
+
+    assert unassigned_note({"unassigned_leads": 1}) == "1 lead not yet assigned to a pipeline."
+    assert unassigned_note({"unassigned_leads": 1200}) == (
+        "1,200 leads not yet assigned to a pipeline."
+    )
+    assert unassigned_note({"unassigned_leads": 0}) is None
+
+
+def test_coverage_names_its_target(full: dict[str, Any]) -> None:
+    b2b = dict(pipeline_tables(section(full, "b2b"), "USD")[0].shown())
+    smb = dict(pipeline_tables(section(full, "smb"), "USD")[0].shown())
+    assert b2b["Pipeline target"] == "$10,000"
+    assert "Coverage of the $10,000 target" in b2b
+    assert (smb["Pipeline target"], smb["Coverage of target (no target set)"]) == ("-", "n/a")
+    figures = pipeline_tables(section(full, "b2b"))[0]
+    assert figures.notes == (
+        "Coverage: the weighted pipeline (open deal values times their stage's probability) "
+        "over the pipeline's target (pipelines[].target in pipeline.yaml).",
+    )
+
+
+def test_aging_chart_has_a_legend(full: dict[str, Any]) -> None:
+    from leadflow.reporting import charts
+
+    svg = charts.aging(section(full, "b2b")["aging"])
+    legend = re.findall(r'<text[^>]*class="axis"[^>]*>([^<]*)</text>', svg)
+    assert legend == [
+        "average days in stage",
+        "average, stage with stuck leads",
+        "oldest lead",
+        "SLA (max days)",
+    ]
+    height = int(re.search(r'height="(\d+)"', svg).group(1))  # type: ignore[union-attr]
+    assert all(float(y) < height for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)"', svg))
+
+
+@pytest.mark.parametrize(
+    ("peak", "ticks"),
+    [
+        (1, [0, 1]),
+        (3, [0, 1, 2, 3]),
+        (7, [0, 2, 4, 6, 8]),
+        (37, [0, 10, 20, 30, 40]),
+        (143, [0, 50, 100, 150]),
+        (0, [0, 1]),
+    ],
+)
+def test_weekly_axis_ticks(peak: int, ticks: list[int]) -> None:
+    from leadflow.reporting.charts import axis_ticks
+
+    assert axis_ticks(peak) == ticks
+
+
+def test_weekly_chart_labels_every_tick(full: dict[str, Any]) -> None:
+    from leadflow.reporting import charts
+
+    rows = [{"week": f"2026-01-{d:02d}", "new_leads": n, "won": 1} for d, n in [(5, 7), (12, 3)]]
+    svg = charts.weekly(rows)
+    tick = r'<text x="38\.0" y="[\d.]+" text-anchor="end" class="num">(\d+)</text>'
+    labels = re.findall(tick, svg)
+    assert labels == ["0", "2", "4", "6", "8"]

@@ -7,6 +7,7 @@ Every label is escaped: stage names, templates and sources come from config and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -99,20 +100,61 @@ def aging(rows: Sequence[dict[str, Any]]) -> str:
         body.append(_text(WIDTH - 8, y + 13, label, anchor="end", cls="num"))
     if not shown:
         body.append(_text(LABEL_W, 20, "No active leads in open stages."))
-    return _svg(16 + max(len(shown), 1) * ROW_H, body, "Stage aging")
+    legend_y = 16 + max(len(shown), 1) * ROW_H + 4
+    body += _aging_legend(legend_y)
+    return _svg(legend_y + LEGEND_H, body, "Stage aging")
+
+
+LEGEND_H = 24
+
+
+def _aging_legend(y: float) -> list[str]:
+    """What the aging chart's marks mean, drawn under it: each swatch then its words."""
+    items = [
+        (_rect(0, y, 14, 10, BLUE), "average days in stage"),
+        (_rect(0, y, 14, 10, RED), "average, stage with stuck leads"),
+        (_rect(0, y, 14, 10, GREY), "oldest lead"),
+        (
+            f'<line x1="7" y1="{y - 2}" x2="7" y2="{y + 12}" stroke="{RED}" stroke-width="2"/>',
+            "SLA (max days)",
+        ),
+    ]
+    out, x = [], 8.0
+    widths = (170, 215, 100, 100)
+    for (mark, words), width in zip(items, widths, strict=True):
+        out.append(f'<g transform="translate({x:.1f},0)">{mark}</g>')
+        out.append(_text(x + 20, y + 9, words, cls="axis"))
+        x += width
+    return out
+
+
+def axis_ticks(peak: float, most: int = 6) -> list[int]:
+    """Round values from 0 to at least ``peak``, at most ``most`` of them (a step of 1, 2 or
+    5 times a power of ten): 37 -> 0, 10, 20, 30, 40; 3 -> 0, 1, 2, 3."""
+    if peak <= 0:
+        return [0, 1]
+    raw = peak / (most - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    step = max(1, round(step))  # counts: no half leads
+    count = math.ceil(peak / step)
+    return [i * step for i in range(count + 1)]
 
 
 def weekly(rows: Sequence[dict[str, Any]]) -> str:
     """New leads (blue) and wins (green) per week as paired columns."""
     height, top, bottom, left = 240, 16, 40, 44
     plot_w, plot_h = WIDTH - left - 12, height - top - bottom
-    peak = max([r["new_leads"] for r in rows] + [r["won"] for r in rows] + [1])
-    body = [
-        f'<line x1="{left}" y1="{top + plot_h}" x2="{WIDTH - 12}" y2="{top + plot_h}" '
-        f'stroke="{GREY}"/>',
-        _text(left - 6, top + 8, _num(peak), anchor="end", cls="num"),
-        _text(left - 6, top + plot_h, "0", anchor="end", cls="num"),
-    ]
+    ticks = axis_ticks(max([r["new_leads"] for r in rows] + [r["won"] for r in rows] + [1]))
+    peak = ticks[-1]
+    body = []
+    for tick in ticks:
+        y = top + plot_h - plot_h * tick / peak
+        colour = GREY if tick == 0 else "#eef0f4"
+        body.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="{colour}"/>'
+        )
+        body.append(_text(left - 6, y + 4, _num(tick), anchor="end", cls="num"))
     slot = plot_w / max(len(rows), 1)
     every = max(1, len(rows) // 8)
     for i, r in enumerate(rows):

@@ -45,7 +45,6 @@ CHARTS: dict[str, Callable[[Section], str]] = {
     "variants": lambda p: charts.variants(p["variants"]),
 }
 CHART_NOTES = {
-    "aging": "Dark bar: average days in stage; light bar: the oldest lead; red tick: the SLA.",
     "weekly": "The chart covers every week of the period; the table the latest ones.",
 }
 CARDS = "figures"  # the table shown as cards at the top of each pipeline
@@ -61,7 +60,6 @@ def write_html(data: dict[str, Any], path: Path) -> None:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="headline">{escape(headline(data))}</p>',
     ]
     note = unassigned_note(data)
     if note:
@@ -81,6 +79,7 @@ def _pipeline(p: Section, currency: str | None) -> str:
     for table in pipeline_tables(p, currency):
         if table.key == CARDS:
             parts.append(_cards(table))
+            parts += [f'<p class="note">{escape(n)}</p>' for n in table.notes]
             continue
         parts.append(f"<h3>{escape(table.title)}</h3>")
         if table.key in CHARTS:

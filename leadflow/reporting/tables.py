@@ -8,6 +8,7 @@ pipeline section of ``build_report``'s dict.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from leadflow.reporting.numbers import percent
@@ -20,27 +21,41 @@ Section = dict[str, Any]
 
 
 def report_title(data: dict[str, Any]) -> str:
+    """``Pipeline report: all history to 2026-12-07 15:37 UTC`` (the period, to the minute)."""
     period = data["period"]
-    return f"Pipeline report {period['since'] or 'all history'} to {period['until']}"
+    since = _instant(period["since"]) if period["since"] else "all history"
+    return f"Pipeline report: {since} to {_instant(period['until'])}"
+
+
+def _instant(iso: str) -> str:
+    return f"{datetime.fromisoformat(iso).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def unassigned_note(data: dict[str, Any]) -> str | None:
     n = data.get("unassigned_leads")
-    return f"{n} lead(s) not yet assigned to a pipeline." if n else None
+    return f"{_count(n, 'lead')} not yet assigned to a pipeline." if n else None
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 lead``, ``292 leads``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def headline(data: dict[str, Any]) -> str:
-    """One line per report, e.g. ``312 leads: 41 prospect, 12 qualified; won 5 (win rate
-    38%), callbacks 22``; pipelines are joined with `` | `` when there are several."""
+    """One line per report, e.g. ``312 leads: 41 in Prospect, 12 in Qualified; won 5 (win
+    rate 38%), 22 on the callback list``; pipelines are joined with `` | `` when there are
+    several."""
     parts = []
     several = len(data["pipelines"]) > 1
     for p in data["pipelines"]:
-        stages = ", ".join(f"{f['leads']} {f['stage']}" for f in p["funnel"] if f["kind"] == "open")
+        stages = ", ".join(
+            f"{f['leads']:,} in {f['name']}" for f in p["funnel"] if f["kind"] == "open"
+        )
         result = p["outcomes"]
         line = (
-            f"{p['leads']['total']} leads: {stages or 'no open stages'}; "
-            f"won {result['won']} (win rate {percent(result['win_rate'])}), "
-            f"callbacks {p['leads']['callback']}"
+            f"{_count(p['leads']['total'], 'lead')}: {stages or 'no open stages'}; "
+            f"won {result['won']:,} (win rate {percent(result['win_rate'])}), "
+            f"{p['leads']['callback']:,} on the callback list"
         )
         parts.append(f"{p['id']}: {line}" if several else line)
     return " | ".join(parts) if parts else "no pipelines"
@@ -89,12 +104,26 @@ def figures(p: Section, currency: str | None = None) -> Table:
         ["Sales cycle median / mean (days)", f"{num(cycle['median'])} / {num(cycle['mean'])}"],
         ["Open value", cash(p["open_value"])],
         ["Weighted pipeline", cash(p["weighted_pipeline"])],
-        ["Target", cash(p["target"])],
-        ["Coverage of target", show(p["coverage"], PERCENT)],
+        ["Pipeline target", cash(p["target"])],
+        [_coverage_label(p["target"], cash), show(p["coverage"], PERCENT)],
         ["Velocity (value per day)", cash(p["velocity"]["per_day"])],
         ["First response median (hours)", num(p["first_response"]["median_hours"])],
     ]
-    return _table("figures", "Key figures", [("Figure", TEXT), ("Value", NUMBER)], rows)
+    return _table(
+        "figures",
+        "Key figures",
+        [("Figure", TEXT), ("Value", NUMBER)],
+        rows,
+        "Coverage: the weighted pipeline (open deal values times their stage's probability) "
+        "over the pipeline's target (pipelines[].target in pipeline.yaml).",
+    )
+
+
+def _coverage_label(target: float | None, cash: Callable[[Cell], str]) -> str:
+    """Which target the coverage is of: the pipeline's ``target``, met by weighted pipeline."""
+    if target is None:
+        return "Coverage of target (no target set)"
+    return f"Coverage of the {cash(target)} target"
 
 
 def _number(value: Cell) -> str:
