@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.runtime import flow_run
 
 from flows.context import reload, runtime
@@ -16,6 +20,8 @@ from flows.tasks import PrefectRunner
 from leadflow.pipeline import engine
 from leadflow.pipeline.run_record import record_run
 from leadflow.pipeline.summaries import tick_markdown
+from leadflow.reporting.markdown import artifact_tables, report_markdown, table_rows
+from leadflow.reporting.page import write_html
 from leadflow.timeutil import parse_instant, utcnow
 
 
@@ -51,12 +57,35 @@ def _start(now: str | None) -> str:
 def _publish(kind: str, now: str, summary: dict[str, Any], line: str) -> None:
     logger = get_run_logger()
     logger.info("%s at %s: %s", kind, now, line)
+    if "report" in summary:
+        markdown = _publish_report(now, summary["report"])
+    else:
+        markdown = tick_markdown(kind, now, summary)
     create_markdown_artifact(
         key=f"{kind}-summary",
-        markdown=tick_markdown(kind, now, summary),
+        markdown=markdown,
         description=f"What the {kind} run at {now} did",
     )
     record_run(runtime(), kind, now=parse_instant(now), summary=summary)
+
+
+def _publish_report(now: str, data: dict[str, Any]) -> str:
+    """The report as the UI shows it: the whole report as an HTML file under
+    ``$LEADFLOW_HOME/reports/`` (linked), the funnel, conversion, stuck leads and A/B variants
+    as table artifacts; returns the summary markdown (headline, key figures, the link)."""
+    at = parse_instant(now)
+    html = runtime().settings.home.resolve() / "reports" / f"report-{at:%Y-%m-%dT%H%M%SZ}.html"
+    html.parent.mkdir(parents=True, exist_ok=True)
+    write_html(data, html)
+    create_link_artifact(
+        key="report-html",
+        link=html.as_uri(),
+        link_text=html.name,
+        description=f"The whole report at {now} (every table, with charts): {html}",
+    )
+    for key, table in artifact_tables(data):
+        create_table_artifact(key=key, table=table_rows(table), description=table.title)
+    return report_markdown(data, html)
 
 
 def _run(name: str, now: str | None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -114,13 +115,29 @@ def test_tick_flow_delivers_a_templated_email_over_smtp(
 def test_tick_flow_publishes_an_artifact_of_what_it_did(
     settings: Settings, add_lead: LeadFactory
 ) -> None:
-    add_lead(**FIT)
+    """Only what a person needs: the steps that did something, their summary and moves, the
+    idle steps on one line; no zero counts, no internal figures."""
+    add_lead(email="ada_l@example.com", **FIT)
     _run("tick", settings, T0.isoformat())
     artifacts = asyncio.run(_artifact("tick-summary"))
-    assert artifacts
     newest = max(artifacts, key=lambda a: a.created)
-    assert "# tick at 2026-11-03T14:30:00+00:00" in newest.data
-    assert "| (new) | lead | 1 |" in newest.data
+    assert newest.data == (
+        "# tick at 2026-11-03T14:30:00+00:00\n"
+        "\n"
+        "## score\n"
+        "\n"
+        "**rescored 1, 1 with a new score or grade**\n"
+        "\n"
+        "## advance\n"
+        "\n"
+        "**moved 1, (new)→lead 1**\n"
+        "\n"
+        "| from | to | leads | examples |\n"
+        "|---|---|---:|---|\n"
+        "| (new) | lead | 1 | ada\\_l@example.com |\n"
+        "\n"
+        "Nothing to do: intake, callbacks, nurture, checkins.\n"
+    )
 
 
 async def _logs(flow_run_id: UUID, *, containing: str) -> list[tuple[str, str]]:
@@ -347,8 +364,6 @@ def test_learn_flow_judges_todays_rules_and_publishes_what_learning_would_propos
 def test_leadflow_run_prints_the_run_summary_line_and_json_on_request(cli: Any) -> None:
     """``leadflow run`` prints the line the flow run logs to the UI, never a raw dict;
     ``--json`` prints the flows' results as one JSON document."""
-    import json
-
     code, out, err = cli("run", "--now", T0.isoformat())
     assert (code, err) == (0, "")
     assert out == (
@@ -391,3 +406,58 @@ def test_a_run_is_named_after_its_flow_and_instant_to_the_second(settings: Setti
             return (await client.read_flow_run(run_id)).name
 
     assert asyncio.run(name()) == "score @ 2026-11-03T14:30:00+00:00"
+
+
+def test_the_report_flow_publishes_the_report_as_markdown_tables_and_a_link(
+    rt: Runtime, settings: Settings, add_lead: LeadFactory
+) -> None:
+    """The report's headline and key figures as markdown, its funnel, conversion, stuck leads
+    and A/B variants as table artifacts drawn from ``reporting.tables``, and the whole HTML
+    report written under LEADFLOW_HOME and linked."""
+    from leadflow.reporting.build import build_report
+    from leadflow.reporting.markdown import escape, table_rows
+    from leadflow.reporting.tables import (
+        conversion,
+        funnel,
+        headline,
+        report_title,
+        stuck,
+        variants,
+    )
+
+    for _ in range(3):
+        add_lead(**FIT)
+    _run("tick", settings, T0.isoformat())
+    at = T0 + timedelta(days=7)
+
+    result, _ = _run("report", settings, at.isoformat())
+
+    with rt.engine.connect() as conn:
+        data = build_report(conn, rt.loaded, since=None, until=at, pipeline=None)
+    (pipeline,) = data["pipelines"]
+    assert result["report"]["summary"] == headline(data)
+    html = settings.home.resolve() / "reports" / "report-2026-11-10T143000Z.html"
+    assert "<!doctype html>" in html.read_text()
+    summary = asyncio.run(_artifact("report-summary"))
+    markdown = max(summary, key=lambda a: a.created).data
+    assert markdown.startswith(
+        f"# {escape(report_title(data))}\n\n"
+        "## B2B software\n\n"
+        f"**{escape(headline(data))}**\n\n"
+        "| Figure | Value |\n|---|---:|\n| Leads | 3 |\n"
+    )
+    assert markdown.endswith(
+        f"The whole report (every table, with charts): [{html.name}]({html.as_uri()})\n"
+        f"({escape(str(html))})\n"
+    )
+    for key, make in [
+        ("report-funnel", funnel),
+        ("report-conversion", conversion),
+        ("report-stuck", stuck),
+        ("report-variants", variants),
+    ]:
+        (artifact,) = asyncio.run(_artifact(key))
+        assert artifact.type == "table"
+        assert json.loads(artifact.data) == table_rows(make(pipeline)), key
+    (link,) = asyncio.run(_artifact("report-html"))
+    assert (link.type, link.data) == ("markdown", f"[{html.name}]({html.as_uri()})")

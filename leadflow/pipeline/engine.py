@@ -42,6 +42,7 @@ from leadflow.pipeline.config_change import (
 from leadflow.pipeline.moves import AdvanceOutcome
 from leadflow.pipeline.run_outcome import Figures, RunOutcome
 from leadflow.reporting.build import build_report
+from leadflow.reporting.tables import headline
 from leadflow.runtime import Runtime
 from models.db import session_scope
 from models.tables import CALLBACKS, LEADS, OUTBOX
@@ -97,7 +98,8 @@ def listen(rt: Runtime, *, now: datetime) -> SyncOutcome:
 
 
 def _report(conn: Connection, rt: Runtime, now: datetime) -> Figures:
-    return Figures(build_report(conn, rt.loaded, since=None, until=now, pipeline=None))
+    data = build_report(conn, rt.loaded, since=None, until=now, pipeline=None)
+    return Figures({**data, "summary": headline(data)})  # the run's log line: its headline
 
 
 def _reading(
