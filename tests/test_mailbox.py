@@ -547,6 +547,64 @@ def test_a_sender_address_reads_as_getaddresses_reads_it() -> None:
         assert _address(value) == slow(value), value
 
 
+def test_a_boundary_and_a_date_read_as_the_email_package_reads_them() -> None:
+    """mime's plain-boundary regex gives what get_boundary gives, and facts._date's RFC 5322
+    regex the instant parsedate_to_datetime gives (an error where it errs)."""
+    from email.message import Message
+    from email.utils import parsedate_to_datetime
+
+    from leadflow.listening.facts import _date
+    from leadflow.listening.mime import _boundary
+
+    rng = random.Random(15)
+    types = ["multipart/alternative", "Multipart/Related", "text/plain", " multipart/x ", ""]
+    names = ["boundary", "BOUNDARY", "boundary ", "boundary*", "boundary*0", "charset"]
+    values = ['"A"', "A", '"A B"', '"=_x.y"', "<x>", '"<x>"', '"a\\"b"', '"x', "0000b1c2", '"A "']
+    tails = ["", " ", "\r\n", "; charset=utf-8", ";", "; boundary=B", ' type="text/plain"']
+    for _ in range(3000):
+        msg = Message()
+        msg["Content-Type"] = (
+            rng.choice(types)
+            + rng.choice([";", "; ", ";\r\n\t", " ;", ";;", ""])
+            + rng.choice(names)
+            + rng.choice(["=", " =", "= "])
+            + rng.choice(values)
+            + rng.choice(tails)
+        )
+        assert _boundary(msg) == msg.get_boundary(), msg["Content-Type"]
+
+    def package(value: str) -> object:
+        try:
+            when = parsedate_to_datetime(value)
+            when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        except (TypeError, ValueError, IndexError):  # what _date reads as no date
+            return None
+        except Exception as exc:
+            return type(exc)
+        try:
+            return when.astimezone(UTC).isoformat()
+        except Exception as exc:
+            return type(exc)
+
+    def ours(value: str) -> object:
+        try:
+            when = _date(value)
+            return None if when is None else when.isoformat()
+        except Exception as exc:
+            return type(exc)
+
+    for _ in range(3000):
+        value = (
+            f"{rng.choice(['', 'Mon, ', 'Sun, '])}{rng.randrange(0, 35)} "
+            f"{rng.choice(['Jan', 'Feb', 'Dec'])} "
+            f"{rng.choice(['1999', '2026', '0001', '9999', '2000', '1900'])} "
+            f"{rng.randrange(0, 26):02d}:{rng.randrange(0, 62):02d}:{rng.randrange(0, 62):02d} "
+            f"{rng.choice('+-')}{rng.choice([0, 0, 1, 23, 24, 29]):02d}"
+            f"{rng.choice([0, 30, 60]):02d}"
+        )
+        assert ours(value) == package(value), value
+
+
 def _corpus_froms() -> list[str]:
     import email
 

@@ -3,8 +3,8 @@
 In order: ``In-Reply-To``/``References`` (or a bounce's attached original) against the
 Message-IDs leadflow sends (``<lf{outbox id}....@domain>``, checked against the stored value)
 gives the exact outbox row, step and variant; else the failed recipient of a bounce, or the
-sender of anything else, normalized as intake normalizes addresses; else unmatched. Two
-queries per batch, whatever its size.
+sender of anything else, normalized as intake normalizes addresses; else unmatched. At most two
+queries per batch, whatever its size (the second only for what no thread matched).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Match:
 
 
 def match_batch(conn: Connection, items: Sequence[Classified], *, domain: str) -> list[Match]:
-    """Each message's lead and outbox row: by thread, then by address (two queries a batch)."""
+    """Each message's lead and outbox row: by thread, then by address (at most two queries)."""
     wanted: dict[int, str] = {}
     for item in items:
         for mid in item.answers:
@@ -47,17 +47,9 @@ def match_batch(conn: Connection, items: Sequence[Classified], *, domain: str) -
                 )
             )
         }
-    addresses = {a for item in items for a in _addresses(item)}
-    leads = {}
-    if addresses:
-        leads = dict(
-            conn.execute(
-                select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(sorted(addresses)))
-            ).all()
-        )
-    matches = []
+    matches: list[Match | None] = []
     for item in items:
-        match = Match(None, None, None)
+        match = None
         for mid in item.answers:
             found = _OUR_ID.match(mid)
             row = rows.get(int(found.group(1))) if found else None
@@ -65,13 +57,22 @@ def match_batch(conn: Connection, items: Sequence[Classified], *, domain: str) -
                 by = "dsn" if item.kind in (Kind.BOUNCED, Kind.SOFT_BOUNCED) else "thread"
                 match = Match(row.lead_id, row.id, by)
                 break
-        if match.lead_id is None:
-            for address in _addresses(item):
-                if address in leads:
-                    match = Match(leads[address], None, "address")
-                    break
         matches.append(match)
-    return matches
+    # the addresses only of the messages their thread did not match (most replies it does)
+    unmatched = {i: _addresses(item) for i, item in enumerate(items) if matches[i] is None}
+    addresses = {a for keys in unmatched.values() for a in keys}
+    leads = {}
+    if addresses:
+        leads = dict(
+            conn.execute(
+                select(LEADS.c.email, LEADS.c.id).where(LEADS.c.email.in_(sorted(addresses)))
+            ).all()
+        )
+    for i, keys in unmatched.items():
+        matches[i] = next(
+            (Match(leads[a], None, "address") for a in keys if a in leads), Match(None, None, None)
+        )
+    return [m if m is not None else Match(None, None, None) for m in matches]
 
 
 def _addresses(item: Classified) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+from leadflow.listening.facts import content_charset, content_type
 from leadflow.mail.html_text import html_to_text
 
 MAX_SNIPPET = 500  # characters of a reply's new text kept as evidence
@@ -70,7 +71,7 @@ def body_text(msg: Message) -> str:
     for part in msg.walk():
         if part.is_multipart() or part.get_content_disposition() == "attachment":
             continue
-        kind = part.get_content_type()
+        kind = content_type(part)
         if kind == "text/plain" and plain is None:
             plain = text_of(part)
             if plain.strip():
@@ -97,7 +98,7 @@ def text_of(part: Message) -> str:
         return ""
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
+    charset = content_charset(part) or "utf-8"
     try:
         return payload.decode(charset, "replace")
     except LookupError:
