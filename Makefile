@@ -41,10 +41,13 @@ test: lint typecheck unit unit-postgres
 bench: install
 	scripts/with-dovecot $(BIN)/python -m benchmarks
 
+# Prefect makes its home folder but not the folders above it: var/ is not in a fresh clone.
+UI_PORT ?= 4200
 ui: install
+	mkdir -p var/prefect
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
-		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+		$(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 
 # Regenerate the lock file after editing dependencies in pyproject.toml.
 lock: install

@@ -611,3 +611,42 @@ def test_an_unknown_schedules_time_zone_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(DEFAULT_CONFIG, templates=TEMPLATES, text=text)
     assert "schedules.timezone: unknown time zone 'Mars/Olympus'" in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_make_ui_serves_in_a_fresh_checkout_before_any_demo(tmp_path: Path) -> None:
+    """A fresh clone has no var/ (it is ignored by git); `make ui` makes it and the UI
+    answers. Prefect makes its home folder but not the folders above it: "unable to open
+    database file" without the Makefile's mkdir."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "Makefile").write_text((ROOT / "Makefile").read_text())
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    make = ["make", "-o", "install", "ui", f"BIN={Path(sys.executable).parent}", f"UI_PORT={port}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            make,
+            cwd=checkout,
+            env=_clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_until(
+                lambda: _healthy(f"http://127.0.0.1:{port}/api") or proc.poll() is not None,
+                timeout=STARTUP_TIMEOUT,
+                what="make ui",
+                interval=POLL,
+                details=_tails([log]),
+            )
+            assert proc.poll() is None, _tail(log)
+            assert _healthy(f"http://127.0.0.1:{port}/api")
+            assert (checkout / "var" / "prefect" / "prefect.db").is_file()
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            leftovers = _stop(proc, signal.SIGTERM)
+    assert leftovers == []
