@@ -458,6 +458,6 @@ def test_the_report_flow_publishes_the_report_as_markdown_tables_and_a_link(
     ]:
         (artifact,) = asyncio.run(_artifact(key))
         assert artifact.type == "table"
-        assert json.loads(artifact.data) == table_rows(make(pipeline)), key
+        assert json.loads(artifact.data) == table_rows(make(pipeline, data["currency"])), key
     (link,) = asyncio.run(_artifact("report-html"))
     assert (link.type, link.data) == ("markdown", f"[{html.name}]({html.as_uri()})")

@@ -1178,3 +1178,15 @@ def test_weekly_chart_labels_every_tick(full: dict[str, Any]) -> None:
     tick = r'<text x="38\.0" y="[\d.]+" text-anchor="end" class="num">(\d+)</text>'
     labels = re.findall(tick, svg)
     assert labels == ["0", "2", "4", "6", "8"]
+
+
+def test_the_prefect_summary_and_table_artifacts_show_money_in_the_currency(
+    full: dict[str, Any],
+) -> None:
+    from leadflow.reporting.markdown import artifact_tables, report_markdown, table_rows
+
+    markdown = report_markdown(full)
+    assert "| Pipeline target | $10,000 |" in markdown
+    assert "| Coverage of the $10,000 target |" in markdown
+    funnel = dict(artifact_tables(full))["report-funnel-b2b"]
+    assert all(row["Value"].startswith(("$", "-")) for row in table_rows(funnel))

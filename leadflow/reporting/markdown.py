@@ -58,7 +58,7 @@ def report_markdown(data: dict[str, Any], html: Path | None = None) -> str:
         lines += [escape(note), ""]
     for p in data["pipelines"]:
         lines += [f"## {escape(p['name'])}", "", f"**{escape(headline({'pipelines': [p]}))}**", ""]
-        lines += table_markdown(figures(p))
+        lines += table_markdown(figures(p, data.get("currency")))
     if html is not None:
         lines += [f"The whole report (every table, with charts): [{html.name}]({html.as_uri()})"]
         lines += [f"({escape(str(html))})", ""]
@@ -78,6 +78,6 @@ def artifact_tables(data: dict[str, Any]) -> list[tuple[str, Table]]:
     for p in data["pipelines"]:
         suffix = "-" + p["id"].replace("_", "-") if several else ""
         for make in ARTIFACT_TABLES:
-            table = make(p)
+            table = make(p, data.get("currency"))
             found.append((f"report-{table.key.replace('_', '-')}{suffix}", table))
     return found
