@@ -204,7 +204,12 @@ class Served:
 
 @contextmanager
 def _served(
-    tmp_path: Path, settings: Settings, *, config: Path, scheduler: bool
+    tmp_path: Path,
+    settings: Settings,
+    *,
+    config: Path,
+    scheduler: bool,
+    server_settings: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """Start a Prefect server on loopback and ``leadflow serve`` against it; stop both after.
 
@@ -223,6 +228,7 @@ def _served(
         **common,
         PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED=str(scheduler).lower(),
         PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=FILE_LEASES,  # as docs/orchestration.md advises
+        **(server_settings or {}),
     )
     serve_env = _clean_env(
         **common,
@@ -306,6 +312,47 @@ def test_served_tick_deployment_runs_unattended_on_a_real_server(
         assert d.concurrency_options.collision_strategy.value == "ENQUEUE"
         assert not d.paused
     assert after_stop.paused  # serve pauses its schedules on SIGTERM; a restart resumes them
+
+
+@pytest.mark.flow
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_run_started_while_another_holds_the_slot_waits_for_it_and_runs(
+    tmp_path: Path, settings: Settings, rt: Runtime, add_lead: LeadFactory
+) -> None:
+    """A person's click while a (cron-fired) run of the same deployment is pending or running
+    is queued behind it (ENQUEUE: AwaitingConcurrencySlot), never cancelled."""
+    add_lead(**FIT)
+    with _served(
+        tmp_path,
+        settings,
+        config=DEFAULT_CONFIG,
+        scheduler=False,
+        # the server looks again for a free slot every 30 s by default
+        server_settings={"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"},
+    ) as served:
+        tick = served.deployments["tick"]
+        instants = [T0, T0 + timedelta(minutes=15)]
+        runs = [  # created together: the runner picks both up in one poll
+            served.call(
+                lambda c, at=at: c.create_flow_run_from_deployment(
+                    tick.id, parameters={"now": at.isoformat()}
+                )
+            )
+            for at in instants
+        ]
+        done = [served.wait_until_final(r.id, RUN_TIMEOUT, "both tick runs") for r in runs]
+        histories = [
+            [state.name for state in served.call(lambda c, r=r: c.read_flow_run_states(r.id))]
+            for r in runs
+        ]
+        served.stop_serve()
+
+    assert [d.state.type.value for d in done] == ["COMPLETED", "COMPLETED"], histories
+    assert [d.name for d in done] == [f"tick @ {at.isoformat()}" for at in instants]
+    waited = ["AwaitingConcurrencySlot" in names for names in histories]
+    assert sorted(waited) == [False, True], histories  # one ran, the other waited, then ran
+    assert not any("Cancelled" in names for names in histories)
 
 
 async def _runs_of(client: Any, deployment_id: UUID) -> list[Any]:
