@@ -7,18 +7,19 @@ data that arrives in pieces (a deque, a stack of end-of-part checks and a genera
 is whole, so here its lines are cracked at once (``StringIO(newline='').readlines()``, the
 same line ends the package uses: CRLF, CR or LF) and the package's algorithm is followed on
 that list: headers (``header_source_parse`` of compat32, so the same names and values),
-``text/*`` and other leaf parts (the rest of the part as payload), and ``multipart/*`` parts
+``text/*`` and other leaf parts (the rest of the part as payload), ``multipart/*`` parts
 nested to any depth (preamble, parts, epilogue; the line end before a boundary belongs to
-the boundary; an outer boundary ends every inner part), built from ``email.message.Message``
-itself, so every method the classifier calls answers as it would on the package's tree.
+the boundary; an outer boundary ends every inner part), ``message/rfc822`` (a message inside)
+and ``message/delivery-status`` (blocks of headers) as the package builds them, from
+``email.message.Message`` itself, so every method the classifier calls answers as it would
+on the package's tree.
 
-Anything the package would mark as a defect or treats specially is left to it (None): a
-``From `` envelope line, a header without a name, a continuation line first, a header block
-that does not end in an empty line, ``message/*`` parts (``message/rfc822``,
-``message/delivery-status``), ``multipart/digest``, a multipart without a boundary, with a
-transfer encoding other than 7bit/8bit/binary, without its first or its closing boundary, or
-with a boundary on the very last line. ``tests/test_mailbox.py`` checks that both readers
-build the same tree for the corpus, the benchmark's messages and mangled variants of them.
+Anything the package would mark as a defect is left to it (None): a ``From `` envelope line,
+a header without a name, a continuation line first, a header block that does not end in an
+empty line, ``multipart/digest``, a multipart without a boundary, with a transfer encoding
+other than 7bit/8bit/binary, without its first or its closing boundary, or with a boundary
+on the very last line; so is a status block of an unusual shape. ``tests/test_mailbox.py``
+checks that both readers build the same tree for the corpus and mangled copies of it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def read_message(raw: bytes) -> Message | None:
     lines = io.StringIO(text, newline="").readlines()
     dashes = [index for index, line in enumerate(lines) if line.startswith("--")]
     try:
-        msg, _ = _read_part(lines, 0, [], None, dashes)
+        msg, _, _ = _read_part(lines, 0, [], None, dashes)
     except _Unusual:
         return None
     return msg
@@ -87,9 +88,10 @@ def _body_end(lines: list[str], at: int, stack: list[_Matcher], dashes: list[int
 
 def _read_part(
     lines: list[str], at: int, stack: list[_Matcher], parent: Message | None, dashes: list[int]
-) -> tuple[Message, int]:
-    """The part starting at line ``at``, and the line after it (the boundary that ended it,
-    or the end)."""
+) -> tuple[Message, int, Message]:
+    """The part starting at line ``at``, the line after it (the boundary that ended it, or
+    the end), and the last message made for it (where the package strips the line end that
+    belongs to the next boundary: the part, or the last of a message/* part's own)."""
     msg = Message()
     if parent is not None:
         parent.attach(msg)
@@ -120,13 +122,50 @@ def _read_part(
         maintype = msg.get_content_maintype()
         if msg.get_content_type() == "multipart/digest":
             raise _Unusual("a digest")
-    if maintype == "message":
-        raise _Unusual("a message/* part")
+    if maintype == "message":  # the package's order: delivery-status, other message/*
+        if _type(msg, content_type) == "message/delivery-status":
+            last, at = _read_status_blocks(msg, lines, at, stack)
+            return msg, at, last
+        _, at, last = _read_part(lines, at, stack, msg, dashes)  # message/rfc822: a message
+        return msg, at, last
     if maintype != "multipart":
         body_end = _body_end(lines, at, stack, dashes)
         msg._payload = "".join(lines[at:body_end])  # type: ignore[attr-defined]  # set_payload
-        return msg, body_end
-    return msg, _read_multipart(msg, lines, at, stack, dashes)
+        return msg, body_end, msg
+    return msg, _read_multipart(msg, lines, at, stack, dashes), msg
+
+
+def _type(msg: Message, content_type: str | None) -> str:
+    if content_type is not None and content_type.isascii():
+        ctype = content_type.partition(";")[0].strip().lower()
+        return ctype if ctype.count("/") == 1 else "text/plain"
+    return msg.get_content_type()
+
+
+def _read_status_blocks(
+    msg: Message, lines: list[str], at: int, stack: list[_Matcher]
+) -> tuple[Message, int]:
+    """A ``message/delivery-status`` part: blocks of headers, each a message of its own,
+    an empty line between them (``FeedParser._parsegen``'s branch for it). The last block,
+    and the line after the part."""
+    end = len(lines)
+    while True:
+        block = Message()
+        msg.attach(block)
+        start = at
+        while at < end and not _NL.match(lines[at]) and not (stack and _at_eof(lines[at], stack)):
+            if not _HEADER_LINE.match(lines[at]):
+                raise _Unusual("a status block line that is no header")
+            at += 1
+        if at >= end:
+            raise _Unusual("a status block up to the end")
+        if _set_headers(block, lines[start:at]) is not None:
+            raise _Unusual("a status block with a type of its own")
+        block._payload = ""  # type: ignore[attr-defined]  # its body ends where it starts
+        if not (stack and _at_eof(lines[at], stack)):
+            at += 1  # the empty line after the block
+        if at >= end or (stack and _at_eof(lines[at], stack)):
+            return block, at
 
 
 def _set_headers(msg: Message, header_lines: list[str]) -> str | None:
@@ -219,7 +258,7 @@ def _read_multipart(
                 break
             at += 1
         stack.append(match)
-        part, at = _read_part(lines, at, stack, msg, dashes)
+        _, at, part = _read_part(lines, at, stack, msg, dashes)
         stack.pop()
         # the line end before a boundary belongs to the boundary, not to the part
         if part.get_content_maintype() == "multipart":
