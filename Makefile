@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 UV_VERSION := 0.13.9
 
-.PHONY: install demo test lint typecheck unit unit-postgres bench ui clean lock
+.PHONY: install browser demo test lint typecheck unit unit-postgres bench ui clean lock
 
 $(STAMP): pyproject.toml requirements.lock overrides.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml requirements.lock overrides.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The browser tests (tests/test_browser_*.py) drive Debian's chromium through Playwright; it is
+# installed with apt (as root, or through sudo) when `command -v chromium` finds none.
+browser:
+	scripts/ensure-chromium
 
 demo: install
 	$(BIN)/leadflow demo
@@ -28,12 +33,12 @@ typecheck: install
 	$(BIN)/mypy
 
 # scripts/with-dovecot: a throwaway Dovecot IMAP server on loopback for the tests (and benchmarks).
-unit: install
+unit: install browser
 	scripts/with-dovecot $(BIN)/pytest
 
 # The same suite against a throwaway PostgreSQL server on loopback (started and removed by
 # scripts/with-postgres; Debian's postgresql package is installed if missing).
-unit-postgres: install
+unit-postgres: install browser
 	scripts/with-dovecot scripts/with-postgres $(BIN)/pytest
 
 test: lint typecheck unit unit-postgres
