@@ -1,4 +1,6 @@
-"""``leadflow preview`` and ``send-test``: marketing sees an email before a lead does."""
+"""``leadflow preview`` and ``send-test``: marketing sees an email before a lead does.
+
+``leadflow studio`` (app/studio.py) renders and sends through the same functions."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from datetime import UTC, datetime
 
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.eventloop import run_async
+from leadflow.intake.values import InvalidValue, normalize_email
 from leadflow.mail.context import lead_context, sender_context
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import RenderedEmail, sample_context
@@ -15,7 +18,9 @@ from leadflow.runtime import Runtime
 from leadflow.unsubscribe import link_for
 
 
-def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
+def preview_context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
+    """What a template sees in a preview: the sample lead (the one validate renders) with the
+    config's sender, or the lead ``lead_email`` from the database (ValueError if none)."""
     config = rt.loaded.config
     context = sample_context(attribute_keys=list(config.intake.attributes), labels=config.labels)
     context["sender"] = sender_context(config.sender)
@@ -31,11 +36,26 @@ def _context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
 
 
 def render_preview(rt: Runtime, template: str, *, lead_email: str | None) -> RenderedEmail:
-    return rt.templates.compile(template).render(_context(rt, lead_email))
+    return rt.templates.compile(template).render(preview_context(rt, lead_email))
 
 
-def send_test_email(rt: Runtime, template: str, to: str) -> SendResult:
-    rendered = render_preview(rt, template, lead_email=None)
+def check_test_address(to: str, *, label: str = "--to") -> None:
+    """Refuse anything but one email address as a test's recipient (ValueError)."""
+    if any(ch in to for ch in "\r\n,;"):
+        raise ValueError(f"{label} takes one email address (no line breaks, commas or semicolons)")
+    try:
+        normalize_email(to)
+    except InvalidValue as exc:
+        raise ValueError(f"{label}: {to!r} is not an email address ({exc})") from None
+
+
+def send_test_email(
+    rt: Runtime, template: str, to: str, *, rendered: RenderedEmail | None = None
+) -> SendResult:
+    """Send ``rendered`` (else ``template`` rendered with sample data) to ``to`` with the
+    pipeline's message builder and SMTP settings, marked ``X-Leadflow-Test``."""
+    if rendered is None:
+        rendered = render_preview(rt, template, lead_email=None)
     sender = rt.loaded.config.sender
     now = datetime.now(UTC)
     domain = sender.from_email.rsplit("@", 1)[-1]

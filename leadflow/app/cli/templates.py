@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from leadflow.app.cli.common import ConfigOpt, check_writable, fail, out, runtime, styled
+from leadflow.app.cli.common import (
+    ConfigOpt,
+    check_writable,
+    err,
+    fail,
+    out,
+    runtime,
+    settings_for,
+    styled,
+)
 from leadflow.runtime import Runtime
 
 commands = typer.Typer()
@@ -60,16 +69,13 @@ def send_test(
     config: ConfigOpt = None,
 ) -> None:
     """Send one rendered template (sample data) through the configured SMTP server."""
-    from leadflow.app.preview import send_test_email
-    from leadflow.intake.values import InvalidValue, normalize_email
+    from leadflow.app.preview import check_test_address, send_test_email
     from leadflow.mail.rendering import TemplateRenderError
 
-    if any(ch in to for ch in "\r\n,;"):
-        fail("--to takes one email address (no line breaks, commas or semicolons)")
     try:
-        normalize_email(to)
-    except InvalidValue as exc:
-        fail(f"--to: {to!r} is not an email address ({exc})")
+        check_test_address(to)
+    except ValueError as exc:
+        fail(str(exc))
     with runtime(config) as rt:
         _known_template(rt, template)
         try:
@@ -79,3 +85,33 @@ def send_test(
     out.print(f"{to}: {result.outcome} {result.code or ''} {result.detail}")
     if str(result.outcome) != "sent":
         raise typer.Exit(1)
+
+
+@commands.command()
+def studio(
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    config: ConfigOpt = None,
+) -> None:
+    """A local page: every template rendered (sample or real lead) as you save, with
+    validate errors, the variables, and test sends."""
+    import uvicorn
+
+    from leadflow.app.studio import Studio, allowed_hosts, create_studio_app, is_loopback
+
+    studio = Studio.open(settings_for(config))
+    if not is_loopback(host):
+        err.print(
+            styled(
+                ("warning:", "yellow"),
+                f" --host {host}: the studio has no login; anyone "
+                "who reaches it can read leads and send test emails",
+            )
+        )
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"leadflow studio on http://{shown}:{port}/ (Ctrl-C stops it)")
+    out.print(f"templates: {studio.directory} ({len(studio.templates())} emails)")
+    app = create_studio_app(studio, hosts=allowed_hosts(host))
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)

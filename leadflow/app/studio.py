@@ -1,0 +1,469 @@
+"""``leadflow studio``: the marketer's loop, a local web page over the templates folder.
+
+One process keeps everything warm: the config (loaded once), the database engine and a
+``TemplateSet`` over the templates folder. A watcher (``watchfiles`` when installed, else
+polling the folder's file times every ``POLL_SECONDS``) replaces the ``TemplateSet`` when a
+file changes and bumps ``Studio.generation``; the page listens on ``/events`` (Server-Sent
+Events) and asks for a new render, which costs milliseconds (no imports, no config load).
+
+Nothing here is a second copy of the rules: a render is ``TemplateSet.check`` (the static
+checker and sample test render that ``leadflow validate`` runs) plus the renderer's own
+compliance checks, with the context ``leadflow preview`` uses (``preview_context``); the
+variables come from ``mail/context.py``; a test send goes through ``send_test_email`` (the
+pipeline's ``build_wire``, the configured SMTP settings).
+
+Lead data is untrusted: the API returns it as JSON, the page only ever sets it as text, and
+the rendered HTML is shown in an ``<iframe sandbox>`` (no scripts, an opaque origin) under a
+Content-Security-Policy without inline scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import ipaddress
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from leadflow.app.preview import check_test_address, preview_context, send_test_email
+from leadflow.app.studio_page import PAGE, SCRIPT, STYLE
+from leadflow.config import load_config
+from leadflow.mail.context import (
+    LEAD_KEYS,
+    MESSAGE_KEYS,
+    SENDER_KEYS,
+    TEMPLATE_FILTERS,
+    TEMPLATE_GLOBALS,
+)
+from leadflow.mail.rendering import (
+    HTML_SUFFIX,
+    RenderedEmail,
+    TemplateRenderError,
+    TemplateSet,
+)
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.db import open_database
+
+POLL_SECONDS: Final = 0.05  # the fallback watcher's period: a save is seen within 50 ms
+TEST_PREFIX: Final = "[test] "
+_KEEPALIVE_SECONDS: Final = 15.0
+_EVENT_POLL_SECONDS: Final = 0.02
+_LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "::1", "[::1]")
+_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: https: http:; font-src 'self' data: https:; connect-src 'self'; "
+    "frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_KEYS_OF: Final[Mapping[str, frozenset[str]]] = {
+    "lead": LEAD_KEYS,
+    "sender": SENDER_KEYS,
+    "message": MESSAGE_KEYS,
+}
+
+
+class StudioError(Exception):
+    """A request the studio cannot serve: an unknown template or lead, a bad address."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --- watching the folder --------------------------------------------------------------------
+
+
+def folder_state(directory: Path) -> frozenset[tuple[str, int, int, int]]:
+    """Every file under ``directory`` as (path, inode, size, mtime in ns): a save, a rename
+    into place, a new or a removed file each change it."""
+    found: set[tuple[str, int, int, int]] = set()
+    pending = [str(directory)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:  # the folder (or a subfolder) vanished: that is a state too
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif not entry.name.startswith("."):  # editors' swap and backup files
+                    st = entry.stat()
+                    found.add((entry.path, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                continue
+    return frozenset(found)
+
+
+class FolderWatcher:
+    """Calls ``on_change`` from a thread of its own whenever a file under ``directory``
+    changes: through ``watchfiles`` (inotify) if it is installed, else by polling
+    ``folder_state`` every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        directory: Path,
+        on_change: Callable[[], None],
+        *,
+        interval: float = POLL_SECONDS,
+        use_watchfiles: bool | None = None,
+    ) -> None:
+        self.directory = directory
+        self._on_change = on_change
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.method = "polling"
+        if use_watchfiles is not False:
+            try:
+                self._watchfiles: Any = importlib.import_module("watchfiles")
+                self.method = "watchfiles"
+            except ImportError:
+                if use_watchfiles:
+                    raise
+        if self.method == "polling":
+            self._watchfiles = None
+
+    def start(self) -> None:
+        target = self._watch if self._watchfiles is not None else self._poll
+        self._thread = threading.Thread(target=target, name="studio-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _poll(self) -> None:
+        state = folder_state(self.directory)
+        while not self._stop.wait(self._interval):
+            now = folder_state(self.directory)
+            if now != state:
+                state = now
+                self._on_change()
+
+    def _watch(self) -> None:
+        for _changes in self._watchfiles.watch(
+            self.directory, stop_event=self._stop, debounce=200, step=20, rust_timeout=500
+        ):
+            self._on_change()
+
+
+# --- the studio -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A validate error shown beside the render: the file (in the templates folder), its line
+    (0 when none applies), the message and that line's text."""
+
+    file: str
+    line: int
+    message: str
+    source: str
+
+
+class Studio:
+    """The warm state behind the page: config, database, templates; thread-safe."""
+
+    def __init__(self, rt: Runtime, *, watch: bool = True) -> None:
+        self.rt = rt
+        self.directory = rt.settings.templates
+        self._lock = threading.Lock()
+        self._templates = TemplateSet(self.directory)
+        self.generation = 0
+        self.closed = False
+        self._watcher = FolderWatcher(self.directory, self.reload) if watch else None
+
+    @classmethod
+    def open(cls, settings: Settings, *, watch: bool = True) -> Studio:
+        """The config is validated without its templates: a broken template is what the
+        studio is for, so it shows it instead of refusing to start."""
+        loaded = load_config(settings.config)
+        if settings.db_url == f"sqlite:///{settings.home / 'leadflow.db'}":
+            settings.home.mkdir(parents=True, exist_ok=True)  # the default place, as Runtime
+        engine = open_database(settings.db_url)
+        return cls(Runtime(settings=settings, loaded=loaded, engine=engine), watch=watch)
+
+    @property
+    def watch_method(self) -> str:
+        return self._watcher.method if self._watcher is not None else "off"
+
+    def start(self) -> None:
+        if self._watcher is not None:
+            self._watcher.start()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._watcher is not None:
+            self._watcher.stop()
+        self.rt.close()
+
+    def reload(self) -> None:
+        """Forget every compiled template (a fresh ``TemplateSet`` reads the files again)."""
+        with self._lock:
+            self._templates = TemplateSet(self.directory)
+            self.generation += 1
+
+    def templates(self) -> list[str]:
+        return self._templates.names()
+
+    def _known(self, templates: TemplateSet, name: str) -> None:
+        from leadflow.suggest import did_you_mean
+
+        names = templates.names()
+        if name not in names:
+            raise StudioError(f"unknown template '{name}'{did_you_mean(name, names)}", 404)
+
+    def render(self, name: str, lead_email: str | None = None) -> dict[str, Any]:
+        """Subject, text and HTML of ``name`` for the sample lead or ``lead_email``, with
+        every problem ``leadflow validate`` finds in it and any the render itself hit."""
+        started = time.perf_counter()
+        with self._lock:
+            templates, generation = self._templates, self.generation
+        self._known(templates, name)
+        config = self.rt.loaded.config
+        try:
+            context = preview_context(self.rt, lead_email or None)
+        except ValueError as exc:
+            raise StudioError(str(exc), 404) from None
+        found = templates.check(
+            name, attribute_keys=list(config.intake.attributes), labels=config.labels
+        )
+        problems = [self._problem(p.file, p.line, p.message) for p in found]
+        rendered: RenderedEmail | None = None
+        try:
+            rendered = templates.compile(name).render(context)
+        except TemplateRenderError as exc:
+            problem = self._problem(exc.filename or name + HTML_SUFFIX, exc.lineno or 0, "")
+            said = [p for p in problems if p.file == problem.file and p.line == problem.line]
+            if not any(p.message.endswith(exc.message) for p in said):
+                problems.append(dataclasses.replace(problem, message=exc.message))
+        return {
+            "template": name,
+            "lead": lead_email or None,
+            "subject": rendered.subject if rendered else None,
+            "text": rendered.text if rendered else None,
+            "html": rendered.html if rendered else None,
+            "problems": [dataclasses.asdict(p) for p in problems],
+            "generation": generation,
+            "render_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+
+    def _problem(self, file: str, line: int, message: str) -> Problem:
+        path = Path(file)
+        if not path.is_absolute():
+            path = self.directory / path
+        try:
+            shown = str(path.relative_to(self.directory))
+        except ValueError:
+            shown = path.name
+        source = ""
+        if line > 0:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+                source = lines[line - 1] if line <= len(lines) else ""
+            except (OSError, UnicodeDecodeError):
+                source = ""
+        return Problem(shown, line, message, source)
+
+    def variables(self) -> dict[str, Any]:
+        """What a template may use (``mail/context.py``), each with its sample value."""
+        context = preview_context(self.rt, None)
+        rows: list[dict[str, Any]] = []
+        for name in sorted(TEMPLATE_GLOBALS):
+            value = context[name]
+            keys = _KEYS_OF.get(name)
+            if keys is None:
+                rows.append({"name": name, "sample": _shown(value)})
+                continue
+            assert isinstance(value, Mapping)
+            for key in sorted(keys):
+                if name == "lead" and key == "attributes":
+                    attributes = value.get(key) or {}
+                    for attr in sorted(self.rt.loaded.config.intake.attributes):
+                        rows.append(
+                            {
+                                "name": f"lead.attributes.{attr}",
+                                "sample": _shown(attributes.get(attr)),
+                            }
+                        )
+                    continue
+                rows.append({"name": f"{name}.{key}", "sample": _shown(value.get(key))})
+        filters = [
+            {"name": name, "doc": (function.__doc__ or "").strip().splitlines()[0]}
+            for name, function in sorted(TEMPLATE_FILTERS.items())
+        ]
+        return {"variables": rows, "filters": filters}
+
+    def send_test(self, name: str, to: str, lead_email: str | None = None) -> dict[str, Any]:
+        """What the page shows, sent to ``to`` with the subject marked ``[test]``."""
+        to = to.strip()
+        try:
+            check_test_address(to, label="the address")
+        except ValueError as exc:
+            raise StudioError(str(exc), 400) from None
+        with self._lock:
+            templates = self._templates
+        self._known(templates, name)
+        try:
+            context = preview_context(self.rt, lead_email or None)
+        except ValueError as exc:
+            raise StudioError(str(exc), 404) from None
+        try:
+            rendered = templates.compile(name).render(context)
+        except TemplateRenderError as exc:
+            raise StudioError(f"not sent: {exc}", 422) from None
+        marked = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
+        result = send_test_email(self.rt, name, to, rendered=marked)
+        return {
+            "to": to,
+            "subject": marked.subject,
+            "outcome": str(result.outcome),
+            "code": result.code,
+            "detail": result.detail,
+        }
+
+
+def _shown(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+# --- the web app ----------------------------------------------------------------------------
+
+
+class SendTest(BaseModel):
+    template: str
+    to: str
+    lead: str | None = None
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """Host headers the studio answers: its own name and the loopback names (a page on
+    another site cannot reach it through DNS rebinding); ``*`` when bound to every
+    interface."""
+    address = _address(host)
+    if not host or (address is not None and address.is_unspecified):
+        return ["*"]
+    return sorted({host.strip("[]"), *_LOOPBACK_NAMES})
+
+
+def is_loopback(host: str) -> bool:
+    address = _address(host)
+    return host == "localhost" or (address is not None and address.is_loopback)
+
+
+def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> FastAPI:
+    """The studio's page and API over ``studio`` (started and closed with the app)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        studio.start()
+        try:
+            yield
+        finally:
+            studio.close()
+
+    app = FastAPI(title="leadflow studio", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(StudioError)
+    async def studio_error(_request: Request, exc: StudioError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE)
+
+    @app.get("/studio.js")
+    def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript; charset=utf-8")
+
+    @app.get("/studio.css")
+    def style() -> Response:
+        return Response(STYLE, media_type="text/css; charset=utf-8")
+
+    @app.get("/api/templates")
+    def templates() -> dict[str, Any]:
+        return {
+            "templates": studio.templates(),
+            "folder": str(studio.directory),
+            "generation": studio.generation,
+            "watch": studio.watch_method,
+        }
+
+    @app.get("/api/render")
+    def render(
+        template: str, lead: str | None = Query(default=None, max_length=320)
+    ) -> dict[str, Any]:
+        return studio.render(template, lead)
+
+    @app.get("/api/variables")
+    def variables() -> dict[str, Any]:
+        return studio.variables()
+
+    @app.post("/api/send-test")
+    def send(body: SendTest, request: Request) -> dict[str, Any]:
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            raise StudioError("cross-origin request refused", 403)
+        return studio.send_test(body.template, body.to, body.lead)
+
+    @app.get("/events")
+    async def events(request: Request) -> StreamingResponse:
+        return StreamingResponse(
+            _changes(studio, request), media_type="text/event-stream; charset=utf-8"
+        )
+
+    return app
+
+
+async def _changes(studio: Studio, request: Request) -> AsyncIterator[str]:
+    """``change`` with the new generation each time the folder changes, as Server-Sent
+    Events; a comment now and then keeps proxies and the browser from timing out."""
+    last = studio.generation
+    yield f"retry: 1000\nevent: hello\ndata: {last}\n\n"
+    quiet = 0.0
+    while not studio.closed:
+        if studio.generation != last:
+            last = studio.generation
+            quiet = 0.0
+            yield f"event: change\ndata: {last}\n\n"
+        elif quiet >= _KEEPALIVE_SECONDS:
+            quiet = 0.0
+            if await request.is_disconnected():
+                return
+            yield ": keepalive\n\n"
+        await asyncio.sleep(_EVENT_POLL_SECONDS)
+        quiet += _EVENT_POLL_SECONDS

@@ -1,0 +1,376 @@
+"""``leadflow studio``: the real app served by uvicorn on 127.0.0.1 over a copy of the shipped
+templates, a real SQLite/PostgreSQL database, test sends to a real aiosmtpd sink."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from conftest import DEFAULT_CONFIG, T0, TEMPLATES, database_url, insert_lead
+from seeding import intake_lead
+
+from leadflow.app.preview import preview_context
+from leadflow.app.studio import Studio, create_studio_app
+from leadflow.mail.rendering import TemplateSet
+from leadflow.mail.sink import SmtpSink
+from leadflow.settings import Settings
+
+SHIPPED = [
+    "breakup",
+    "case_study",
+    "checkin_30d",
+    "checkin_90d",
+    "checkin_onboarding",
+    "followup_value",
+    "followup_value_b",
+    "meeting_followup",
+    "proposal_followup",
+    "renewal_reminder",
+    "revival",
+    "welcome",
+]
+WELCOME_SUBJECT = "Welcome, Dana: a quick hello from Acme Analytics Inc."
+
+
+class Served:
+    """A studio served on a free loopback port, with its templates folder and SMTP sink."""
+
+    def __init__(self, studio: Studio, url: str, folder: Path, sink: SmtpSink) -> None:
+        self.studio, self.url, self.folder, self.sink = studio, url, folder, sink
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def get(self, path: str, **params: str) -> Any:
+        response = self.http.get(path, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    home = tmp_path_factory.mktemp("studio")
+    folder = home / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    with SmtpSink(None) as sink:
+        settings = Settings(
+            home=home,
+            database_url=database_url(home),
+            config=DEFAULT_CONFIG,
+            templates=folder,
+            demo=True,
+            smtp_host="127.0.0.1",
+            smtp_port=sink.port,
+        )
+        studio = Studio.open(settings)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_studio_app(studio),
+                log_level="warning",
+                ws="none",
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the studio did not start"
+            time.sleep(0.02)
+        done = Served(studio, f"http://127.0.0.1:{port}", folder, sink)
+        try:
+            yield done
+        finally:
+            done.http.close()
+            studio.closed = True  # ends the event streams, so the server can stop
+            server.should_exit = True
+            thread.join(timeout=30)
+            listener.close()
+
+
+@pytest.fixture
+def welcome(served: Served) -> Iterator[Path]:
+    """welcome.html.j2 of the studio's folder, put back as shipped after the test."""
+    path = served.folder / "welcome.html.j2"
+    yield path
+    original = (TEMPLATES / "welcome.html.j2").read_text(encoding="utf-8")
+    if path.read_text(encoding="utf-8") != original:
+        generation = served.studio.generation
+        path.write_text(original, encoding="utf-8")
+        wait_for_generation(served, generation)
+
+
+def wait_for_generation(served: Served, generation: int) -> None:
+    deadline = time.monotonic() + 10
+    while served.studio.generation == generation:
+        assert time.monotonic() < deadline, "the studio never saw the change"
+        time.sleep(0.01)
+
+
+def test_lists_every_template_of_the_config_folder(served: Served) -> None:
+    listed = served.get("/api/templates")
+    assert listed["templates"] == SHIPPED
+    assert listed["folder"] == str(served.folder)
+    assert listed["watch"] in ("watchfiles", "polling")
+
+
+def test_renders_subject_text_and_html_for_the_sample_lead_as_preview_does(
+    served: Served,
+) -> None:
+    shown = served.get("/api/render", template="welcome")
+    expected = (
+        TemplateSet(served.folder)
+        .compile("welcome")
+        .render(preview_context(served.studio.rt, None))
+    )
+    assert shown["subject"] == WELCOME_SUBJECT == expected.subject
+    assert shown["text"] == expected.text
+    assert shown["text"].startswith(
+        "Hi Dana,\n\nThanks for your interest in Acme Analytics Inc. I'm Ada Byron, and I'll be"
+    )
+    assert shown["html"] == expected.html
+    assert '<p style="margin: 0 0 16px 0;">Hi Dana,</p>' in shown["html"]
+    assert shown["problems"] == []
+    assert shown["lead"] is None
+
+
+def test_renders_for_a_real_lead_by_email_keeping_its_data_as_data(served: Served) -> None:
+    hostile = '<script>alert("x")</script>'
+    insert_lead(
+        served.studio.rt.engine,
+        intake_lead("mallory@evil.example", now=T0, first_name=hostile, company="Evil & Co"),
+    )
+    shown = served.get("/api/render", template="welcome", lead="mallory@evil.example")
+    assert shown["lead"] == "mallory@evil.example"
+    assert shown["subject"] == f"Welcome, {hostile}: a quick hello from Acme Analytics Inc."
+    assert '>Hi &lt;script&gt;alert("x")&lt;/script&gt;,</p>' in shown["html"]
+    assert "<script>" not in shown["html"]
+    assert "Evil &amp; Co" in shown["html"]
+    assert shown["text"].startswith(f"Hi {hostile},\n")
+
+    unknown = served.http.get(
+        "/api/render", params={"template": "welcome", "lead": "nobody@example.com"}
+    )
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "no lead with email 'nobody@example.com'"},
+    )
+
+
+def test_an_edit_is_picked_up_and_the_next_render_shows_it(
+    served: Served, welcome: Path, record_property: Any
+) -> None:
+    """Save -> the page's event -> its render, through the event stream the page listens to;
+    the times are reported, not asserted."""
+    source = welcome.read_text(encoding="utf-8")
+    timings: list[float] = []
+    with served.http.stream("GET", "/events", timeout=10) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 1000"
+        assert next(lines) == "event: hello"
+        for n in range(1, 6):
+            subject = f"Edit {n} for {{{{ lead.first_name }}}}"
+            edited = source.replace(
+                'Welcome, {{ lead.first_name or "there" }}: a quick hello from '
+                "{{ sender.company }}",
+                subject,
+            )
+            saved = time.perf_counter()
+            welcome.write_text(edited, encoding="utf-8")
+            line = next(lines)
+            while line != "event: change":
+                line = next(lines)
+            shown = served.get("/api/render", template="welcome")
+            timings.append((time.perf_counter() - saved) * 1000)
+            assert shown["subject"] == f"Edit {n} for Dana"
+            assert shown["problems"] == []
+    report = (
+        f"save -> new render: median {statistics.median(timings):.0f} ms, "
+        f"max {max(timings):.0f} ms over {len(timings)} saves "
+        f"({served.studio.watch_method}); last render {shown['render_ms']} ms"
+    )
+    record_property("save_to_render", report)
+    print(report)
+
+
+def test_a_broken_template_shows_its_error_with_its_line_and_the_page_still_serves(
+    served: Served, welcome: Path
+) -> None:
+    lines = (TEMPLATES / "welcome.html.j2").read_text(encoding="utf-8").splitlines()
+
+    generation = served.studio.generation
+    lines[3] = "<p>Hi {{ lead.first_name or }},</p>"
+    welcome.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    wait_for_generation(served, generation)
+    shown = served.get("/api/render", template="welcome")
+    assert (shown["subject"], shown["text"], shown["html"]) == (None, None, None)
+    assert shown["problems"] == [
+        {
+            "file": "welcome.html.j2",
+            "line": 4,
+            "message": "syntax error: unexpected 'end of print statement'",
+            "source": "<p>Hi {{ lead.first_name or }},</p>",
+        }
+    ]
+
+    generation = served.studio.generation
+    lines[3] = "<p>Hi {{ lead.frist_name }},</p>"
+    welcome.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    wait_for_generation(served, generation)
+    shown = served.get("/api/render", template="welcome")
+    assert shown["subject"] is None
+    assert shown["problems"][0] == {
+        "file": "welcome.html.j2",
+        "line": 4,
+        "message": "unknown field lead.frist_name (did you mean 'lead.first_name'?)",
+        "source": "<p>Hi {{ lead.frist_name }},</p>",
+    }
+
+    page = served.http.get("/")
+    assert page.status_code == 200
+    assert '<iframe id="desktop" sandbox=""' in page.text
+    other = served.get("/api/render", template="revival")
+    assert other["subject"] and other["problems"] == []
+    assert served.get("/api/templates")["templates"] == SHIPPED
+
+
+def test_a_render_shows_the_renderers_compliance_errors(served: Served, welcome: Path) -> None:
+    generation = served.studio.generation
+    source = (TEMPLATES / "base.html.j2").read_text(encoding="utf-8")
+    # a copy of the layout without its unsubscribe link, used by welcome only
+    (served.folder / "_nolink.html.j2").write_text(
+        source.replace("{{ unsubscribe_url }}", "https://example.com/"), encoding="utf-8"
+    )
+    text = (TEMPLATES / "welcome.html.j2").read_text(encoding="utf-8")
+    welcome.write_text(text.replace('"base.html.j2"', '"_nolink.html.j2"'), encoding="utf-8")
+    try:
+        wait_for_generation(served, generation)
+        shown = served.get("/api/render", template="welcome")
+        assert shown["subject"] is None
+        assert shown["problems"] == [
+            {
+                "file": "welcome.html.j2",
+                "line": 0,
+                "message": "test render with sample data failed: the HTML part has no link to "
+                "unsubscribe_url (required by CAN-SPAM)",
+                "source": "",
+            }
+        ]
+    finally:
+        (served.folder / "_nolink.html.j2").unlink()
+
+
+def test_lists_the_variables_a_template_may_use_with_sample_values(served: Served) -> None:
+    listed = served.get("/api/variables")
+    names = [row["name"] for row in listed["variables"]]
+    samples = {row["name"]: row["sample"] for row in listed["variables"]}
+    assert names == [
+        "lead.attributes.contract_end",
+        "lead.attributes.plan_interest",
+        "lead.attributes.web_visits",
+        "lead.company",
+        "lead.country",
+        "lead.country_label",
+        "lead.email",
+        "lead.first_name",
+        "lead.full_name",
+        "lead.grade",
+        "lead.industry",
+        "lead.industry_label",
+        "lead.last_name",
+        "lead.score",
+        "lead.stage",
+        "lead.timezone",
+        "lead.title",
+        "message.cadence",
+        "message.step",
+        "message.variant",
+        "sender.company",
+        "sender.email",
+        "sender.name",
+        "sender.postal_address",
+        "sender.reply_to",
+        "unsubscribe_url",
+    ]
+    assert samples["lead.first_name"] == "Dana"
+    assert samples["lead.full_name"] == "Dana Whitfield"
+    assert samples["lead.industry"] == "logistics"
+    assert samples["lead.industry_label"] == "Logistics"
+    assert samples["lead.attributes.web_visits"] == "sample web_visits"
+    assert samples["sender.company"] == "Acme Analytics Inc."
+    assert samples["unsubscribe_url"] == "https://leadflow.example/unsubscribe/sample-token"
+    assert [f["name"] for f in listed["filters"]] == ["article", "end_sentence"]
+
+
+def test_a_test_send_arrives_at_the_smtp_sink_with_a_test_subject(served: Served) -> None:
+    before = len(served.sink.messages)
+    response = served.http.post(
+        "/api/send-test", json={"template": "welcome", "to": "marketer@example.com"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["subject"] == f"[test] {WELCOME_SUBJECT}"
+    assert response.json()["outcome"] == "sent"
+    (received,) = served.sink.messages[before:]
+    assert received.recipients == ("marketer@example.com",)
+    message = message_from_bytes(received.data, policy=default_policy)
+    assert message["Subject"] == f"[test] {WELCOME_SUBJECT}"
+    assert message["To"] == "marketer@example.com"
+    assert message["X-Leadflow-Test"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("to", "error"),
+    [
+        ("not-an-address", "the address: 'not-an-address' is not an email address"),
+        ("a@example.com\r\nBcc: b@example.com", "the address takes one email address"),
+        ("a@example.com, b@example.com", "the address takes one email address"),
+    ],
+)
+def test_a_test_send_to_anything_but_one_address_is_refused(
+    served: Served, to: str, error: str
+) -> None:
+    before = len(served.sink.messages)
+    response = served.http.post("/api/send-test", json={"template": "welcome", "to": to})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
+    assert len(served.sink.messages) == before
+
+
+def test_the_studio_refuses_other_sites(served: Served) -> None:
+    rebinding = served.http.get("/api/templates", headers={"Host": "evil.example"})
+    assert rebinding.status_code == 400
+    cross = served.http.post(
+        "/api/send-test",
+        json={"template": "welcome", "to": "a@example.com"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert (cross.status_code, cross.json()) == (403, {"error": "cross-origin request refused"})
+    form = served.http.post(
+        "/api/send-test",
+        content=json.dumps({"template": "welcome", "to": "a@example.com"}),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert form.status_code == 422
+    page = served.http.get("/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_the_studio_command_binds_loopback_on_8765_by_default(cli) -> None:
+    code, out, _ = cli("studio", "--help")
+    assert code == 0
+    assert "--port" in out and "8765" in out
+    assert "--host" in out and "127.0.0.1" in out
