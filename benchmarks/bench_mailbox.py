@@ -3,6 +3,7 @@ a bare route of the same web app.
 
     python -m benchmarks.bench_mailbox [--messages 10000] [--requests 3000] [--tokens 500]
                                        [--repeat 3] [--steps sync,click] [--profile]
+                                       [--helpers N]
 
 The sync needs the Dovecot server of ``scripts/with-dovecot`` (``LEADFLOW_TEST_IMAP_URL``,
 ``LEADFLOW_TEST_IMAP_PASSWORD``), as ``make bench`` runs it.
@@ -221,7 +222,13 @@ def bare_fetch(account: ImapAccount, folder: str) -> tuple[float, float, int]:
 
 
 def one_sync(
-    work: Path, template: Path, url: str, pw: str, run: str, profile: bool = False
+    work: Path,
+    template: Path,
+    url: str,
+    pw: str,
+    run: str,
+    profile: bool = False,
+    helpers: int | None = None,
 ) -> tuple[float, float, SyncOutcome]:
     """Seconds, CPU seconds (this process and its helper) and outcome of one sync."""
     db = work / f"sync-{run}.db"
@@ -230,7 +237,9 @@ def one_sync(
     prof = cProfile.Profile() if profile else None
     cpu, started = cpu_seconds(), time.perf_counter()
     out: SyncOutcome = (
-        prof.runcall(sync_mailbox, rt, now=NOW) if prof else sync_mailbox(rt, now=NOW)
+        prof.runcall(sync_mailbox, rt, now=NOW, helpers=helpers)
+        if prof
+        else sync_mailbox(rt, now=NOW, helpers=helpers)
     )
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     rt.close()
@@ -242,7 +251,9 @@ def one_sync(
     return seconds, cpu, out
 
 
-def measure_sync(work: Path, messages: int, repeat: int, profile: bool) -> dict[str, Any]:
+def measure_sync(
+    work: Path, messages: int, repeat: int, profile: bool, helpers: int | None = None
+) -> dict[str, Any]:
     account = account_from_env()
     folder = new_folder(account, "bench")
     try:
@@ -260,13 +271,15 @@ def measure_sync(work: Path, messages: int, repeat: int, profile: bool) -> dict[
             assert count == messages, f"bare fetch read {count} of {messages}"
             base.append(seconds)
             base_cpu.append(cpu)
-            seconds, cpu, out = one_sync(work, template, url, account.password, str(r))
+            seconds, cpu, out = one_sync(
+                work, template, url, account.password, str(r), helpers=helpers
+            )
             assert out.recorded == out.fetched == messages and not out.errors, out.summary()
             assert all(abs(out.kinds[k] - n) <= 2 for k, n in want.items()), out.kinds
             ours.append(seconds)
             ours_cpu.append(cpu)
         if profile:
-            one_sync(work, template, url, account.password, "profile", profile=True)
+            one_sync(work, template, url, account.password, "profile", True, helpers)
     finally:
         delete_folder(account, folder)
     return {
@@ -362,13 +375,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steps", default="sync,click", help="comma-separated: sync, click")
     parser.add_argument("--profile", action="store_true", help="cProfile one more sync")
+    parser.add_argument(
+        "--helpers", type=int, default=None, help="helper processes (default: the sync's choice)"
+    )
     args = parser.parse_args()
     steps, repeat = set(args.steps.split(",")), max(1, args.repeat)
     result: dict[str, Any] = {"benchmark": "mailbox", "repeat": repeat, "load": os.getloadavg()}
     rows = ["| work | ours | baseline | ratio | target |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="bench-mailbox-") as tmp:
         if "sync" in steps:
-            sync = result["sync"] = measure_sync(Path(tmp), args.messages, repeat, args.profile)
+            sync = result["sync"] = measure_sync(
+                Path(tmp), args.messages, repeat, args.profile, args.helpers
+            )
             ours, base = sync["sync_s"], sync["bare_fetch_s"]
             sync["ratio"] = value = ratio(statistics.median(ours), statistics.median(base))
             sync["target_ratio"] = SYNC_TARGET

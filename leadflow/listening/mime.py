@@ -72,6 +72,8 @@ def _boundary_matcher(separator: str) -> _Matcher:
 
 def _at_eof(line: str, stack: list[_Matcher]) -> bool:
     """A boundary of any enclosing multipart ends the part being read (RFC 2046 5.1.2)."""
+    if not line.startswith("--"):  # what every boundary line starts with
+        return False
     return any(match(line) for match in stack)
 
 
@@ -168,32 +170,34 @@ def _read_status_blocks(
             return block, at
 
 
+# A header field: its name, and its value from the first non-blank character of the line on
+# through its continuation lines (without the last line end): compat32's header_source_parse.
+_FIELD = re.compile(r"([^:\r\n]*):[ \t]*([^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)(?:\r\n|\r|\n)?")
+
+
 def _set_headers(msg: Message, header_lines: list[str]) -> str | None:
     """``FeedParser._parse_headers`` for lines without its defects (those go to the package);
-    the first Content-Type's value."""
-    headers: list[tuple[str, str]] = msg._headers  # type: ignore[attr-defined]  # set_raw's
-    content_type = None
-    count = len(header_lines)
-    index = 0
-    while index < count:
-        line = header_lines[index]
-        if line[0] in " \t":
-            raise _Unusual("a continuation line first")
-        if line.startswith("From "):
-            raise _Unusual("an envelope line")
-        name, value = line.split(":", 1)  # compat32's header_source_parse
-        if not name:
-            raise _Unusual("a header without a name")
-        value = value.lstrip(" \t")
-        index += 1
-        while index < count and header_lines[index][0] in " \t":
-            value += header_lines[index]
-            index += 1
-        value = value.rstrip("\r\n")
-        headers.append((name, value))
-        if content_type is None and name.lower() == "content-type":
-            content_type = value
-    return content_type
+    the first Content-Type's value. The lines are header or continuation lines (the caller
+    checked each against the package's pattern)."""
+    if not header_lines:
+        return None
+    block = "".join(header_lines)
+    if block[0] in " \t":
+        raise _Unusual("a continuation line first")
+    if (
+        block.startswith(("From ", ":"))
+        or "\nFrom " in block
+        or "\rFrom " in block
+        or "\n:" in block
+        or "\r:" in block
+    ):
+        raise _Unusual("an envelope line or a header without a name")
+    fields = _FIELD.findall(block)
+    msg._headers.extend(fields)  # type: ignore[attr-defined]  # what set_raw appends to
+    for name, value in fields:
+        if len(name) == 12 and name.lower() == "content-type":
+            return str(value)
+    return None
 
 
 # A Content-Type of one type and a plain boundary parameter, quoted or not, the shape nearly
