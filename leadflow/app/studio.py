@@ -304,7 +304,7 @@ class Studio:
                     continue
                 rows.append({"name": f"{name}.{key}", "sample": _shown(value.get(key))})
         filters = [
-            {"name": name, "doc": (function.__doc__ or "").strip().splitlines()[0]}
+            {"name": name, "doc": (function.__doc__ or "").replace("``", "").split("\n\n")[0]}
             for name, function in sorted(TEMPLATE_FILTERS.items())
         ]
         return {"variables": rows, "filters": filters}
@@ -405,6 +405,10 @@ def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> Fast
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/studio.js")
     def script() -> Response:

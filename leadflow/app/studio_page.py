@@ -37,11 +37,6 @@ PAGE: Final = """<!doctype html>
     <button type="button" id="sample">Sample</button>
   </form>
   <p id="lead-shown" class="muted">the sample lead</p>
-  <h2>Variables</h2>
-  <table id="variables"><thead><tr><th>name</th><th>sample value</th></tr></thead>
-  <tbody></tbody></table>
-  <h2>Filters</h2>
-  <ul id="filters"></ul>
 </nav>
 <main>
   <div id="subject-line"><span class="label">Subject</span> <span id="subject"></span></div>
@@ -68,6 +63,11 @@ PAGE: Final = """<!doctype html>
   </form>
   <p class="muted">Sent through the configured SMTP server with the subject marked [test],
   rendered as shown here.</p>
+  <h2>Variables</h2>
+  <table id="variables"><thead><tr><th>name</th><th>sample value</th></tr></thead>
+  <tbody></tbody></table>
+  <h2>Filters</h2>
+  <ul id="filters"></ul>
 </main>
 </div>
 </body>
@@ -82,7 +82,7 @@ header { display: flex; gap: 1rem; align-items: baseline; padding: .5rem 1rem;
 header h1 { font-size: 1.1rem; margin: 0; }
 #status { font-size: .85rem; opacity: .85; }
 #layout { display: flex; align-items: flex-start; }
-nav { width: 22rem; flex: none; padding: .5rem 1rem; border-right: 1px solid #d8dbe0;
+nav { width: 16rem; flex: none; padding: .5rem 1rem; border-right: 1px solid #d8dbe0;
   background: #fff; min-height: calc(100vh - 2.5rem); }
 main { flex: 1; padding: .5rem 1rem; min-width: 0; }
 h2 { font-size: .9rem; margin: 1rem 0 .3rem; text-transform: uppercase; color: #5b6572; }
@@ -95,7 +95,7 @@ h2 { font-size: .9rem; margin: 1rem 0 .3rem; text-transform: uppercase; color: #
 table { border-collapse: collapse; width: 100%; font-size: .8rem; }
 th, td { text-align: left; padding: .1rem .3rem; border-bottom: 1px solid #eceef1;
   vertical-align: top; word-break: break-word; }
-td:first-child { font-family: ui-monospace, monospace; white-space: nowrap; }
+td:first-child { font-family: ui-monospace, monospace; width: 40%; }
 #filters { padding-left: 1rem; font-size: .8rem; }
 #subject-line { font-size: 1.1rem; padding: .4rem 0; }
 #subject-line .label { font-size: .8rem; color: #6b7480; text-transform: uppercase; }
@@ -107,13 +107,19 @@ td:first-child { font-family: ui-monospace, monospace; white-space: nowrap; }
   margin-top: .1rem; }
 #views { margin: .4rem 0; }
 #views button[aria-pressed="true"] { background: #1d232b; color: #fff; }
-#frames { display: flex; gap: 1rem; align-items: flex-start; overflow-x: auto; }
+#frames { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; overflow-x: auto; }
 #frames figure { margin: 0; }
 #frames figcaption { font-size: .8rem; color: #6b7480; }
 #frames iframe { border: 1px solid #c9ced6; background: #fff; height: 70vh; }
 #desktop { width: 800px; }
 #phone { width: 375px; }
 #frames.desktop #phone-figure, #frames.phone #desktop-figure { display: none; }
+@media (max-width: 900px) {
+  #layout { flex-direction: column; align-items: stretch; }
+  #lead-form input, #send-form input { width: 100%; margin-bottom: .2rem; }
+  nav { width: auto; min-height: 0; border-right: 0; border-bottom: 1px solid #d8dbe0; }
+  #phone { width: min(375px, calc(100vw - 2.5rem)); }
+}
 #text { background: #fff; border: 1px solid #d8dbe0; padding: .5rem; white-space: pre-wrap;
   max-height: 30vh; overflow: auto; }
 """
@@ -290,6 +296,7 @@ document.addEventListener("DOMContentLoaded", () => {
       result.textContent = error.message;
     }
   });
+  if (window.innerWidth < 900) setView("phone");  // a narrow screen shows the phone width
   loadTemplates().catch((e) => say(e.message));
   loadVariables().catch((e) => say(e.message));
   listen();
