@@ -749,8 +749,15 @@ def test_html_report_is_self_contained_with_svg_charts(
     write_html(full, path)
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    assert '<svg role="img"' in page and "<title>Funnel: leads per stage</title>" in page
-    for chart in ("Stage aging", "Weekly new leads and wins", "A/B variant comparison"):
+    assert '<svg role="img"' in page
+    for chart in (
+        "Forecast by expected close month",
+        "Funnel: leads that reached each stage",
+        "Leads per stage now",
+        "Stage aging",
+        "Weekly new leads and wins",
+        "A/B variant comparison",
+    ):
         assert f"<title>{chart}</title>" in page
     # Nothing is fetched: no script, stylesheet link, image, frame or CSS url(); the URL that
     # is a company name only appears as text.
@@ -860,8 +867,8 @@ def test_tables_show_rates_to_one_decimal_and_missing_values_as_a_dash(
     sources = dict((r[0], r[1:]) for r in b2b["sources"].shown())
     assert sources["web"] == ["4", "2", "50.0%"]
     assert sources["(none)"] == ["1", "0", "0.0%"]  # a lead without a source
-    funnel = b2b["funnel"].shown()
-    assert funnel[-1] == ["Callback list", "-", "1", "-"]
+    now = b2b["stages"].shown()
+    assert now[-1] == ["Callback list", "-", "1", "-"]
     stuck = {r[1]: r for r in b2b["stuck"].shown()}
     assert stuck["d@x.test"] == [
         "Proposal sent",
@@ -1062,9 +1069,9 @@ def test_other_currencies_and_json_keeps_numbers(engine: Engine) -> None:
 def test_csv_money_column_is_numbers_under_a_header_naming_the_currency(
     full: dict[str, Any], tmp_path: Path
 ) -> None:
-    path = tmp_path / "funnel.csv"
-    funnel = next(t for t in pipeline_tables(section(full, "b2b"), "USD") if t.key == "funnel")
-    export_csv(funnel, path)
+    path = tmp_path / "stages.csv"
+    now = next(t for t in pipeline_tables(section(full, "b2b"), "USD") if t.key == "stages")
+    export_csv(now, path)
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["Stage", "Kind", "Leads", "Value (USD)"]
@@ -1188,5 +1195,7 @@ def test_the_prefect_summary_and_table_artifacts_show_money_in_the_currency(
     markdown = report_markdown(full)
     assert "| Pipeline target | $10,000 |" in markdown
     assert "| Coverage of the $10,000 target |" in markdown
-    funnel = dict(artifact_tables(full))["report-funnel-b2b"]
-    assert all(row["Value"].startswith(("$", "-")) for row in table_rows(funnel))
+    now = dict(artifact_tables(full))["report-stages-b2b"]
+    assert all(row["Value"].startswith(("$", "-")) for row in table_rows(now))
+    forecast = dict(artifact_tables(full))["report-forecast-b2b"]
+    assert all(row["Forecast"].startswith("$") for row in table_rows(forecast))

@@ -5,13 +5,20 @@ Derived figures follow the usual sales definitions:
 - weighted pipeline = Σ stage probability * deal value over active leads in *open* stages
   (won deals are counted as won, not as pipeline); coverage = weighted pipeline / target;
 - win rate = won / (won + lost) over leads closed in the period; win/loss ratio = won / lost;
-- velocity = open opportunities * win rate * average deal size / mean sales cycle (per day).
+- velocity = open opportunities * win rate * average deal size / mean sales cycle (per day);
+- funnel (``path_funnel``) = leads created in the period by the furthest stage of the main
+  path each reached; a stage's conversion = reached the next stage / reached this one;
+- forecast = Σ probability * deal value of open deals, in the month each is expected to
+  close: ``until`` + what is left of the median time in its stage + the medians of the open
+  stages after it (stays of all history up to ``until``); the probability is the stage's
+  ``probability`` when the YAML sets it, else its observed won / (won + lost);
+- at risk: see ``reporting.sales``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -19,7 +26,7 @@ from sqlalchemy import Connection
 
 from leadflow.config import LoadedConfig
 from leadflow.config.schema import Pipeline
-from leadflow.reporting import flow, messaging, outcomes, snapshot
+from leadflow.reporting import flow, messaging, outcomes, sales, snapshot
 from leadflow.reporting.numbers import money, ratio, round_days, round_hours, round_rate
 from leadflow.reporting.sqlfn import EPOCH_MONDAY, Distribution, Scope, week_start
 
@@ -31,8 +38,10 @@ def build_report(
     since: datetime | None,
     until: datetime,
     pipeline: str | None,
+    idle_days: int = sales.IDLE_DAYS,
 ) -> dict[str, Any]:
-    """Every metric for [since, until] (since=None: all history), JSON-ready."""
+    """Every metric for [since, until] (since=None: all history), JSON-ready; a deal with no
+    activity for ``idle_days`` is at risk."""
     config = loaded.config
     if pipeline is not None and config.pipeline(pipeline) is None:
         known = ", ".join(p.id for p in config.pipelines)
@@ -41,9 +50,11 @@ def build_report(
     since = None if since is None else _aware(since, "since")
     if since is not None and since > until:
         raise ValueError(f"since ({since.isoformat()}) is after until ({until.isoformat()})")
+    if idle_days < 1:
+        raise ValueError(f"idle_days must be at least 1, not {idle_days}")
     pipelines = [p for p in config.pipelines if pipeline is None or p.id == pipeline]
     scope = Scope(conn.dialect.name, since, until, pipeline)
-    facts = _Facts(conn, scope, pipelines)
+    facts = _Facts(conn, scope, pipelines, idle_days)
     return {
         "period": {"since": since.isoformat() if since else None, "until": until.isoformat()},
         "currency": config.currency,
@@ -62,8 +73,11 @@ def _aware(value: datetime, name: str) -> datetime:
 class _Facts:
     """The aggregated rows of one report, fetched once and sliced per pipeline."""
 
-    def __init__(self, conn: Connection, scope: Scope, pipelines: list[Pipeline]) -> None:
+    def __init__(
+        self, conn: Connection, scope: Scope, pipelines: list[Pipeline], idle_days: int
+    ) -> None:
         self.scope = scope
+        self.idle_days = idle_days
         self.counts = snapshot.stage_counts(conn, scope)
         self.aging = snapshot.stage_aging(conn, scope, pipelines)
         self.stuck = snapshot.oldest_stuck(conn, scope, pipelines, self.aging)
@@ -76,6 +90,27 @@ class _Facts:
         self.won_weekly = outcomes.weekly(conn, scope, "won_at")
         self.variants = messaging.variant_results(conn, scope)
         self.response = messaging.first_response(conn, scope)
+        self.reached = sales.furthest_reached(conn, scope, pipelines)
+        history = Scope(scope.dialect, None, scope.until, scope.pipeline)
+        self.history_stays = (
+            self.stays if scope.since is None else flow.time_in_stage(conn, history)
+        )
+        self.deal_groups = sales.open_deals_by_age(conn, scope, pipelines)
+        undeclared = any(
+            "probability" not in s.model_fields_set for p in pipelines for s in sales.open_stages(p)
+        )
+        self.stage_outcomes = sales.stage_outcomes(conn, scope) if undeclared else {}
+        self.risk = {
+            p.id: sales.at_risk(conn, scope, p, self._usual_days(p), idle_days) for p in pipelines
+        }
+
+    def _usual_days(self, p: Pipeline) -> dict[tuple[str, str], float | None]:
+        """The p90 of each open stage's past stays: longer is longer than usual."""
+        found = {}
+        for s in sales.open_stages(p):
+            d = self.history_stays.get((p.id, s.id))
+            found[(p.id, s.id)] = d.p90 if d else None
+        return found
 
     def section(self, p: Pipeline) -> dict[str, Any]:
         funnel, leads, weighted, open_value = self._funnel(p)
@@ -85,6 +120,9 @@ class _Facts:
             "id": p.id,
             "name": p.name or p.id,
             "leads": leads,
+            "forecast": self._forecast(p),
+            "at_risk": self._at_risk(p),
+            "path_funnel": self._path_funnel(p),
             "funnel": funnel,
             "conversion": self._conversion(p),
             "time_in_stage": self._time_in_stage(p),
@@ -152,6 +190,93 @@ class _Facts:
         )
         open_value = sum(active_value.get(s, 0.0) for s in open_ids)
         return funnel, leads, weighted, open_value
+
+    def _path_funnel(self, p: Pipeline) -> dict[str, Any]:
+        counts = self.reached.get(p.id, {})
+        path = sales.main_path(p)
+        reached = [sum(n for k, n in counts.items() if k >= i) for i in range(len(path))]
+        cohort = sum(counts.values())
+        rows = [
+            {
+                "stage": s.id,
+                "name": s.display_name,
+                "kind": s.kind,
+                "reached": reached[i],
+                "to_next_rate": (
+                    round_rate(ratio(reached[i + 1], reached[i])) if i + 1 < len(path) else None
+                ),
+                "of_cohort_rate": round_rate(ratio(reached[i], cohort)),
+            }
+            for i, s in enumerate(path)
+        ]
+        return {"cohort": cohort, "stages": rows}
+
+    def _forecast(self, p: Pipeline) -> dict[str, Any]:
+        opens = sales.open_stages(p)
+        median: dict[str, float | None] = {}
+        for s in opens:
+            d = self.history_stays.get((p.id, s.id))
+            median[s.id] = d.median if d else None
+        after: dict[str, float] = {}
+        left = 0.0
+        for s in reversed(opens):
+            after[s.id] = left
+            left += median[s.id] or 0.0
+        basis, chance = [], {}
+        for s in opens:
+            probability: float | None
+            source: str | None
+            if "probability" in s.model_fields_set:
+                probability, source = s.probability, "config"
+            else:
+                won, lost = self.stage_outcomes.get((p.id, s.id), (0, 0))
+                probability = ratio(won, won + lost)
+                source = "history" if probability is not None else None
+            chance[s.id] = probability
+            basis.append(
+                {
+                    "stage": s.id,
+                    "name": s.display_name,
+                    "probability": round_rate(probability),
+                    "probability_source": source,
+                    "median_days": round_days(median[s.id]),
+                    "days_to_close": round_days((median[s.id] or 0.0) + after[s.id]),
+                }
+            )
+        months: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        for g in self.deal_groups:
+            if g.pipeline != p.id or g.stage not in after:
+                continue
+            age = max(g.age or 0, 0)
+            days = max((median[g.stage] or 0.0) - age, 0.0) + after[g.stage]
+            month = months[f"{self.scope.until + timedelta(days=days):%Y-%m}"]
+            month[0] += g.deals
+            month[1] += g.value
+            month[2] += (chance[g.stage] or 0.0) * g.value
+        rows = [
+            {"month": m, "deals": int(n), "value": money(v), "weighted": money(w)}
+            for m, (n, v, w) in (
+                (m, months.get(m, [0, 0.0, 0.0])) for m in _months(months, self.scope.until)
+            )
+        ]
+        return {
+            "deals": sum(r["deals"] for r in rows),
+            "value": money(sum(v for _, v, _ in months.values())),
+            "weighted": money(sum(w for _, _, w in months.values())),
+            "months": rows,
+            "stages": basis,
+        }
+
+    def _at_risk(self, p: Pipeline) -> dict[str, Any]:
+        risk = self.risk[p.id]
+        names = {s.id: s.display_name for s in p.stages}
+        return {
+            "idle_days": self.idle_days,
+            "count": risk.count,
+            "value": money(risk.value),
+            "by_reason": risk.by_reason,
+            "deals": [{**d, "stage_name": names.get(d["stage"], d["stage"])} for d in risk.deals],
+        }
 
     def _conversion(self, p: Pipeline) -> list[dict[str, Any]]:
         order = {s.id: i for i, s in enumerate(p.stages)}
@@ -333,6 +458,19 @@ _RATES = {
     "replied": "reply_rate",
     "unsubscribed": "unsubscribe_rate",
 }
+
+
+def _months(found: dict[str, Any], until: datetime) -> list[str]:
+    """Every month (``2026-04``) from ``until``'s to the last in ``found``; none if empty."""
+    if not found:
+        return []
+    year, month = until.year, until.month
+    last = max(found)
+    shown = []
+    while f"{year:04d}-{month:02d}" <= last:
+        shown.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return shown
 
 
 def _week_of(moment: datetime) -> int:

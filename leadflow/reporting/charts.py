@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from leadflow.reporting.money import format_money
+
 WIDTH = 720
 LABEL_W = 190
 ROW_H = 26
@@ -53,21 +55,129 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
-def funnel(rows: Sequence[dict[str, Any]], callbacks: int) -> str:
-    """Centered bars, one per stage in pipeline order, plus the callback list."""
+def funnel(rows: Sequence[dict[str, Any]]) -> str:
+    """A real funnel: one centred bar per stage of the main path, in path order, as wide as
+    the leads that reached it (so it narrows), joined by shaded bands; the stage name on
+    the left, the count and the share of the previous stage that got there on the right."""
+    span = WIDTH - LABEL_W - 130
+    centre = LABEL_W + span / 2
+    widest = max((r["reached"] for r in rows), default=0) or 1
+    gap = 10
+    body = []
+    previous: tuple[float, float] | None = None  # the bar above: its bottom y and width
+    for i, r in enumerate(rows):
+        y = 8 + i * (ROW_H + gap)
+        w = max(span * r["reached"] / widest, 2 if r["reached"] else 0)
+        if previous is not None:
+            top, above = previous
+            band = (
+                f"{centre - above / 2:.1f},{top:.1f} {centre + above / 2:.1f},{top:.1f} "
+                f"{centre + w / 2:.1f},{y:.1f} {centre - w / 2:.1f},{y:.1f}"
+            )
+            body.append(f'<polygon points="{band}" fill="#e3e8f2"/>')
+        body.append(_text(LABEL_W - 8, y + 13, r["name"], anchor="end"))
+        body.append(_rect(centre - w / 2, y, w, BAR_H, BLUE, f"{r['name']}: {r['reached']}"))
+        label = _num(r["reached"])
+        if i:
+            rate = rows[i - 1]["to_next_rate"]
+            label += f"  ({'n/a' if rate is None else f'{rate * 100:.0f}%'} of previous)"
+        body.append(_text(WIDTH - 8, y + 13, label, anchor="end", cls="num"))
+        previous = (y + BAR_H, w)
+    if not rows or not rows[0]["reached"]:
+        body.append(
+            _text(LABEL_W, 20 + len(rows) * (ROW_H + gap), "No leads created in the period.")
+        )
+    height = (
+        16 + max(len(rows), 1) * (ROW_H + gap) + (16 if not rows or not rows[0]["reached"] else 0)
+    )
+    return _svg(height, body, "Funnel: leads that reached each stage")
+
+
+def stages(rows: Sequence[dict[str, Any]], callbacks: int) -> str:
+    """Leads per stage now: one bar per stage in pipeline order, plus the callback list,
+    coloured by the stage's kind, with a legend of the kinds shown."""
     items = [(r["name"], r["leads"], KIND_COLOURS.get(r["kind"], GREY)) for r in rows]
     items.append(("Callback list", callbacks, AMBER))
     widest = max((n for _, n, _ in items), default=0) or 1
     span = WIDTH - LABEL_W - 70
-    centre = LABEL_W + span / 2
     body = []
     for i, (name, count, colour) in enumerate(items):
         y = 8 + i * ROW_H
         w = max(span * count / widest, 2 if count else 0)
         body.append(_text(LABEL_W - 8, y + 13, name, anchor="end"))
-        body.append(_rect(centre - w / 2, y, w, BAR_H, colour, f"{name}: {count}"))
+        body.append(_rect(LABEL_W, y, w, BAR_H, colour, f"{name}: {count}"))
         body.append(_text(WIDTH - 8, y + 13, _num(count), anchor="end", cls="num"))
-    return _svg(16 + len(items) * ROW_H, body, "Funnel: leads per stage")
+    legend_y = 16 + len(items) * ROW_H + 4
+    shown = {colour for _, count, colour in items if count}
+    x = 8.0
+    for colour, words in KIND_WORDS:
+        if colour in shown:
+            body.append(_rect(x, legend_y, 14, 10, colour))
+            body.append(_text(x + 20, legend_y + 9, words, cls="axis"))
+            x += 40 + 7 * len(words)
+    return _svg(legend_y + LEGEND_H, body, "Leads per stage now")
+
+
+KIND_WORDS = (
+    (BLUE, "open stage"),
+    (GREEN, "won"),
+    (RED, "lost"),
+    (GREY, "stage not in the config"),
+    (AMBER, "callback list"),
+)
+
+
+def forecast(rows: Sequence[dict[str, Any]], currency: str | None) -> str:
+    """Open value (grey) and forecast (blue) per expected close month, as paired columns on
+    an amount axis in the config's currency, with axis titles and a legend."""
+    height, top, bottom, left = 270, 16, 64, 84
+    plot_w, plot_h = WIDTH - left - 12, height - top - bottom
+    ticks = axis_ticks(max([r["value"] or 0 for r in rows] + [1]))
+    peak = ticks[-1]
+    body = []
+    for tick in ticks:
+        y = top + plot_h - plot_h * tick / peak
+        colour = GREY if tick == 0 else "#eef0f4"
+        body.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="{colour}"/>'
+        )
+        body.append(
+            _text(left - 6, y + 4, format_money(tick, currency) or "", anchor="end", cls="num")
+        )
+    slot = plot_w / max(len(rows), 1)
+    series = (("value", GREY, "open value"), ("weighted", BLUE, "forecast"))
+    for i, r in enumerate(rows):
+        x = left + i * slot
+        for j, (key, colour, words) in enumerate(series):
+            amount = r[key] or 0.0
+            h = plot_h * amount / peak
+            tip = f"{r['month']}: {words} {format_money(amount, currency)}, {r['deals']} deals"
+            body.append(
+                _rect(x + slot * (0.1 + 0.4 * j), top + plot_h - h, slot * 0.38, h, colour, tip)
+            )
+        body.append(_text(x + slot / 2, top + plot_h + 16, r["month"], anchor="middle", cls="axis"))
+    body.append(
+        _text(
+            left + plot_w / 2,
+            top + plot_h + 32,
+            "Expected close month",
+            anchor="middle",
+            cls="axis",
+        )
+    )
+    unit = f"Amount ({currency})" if currency else "Amount"
+    body.append(
+        f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">{escape(unit)}</text>'
+    )
+    legend_y = height - 14
+    for j, (_, colour, words) in enumerate(series):
+        x = left + j * 140
+        body.append(_rect(x, legend_y - 9, 14, 10, colour))
+        body.append(_text(x + 20, legend_y, words, cls="axis"))
+    if not rows:
+        body.append(_text(left + 8, top + 20, "No open deals with a value."))
+    return _svg(height, body, "Forecast by expected close month")
 
 
 def aging(rows: Sequence[dict[str, Any]]) -> str:

@@ -2,7 +2,7 @@
 
 Everything printed is a rich ``Text``, never a markup string, so lead data such as a company
 called ``[bold]x[/bold]`` prints as written. The only addition to the shared tables is the
-funnel's bar column, drawn from its Leads column.
+bar column of the funnel and of the leads per stage, drawn from their counts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from leadflow.reporting.table import MISSING, Table
 from leadflow.reporting.tables import headline, pipeline_tables, report_title, unassigned_note
 
 BAR_WIDTH = 30
-BARS = {"funnel": "Leads"}  # tables drawn with a bar column, and the column it measures
+# Tables drawn with a bar column, and the column it measures.
+BARS = {"funnel": "Reached", "stages": "Leads"}
 KIND_COLOURS = {"won": "green", "lost": "red"}
 
 

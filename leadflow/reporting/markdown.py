@@ -14,11 +14,14 @@ from typing import Any
 
 from leadflow.reporting.table import Table
 from leadflow.reporting.tables import (
+    at_risk,
     conversion,
     figures,
+    forecast,
     funnel,
     headline,
     report_title,
+    stages,
     stuck,
     unassigned_note,
     variants,
@@ -26,7 +29,7 @@ from leadflow.reporting.tables import (
 
 # The tables published as table artifacts of their own, per pipeline (the key figures are in
 # the markdown summary; the HTML report has every table).
-ARTIFACT_TABLES = (funnel, conversion, stuck, variants)
+ARTIFACT_TABLES = (forecast, at_risk, funnel, stages, conversion, stuck, variants)
 _MARKUP = re.compile(r"([\\`*_\[\]<>|#~])")
 
 

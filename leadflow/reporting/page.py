@@ -38,11 +38,13 @@ svg text.legend-new{fill:#3b6fd8}svg text.legend-won{fill:#2e9e5b}
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 Section = dict[str, Any]
 # Charts drawn above a table (by table key); they read the report's rows, not the table.
-CHARTS: dict[str, Callable[[Section], str]] = {
-    "funnel": lambda p: charts.funnel(p["funnel"], p["leads"]["callback"]),
-    "aging": lambda p: charts.aging(p["aging"]),
-    "weekly": lambda p: charts.weekly(p["weekly"]),
-    "variants": lambda p: charts.variants(p["variants"]),
+CHARTS: dict[str, Callable[[Section, str | None], str]] = {
+    "forecast": lambda p, currency: charts.forecast(p["forecast"]["months"], currency),
+    "funnel": lambda p, currency: charts.funnel(p["path_funnel"]["stages"]),
+    "stages": lambda p, currency: charts.stages(p["funnel"], p["leads"]["callback"]),
+    "aging": lambda p, currency: charts.aging(p["aging"]),
+    "weekly": lambda p, currency: charts.weekly(p["weekly"]),
+    "variants": lambda p, currency: charts.variants(p["variants"]),
 }
 CHART_NOTES = {
     "weekly": "The chart covers every week of the period; the table the latest ones.",
@@ -83,7 +85,7 @@ def _pipeline(p: Section, currency: str | None) -> str:
             continue
         parts.append(f"<h3>{escape(table.title)}</h3>")
         if table.key in CHARTS:
-            parts.append(CHARTS[table.key](p))
+            parts.append(CHARTS[table.key](p, currency))
             if table.key in CHART_NOTES:
                 parts.append(f'<p class="note">{escape(CHART_NOTES[table.key])}</p>')
         parts.append(to_html(table) if table.rows else '<p class="muted">None.</p>')

@@ -134,12 +134,125 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else ""
 
 
+def forecast(p: Section, currency: str | None = None) -> Table:
+    f = p["forecast"]
+    return _table(
+        "forecast",
+        "Forecast by expected close month (open deals)",
+        [("Month", TEXT), ("Deals", NUMBER), ("Open value", MONEY), ("Forecast", MONEY)],
+        [[r["month"], r["deals"], r["value"], r["weighted"]] for r in f["months"]],
+        "Forecast: deal value times its stage's win probability. Expected close: today plus "
+        "what is left of the median time in the deal's stage and the medians of the open "
+        "stages after it (past stays); months in UTC.",
+        currency=currency,
+    )
+
+
+def forecast_basis(p: Section, currency: str | None = None) -> Table:
+    sources = {"config": "pipeline.yaml", "history": "won / closed in history", None: "unknown"}
+    return _table(
+        "forecast_basis",
+        "Forecast basis (per open stage)",
+        [
+            ("Stage", TEXT),
+            ("Win probability", PERCENT),
+            ("From", TEXT),
+            ("Median days in stage", NUMBER),
+            ("Days to close from entry", NUMBER),
+        ],
+        [
+            [
+                r["name"],
+                r["probability"],
+                sources.get(r["probability_source"], r["probability_source"]),
+                r["median_days"],
+                r["days_to_close"],
+            ]
+            for r in p["forecast"]["stages"]
+        ],
+        "A stage without its probability in pipeline.yaml uses the share of the leads that "
+        "entered it and were later won, of those won or lost; an unknown one counts as 0%.",
+    )
+
+
+def risk_reasons(deal: dict[str, Any]) -> list[str]:
+    """Why a deal is at risk, in words: ``over the 30-day SLA``, ``no activity for 20 days``."""
+    reasons = set(deal["reasons"])
+    words = []
+    if "over_sla" in reasons:
+        words.append(f"over the {deal['sla_days']}-day SLA")
+    else:
+        if "over_usual" in reasons:
+            words.append(f"longer than usual ({_days(deal['usual_days'])})")
+        if "flagged" in reasons:
+            words.append("flagged stuck")
+    if "idle" in reasons:
+        idle = deal["idle_days"]
+        words.append("no activity recorded" if idle is None else f"no activity for {_days(idle)}")
+    if "overdue" in reasons:
+        words.append(f"next step {_days(deal['overdue_days'] or 0)} overdue")
+    return words
+
+
+def _days(n: float) -> str:
+    """``1 day``, ``25 days``, ``2.5 days``."""
+    whole = float(n).is_integer()
+    return f"{n:.0f} day{'' if n == 1 else 's'}" if whole else f"{n:.1f} days"
+
+
+def at_risk(p: Section, currency: str | None = None) -> Table:
+    risk = p["at_risk"]
+    deals = risk["deals"]
+    owners = any(d["owner"] for d in deals)  # no owner in the data: no column
+    columns = [("Email", TEXT), ("Company", TEXT)]
+    columns += [("Owner", TEXT)] if owners else []
+    columns += [("Stage", TEXT), ("Value", MONEY), ("Days in stage", NUMBER), ("Why", TEXT)]
+    rows: list[list[Cell]] = [
+        [
+            d["email"],
+            d["company"],
+            *([d["owner"]] if owners else []),
+            d["stage_name"],
+            d["value"],
+            int(d["days_in_stage"] or 0),
+            "; ".join(risk_reasons(d)),
+        ]
+        for d in deals
+    ]
+    shown = "" if risk["count"] == len(deals) else f"; the {len(deals)} largest shown"
+    total = show(risk["value"], MONEY, currency)
+    return _table(
+        "at_risk",
+        "Deals at risk (largest first)",
+        columns,
+        rows,
+        f"{_count(risk['count'], 'open deal')} at risk, worth {total}{shown}.",
+        "At risk: over the stage's SLA, longer in it than usual (than 9 in 10 past stays), "
+        "flagged stuck, "
+        f"no activity (an event, an email sent or a stage move) for {risk['idle_days']} days, "
+        "or the next step (a cadence email, an SLA check) overdue by more than a day.",
+        currency=currency,
+    )
+
+
 def funnel(p: Section, currency: str | None = None) -> Table:
+    f = p["path_funnel"]
+    return _table(
+        "funnel",
+        "Funnel (leads created in the period, by the furthest stage each reached)",
+        [("Stage", TEXT), ("Reached", NUMBER), ("→ Next %", PERCENT), ("Of all %", PERCENT)],
+        [[r["name"], r["reached"], r["to_next_rate"], r["of_cohort_rate"]] for r in f["stages"]],
+        "A lead that skipped a stage has passed it; a lead lost at a stage reached it. → Next: "
+        "the share that reached the following stage.",
+    )
+
+
+def stages(p: Section, currency: str | None = None) -> Table:
     rows: list[list[Cell]] = [[f["name"], f["kind"], f["leads"], f["value"]] for f in p["funnel"]]
     rows.append(["Callback list", None, p["leads"]["callback"], None])
     return _table(
-        "funnel",
-        "Funnel (leads per stage now)",
+        "stages",
+        "Leads per stage now (lost and the callback list included)",
         [("Stage", TEXT), ("Kind", TEXT), ("Leads", NUMBER), ("Value", MONEY)],
         rows,
         "Value: deal value of the active leads in the stage.",
@@ -274,7 +387,11 @@ def variants(p: Section, currency: str | None = None) -> Table:
 
 TABLES: tuple[Callable[[Section, str | None], Table], ...] = (
     figures,
+    forecast,
+    forecast_basis,
+    at_risk,
     funnel,
+    stages,
     conversion,
     time_in_stage,
     aging,

@@ -32,11 +32,20 @@ def report(
     csv: Annotated[
         Path | None, typer.Option("--csv", help="Write every table to one CSV file.")
     ] = None,
+    idle_days: Annotated[
+        int,
+        typer.Option(
+            "--idle-days",
+            min=1,
+            help="A deal with no activity (event, email sent, stage move) for this many days "
+            "is at risk.",
+        ),
+    ] = 14,
     now: NowOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Pipeline metrics: funnel, conversion, aging, stuck leads, win rate, velocity."""
+    """Pipeline metrics: forecast, deals at risk, funnel, conversion, aging, win rate, velocity."""
     from leadflow.reporting.build import build_report
     from leadflow.reporting.console import render_report
     from leadflow.reporting.csvexport import export_report
@@ -56,7 +65,9 @@ def report(
         if pipeline is not None and pipeline not in ids:
             hint = did_you_mean(pipeline, ids)
             fail(f"unknown pipeline '{pipeline}'{hint}; pipelines: {', '.join(ids)}")
-        data = build_report(conn, rt.loaded, since=start, until=when, pipeline=pipeline)
+        data = build_report(
+            conn, rt.loaded, since=start, until=when, pipeline=pipeline, idle_days=idle_days
+        )
     if html is not None:
         write_html(data, html)
     if csv is not None:
