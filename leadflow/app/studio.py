@@ -471,3 +471,20 @@ async def _changes(studio: Studio, request: Request) -> AsyncIterator[str]:
             yield ": keepalive\n\n"
         await asyncio.sleep(_EVENT_POLL_SECONDS)
         quiet += _EVENT_POLL_SECONDS
+
+
+def serve_studio(studio: Studio, *, host: str, port: int) -> None:
+    """Serve the studio until Ctrl-C or SIGTERM; open pages' event streams end first, so
+    the server stops at once and cleanly."""
+    import uvicorn
+
+    class StudioServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            studio.closed = True  # ends every /events stream within _EVENT_POLL_SECONDS
+            super().handle_exit(sig, frame)
+
+    app = create_studio_app(studio, hosts=allowed_hosts(host))
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    StudioServer(config).run()

@@ -97,9 +97,7 @@ def studio(
 ) -> None:
     """A local page: every template rendered (sample or real lead) as you save, with
     validate errors, the variables, and test sends."""
-    import uvicorn
-
-    from leadflow.app.studio import Studio, allowed_hosts, create_studio_app, is_loopback
+    from leadflow.app.studio import Studio, is_loopback, serve_studio
 
     studio = Studio.open(settings_for(config))
     if not is_loopback(host):
@@ -113,5 +111,4 @@ def studio(
     shown = f"[{host}]" if ":" in host else host
     out.print(f"leadflow studio on http://{shown}:{port}/ (Ctrl-C stops it)")
     out.print(f"templates: {studio.directory} ({len(studio.templates())} emails)")
-    app = create_studio_app(studio, hosts=allowed_hosts(host))
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)
+    serve_studio(studio, host=host, port=port)
