@@ -8,8 +8,11 @@ turns that dict into the report's tables, each defined once; ``console`` (rich),
 
 What the figures mean (details in each module's docstring):
 
-- Snapshot (funnel, aging, stuck, weighted pipeline): the leads as they are now, ages
-  measured at ``until``; the period does not apply.
+- Snapshot (leads per stage now, aging, stuck, weighted pipeline, deals at risk): the leads
+  as they are now, ages measured at ``until``; the period does not apply.
+- Forecast: open deals by expected close month, from stays of all history up to ``until``
+  (``sales`` and ``build``; docs/report.md).
+- Funnel: the leads created in the period by the furthest stage each reached by ``until``.
 - Conversion: entries into a stage made in the period and where each went next by
   ``until`` (next stage, a later stage, back, recycled, lost, or still there).
 - Time in stage: completed stays that ended in the period; leads still in a stage are left

@@ -94,15 +94,17 @@ def furthest_reached(
 
 
 def _in_open_stage(pipelines: Sequence[Pipeline]) -> ColumnElement[bool]:
+    """The lead is in an open stage of one of ``pipelines`` (one plain test per pipeline, so
+    the planner can walk ``(pipeline, stage)`` indexes)."""
     lead = LEADS
-    return or_(
-        *[
-            and_(lead.c.pipeline == p.id, lead.c.stage.in_([s.id for s in open_stages(p)]))
-            for p in pipelines
-            if open_stages(p)
-        ],
-        literal(False),
-    )
+    tests = [
+        and_(lead.c.pipeline == p.id, lead.c.stage.in_([s.id for s in open_stages(p)]))
+        for p in pipelines
+        if open_stages(p)
+    ]
+    if not tests:
+        return literal(False)
+    return tests[0] if len(tests) == 1 else or_(*tests)
 
 
 def _whole_days(dialect: str, days: ColumnElement[float]) -> ColumnElement[int]:
