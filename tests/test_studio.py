@@ -9,11 +9,11 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -26,6 +26,12 @@ from leadflow.app.studio import Studio, create_studio_app
 from leadflow.mail.rendering import TemplateSet
 from leadflow.mail.sink import SmtpSink
 from leadflow.settings import Settings
+
+if TYPE_CHECKING:
+    from browser import Chromium
+    from playwright.sync_api import Page
+
+pytest_plugins = ["browser"]  # the session's chromium (imported by pytest, not here)
 
 SHIPPED = [
     "breakup",
@@ -374,3 +380,42 @@ def test_the_studio_command_binds_loopback_on_8765_by_default(cli) -> None:
     assert code == 0
     assert "--port" in out and "8765" in out
     assert "--host" in out and "127.0.0.1" in out
+
+
+def test_in_a_browser_at_desktop_and_phone_width_a_picked_template_shows_its_subject(
+    served: Served, chromium: Chromium, screenshot: Callable[[Page, str], Path]
+) -> None:
+    expected = served.get("/api/render", template="revival")["subject"]
+
+    def pick_revival(label: str) -> Callable[[Page], dict[str, Any]]:
+        def work(page: Page) -> dict[str, Any]:
+            page.get_by_role("button", name="revival", exact=True).click()
+            page.wait_for_selector('body[data-rendered$=":revival"]')  # no eval: CSP
+            frame = page.frame_locator("#phone").locator("body")
+            seen = {
+                "subject": page.locator("#subject").text_content(),
+                "email_in_frame": frame.inner_text(),
+                "sandbox": page.get_attribute("#phone", "sandbox"),
+                "phone_shown": page.locator("#phone").is_visible(),
+                "desktop_shown": page.locator("#desktop").is_visible(),
+                "sideways": page.evaluate(
+                    "document.documentElement.scrollWidth > window.innerWidth"
+                ),
+                "variables": page.locator("#variables tbody tr").count(),
+            }
+            screenshot(page, label)
+            return seen
+
+        return work
+
+    desktop = chromium.open(served.url + "/", pick_revival("desktop"), viewport=chromium.DESKTOP)
+    phone = chromium.open(served.url + "/", pick_revival("phone"), viewport=chromium.PHONE)
+    for seen in (desktop, phone):
+        assert seen["subject"] == expected
+        assert "Dana" in seen["email_in_frame"]
+        assert seen["sandbox"] == ""
+        assert seen["phone_shown"] is True
+        assert seen["sideways"] is False
+        assert seen["variables"] == 26
+    assert desktop["desktop_shown"] is True  # side by side on a wide screen
+    assert phone["desktop_shown"] is False  # the phone width alone on a narrow one
