@@ -287,6 +287,11 @@ def weekly(rows: Sequence[dict[str, Any]]) -> str:
                     x + slot / 2, height - bottom + 16, r["week"][5:], anchor="middle", cls="axis"
                 )
             )
+    middle = top + plot_h / 2
+    body.append(
+        f'<text x="12" y="{middle:.1f}" text-anchor="middle" class="axis" '
+        f'transform="rotate(-90 12 {middle:.1f})">Leads</text>'
+    )
     body.append(_text(left, height - 6, "■ new leads", cls="legend-new"))
     body.append(_text(left + 110, height - 6, "■ won", cls="legend-won"))
     if not rows:

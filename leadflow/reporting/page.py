@@ -31,6 +31,7 @@ table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #e1e4ea;padding:4px 8px;text-align:right}
 th.t,td.t{text-align:left}th{background:#eef0f4}
 .note{color:#667085;font-size:12px;margin:0 0 12px}
+.scroll{overflow-x:auto;max-width:100%}
 svg.chart{background:#fff;border:1px solid #e1e4ea;border-radius:8px;max-width:100%;height:auto}
 svg text{font-size:12px;fill:#1f2430}svg text.num,svg text.axis{fill:#667085;font-size:11px}
 svg text.legend-new{fill:#3b6fd8}svg text.legend-won{fill:#2e9e5b}
@@ -115,4 +116,7 @@ def to_html(table: Table) -> str:
         + "</tr>"
         for row in table.shown()
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
