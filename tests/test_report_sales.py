@@ -392,3 +392,15 @@ def test_forecast_and_at_risk_come_first_in_every_form(b2b: dict[str, Any], tmp_
         "$300",
     ]
     assert len(table_rows(artifacts["report-at-risk"])) == 4
+
+
+def test_at_risk_shows_the_largest_and_counts_them_all(
+    engine: Engine, loaded: LoadedConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadflow.reporting import sales
+
+    monkeypatch.setattr(sales, "AT_RISK_SHOWN", 2)
+    (b2b,) = report(engine, loaded)["pipelines"]
+    assert [d["email"] for d in b2b["at_risk"]["deals"]] == ["7@x.test", "11@x.test"]
+    table = next(t for t in pipeline_tables(b2b, "USD") if t.key == "at_risk")
+    assert table.notes[0] == "4 open deals at risk, worth $28,000; the 2 largest shown."

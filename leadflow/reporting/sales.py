@@ -62,34 +62,50 @@ def furthest_reached(
     conn: Connection, scope: Scope, pipelines: Sequence[Pipeline]
 ) -> dict[str, dict[int, int]]:
     """Per pipeline: leads created in the period by the index (in ``main_path``) of the
-    furthest stage each entered by ``until``; a lead with no such move is at index 0."""
+    furthest stage each entered by ``until``; a lead with no such move is at index 0.
+
+    Over all history every lead is in the cohort, so the furthest stage is taken per lead
+    from the transitions alone, in ``ix_transition_lead_at`` order (no sort), then joined to
+    the leads; over a period the period's leads come first and each looks up its moves.
+    """
     lead, t = LEADS, TRANSITIONS
     whens = [
-        (and_(lead.c.pipeline == p.id, t.c.to_stage == s.id), literal(i))
+        (and_(t.c.pipeline == p.id, t.c.to_stage == s.id), literal(i))
         for p in pipelines
         for i, s in enumerate(main_path(p))
     ]
     if not whens:
         return {}
-    furthest = func.coalesce(func.max(case(*whens, else_=None)), 0)
-    per_lead = (
-        select(lead.c.pipeline.label("pipeline"), furthest.label("furthest"))
-        .select_from(lead.outerjoin(t, and_(t.c.lead_id == lead.c.id, t.c.at <= scope.until)))
-        .where(
-            scope.within(lead.c.created_at),
-            lead.c.pipeline.in_([p.id for p in pipelines]),
+    furthest = func.max(case(*whens, else_=None))
+    cohort = [scope.within(lead.c.created_at), lead.c.pipeline.in_([p.id for p in pipelines])]
+    if scope.since is None:
+        moves = (
+            select(t.c.lead_id, furthest.label("furthest"))
+            .where(t.c.at <= scope.until)
+            .group_by(t.c.lead_id)
+            .subquery()
         )
-        .group_by(lead.c.pipeline, lead.c.id)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(per_lead.c.pipeline, per_lead.c.furthest, func.count()).group_by(
+        query = (
+            select(lead.c.pipeline, moves.c.furthest, func.count())
+            .select_from(lead.outerjoin(moves, moves.c.lead_id == lead.c.id))
+            .where(*cohort)
+            .group_by(lead.c.pipeline, moves.c.furthest)
+        )
+    else:
+        per_lead = (
+            select(lead.c.pipeline.label("pipeline"), furthest.label("furthest"))
+            .select_from(lead.outerjoin(t, and_(t.c.lead_id == lead.c.id, t.c.at <= scope.until)))
+            .where(*cohort)
+            .group_by(lead.c.pipeline, lead.c.id)
+            .subquery()
+        )
+        query = select(per_lead.c.pipeline, per_lead.c.furthest, func.count()).group_by(
             per_lead.c.pipeline, per_lead.c.furthest
         )
-    ).all()
     found: dict[str, dict[int, int]] = {}
-    for pipeline, index, count in rows:
-        found.setdefault(str(pipeline), {})[int(index)] = int(count)
+    for pipeline, index, count in conn.execute(query).all():
+        at = found.setdefault(str(pipeline), {})
+        at[int(index or 0)] = at.get(int(index or 0), 0) + int(count)
     return found
 
 
@@ -161,12 +177,6 @@ def stage_outcomes(conn: Connection, scope: Scope) -> dict[StageKey, tuple[int, 
     been won and how many lost by then (leads still open or on the callback list are in
     neither)."""
     lead, t = LEADS, TRANSITIONS
-    entered = (
-        select(t.c.pipeline, t.c.to_stage, t.c.lead_id)
-        .where(t.c.to_stage.is_not(None), t.c.at <= scope.until, *scope.in_pipeline(t.c.pipeline))
-        .distinct()
-        .subquery()
-    )
     won = lead.c.won_at <= scope.until
     lost = and_(
         lead.c.status == LeadStatus.CLOSED,
@@ -175,13 +185,14 @@ def stage_outcomes(conn: Connection, scope: Scope) -> dict[StageKey, tuple[int, 
     )
     rows = conn.execute(
         select(
-            entered.c.pipeline,
-            entered.c.to_stage,
-            func.sum(case((won, 1), else_=0)),
-            func.sum(case((lost, 1), else_=0)),
+            t.c.pipeline,
+            t.c.to_stage,
+            func.count(func.distinct(case((won, lead.c.id), else_=None))),
+            func.count(func.distinct(case((lost, lead.c.id), else_=None))),
         )
-        .select_from(entered.join(lead, lead.c.id == entered.c.lead_id))
-        .group_by(entered.c.pipeline, entered.c.to_stage)
+        .select_from(lead.join(t, and_(t.c.lead_id == lead.c.id, t.c.at <= scope.until)))
+        .where(or_(won, lost), t.c.to_stage.is_not(None), *scope.in_pipeline(t.c.pipeline))
+        .group_by(t.c.pipeline, t.c.to_stage)
     ).all()
     return {(str(r[0]), str(r[1])): (int(r[2] or 0), int(r[3] or 0)) for r in rows}
 
@@ -257,6 +268,13 @@ def at_risk(
             *[func.sum(case((flag, 1), else_=0)) for flag in flags.values()],
         ).where(*where)
     ).one()
+    largest = (
+        select(lead.c.id)
+        .where(*where)
+        .order_by(lead.c.deal_value.is_(None), lead.c.deal_value.desc(), age.desc(), lead.c.id)
+        .limit(AT_RISK_SHOWN)
+        .scalar_subquery()
+    )
     last_event = (
         select(func.max(event.c.occurred_at))
         .where(event.c.lead_id == lead.c.id, event.c.occurred_at <= until)
@@ -283,9 +301,8 @@ def at_risk(
             lead.c.next_action_at,
             *[case((flag, True), else_=False).label(name) for name, flag in flags.items()],
         )
-        .where(*where)
+        .where(lead.c.id.in_(largest))  # the details of the shown deals only
         .order_by(lead.c.deal_value.is_(None), lead.c.deal_value.desc(), age.desc(), lead.c.id)
-        .limit(AT_RISK_SHOWN)
     ).all()
     return Risk(
         int(totals[0]),
