@@ -24,7 +24,10 @@ Baseline: imap-tools ``MailBoxUnencrypted(...).login(...)`` into the same folder
 ``fetch(mark_seen=False, bulk=500)``: UID SEARCH ALL, then UID FETCH ``(BODY.PEEK[] UID FLAGS
 RFC822.SIZE)`` 500 UIDs at a time, i.e. every whole message, the bytes the sync fetches;
 imap-tools parses each (``email.message_from_bytes``) and ``.subject`` is read; then logout.
-Target: the sync within 1.5x of it.
+Target: the sync within 1.5x of it. Each side's CPU seconds are reported too (the sync's with
+its helper process's, the baseline's own; Dovecot's in neither): on a machine shared with
+other work, wall time moves with the load and the CPU ratio is the steadier figure.
+``--helpers N`` forces the sync's helper count (default: the sync's own choice).
 
 Click: the web app as ``leadflow web`` builds it (``create_app(rt)``) under uvicorn (its
 defaults, access log off) in a process of its own on 127.0.0.1, over SQLite in a temporary

@@ -301,6 +301,22 @@ def test_a_sync_classifying_in_a_helper_process_records_what_one_in_process_does
     assert helped_rows == inline_rows
 
 
+def test_a_helper_starts_only_for_enough_mail_and_a_free_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadflow.listening import sync
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.5, 0.4))
+    assert sync._helpers_for(500) == 1
+    assert sync._helpers_for(sync.HELPER_MIN_MESSAGES - 1) == 0  # not worth its start
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 2.0, 2.0))
+    assert sync._helpers_for(500) == 0  # both cores busy with other work
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert sync._helpers_for(500) == 0  # one core: nowhere to run it
+
+
 def test_two_syncs_at_once_record_each_message_once(seeded: Seeded) -> None:
     account, folder, rt = seeded
     messages = corpus_bytes()
