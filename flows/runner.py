@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, cast
@@ -78,9 +78,17 @@ def quick_flows() -> Iterator[None]:
 
 
 def run_flows(
-    names: list[str], *, now: datetime, settings: Settings, settle: bool = False
+    names: list[str],
+    *,
+    now: datetime,
+    settings: Settings,
+    settle: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Each flow once, in order; their results by name. A failed flow raises its error.
+
+    ``on_step`` hears what is about to happen ("running tick (1/2)", ...), for a
+    progress line on a terminal.
 
     With ``settle`` (``leadflow run``), return only once the server has recorded every task
     run of these flows (at most ``SETTLE_SECONDS``): it records them from events, and a
@@ -90,12 +98,16 @@ def run_flows(
     results: dict[str, Any] = {}
     run_ids: list[UUID] = []
     with quick_flows():
-        for name in names:
+        for number, name in enumerate(names, start=1):
+            if on_step is not None:
+                on_step(f"running {name} ({number}/{len(names)})")
             state = for_database(FLOWS[name], settings)(now=now.isoformat(), return_state=True)
             results[name] = state.result()  # raises the flow's error when it failed
             if state.state_details.flow_run_id is not None:
                 run_ids.append(state.state_details.flow_run_id)
     if settle and run_ids:
+        if on_step is not None:
+            on_step("the server is recording the runs")
         asyncio.run(_settle(run_ids))
     return results
 

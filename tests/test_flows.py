@@ -379,6 +379,28 @@ def test_leadflow_run_prints_the_run_summary_line_and_json_on_request(cli: Any) 
     assert results["score"]["score"]["summary"] == "rescored 0, 0 with a new score or grade"
 
 
+def test_leadflow_run_on_a_terminal_shows_which_flow_runs(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal a spinner line names each flow as it starts (and is gone at the end);
+    the summary on stdout is unchanged."""
+    import io
+
+    from rich.console import Console
+
+    from leadflow.app.cli import running
+
+    screen = io.StringIO()
+    monkeypatch.setattr(running, "err", Console(file=screen, force_terminal=True, width=80))
+    code, out, _ = cli("run", "score", "advance", "--now", T0.isoformat())
+    assert code == 0
+    assert out.splitlines()[1] == "advance at 2026-11-03T14:30:00+00:00: advance: moved 0"
+    shown = screen.getvalue()
+    assert "running score (1/2)" in shown
+    assert "running advance (2/2)" in shown
+    assert shown.index("running score (1/2)") < shown.index("running advance (2/2)")
+
+
 def test_the_demo_says_it_starts_a_temporary_server_only_when_it_does() -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 

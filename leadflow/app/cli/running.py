@@ -3,6 +3,8 @@ would do without changing anything."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -12,6 +14,7 @@ from leadflow.app.cli.common import (
     JsonOpt,
     NowOpt,
     emit_json,
+    err,
     fail,
     instant,
     out,
@@ -48,13 +51,24 @@ def run(
     from flows.runner import run_flows
     from leadflow.pipeline.run_outcome import one_line
 
-    results = run_flows(names, now=when, settings=settings, settle=True)
+    with _progress(show=not as_json) as on_step:
+        results = run_flows(names, now=when, settings=settings, settle=True, on_step=on_step)
     if as_json:
         emit_json(results)
         return
     for name, result in results.items():  # the line each flow run logged to the Prefect UI
         line = f" at {when.isoformat(timespec='seconds')}: {one_line(result)}"
         out.print(styled((name, "bold"), line), soft_wrap=True)
+
+
+@contextmanager
+def _progress(*, show: bool) -> Iterator[Callable[[str], None] | None]:
+    """A spinner naming the flow that runs, on a terminal only (never in a pipe or a log)."""
+    if not show or not err.is_terminal:
+        yield None
+        return
+    with err.status("starting Prefect", spinner="dots") as status:
+        yield status.update
 
 
 @commands.command()
