@@ -141,9 +141,9 @@ def forecast(p: Section, currency: str | None = None) -> Table:
         "Forecast by expected close month (open deals)",
         [("Month", TEXT), ("Deals", NUMBER), ("Open value", MONEY), ("Forecast", MONEY)],
         [[r["month"], r["deals"], r["value"], r["weighted"]] for r in f["months"]],
-        "Forecast: deal value times its stage's win probability. Expected close: today plus "
-        "what is left of the median time in the deal's stage and the medians of the open "
-        "stages after it (past stays); months in UTC.",
+        "Forecast: deal value times its stage's win probability. Expected close: the report's "
+        "end plus what is left of the median time in the deal's stage and the medians of the "
+        "open stages after it (past stays); months in UTC.",
         currency=currency,
     )
 
