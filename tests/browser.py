@@ -2,7 +2,8 @@
 
 A pytest plugin: a browser test module names it (``pytest_plugins = ["browser"]``) and gets
 the ``chromium`` fixture, one browser for the whole session, and a new page (in a context of
-its own: no cookies or storage shared) for each ``chromium.open(...)``.
+its own: no cookies or storage shared) for each ``chromium.open(...)``; ``screenshot``; and
+``prefect_ui``, a real ``prefect server start`` (API and UI) for the session.
 
 Playwright cannot download its own browsers on these machines; ``scripts/ensure-chromium``
 (run by ``make unit``) installs Debian's ``chromium`` and Playwright launches that binary.
@@ -20,8 +21,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -37,6 +46,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 DESKTOP = (1280, 800)
 PHONE = (390, 844)
 START_TIMEOUT = 90.0  # the first launch on a loaded 2-core machine
+SERVER_TIMEOUT = 180.0  # a new Prefect database migrates in 15-40 s on a loaded 2-core machine
 WORK_TIMEOUT = 120.0
 
 
@@ -140,3 +150,64 @@ def screenshot(request: pytest.FixtureRequest) -> Callable[[Page, str], Path]:
         return path
 
     return take
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def prefect_ui() -> Iterator[str]:
+    """A Prefect server with its UI on a free loopback port, for the session: its base URL
+    (the API under ``/api``). The temporary server of ``prefect_test_harness`` serves no UI.
+
+    ``prefect server start --port`` does not tell the UI where the API is (it asks for
+    ``server.api.port``, 4200 by default): PREFECT_SERVER_API_PORT says it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    home = Path(tempfile.mkdtemp(prefix="leadflow-test-prefect-ui-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADFLOW_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+    )
+    prefect = Path(sys.executable).parent / "prefect"
+    log = home / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped with all it started
+        )
+    try:
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the Prefect server at {url} did not start:\n{tail}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop_group(server)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group it leads; SIGKILL to what is left after 30 s."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
+    proc.wait(30)

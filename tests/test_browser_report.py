@@ -60,13 +60,11 @@ SWATCH = 24.0  # a legend key shape is at most this wide and tall (px at desktop
 NEAR = 12.0  # a direct label starts within this distance of its mark's end (px)
 SLACK = 2.0  # rounding of boxes (px)
 
-# Findings of these checks not fixed yet, each reported (issue 20's browser proof, 2026-12-07):
-# (chart title, problem), both regular expressions. Nothing else may fail; and once a chart
-# named here is on the page without its problem, the test fails until its line is removed.
-KNOWN_FINDINGS = [
-    # the weekly chart's value axis counts leads and wins, and does not say so
-    (r"Weekly new leads and wins$", r"the value axis has tick numbers but no title"),
-]
+# Findings of these checks not fixed yet, each reported: (chart title, problem), both regular
+# expressions. Nothing else may fail; and once a chart named here is on the page without its
+# problem, the test fails until its line is removed. (The first two, the weekly chart's
+# untitled value axis and the page 851 px wide on a 390 px phone, were fixed in a1b1a99.)
+KNOWN_FINDINGS: list[tuple[str, str]] = []
 
 
 @dataclass(frozen=True)
@@ -266,11 +264,6 @@ def test_every_chart_of_the_report_has_data_a_legend_and_labelled_axes(
     assert fixed == [], f"fixed: remove from KNOWN_FINDINGS (tests/test_browser_report.py): {fixed}"
 
 
-@pytest.mark.xfail(
-    strict=True,  # passes once fixed: then remove this mark
-    reason="finding (reported): the report's tables are wider than a phone (page.py puts "
-    "them in no scrolling box), 851 px on 390",
-)
 def test_the_report_fits_a_phone_without_scrolling_sideways(
     chromium: Chromium, report_html: Path, screenshot: Any
 ) -> None:
