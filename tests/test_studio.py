@@ -4,9 +4,13 @@ templates, a real SQLite/PostgreSQL database, test sends to a real aiosmtpd sink
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import uvicorn
-from conftest import DEFAULT_CONFIG, T0, TEMPLATES, database_url, insert_lead
+from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, database_url, insert_lead
 from seeding import intake_lead
 
 from leadflow.app.preview import preview_context
@@ -211,6 +215,30 @@ def test_an_edit_is_picked_up_and_the_next_render_shows_it(
     )
     record_property("save_to_render", report)
     print(report)
+
+
+def test_a_new_template_file_is_listed_and_rendered_once_saved(served: Served) -> None:
+    generation = served.studio.generation
+    added = served.folder / "spring_offer.html.j2"
+    added.write_text(
+        '{% extends "base.html.j2" %}\n'
+        "{% block subject %}Spring offer for {{ lead.company }}{% endblock %}\n"
+        "{% block content %}<p>Hello {{ lead.first_name }}</p>{% endblock %}\n",
+        encoding="utf-8",
+    )
+    try:
+        wait_for_generation(served, generation)
+        assert served.get("/api/templates")["templates"] == sorted([*SHIPPED, "spring_offer"])
+        shown = served.get("/api/render", template="spring_offer")
+        assert shown["subject"] == "Spring offer for Northwind Logistics"
+        assert shown["problems"] == []
+    finally:
+        generation = served.studio.generation
+        added.unlink()
+        wait_for_generation(served, generation)
+    assert served.get("/api/templates")["templates"] == SHIPPED
+    gone = served.http.get("/api/render", params={"template": "spring_offer"})
+    assert (gone.status_code, gone.json()) == (404, {"error": "unknown template 'spring_offer'"})
 
 
 def test_a_broken_template_shows_its_error_with_its_line_and_the_page_still_serves(
@@ -419,3 +447,52 @@ def test_in_a_browser_at_desktop_and_phone_width_a_picked_template_shows_its_sub
         assert seen["variables"] == 26
     assert desktop["desktop_shown"] is True  # side by side on a wide screen
     assert phone["desktop_shown"] is False  # the phone width alone on a narrow one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_the_studio_command_serves_on_loopback_until_stopped_and_exits_cleanly(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    with socket.socket() as probe:  # a free port for the command to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "LEADFLOW_HOME": str(tmp_path),
+        "LEADFLOW_DATABASE_URL": database_url(tmp_path),
+        "LEADFLOW_CONFIG": str(DEFAULT_CONFIG),
+        "LEADFLOW_TEMPLATES": str(TEMPLATES),
+        "LEADFLOW_DEMO": "true",
+    }
+    command = [sys.executable, "-m", "leadflow.app.cli", "studio", "--port", str(port)]
+    studio = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert studio.poll() is None, studio.communicate()
+            try:
+                listed = httpx.get(url + "/api/templates", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "leadflow studio did not answer"
+                time.sleep(0.2)
+        assert listed.json()["templates"] == SHIPPED
+        with httpx.stream("GET", url + "/events", timeout=10) as stream:  # a page left open
+            lines = stream.iter_lines()
+            assert [next(lines), next(lines)] == ["retry: 1000", "event: hello"]
+            studio.send_signal(stop)
+            out, err = studio.communicate(timeout=30)
+    finally:
+        if studio.poll() is None:
+            studio.kill()
+            studio.communicate()
+    assert studio.returncode == 0
+    assert out.splitlines() == [
+        f"leadflow studio on {url}/ (Ctrl-C stops it)",
+        f"templates: {TEMPLATES} (12 emails)",
+    ]
+    assert "Traceback" not in err and "ERROR" not in err

@@ -184,6 +184,7 @@ class Studio:
         self.directory = rt.settings.templates
         self._lock = threading.Lock()
         self._templates = TemplateSet(self.directory)
+        self._checked: dict[tuple[int, str], list[Problem]] = {}  # (generation, name)
         self.generation = 0
         self.closed = False
         self._watcher = FolderWatcher(self.directory, self.reload) if watch else None
@@ -216,6 +217,7 @@ class Studio:
         """Forget every compiled template (a fresh ``TemplateSet`` reads the files again)."""
         with self._lock:
             self._templates = TemplateSet(self.directory)
+            self._checked.clear()
             self.generation += 1
 
     def templates(self) -> list[str]:
@@ -240,10 +242,16 @@ class Studio:
             context = preview_context(self.rt, lead_email or None)
         except ValueError as exc:
             raise StudioError(str(exc), 404) from None
-        found = templates.check(
-            name, attribute_keys=list(config.intake.attributes), labels=config.labels
-        )
-        problems = [self._problem(p.file, p.line, p.message) for p in found]
+        checked = self._checked.get((generation, name))
+        if checked is None:  # the files' problems, the same for every lead until a save
+            found = templates.check(
+                name, attribute_keys=list(config.intake.attributes), labels=config.labels
+            )
+            checked = [self._problem(p.file, p.line, p.message) for p in found]
+            with self._lock:
+                if generation == self.generation:
+                    self._checked[(generation, name)] = checked
+        problems = list(checked)
         rendered: RenderedEmail | None = None
         try:
             rendered = templates.compile(name).render(context)
@@ -474,14 +482,17 @@ async def _changes(studio: Studio, request: Request) -> AsyncIterator[str]:
 
 
 def serve_studio(studio: Studio, *, host: str, port: int) -> None:
-    """Serve the studio until Ctrl-C or SIGTERM; open pages' event streams end first, so
-    the server stops at once and cleanly."""
+    """Serve the studio until Ctrl-C or SIGTERM, then return; open pages' event streams end
+    first, so the server stops at once and cleanly."""
     import uvicorn
 
     class StudioServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             studio.closed = True  # ends every /events stream within _EVENT_POLL_SECONDS
             super().handle_exit(sig, frame)
+            # A stop the user asked for is a clean exit (0): uvicorn would raise the signal
+            # again once stopped (death by SIGTERM, or KeyboardInterrupt and "Aborted!").
+            self._captured_signals.clear()
 
     app = create_studio_app(studio, hosts=allowed_hosts(host))
     config = uvicorn.Config(
