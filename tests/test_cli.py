@@ -521,9 +521,10 @@ def test_report_csv_writes_every_table_with_money_as_numbers(cli, tmp_path: Path
     headers = [r for r in rows if r[:2] == ["Pipeline", "Table"]]
     assert headers[:2] == [
         ["Pipeline", "Table", "Figure", "Value"],
-        ["Pipeline", "Table", "Stage", "Kind", "Leads", "Value (USD)"],
+        ["Pipeline", "Table", "Month", "Deals", "Open value (USD)", "Forecast (USD)"],
     ]
-    assert len(headers) == 9  # every table of the one pipeline
-    assert ["b2b", "Funnel (leads per stage now)", "New lead", "open", "0", "0.0"] in rows
+    assert len(headers) == 13  # every table of the one pipeline
+    now = "Leads per stage now (lost and the callback list included)"
+    assert ["b2b", now, "New lead", "open", "0", "0.0"] in rows
     assert ["b2b", "Key figures", "Pipeline target", "$250,000"] in rows
     assert ["b2b", "Key figures", "Coverage of the $250,000 target", "0.0%"] in rows
