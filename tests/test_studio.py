@@ -305,7 +305,9 @@ def test_a_render_shows_the_renderers_compliance_errors(served: Served, welcome:
             }
         ]
     finally:
+        generation = served.studio.generation
         (served.folder / "_nolink.html.j2").unlink()
+        wait_for_generation(served, generation)
 
 
 def test_lists_the_variables_a_template_may_use_with_sample_values(served: Served) -> None:
