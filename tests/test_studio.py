@@ -498,3 +498,32 @@ def test_the_studio_command_serves_on_loopback_until_stopped_and_exits_cleanly(
         f"templates: {TEMPLATES} (12 emails)",
     ]
     assert "Traceback" not in err and "ERROR" not in err
+
+
+def test_in_a_browser_a_save_shows_up_on_the_open_page_by_itself(
+    served: Served, chromium: Chromium, welcome: Path, record_property: Any
+) -> None:
+    """The whole loop: the file saved, the page's event stream, its render, the subject on
+    screen; the time from save to screen is reported, not asserted."""
+    source = welcome.read_text(encoding="utf-8")
+    old_subject = (
+        'Welcome, {{ lead.first_name or "there" }}: a quick hello from {{ sender.company }}'
+    )
+
+    def save_and_watch(page: Page) -> tuple[float, str | None]:
+        page.get_by_role("button", name="welcome", exact=True).click()
+        page.wait_for_selector('body[data-rendered$=":welcome"]')
+        saved = time.time() * 1000
+        welcome.write_text(
+            source.replace(old_subject, "Seen in the browser, {{ lead.first_name }}"),
+            encoding="utf-8",
+        )
+        page.wait_for_selector('#subject:has-text("Seen in the browser, Dana")')
+        shown = float(page.get_attribute("body", "data-rendered-at") or "nan")
+        return shown - saved, page.locator("#timing").text_content()
+
+    took, timing = chromium.open(served.url + "/", save_and_watch)
+    assert timing is not None and timing.startswith("saved: rendered in ")
+    report = f"save -> subject on screen in chromium: {took:.0f} ms ({timing})"
+    record_property("save_to_screen", report)
+    print(report)

@@ -215,6 +215,7 @@ async function render(why) {
   $("timing").textContent = (why ? why + ": " : "") + "rendered in " + data.render_ms +
     " ms (" + took + " ms with the round trip)";
   document.body.dataset.rendered = String(data.generation) + ":" + data.template;
+  document.body.dataset.renderedAt = String(Date.now());  // when it was on screen
 }
 
 async function loadVariables() {
@@ -246,8 +247,8 @@ async function loadVariables() {
 function listen() {
   const source = new EventSource("/events");
   source.addEventListener("change", async () => {
+    await render("saved");  // first the email, then the list (a template may be new)
     await loadTemplates();
-    await render("saved");
   });
   source.onerror = () => say("disconnected from the studio; retrying…");
   source.addEventListener("hello", (event) => {
