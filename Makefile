@@ -51,6 +51,7 @@ UI_PORT ?= 4200
 ui: install
 	mkdir -p var/prefect
 	PREFECT_HOME=$(CURDIR)/var/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		PREFECT_SERVER_API_PORT=$(UI_PORT) \
 		PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
 		$(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 

@@ -29,7 +29,16 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["browser"]  # the session's chromium and Prefect UI server
 
-pytestmark = [pytest.mark.flow, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.flow,
+    pytest.mark.slow,
+    # What the UI shows does not depend on the database: the PostgreSQL pass of `make test`
+    # would spend ~90 s on a second Prefect server to see the same page.
+    pytest.mark.skipif(
+        bool(os.environ.get("LEADFLOW_TEST_DATABASE_URL")),
+        reason="the Prefect UI is checked once, in the SQLite pass",
+    ),
+]
 
 LEADFLOW = Path(sys.executable).parent / "leadflow"
 TALL = (1280, 1600)  # the UI scrolls inside a box of its own: a tall window shows more of it

@@ -11,6 +11,7 @@ Leftover processes are found through /proc (Linux).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -692,6 +693,9 @@ def test_make_ui_serves_in_a_fresh_checkout_before_any_demo(tmp_path: Path) -> N
             assert proc.poll() is None, _tail(log)
             assert _healthy(f"http://127.0.0.1:{port}/api")
             assert (checkout / "var" / "prefect" / "prefect.db").is_file()
+            # the page calls the API on UI_PORT too (`--port` alone leaves it on 4200)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as r:
+                assert json.load(r)["api_url"] == f"http://127.0.0.1:{port}/api"
         finally:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -49,7 +49,12 @@ def web(
 @commands.command()
 def sink(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 1025,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=0, max=65535, help="Port (0: any free one); 8025 is LEADFLOW_SMTP_PORT's default."
+        ),
+    ] = 8025,
     folder: Annotated[
         Path, typer.Option("--dir", help="Folder the messages are written to, one .eml each.")
     ] = Path("var/sink"),
