@@ -113,6 +113,7 @@ def run_flows(
 
 
 SETTLE_SECONDS = 15.0
+PAGE = 200  # task runs per request
 
 
 async def _settle(run_ids: list[UUID]) -> None:
@@ -120,14 +121,22 @@ async def _settle(run_ids: list[UUID]) -> None:
     has stayed the same for two looks in a row (or ``SETTLE_SECONDS`` have passed)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.objects import TaskRun
 
     deadline = time.monotonic() + SETTLE_SECONDS
     seen = -1
     async with get_client() as client:
         while time.monotonic() < deadline:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids))
-            )
+            runs: list[TaskRun] = []
+            page = PAGE
+            while page == PAGE:  # the server answers at most 200 a time: read every page
+                more = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)),
+                    offset=len(runs),
+                    limit=PAGE,
+                )
+                runs.extend(more)
+                page = len(more)
             if len(runs) == seen and all(r.state is not None and r.state.is_final() for r in runs):
                 return
             seen = len(runs)
