@@ -283,6 +283,16 @@ def test_forecast_places_each_open_deal_in_its_expected_close_month(b2b: dict[st
     ]
 
 
+def test_weighted_pipeline_is_the_forecasts_total_for_the_same_deals(b2b: dict[str, Any]) -> None:
+    # One stage probability for both: Prospect (no probability in the YAML) counts its
+    # observed 1/3, not 0. Open deals: lead #5 3000 * 0.1 = 300; prospect #6 + #11
+    # (4000 + 8000) / 3 = 4000; meeting #7 + #8 (10000 + 6000) * 0.5 = 8000 -> 12300 of 31000.
+    assert b2b["open_value"] == b2b["forecast"]["value"] == 31000.0
+    assert b2b["weighted_pipeline"] == b2b["forecast"]["weighted"] == 12300.0
+    figures = dict((row[0], row[1]) for row in shown(b2b, "figures"))
+    assert figures["Weighted pipeline"] == "$12,300"
+
+
 def test_forecast_reads_all_history_whatever_the_period(
     engine: Engine, loaded: LoadedConfig, b2b: dict[str, Any]
 ) -> None:

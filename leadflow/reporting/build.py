@@ -4,14 +4,16 @@ Derived figures follow the usual sales definitions:
 
 - weighted pipeline = Σ stage probability * deal value over active leads in *open* stages
   (won deals are counted as won, not as pipeline); coverage = weighted pipeline / target;
+  the stage probability is ``sales.stage_probability``'s, the forecast's too: the stage's
+  ``probability`` when the YAML sets it, else its observed won / (won + lost), else 0;
 - win rate = won / (won + lost) over leads closed in the period; win/loss ratio = won / lost;
 - velocity = open opportunities * win rate * average deal size / mean sales cycle (per day);
 - funnel (``path_funnel``) = leads created in the period by the furthest stage of the main
   path each reached; a stage's conversion = reached the next stage / reached this one;
 - forecast = Σ probability * deal value of open deals, in the month each is expected to
   close: ``until`` + what is left of the median time in its stage + the medians of the open
-  stages after it (stays of all history up to ``until``); the probability is the stage's
-  ``probability`` when the YAML sets it, else its observed won / (won + lost);
+  stages after it (stays of all history up to ``until``); its total weighted is the
+  weighted pipeline's (same deals, same probabilities);
 - at risk: see ``reporting.sales``.
 """
 
@@ -153,12 +155,13 @@ class _Facts:
                 if c.status == "active":
                     active_value[c.stage] += c.value
         kinds = {s.id: s.kind for s in p.stages}
+        chance = self._chances(p)
         funnel = [
             {
                 "stage": s.id,
                 "name": s.display_name,
                 "kind": s.kind,
-                "probability": s.probability,
+                "probability": round_rate(chance[s.id][0]) if s.id in chance else s.probability,
                 "leads": in_stage.get(s.id, 0),
                 "value": money(active_value.get(s.id, 0.0)),
             }
@@ -186,10 +189,17 @@ class _Facts:
             "closed": status.get("closed", 0),
         }
         weighted = sum(
-            s.probability * active_value.get(s.id, 0.0) for s in p.stages if s.kind == "open"
+            (chance[s.id][0] or 0.0) * active_value.get(s.id, 0.0) for s in sales.open_stages(p)
         )
         open_value = sum(active_value.get(s, 0.0) for s in open_ids)
         return funnel, leads, weighted, open_value
+
+    def _chances(self, p: Pipeline) -> dict[str, tuple[float | None, str | None]]:
+        """Each open stage's win probability and its source (``sales.stage_probability``)."""
+        return {
+            s.id: sales.stage_probability(s, self.stage_outcomes.get((p.id, s.id)))
+            for s in sales.open_stages(p)
+        }
 
     def _path_funnel(self, p: Pipeline) -> dict[str, Any]:
         counts = self.reached.get(p.id, {})
@@ -222,16 +232,10 @@ class _Facts:
         for s in reversed(opens):
             after[s.id] = left
             left += median[s.id] or 0.0
+        chances = self._chances(p)
         basis, chance = [], {}
         for s in opens:
-            probability: float | None
-            source: str | None
-            if "probability" in s.model_fields_set:
-                probability, source = s.probability, "config"
-            else:
-                won, lost = self.stage_outcomes.get((p.id, s.id), (0, 0))
-                probability = ratio(won, won + lost)
-                source = "history" if probability is not None else None
+            probability, source = chances[s.id]
             chance[s.id] = probability
             basis.append(
                 {

@@ -172,6 +172,21 @@ def open_deals_by_age(
     ]
 
 
+def stage_probability(
+    stage: Stage, outcomes: tuple[int, int] | None
+) -> tuple[float | None, str | None]:
+    """The win probability of an open ``stage`` and where it comes from: its ``probability``
+    when the YAML sets one (``"config"``), else its observed won / (won + lost)
+    (``"history"``, from ``stage_outcomes``); (None, None) when neither is known, which the
+    weighted pipeline and the forecast count as 0. The one definition both use."""
+    if "probability" in stage.model_fields_set:
+        return stage.probability, "config"
+    won, lost = outcomes or (0, 0)
+    if won + lost == 0:
+        return None, None
+    return won / (won + lost), "history"
+
+
 def stage_outcomes(conn: Connection, scope: Scope) -> dict[StageKey, tuple[int, int]]:
     """Per (pipeline, stage): of the leads that ever entered it by ``until``, how many have
     been won and how many lost by then (leads still open or on the callback list are in
