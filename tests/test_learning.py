@@ -92,7 +92,7 @@ def test_same_history_and_seed_give_byte_identical_rules(
 
 
 # (generating model, rows, seed): each model at the sizes CRMs have (20k firmographic above).
-# Measured over seeds 0-3 the bar does not hold everywhere: see docs/learned-scoring.md.
+# Measured over seeds 0-7 the bar does not hold everywhere: see docs/learned-scoring.md.
 CASES = [
     ("firmographic", 2_000, 1),
     ("firmographic", 5_000, 2),
@@ -102,6 +102,17 @@ CASES = [
     ("long_tail", 5_000, 2),
     ("long_tail", 20_000, 1),
 ]
+# Within 0.01 of the logistic regression where pruning by z values missed it (long_tail 2k
+# seeds 1, 2 and 6 by 0.015-0.027, numeric 2k seed 2 and 5k seed 4 by 0.012-0.014).
+CLOSE_CASES = [
+    *CASES,
+    ("long_tail", 2_000, 1),
+    ("long_tail", 2_000, 2),
+    ("long_tail", 2_000, 6),
+    ("numeric", 2_000, 2),
+    ("numeric", 5_000, 4),
+]
+NB_NOISE = 0.01  # AUC on 500-5,000 held-out rows: a smaller lead of LR over NB is the split's
 _BY_MODEL: dict[tuple[str, int, int], Learned] = {}
 
 
@@ -114,14 +125,17 @@ def learned_from(model: str, rows: int, seed: int, loaded: LoadedConfig) -> Lear
     return _BY_MODEL[key]
 
 
-@pytest.mark.parametrize(("model", "rows", "seed"), CASES)
+@pytest.mark.parametrize(("model", "rows", "seed"), CLOSE_CASES)
 def test_every_generating_model_and_size_gives_rules_within_a_hundredth_of_lr_above_nb(
     model: str, rows: int, seed: int, loaded: LoadedConfig
 ) -> None:
     learned = learned_from(model, rows, seed, loaded)
+    lr = learned.reference["logistic_regression"]
+    nb = learned.reference["naive_bayes"]
     assert len(learned.rules) <= 25
-    assert learned.learned.auc >= learned.reference["logistic_regression"] - 0.01
-    assert learned.learned.auc >= learned.reference["naive_bayes"]
+    assert learned.learned.auc >= lr - 0.01
+    if lr - nb > NB_NOISE:  # where LR and NB tie (NB's own model), either may lead
+        assert learned.learned.auc > nb
 
 
 @pytest.mark.parametrize(("model", "rows", "seed"), CASES)

@@ -1,9 +1,11 @@
 """From the full model's coefficients to at most ``max_rules`` rules that earn their place.
 
 Levels are merged at a tolerance that grows until the candidates are few; the most important
-are kept, refitted on their own indicators, and any whose points round to zero or whose
-z value is small (noise) is dropped and the rest refitted again. How hard to merge and prune
-(``Pruning``) is chosen per history by ``tune``; ``STRICT`` is the large-sample setting.
+are kept, refitted on their own indicators, and any whose points round to zero, whose z
+value is below ``Pruning.z_min`` or whose field does not pass the joint field test (noise) is
+dropped and the rest refitted again. How readily groups merge (``Pruning``) is chosen per
+history by ``tune``, which keeps every rule the field test keeps (``z_min`` 0); ``STRICT``
+(three standard errors) is the fallback when a history is too small to cross-validate.
 """
 
 from __future__ import annotations
