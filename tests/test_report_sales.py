@@ -414,3 +414,41 @@ def test_at_risk_shows_the_largest_and_counts_them_all(
     assert [d["email"] for d in b2b["at_risk"]["deals"]] == ["7@x.test", "11@x.test"]
     table = next(t for t in pipeline_tables(b2b, "USD") if t.key == "at_risk")
     assert table.notes[0] == "4 open deals at risk, worth $28,000; the 2 largest shown."
+
+
+def test_at_risk_order_is_the_same_on_every_database(
+    tmp_path_factory: pytest.TempPathFactory, loaded: LoadedConfig
+) -> None:
+    # Three flagged meeting deals of the same value: #1 with no entry time (age NULL), #2
+    # 5 days in, #3 9 days in. Longest in stage first, the unknown age last (PostgreSQL puts
+    # NULLs first in a descending order unless told), then a deal without a value.
+    db = open_database(database_url(tmp_path_factory.mktemp("nulls")))
+    try:
+        entered = {1: None, 2: when("6/10"), 3: when("6/6"), 4: when("6/1")}
+        values = {1: 5000.0, 2: 5000.0, 3: 5000.0, 4: None}
+        with session_scope(db) as session:
+            session.add_all(
+                Lead(
+                    id=i,
+                    email=f"{i}@x.test",
+                    pipeline="b2b",
+                    stage="meeting",
+                    status="active",
+                    deal_value=values[i],
+                    stage_entered_at=entered[i],
+                    stuck=True,
+                    created_at=when("5/1"),
+                    updated_at=when("5/1"),
+                )
+                for i in entered
+            )
+        (b2b,) = report(db, loaded)["pipelines"]
+    finally:
+        db.dispose()
+    deals = b2b["at_risk"]["deals"]
+    assert [(d["email"], d["days_in_stage"]) for d in deals] == [
+        ("3@x.test", 9.0),
+        ("2@x.test", 5.0),
+        ("1@x.test", None),
+        ("4@x.test", 14.0),  # no value: last, however long in stage
+    ]

@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     literal,
     not_,
+    null,
     or_,
     select,
 )
@@ -228,14 +229,15 @@ REASONS = ("over_sla", "over_usual", "flagged", "idle", "overdue")
 def _per_stage(
     pipelines: Sequence[Pipeline], days: Mapping[StageKey, float | None]
 ) -> ColumnElement[Any]:
-    """A CASE giving each (pipeline, stage) its number of days; NULL where it has none."""
+    """A CASE giving each (pipeline, stage) its number of days; NULL where it has none (a
+    typed NULL: PostgreSQL cannot type a bare parameter used as a column and compared)."""
     lead = LEADS
     whens = [
         (and_(lead.c.pipeline == p, lead.c.stage == s), literal(float(d)))
         for (p, s), d in sorted(days.items())
         if d is not None
     ]
-    return case(*whens, else_=None) if whens else literal(None, Float)
+    return case(*whens, else_=None) if whens else cast(null(), Float)
 
 
 def at_risk(
@@ -283,12 +285,11 @@ def at_risk(
             *[func.sum(case((flag, 1), else_=0)) for flag in flags.values()],
         ).where(*where)
     ).one()
+    # Largest first, then longest in stage; NULLS LAST spelled out: SQLite puts NULLs last
+    # in a descending order, PostgreSQL first (SQLite >= 3.30 reads NULLS LAST).
+    order = (lead.c.deal_value.desc().nulls_last(), age.desc().nulls_last(), lead.c.id)
     largest = (
-        select(lead.c.id)
-        .where(*where)
-        .order_by(lead.c.deal_value.is_(None), lead.c.deal_value.desc(), age.desc(), lead.c.id)
-        .limit(AT_RISK_SHOWN)
-        .scalar_subquery()
+        select(lead.c.id).where(*where).order_by(*order).limit(AT_RISK_SHOWN).scalar_subquery()
     )
     last_event = (
         select(func.max(event.c.occurred_at))
@@ -317,7 +318,7 @@ def at_risk(
             *[case((flag, True), else_=False).label(name) for name, flag in flags.items()],
         )
         .where(lead.c.id.in_(largest))  # the details of the shown deals only
-        .order_by(lead.c.deal_value.is_(None), lead.c.deal_value.desc(), age.desc(), lead.c.id)
+        .order_by(*order)
     ).all()
     return Risk(
         int(totals[0]),

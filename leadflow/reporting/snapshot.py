@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, Row, and_, case, func, literal, or_, select
+from sqlalchemy import Connection, Float, Row, and_, case, cast, func, literal, null, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Pipeline
@@ -67,7 +67,7 @@ def _sla_days(pipelines: Sequence[Pipeline]) -> ColumnElement[Any]:
         if s.sla is not None
     ]
     if not whens:
-        return literal(None, Float)
+        return cast(null(), Float)
     return case(*whens, else_=None)
 
 
