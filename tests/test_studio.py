@@ -25,11 +25,12 @@ import uvicorn
 from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, database_url, insert_lead
 from seeding import intake_lead
 
-from leadflow.app.preview import preview_context
-from leadflow.app.studio import Studio, create_studio_app
+from leadflow.app.preview import TEST_UNSUBSCRIBE_URL, preview_context
+from leadflow.app.studio import SendLimit, Studio, create_studio_app
 from leadflow.mail.rendering import TemplateSet
 from leadflow.mail.sink import SmtpSink
 from leadflow.settings import Settings
+from leadflow.unsubscribe import link_for
 
 if TYPE_CHECKING:
     from browser import Chromium
@@ -366,6 +367,84 @@ def test_a_test_send_arrives_at_the_smtp_sink_with_a_test_subject(served: Served
     assert message["Subject"] == f"[test] {WELCOME_SUBJECT}"
     assert message["To"] == "marketer@example.com"
     assert message["X-Leadflow-Test"] == "1"
+
+
+def test_a_test_send_for_a_real_lead_carries_its_data_but_no_working_link(
+    served: Served,
+) -> None:
+    rt = served.studio.rt
+    insert_lead(rt.engine, intake_lead("real.lead@customer.example", now=T0, first_name="Rhea"))
+    signed = link_for(
+        rt.settings.public_url,
+        "real.lead@customer.example",
+        rt.settings.secret_key.get_secret_value(),
+    )
+    assert (
+        signed
+        in served.get("/api/render", template="welcome", lead="real.lead@customer.example")["html"]
+    )
+    before = len(served.sink.messages)
+    response = served.http.post(
+        "/api/send-test",
+        json={
+            "template": "welcome",
+            "to": "anyone@elsewhere.example",
+            "lead": "real.lead@customer.example",
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        response.json()["subject"] == "[test] Welcome, Rhea: a quick hello from Acme Analytics Inc."
+    )
+    (received,) = served.sink.messages[before:]
+    assert received.recipients == ("anyone@elsewhere.example",)
+    message = message_from_bytes(received.data, policy=default_policy)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert "Hi Rhea," in text and ">Hi Rhea,</p>" in html  # the lead's data, as the page showed
+    assert f'href="{TEST_UNSUBSCRIBE_URL}"' in html
+    assert TEST_UNSUBSCRIBE_URL in text
+    assert f"<{TEST_UNSUBSCRIBE_URL}>" in message["List-Unsubscribe"]
+    headers = "\n".join(f"{name}: {value}" for name, value in message.items())
+    for part in (html, text, headers):  # no signed link of any kind, body or header
+        assert rt.settings.public_url not in part
+        assert "/unsubscribe/" not in part.replace(TEST_UNSUBSCRIBE_URL, "")
+
+
+def test_test_sends_past_ten_a_minute_are_refused_with_429(served: Served) -> None:
+    now = [1000.0]
+    kept = served.studio.send_limit
+    served.studio.send_limit = SendLimit(clock=lambda: now[0])
+    send = {"template": "welcome", "to": "marketer@example.com"}
+    before = len(served.sink.messages)
+    try:
+        codes = [served.http.post("/api/send-test", json=send).status_code for _ in range(10)]
+        assert codes == [200] * 10
+        now[0] += 59.5
+        refused = served.http.post("/api/send-test", json=send)
+        assert (refused.status_code, refused.json()) == (
+            429,
+            {"error": "not sent: at most 10 test sends per 60 seconds; try again in 1 s"},
+        )
+        assert len(served.sink.messages) == before + 10
+        now[0] += 0.5  # the first send is a minute old: one more may go
+        assert served.http.post("/api/send-test", json=send).status_code == 200
+        assert len(served.sink.messages) == before + 11
+    finally:
+        served.studio.send_limit = kept
+
+
+@pytest.mark.parametrize("field", ["to", "lead"])
+def test_a_test_send_with_an_address_over_320_characters_is_refused_unread(
+    served: Served, field: str
+) -> None:
+    body = {"template": "welcome", "to": "marketer@example.com", field: "a" * 309 + "@example.com"}
+    before = len(served.sink.messages)
+    response = served.http.post("/api/send-test", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "string_too_long"
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+    assert len(served.sink.messages) == before
 
 
 @pytest.mark.parametrize(

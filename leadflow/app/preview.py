@@ -17,6 +17,10 @@ from leadflow.queries import find_lead, row_dict
 from leadflow.runtime import Runtime
 from leadflow.unsubscribe import link_for
 
+TEST_UNSUBSCRIBE_URL = "https://example.invalid/unsubscribe/test"
+"""What a test send carries instead of a signed link, in its body and its List-Unsubscribe
+header alike: a test may go to anyone, so it never carries a lead's working link."""
+
 
 def preview_context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
     """What a template sees in a preview: the sample lead (the one validate renders) with the
@@ -32,6 +36,15 @@ def preview_context(rt: Runtime, lead_email: str | None) -> dict[str, object]:
         context["lead"] = lead_context(row_dict(row), config.labels)
         secret = rt.settings.secret_key.get_secret_value()
         context["unsubscribe_url"] = link_for(rt.settings.public_url, row.email, secret)
+    return context
+
+
+def context_for_test_send(rt: Runtime, lead_email: str | None) -> dict[str, object]:
+    """``preview_context`` for a test send: the lead's data (the marketer wants to see it) but
+    every signed link (the unsubscribe link; the context has no other) is the placeholder
+    ``TEST_UNSUBSCRIBE_URL``, so whoever receives the test cannot act for the lead."""
+    context = preview_context(rt, lead_email)
+    context["unsubscribe_url"] = TEST_UNSUBSCRIBE_URL
     return context
 
 
@@ -53,9 +66,10 @@ def send_test_email(
     rt: Runtime, template: str, to: str, *, rendered: RenderedEmail | None = None
 ) -> SendResult:
     """Send ``rendered`` (else ``template`` rendered with sample data) to ``to`` with the
-    pipeline's message builder and SMTP settings, marked ``X-Leadflow-Test``."""
+    pipeline's message builder and SMTP settings, marked ``X-Leadflow-Test``; ``rendered``
+    must come from ``context_for_test_send`` (no signed link)."""
     if rendered is None:
-        rendered = render_preview(rt, template, lead_email=None)
+        rendered = rt.templates.compile(template).render(context_for_test_send(rt, None))
     sender = rt.loaded.config.sender
     now = datetime.now(UTC)
     domain = sender.from_email.rsplit("@", 1)[-1]
@@ -68,7 +82,7 @@ def send_test_email(
         to_email=to,
         message_id=make_message_id(f"test.{template}.{int(now.timestamp())}", domain),
         date=now,
-        unsubscribe_url="https://example.invalid/unsubscribe/test",
+        unsubscribe_url=TEST_UNSUBSCRIBE_URL,
         unsubscribe_mailto=sender.unsubscribe_mailto,
         extra_headers={"X-Leadflow-Test": "1"},
     )

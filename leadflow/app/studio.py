@@ -12,6 +12,12 @@ compliance checks, with the context ``leadflow preview`` uses (``preview_context
 variables come from ``mail/context.py``; a test send goes through ``send_test_email`` (the
 pipeline's ``build_wire``, the configured SMTP settings).
 
+A test send may go to any address, so it carries no working link: the unsubscribe link is
+the ``example.invalid`` placeholder (``context_for_test_send``), in the body as in the
+header. It does carry a chosen lead's data (that is what the marketer wants to see), and the
+page says so. At most ``SEND_LIMIT`` test sends go out per ``SEND_WINDOW_SECONDS`` per studio
+process; past that a send is refused with 429.
+
 Lead data is untrusted: the API returns it as JSON, the page only ever sets it as text, and
 the rendered HTML is shown in an ``<iframe sandbox>`` (no scripts, an opaque origin) under a
 Content-Security-Policy without inline scripts.
@@ -23,9 +29,11 @@ import asyncio
 import dataclasses
 import importlib
 import ipaddress
+import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,10 +41,15 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from leadflow.app.preview import check_test_address, preview_context, send_test_email
+from leadflow.app.preview import (
+    check_test_address,
+    context_for_test_send,
+    preview_context,
+    send_test_email,
+)
 from leadflow.app.studio_page import PAGE, SCRIPT, STYLE
 from leadflow.config import load_config
 from leadflow.mail.context import (
@@ -58,6 +71,9 @@ from models.db import open_database
 
 POLL_SECONDS: Final = 0.05  # the fallback watcher's period: a save is seen within 50 ms
 TEST_PREFIX: Final = "[test] "
+SEND_LIMIT: Final = 10  # test sends per window per studio process
+SEND_WINDOW_SECONDS: Final = 60.0
+ADDRESS_MAX: Final = 320  # the longest an email address can be (64 + 1 + 255)
 _KEEPALIVE_SECONDS: Final = 15.0
 _EVENT_POLL_SECONDS: Final = 0.02
 _LOOPBACK_NAMES: Final = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -165,6 +181,31 @@ class FolderWatcher:
 # --- the studio -----------------------------------------------------------------------------
 
 
+class SendLimit:
+    """At most ``limit`` takes in any ``window`` seconds (a sliding window); thread-safe."""
+
+    def __init__(
+        self,
+        limit: int = SEND_LIMIT,
+        window: float = SEND_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window, self._clock = limit, window, clock
+        self._taken: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0.0 when one more is allowed (and counts it), else the seconds until one is."""
+        with self._lock:
+            now = self._clock()
+            while self._taken and now - self._taken[0] >= self.window:
+                self._taken.popleft()
+            if len(self._taken) >= self.limit:
+                return self.window - (now - self._taken[0])
+            self._taken.append(now)
+            return 0.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """A validate error shown beside the render: the file (in the templates folder), its line
@@ -187,6 +228,7 @@ class Studio:
         self._checked: dict[tuple[int, str], list[Problem]] = {}  # (generation, name)
         self.generation = 0
         self.closed = False
+        self.send_limit = SendLimit()
         self._watcher = FolderWatcher(self.directory, self.reload) if watch else None
 
     @classmethod
@@ -318,7 +360,9 @@ class Studio:
         return {"variables": rows, "filters": filters}
 
     def send_test(self, name: str, to: str, lead_email: str | None = None) -> dict[str, Any]:
-        """What the page shows, sent to ``to`` with the subject marked ``[test]``."""
+        """What the page shows, sent to ``to`` with the subject marked ``[test]``: the chosen
+        lead's data, but the placeholder in place of every signed link (``to`` may be
+        anyone); refused (429) past ``send_limit``."""
         to = to.strip()
         try:
             check_test_address(to, label="the address")
@@ -328,13 +372,21 @@ class Studio:
             templates = self._templates
         self._known(templates, name)
         try:
-            context = preview_context(self.rt, lead_email or None)
+            context = context_for_test_send(self.rt, lead_email or None)
         except ValueError as exc:
             raise StudioError(str(exc), 404) from None
         try:
             rendered = templates.compile(name).render(context)
         except TemplateRenderError as exc:
             raise StudioError(f"not sent: {exc}", 422) from None
+        wait = self.send_limit.take()
+        if wait:
+            limit = self.send_limit
+            raise StudioError(
+                f"not sent: at most {limit.limit} test sends per {limit.window:g} seconds; "
+                f"try again in {math.ceil(wait)} s",
+                429,
+            )
         marked = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
         result = send_test_email(self.rt, name, to, rendered=marked)
         return {
@@ -356,9 +408,9 @@ def _shown(value: Any) -> str | int | float | bool | None:
 
 
 class SendTest(BaseModel):
-    template: str
-    to: str
-    lead: str | None = None
+    template: str = Field(max_length=200)
+    to: str = Field(max_length=ADDRESS_MAX)
+    lead: str | None = Field(default=None, max_length=ADDRESS_MAX)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -437,7 +489,7 @@ def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> Fast
 
     @app.get("/api/render")
     def render(
-        template: str, lead: str | None = Query(default=None, max_length=320)
+        template: str, lead: str | None = Query(default=None, max_length=ADDRESS_MAX)
     ) -> dict[str, Any]:
         return studio.render(template, lead)
 

@@ -62,7 +62,9 @@ PAGE: Final = """<!doctype html>
     <span id="send-result" role="status"></span>
   </form>
   <p class="muted">Sent through the configured SMTP server with the subject marked [test],
-  rendered as shown here.</p>
+  rendered as shown here: for a chosen lead, the test carries that lead's data to the address
+  you type. Its unsubscribe link is a placeholder (example.invalid) that does nothing; at most
+  10 test sends a minute.</p>
   <h2>Variables</h2>
   <table id="variables"><thead><tr><th>name</th><th>sample value</th></tr></thead>
   <tbody></tbody></table>
