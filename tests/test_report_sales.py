@@ -363,6 +363,17 @@ def test_at_risk_leaves_the_owner_column_out_when_no_deal_has_one(b2b: dict[str,
     assert ownerless.notes[0] == "4 open deals at risk, worth $28,000."
 
 
+def test_at_risk_days_in_stage_read_to_one_decimal_as_the_reasons(b2b: dict[str, Any]) -> None:
+    # A deal 12.94 days in a stage whose usual stay is 12.3: the column read "12" (truncated)
+    # next to "longer than usual (12.3 days)"; now 12.9, as the reason writes days.
+    deal = {**b2b["at_risk"]["deals"][-1], "days_in_stage": 12.94, "usual_days": 12.3}
+    table = at_risk({**b2b, "at_risk": {**b2b["at_risk"], "deals": [deal]}}, "USD")
+    assert table.shown()[0][-2:] == ["12.9", "longer than usual (12.3 days)"]
+    unknown = [{**deal, "days_in_stage": None}]  # no entry time: no figure, not 0
+    blank = at_risk({**b2b, "at_risk": {**b2b["at_risk"], "deals": unknown}}, "USD")
+    assert blank.shown()[0][-2] == "-"
+
+
 def test_idle_days_is_a_report_option(engine: Engine, loaded: LoadedConfig) -> None:
     # 20 days: #11 (16 days) and #7 (14 days) are no longer idle; #7 is still over its SLA.
     (b2b,) = report(engine, loaded, idle_days=20)["pipelines"]

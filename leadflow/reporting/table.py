@@ -26,6 +26,7 @@ class Format(StrEnum):
     NUMBER = "number"  # counts as they are, fractional figures with two decimals
     PERCENT = "percent"  # a rate: 0.375 reads 37.5%, n/a when there was nothing to divide
     MONEY = "money"  # an amount in the column's currency: $20,193 (reporting.money)
+    DAYS = "days"  # a number of days to one decimal, a whole one without: 12.3, 14 (days)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,14 @@ def show(value: Cell, format: Format, currency: str | None = None) -> str:
         return MISSING
     if format is Format.MONEY and isinstance(value, int | float):
         return format_money(value, currency) or MISSING
+    if format is Format.DAYS and isinstance(value, int | float):
+        return days(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     return str(value)
+
+
+def days(n: float) -> str:
+    """A number of days as the report writes it: ``14``, ``12.3`` (one decimal, none when
+    whole), the same in a table cell and in words (``tables.risk_reasons``)."""
+    return f"{n:.0f}" if round(float(n), 1).is_integer() else f"{n:.1f}"

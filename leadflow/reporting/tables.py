@@ -13,10 +13,16 @@ from typing import Any
 
 from leadflow.reporting.numbers import percent
 from leadflow.reporting.snapshot import OLDEST_PER_STAGE
-from leadflow.reporting.table import Cell, Column, Format, Table, show
+from leadflow.reporting.table import Cell, Column, Format, Table, days, show
 
 WEEKS_SHOWN = 12
-TEXT, NUMBER, PERCENT, MONEY = Format.TEXT, Format.NUMBER, Format.PERCENT, Format.MONEY
+TEXT, NUMBER, PERCENT, MONEY, DAYS = (
+    Format.TEXT,
+    Format.NUMBER,
+    Format.PERCENT,
+    Format.MONEY,
+    Format.DAYS,
+)
 Section = dict[str, Any]
 
 
@@ -196,8 +202,7 @@ def risk_reasons(deal: dict[str, Any]) -> list[str]:
 
 def _days(n: float) -> str:
     """``1 day``, ``25 days``, ``2.5 days``."""
-    whole = float(n).is_integer()
-    return f"{n:.0f} day{'' if n == 1 else 's'}" if whole else f"{n:.1f} days"
+    return f"{days(n)} day{'' if days(n) == '1' else 's'}"
 
 
 def at_risk(p: Section, currency: str | None = None) -> Table:
@@ -206,7 +211,7 @@ def at_risk(p: Section, currency: str | None = None) -> Table:
     owners = any(d["owner"] for d in deals)  # no owner in the data: no column
     columns = [("Email", TEXT), ("Company", TEXT)]
     columns += [("Owner", TEXT)] if owners else []
-    columns += [("Stage", TEXT), ("Value", MONEY), ("Days in stage", NUMBER), ("Why", TEXT)]
+    columns += [("Stage", TEXT), ("Value", MONEY), ("Days in stage", DAYS), ("Why", TEXT)]
     rows: list[list[Cell]] = [
         [
             d["email"],
@@ -214,7 +219,7 @@ def at_risk(p: Section, currency: str | None = None) -> Table:
             *([d["owner"]] if owners else []),
             d["stage_name"],
             d["value"],
-            int(d["days_in_stage"] or 0),
+            d["days_in_stage"],  # one decimal, as the reasons: 12.3 next to "(12.3 days)"
             "; ".join(risk_reasons(d)),
         ]
         for d in deals
