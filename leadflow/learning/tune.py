@@ -1,7 +1,8 @@
 """How readily groups merge, chosen per history by cross-validation on the training rows only.
 
 Each ``Pruning`` in ``GRID`` is tried on ``REPEATS`` x ``FOLDS`` folds of the training rows
-(at most ``CV_ROWS`` of them, so a million rows stay fast). Groups stay apart (the setting
+(one repeat of a sample of ``CV_ROWS`` of them when there are more, so a million rows stay
+fast). Groups stay apart (the setting
 closest to the plain logistic regression the rules are held to) unless merging them more
 readily ranks the left-out folds better by more than one standard error of the paired
 per-fold differences (``SE_RULE``): on a few thousand rows a smaller gain is the luck of the
@@ -63,10 +64,14 @@ def sample(
     fields: Sequence[Encoded], train: npt.NDArray[np.intp], y: npt.NDArray[np.bool_], seed: int
 ) -> tuple[list[Encoded], npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
     """The fields and outcomes of at most ``CV_ROWS`` training rows, and each one's fold in
-    each repeat (``REPEATS`` x rows)."""
+    each repeat: ``REPEATS`` of them when the training rows are fewer (a small history's
+    folds are noisy), one for a sample of ``CV_ROWS`` (its folds are not, and a million
+    rows stay fast)."""
     rng = np.random.default_rng([seed, 19])
-    rows = np.sort(rng.permutation(train)[:CV_ROWS]) if len(train) > CV_ROWS else train
-    folds = np.stack([rng.permutation(len(rows)) % FOLDS for _ in range(REPEATS)])
+    sampled = len(train) > CV_ROWS
+    rows = np.sort(rng.permutation(train)[:CV_ROWS]) if sampled else train
+    repeats = 1 if sampled else REPEATS
+    folds = np.stack([rng.permutation(len(rows)) % FOLDS for _ in range(repeats)])
     return [replace(f, codes=f.codes[rows]) for f in fields], y[rows], folds
 
 
