@@ -24,9 +24,10 @@ import pytest
 import uvicorn
 from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, database_url, insert_lead
 from seeding import intake_lead
+from starlette.testclient import TestClient
 
 from leadflow.app.preview import TEST_UNSUBSCRIBE_URL, preview_context
-from leadflow.app.studio import SendLimit, Studio, create_studio_app
+from leadflow.app.studio import SendLimit, Studio, allowed_hosts, create_studio_app
 from leadflow.mail.rendering import TemplateSet
 from leadflow.mail.sink import SmtpSink
 from leadflow.settings import Settings
@@ -60,7 +61,8 @@ class Served:
 
     def __init__(self, studio: Studio, url: str, folder: Path, sink: SmtpSink) -> None:
         self.studio, self.url, self.folder, self.sink = studio, url, folder, sink
-        self.http = httpx.Client(base_url=url, timeout=10)
+        # the page's own Origin, as a browser sends it on the page's POSTs
+        self.http = httpx.Client(base_url=url, timeout=10, headers={"Origin": url})
 
     def get(self, path: str, **params: str) -> Any:
         response = self.http.get(path, params=params)
@@ -399,8 +401,9 @@ def test_a_test_send_for_a_real_lead_carries_its_data_but_no_working_link(
     (received,) = served.sink.messages[before:]
     assert received.recipients == ("anyone@elsewhere.example",)
     message = message_from_bytes(received.data, policy=default_policy)
-    html = message.get_body(("html",)).get_content()
-    text = message.get_body(("plain",)).get_content()
+    html_part, text_part = message.get_body(("html",)), message.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    html, text = html_part.get_content(), text_part.get_content()
     assert "Hi Rhea," in text and ">Hi Rhea,</p>" in html  # the lead's data, as the page showed
     assert f'href="{TEST_UNSUBSCRIBE_URL}"' in html
     assert TEST_UNSUBSCRIBE_URL in text
@@ -474,6 +477,21 @@ def test_the_studio_refuses_other_sites(served: Served) -> None:
         headers={"Origin": "https://evil.example"},
     )
     assert (cross.status_code, cross.json()) == (403, {"error": "cross-origin request refused"})
+    before = len(served.sink.messages)
+    bare = httpx.post(  # no Origin at all (not a browser's page): refused too
+        served.url + "/api/send-test", json={"template": "welcome", "to": "a@example.com"}
+    )
+    assert (bare.status_code, bare.json()) == (
+        403,
+        {"error": "refused: a POST needs the Origin of the studio's own page"},
+    )
+    same = httpx.post(  # a browser that says same-origin instead of sending an Origin
+        served.url + "/api/send-test",
+        json={"template": "welcome", "to": "not-an-address"},
+        headers={"Sec-Fetch-Site": "same-origin"},
+    )
+    assert same.status_code == 400  # past the Origin check, refused for its address
+    assert len(served.sink.messages) == before
     form = served.http.post(
         "/api/send-test",
         content=json.dumps({"template": "welcome", "to": "a@example.com"}),
@@ -482,6 +500,62 @@ def test_the_studio_refuses_other_sites(served: Served) -> None:
     assert form.status_code == 422
     page = served.http.get("/")
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("bound", ["0.0.0.0", "::"])
+def test_bound_to_every_interface_the_studio_refuses_foreign_hosts_and_origins(
+    served: Served, bound: str
+) -> None:
+    """DNS rebinding: attacker.example resolves to this machine, so its page's requests carry
+    ``Host: attacker.example:8765`` and, on a POST, ``Origin: http://attacker.example:8765``."""
+    hosts = allowed_hosts(bound, ["studio.lan"])
+    assert hosts == ["127.0.0.1", "::1", "[::1]", "localhost", "studio.lan"]  # never "*"
+    app = create_studio_app(served.studio, hosts=hosts, port=8765)
+    client = TestClient(app, base_url="http://studio.lan:8765")  # no lifespan: not started
+    evil = {"Host": "attacker.example:8765", "Origin": "http://attacker.example:8765"}
+    send = {"template": "welcome", "to": "marketer@example.com"}
+    before = len(served.sink.messages)
+
+    render = client.get("/api/render", params={"template": "welcome"}, headers=evil)
+    assert (render.status_code, render.text) == (400, "Invalid host header")
+    posted = client.post("/api/send-test", json=send, headers=evil)
+    assert (posted.status_code, posted.text) == (400, "Invalid host header")
+    for origin in (
+        "http://attacker.example:8765",  # a foreign Origin with an allowed Host
+        "http://studio.lan:9999",  # another port
+        "https://studio.lan:8765",  # another scheme
+        "null",
+    ):
+        own_host = {"Host": "studio.lan:8765", "Origin": origin}
+        render = client.get("/api/render", params={"template": "welcome"}, headers=own_host)
+        assert (render.status_code, render.json()) == (
+            403,
+            {"error": "cross-origin request refused"},
+        ), origin
+        posted = client.post("/api/send-test", json=send, headers=own_host)
+        assert (posted.status_code, posted.json()) == (
+            403,
+            {"error": "cross-origin request refused"},
+        ), origin
+    assert len(served.sink.messages) == before
+
+    for name in ("studio.lan", "localhost", "127.0.0.1", "[::1]"):
+        own = {"Host": f"{name}:8765", "Origin": f"http://{name}:8765"}
+        render = client.get("/api/render", params={"template": "welcome"}, headers=own)
+        assert (render.status_code, render.json()["subject"]) == (200, WELCOME_SUBJECT), name
+    posted = client.post(
+        "/api/send-test",
+        json=send,
+        headers={"Host": "studio.lan:8765", "Origin": "http://studio.lan:8765"},
+    )
+    assert (posted.status_code, posted.json()["outcome"]) == (200, "sent")
+    assert len(served.sink.messages) == before + 1
+
+
+@pytest.mark.parametrize("name", ["*", "*.example.com", "studio.lan:8765", "http://studio.lan"])
+def test_allow_host_takes_only_a_plain_name(name: str) -> None:
+    with pytest.raises(ValueError, match="give one host name or address"):
+        allowed_hosts("127.0.0.1", [name])
 
 
 def test_the_studio_command_binds_loopback_on_8765_by_default(cli) -> None:

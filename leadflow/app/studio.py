@@ -18,6 +18,13 @@ header. It does carry a chosen lead's data (that is what the marketer wants to s
 page says so. At most ``SEND_LIMIT`` test sends go out per ``SEND_WINDOW_SECONDS`` per studio
 process; past that a send is refused with 429.
 
+It answers only the Host names it was given (``allowed_hosts``: the loopback names, the
+address it is bound to, each ``--allow-host``; never any name), so a page on another site
+cannot reach it through DNS rebinding; a request with an ``Origin`` is served only when that
+Origin is ``http://`` one of those names on the studio's own port (never compared with the
+request's own Host header, which the other site controls), and every POST needs such an
+Origin (or ``Sec-Fetch-Site: same-origin``).
+
 Lead data is untrusted: the API returns it as JSON, the page only ever sets it as text, and
 the rendered HTML is shown in an ``<iframe sandbox>`` (no scripts, an opaque origin) under a
 Content-Security-Policy without inline scripts.
@@ -34,10 +41,11 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -420,14 +428,53 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def allowed_hosts(host: str) -> list[str]:
-    """Host headers the studio answers: its own name and the loopback names (a page on
-    another site cannot reach it through DNS rebinding); ``*`` when bound to every
-    interface."""
+def check_host_name(name: str) -> str:
+    """``name`` as an allowed Host name (lowercase, no brackets); ValueError unless it is a
+    plain host name or address: no wildcard, port, scheme or path."""
+    bare = name.strip().lower()
+    bare = bare[1:-1] if bare.startswith("[") and bare.endswith("]") else bare
+    if _address(bare) is None and (
+        not bare or any(not (ch.isalnum() or ch in ".-_") for ch in bare)
+    ):
+        raise ValueError(
+            f"--allow-host {name!r}: give one host name or address (no '*', port or scheme)"
+        )
+    return bare
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
+    """Host names the studio answers (in the Host header and the Origin alike): the loopback
+    names, the address it is bound to (unless that is every interface, ``0.0.0.0`` or
+    ``::``, which no browser asks for) and each of ``extra`` (``--allow-host``). Never
+    ``*``: any other name is refused, so a page on another site cannot reach the studio
+    through DNS rebinding."""
+    names = {*_LOOPBACK_NAMES, *(check_host_name(name) for name in extra)}
     address = _address(host)
-    if not host or (address is not None and address.is_unspecified):
-        return ["*"]
-    return sorted({host.strip("[]"), *_LOOPBACK_NAMES})
+    if host and not (address is not None and address.is_unspecified):
+        names.add(check_host_name(host))
+    for name in list(names):  # an IPv6 address as the Host header writes it, too
+        address = _address(name)
+        if address is not None and address.version == 6:
+            names.update({str(address), f"[{address}]"})
+    return sorted(names)
+
+
+def origin_allowed(origin: str, hosts: Iterable[str], port: int) -> bool:
+    """Whether ``origin`` is the studio's own: ``http``, a host of ``hosts``, port ``port``."""
+    try:
+        parts = urlsplit(origin)
+        origin_port = parts.port or (80 if parts.scheme == "http" else None)
+    except ValueError:
+        return False
+    names = {name.strip("[]").lower() for name in hosts}
+    return (
+        parts.scheme == "http"
+        and (parts.hostname or "") in names
+        and origin_port == port
+        and parts.path in ("", "/")
+        and not parts.query
+        and parts.username is None
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -435,8 +482,16 @@ def is_loopback(host: str) -> bool:
     return host == "localhost" or (address is not None and address.is_loopback)
 
 
-def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> FastAPI:
-    """The studio's page and API over ``studio`` (started and closed with the app)."""
+def create_studio_app(
+    studio: Studio, *, hosts: list[str] | None = None, port: int | None = None
+) -> FastAPI:
+    """The studio's page and API over ``studio`` (started and closed with the app), answering
+    the Host names ``hosts`` (``allowed_hosts("127.0.0.1")`` when not given) and Origins of
+    those names on ``port`` (when not given, the port the request came in on: the
+    server's socket, never the request's Host header)."""
+    answered = hosts or allowed_hosts("127.0.0.1")
+    if "*" in answered:
+        raise ValueError("the studio never answers every Host name ('*')")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -447,11 +502,30 @@ def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> Fast
             studio.close()
 
     app = FastAPI(title="leadflow studio", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts("127.0.0.1"))
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
+        origin = request.headers.get("origin")
+        studio_port = port
+        if studio_port is None:
+            server = request.scope.get("server")
+            studio_port = server[1] if server else None
+        if origin is not None:
+            if studio_port is None or not origin_allowed(origin, answered, studio_port):
+                response: Response = JSONResponse(
+                    {"error": "cross-origin request refused"}, status_code=403
+                )
+            else:
+                response = await call_next(request)
+        elif request.method not in ("GET", "HEAD") and (
+            request.headers.get("sec-fetch-site") != "same-origin"
+        ):
+            response = JSONResponse(
+                {"error": "refused: a POST needs the Origin of the studio's own page"},
+                status_code=403,
+            )
+        else:
+            response = await call_next(request)
         response.headers["Content-Security-Policy"] = _CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -498,10 +572,7 @@ def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> Fast
         return studio.variables()
 
     @app.post("/api/send-test")
-    def send(body: SendTest, request: Request) -> dict[str, Any]:
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
-            raise StudioError("cross-origin request refused", 403)
+    def send(body: SendTest) -> dict[str, Any]:  # the Origin is checked above, for all
         return studio.send_test(body.template, body.to, body.lead)
 
     @app.get("/events")
@@ -510,6 +581,8 @@ def create_studio_app(studio: Studio, *, hosts: list[str] | None = None) -> Fast
             _changes(studio, request), media_type="text/event-stream; charset=utf-8"
         )
 
+    # added last, so it runs first: a foreign Host is refused before anything else
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=answered)
     return app
 
 
@@ -533,7 +606,7 @@ async def _changes(studio: Studio, request: Request) -> AsyncIterator[str]:
         quiet += _EVENT_POLL_SECONDS
 
 
-def serve_studio(studio: Studio, *, host: str, port: int) -> None:
+def serve_studio(studio: Studio, *, host: str, port: int, allow_hosts: Iterable[str] = ()) -> None:
     """Serve the studio until Ctrl-C or SIGTERM, then return; open pages' event streams end
     first, so the server stops at once and cleanly."""
     import uvicorn
@@ -546,7 +619,7 @@ def serve_studio(studio: Studio, *, host: str, port: int) -> None:
             # again once stopped (death by SIGTERM, or KeyboardInterrupt and "Aborted!").
             self._captured_signals.clear()
 
-    app = create_studio_app(studio, hosts=allowed_hosts(host))
+    app = create_studio_app(studio, hosts=allowed_hosts(host, allow_hosts), port=port)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
     )

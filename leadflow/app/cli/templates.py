@@ -93,12 +93,25 @@ def studio(
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
         "127.0.0.1"
     ),
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="Also answer this Host name (repeatable): the name a browser on another "
+            "machine uses to reach it. Loopback names and the --host address always work.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """A local page: every template rendered (sample or real lead) as you save, with
     validate errors, the variables, and test sends."""
-    from leadflow.app.studio import Studio, is_loopback, serve_studio
+    from leadflow.app.studio import Studio, allowed_hosts, is_loopback, serve_studio
 
+    try:
+        names = allowed_hosts(host, allow_host or ())
+    except ValueError as exc:
+        fail(str(exc))
     studio = Studio.open(settings_for(config))
     if not is_loopback(host):
         err.print(
@@ -108,7 +121,8 @@ def studio(
                 "who reaches it can read leads and send test emails",
             )
         )
+        err.print(f"it answers only these Host names: {', '.join(names)} (add one: --allow-host)")
     shown = f"[{host}]" if ":" in host else host
     out.print(f"leadflow studio on http://{shown}:{port}/ (Ctrl-C stops it)")
     out.print(f"templates: {studio.directory} ({len(studio.templates())} emails)")
-    serve_studio(studio, host=host, port=port)
+    serve_studio(studio, host=host, port=port, allow_hosts=allow_host or ())
