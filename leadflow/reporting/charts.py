@@ -8,7 +8,7 @@ Every label is escaped: stage names, templates and sources come from config and 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
@@ -134,16 +134,9 @@ def forecast(rows: Sequence[dict[str, Any]], currency: str | None) -> str:
     plot_w, plot_h = WIDTH - left - 12, height - top - bottom
     ticks = axis_ticks(max([r["value"] or 0 for r in rows] + [1]))
     peak = ticks[-1]
-    body = []
-    for tick in ticks:
-        y = top + plot_h - plot_h * tick / peak
-        colour = GREY if tick == 0 else "#eef0f4"
-        body.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="{colour}"/>'
-        )
-        body.append(
-            _text(left - 6, y + 4, format_money(tick, currency) or "", anchor="end", cls="num")
-        )
+    body = _value_axis(
+        ticks, lambda tick: format_money(tick, currency) or "", left=left, top=top, plot_h=plot_h
+    )
     slot = plot_w / max(len(rows), 1)
     series = (("value", GREY, "open value"), ("weighted", BLUE, "forecast"))
     for i, r in enumerate(rows):
@@ -238,6 +231,23 @@ def _aging_legend(y: float) -> list[str]:
     return out
 
 
+def _value_axis(
+    ticks: Sequence[int], fmt: Callable[[int], str], *, left: float, top: float, plot_h: float
+) -> list[str]:
+    """The value axis of a column chart: a grid line per tick (the zero line darker) across
+    the plot, its label ``fmt(tick)`` to the left; ``ticks`` from ``axis_ticks``."""
+    peak = ticks[-1]
+    body = []
+    for tick in ticks:
+        y = top + plot_h - plot_h * tick / peak
+        colour = GREY if tick == 0 else "#eef0f4"
+        body.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="{colour}"/>'
+        )
+        body.append(_text(left - 6, y + 4, fmt(tick), anchor="end", cls="num"))
+    return body
+
+
 def axis_ticks(peak: float, most: int = 6) -> list[int]:
     """Round values from 0 to at least ``peak``, at most ``most`` of them (a step of 1, 2 or
     5 times a power of ten): 37 -> 0, 10, 20, 30, 40; 3 -> 0, 1, 2, 3."""
@@ -257,14 +267,7 @@ def weekly(rows: Sequence[dict[str, Any]]) -> str:
     plot_w, plot_h = WIDTH - left - 12, height - top - bottom
     ticks = axis_ticks(max([r["new_leads"] for r in rows] + [r["won"] for r in rows] + [1]))
     peak = ticks[-1]
-    body = []
-    for tick in ticks:
-        y = top + plot_h - plot_h * tick / peak
-        colour = GREY if tick == 0 else "#eef0f4"
-        body.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="{colour}"/>'
-        )
-        body.append(_text(left - 6, y + 4, _num(tick), anchor="end", cls="num"))
+    body = _value_axis(ticks, _num, left=left, top=top, plot_h=plot_h)
     slot = plot_w / max(len(rows), 1)
     every = max(1, len(rows) // 8)
     for i, r in enumerate(rows):

@@ -1,7 +1,8 @@
 """Wins, losses, sales cycle, lead sources and the weekly trend, from the ``lead`` table.
 
 A lead counts as won in the period when its ``won_at`` falls inside it and as lost when it
-was closed (``status = 'closed'``, which only a lost stage sets) inside it. The sales cycle
+was closed (``status = 'closed'``, which only a lost stage sets) inside it (``lost``, the
+one definition, used by ``sales.stage_outcomes`` too). The sales cycle
 is ``created_at`` → ``won_at`` of the leads won in the period.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.reporting.sqlfn import Distribution, Scope, days_between, distributions, week_index
 from models.tables import LEADS, LeadStatus
@@ -26,19 +28,26 @@ class Closed:
     lost: int
 
 
+def lost(closed_when: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The lead was lost when ``closed_when`` (a test of ``closed_at``) holds: its status is
+    ``closed``, which only a move to a lost stage sets (the move clears ``won_at``: a lost
+    lead is never also won)."""
+    return and_(LEADS.c.status == LeadStatus.CLOSED, closed_when)
+
+
 def closed(conn: Connection, scope: Scope) -> dict[str | None, Closed]:
     lead = LEADS
     won = scope.within(lead.c.won_at)
-    lost = (lead.c.status == LeadStatus.CLOSED) & scope.within(lead.c.closed_at)
+    was_lost = lost(scope.within(lead.c.closed_at))
     rows = conn.execute(
         select(
             lead.c.pipeline,
             func.sum(case((won, 1), else_=0)),
             func.coalesce(func.sum(case((won, lead.c.deal_value), else_=None)), 0.0),
             func.avg(case((won, lead.c.deal_value), else_=None)),
-            func.sum(case((lost, 1), else_=0)),
+            func.sum(case((was_lost, 1), else_=0)),
         )
-        .where(won | lost, *scope.in_pipeline(lead.c.pipeline))
+        .where(won | was_lost, *scope.in_pipeline(lead.c.pipeline))
         .group_by(lead.c.pipeline)
     ).all()
     return {

@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Float,
     Integer,
     and_,
     case,
@@ -34,13 +33,13 @@ from sqlalchemy import (
     func,
     literal,
     not_,
-    null,
     or_,
     select,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Pipeline, Stage
+from leadflow.reporting import outcomes, snapshot
 from leadflow.reporting.sqlfn import Scope, days_until
 from models.tables import EVENTS, LEADS, OUTBOX, TRANSITIONS, LeadStatus
 
@@ -194,11 +193,7 @@ def stage_outcomes(conn: Connection, scope: Scope) -> dict[StageKey, tuple[int, 
     neither)."""
     lead, t = LEADS, TRANSITIONS
     won = lead.c.won_at <= scope.until
-    lost = and_(
-        lead.c.status == LeadStatus.CLOSED,
-        lead.c.closed_at <= scope.until,
-        or_(lead.c.won_at.is_(None), lead.c.won_at > scope.until),
-    )
+    lost = outcomes.lost(lead.c.closed_at <= scope.until)
     rows = conn.execute(
         select(
             t.c.pipeline,
@@ -226,20 +221,6 @@ class Risk:
 REASONS = ("over_sla", "over_usual", "flagged", "idle", "overdue")
 
 
-def _per_stage(
-    pipelines: Sequence[Pipeline], days: Mapping[StageKey, float | None]
-) -> ColumnElement[Any]:
-    """A CASE giving each (pipeline, stage) its number of days; NULL where it has none (a
-    typed NULL: PostgreSQL cannot type a bare parameter used as a column and compared)."""
-    lead = LEADS
-    whens = [
-        (and_(lead.c.pipeline == p, lead.c.stage == s), literal(float(d)))
-        for (p, s), d in sorted(days.items())
-        if d is not None
-    ]
-    return case(*whens, else_=None) if whens else cast(null(), Float)
-
-
 def at_risk(
     conn: Connection,
     scope: Scope,
@@ -250,12 +231,8 @@ def at_risk(
     """The open deals of ``pipeline`` at risk at ``until`` (see the module docstring)."""
     lead, event, outbox = LEADS, EVENTS, OUTBOX
     until = scope.until
-    age = days_until(scope.dialect, until, lead.c.stage_entered_at)
-    sla = _per_stage(
-        [pipeline],
-        {(pipeline.id, s.id): float(s.sla.max_days) for s in pipeline.stages if s.sla},
-    )
-    usual = _per_stage([pipeline], usual_days)
+    age, sla, over_sla = snapshot.sla_rule(scope, [pipeline])
+    usual = snapshot.per_stage(usual_days)
     cutoff = until - timedelta(days=idle_days)
     lively = or_(
         exists().where(
@@ -267,7 +244,7 @@ def at_risk(
         lead.c.stage_entered_at > cutoff,
     )
     flags: dict[str, ColumnElement[bool]] = {
-        "over_sla": age >= sla,  # the stage engine's own test
+        "over_sla": over_sla,
         "over_usual": age > usual,
         "flagged": lead.c.stuck,
         "idle": not_(lively),

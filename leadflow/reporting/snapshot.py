@@ -7,7 +7,7 @@ stage for at least the stage's ``sla.max_days`` (the engine's own test) or is fl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,26 +57,38 @@ def stage_counts(conn: Connection, scope: Scope) -> list[StageCount]:
     return [StageCount(r[0], r[1], str(r[2]), int(r[3]), float(r[4])) for r in rows]
 
 
-def _sla_days(pipelines: Sequence[Pipeline]) -> ColumnElement[Any]:
-    """Each (pipeline, stage)'s ``sla.max_days`` as one CASE; NULL where there is no SLA."""
+def per_stage(days: Mapping[tuple[str, str], float | None]) -> ColumnElement[Any]:
+    """A CASE giving each (pipeline, stage) its number of days; NULL where it has none (a
+    typed NULL: PostgreSQL cannot type a bare parameter used as a column and compared)."""
     lead = LEADS
     whens = [
-        (and_(lead.c.pipeline == p.id, lead.c.stage == s.id), literal(float(s.sla.max_days)))
-        for p in pipelines
-        for s in p.stages
-        if s.sla is not None
+        (and_(lead.c.pipeline == p, lead.c.stage == s), literal(float(d)))
+        for (p, s), d in sorted(days.items())
+        if d is not None
     ]
-    if not whens:
-        return cast(null(), Float)
-    return case(*whens, else_=None)
+    return case(*whens, else_=None) if whens else cast(null(), Float)
+
+
+def sla_rule(
+    scope: Scope, pipelines: Sequence[Pipeline]
+) -> tuple[ColumnElement[float], ColumnElement[Any], ColumnElement[bool]]:
+    """The SLA rule, the one definition of the report (stage aging, stuck leads, deals at
+    risk): a lead's days in stage at ``until``, its stage's ``sla.max_days`` (NULL where
+    there is no SLA) and whether it is over it: days >= max_days, the stage engine's own
+    test."""
+    lead = LEADS
+    age = days_until(scope.dialect, scope.until, lead.c.stage_entered_at)
+    sla = per_stage(
+        {(p.id, s.id): float(s.sla.max_days) for p in pipelines for s in p.stages if s.sla}
+    )
+    return age, sla, age >= sla
 
 
 def _age_and_stuck(
     scope: Scope, pipelines: Sequence[Pipeline]
 ) -> tuple[ColumnElement[float], ColumnElement[bool], ColumnElement[bool]]:
     lead = LEADS
-    age = days_until(scope.dialect, scope.until, lead.c.stage_entered_at)
-    over_sla = age >= _sla_days(pipelines)
+    age, _, over_sla = sla_rule(scope, pipelines)
     return age, over_sla, or_(lead.c.stuck, over_sla)
 
 

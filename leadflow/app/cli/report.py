@@ -19,6 +19,7 @@ from leadflow.app.cli.common import (
     out,
     runtime,
 )
+from leadflow.reporting.sales import IDLE_DAYS
 
 commands = typer.Typer()
 
@@ -40,7 +41,7 @@ def report(
             help="A deal with no activity (event, email sent, stage move) for this many days "
             "is at risk.",
         ),
-    ] = 14,
+    ] = IDLE_DAYS,
     now: NowOpt = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
