@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from leadflow.intake.values import email_key
 from models.tables import (
@@ -24,6 +24,25 @@ def find_lead(conn: Connection, email: str) -> Any | None:
     return conn.execute(select(lead).where(lead.c.email == email_key(email))).first()
 
 
+def leads_filtered(
+    *columns: Any,
+    stage: str | None = None,
+    status: str | None = None,
+    pipeline: str | None = None,
+) -> Select[Any]:
+    """``columns`` of the leads of a filter (each given one must match), highest score first:
+    the one definition of ``leadflow leads``' list and its CSV export."""
+    lead = LEADS
+    query = select(*columns).order_by(lead.c.score.desc(), lead.c.id)
+    if stage:
+        query = query.where(lead.c.stage == stage)
+    if status:
+        query = query.where(lead.c.status == status)
+    if pipeline:
+        query = query.where(lead.c.pipeline == pipeline)
+    return query
+
+
 def list_leads(
     conn: Connection,
     *,
@@ -33,28 +52,21 @@ def list_leads(
     limit: int = 50,
 ) -> list[Any]:
     lead = LEADS
-    query = (
-        select(
-            lead.c.id,
-            lead.c.email,
-            lead.c.company,
-            lead.c.pipeline,
-            lead.c.stage,
-            lead.c.status,
-            lead.c.score,
-            lead.c.grade,
-            lead.c.stage_entered_at,
-            lead.c.stuck,
-        )
-        .order_by(lead.c.score.desc(), lead.c.id)
-        .limit(limit)
-    )
-    if stage:
-        query = query.where(lead.c.stage == stage)
-    if status:
-        query = query.where(lead.c.status == status)
-    if pipeline:
-        query = query.where(lead.c.pipeline == pipeline)
+    query = leads_filtered(
+        lead.c.id,
+        lead.c.email,
+        lead.c.company,
+        lead.c.pipeline,
+        lead.c.stage,
+        lead.c.status,
+        lead.c.score,
+        lead.c.grade,
+        lead.c.stage_entered_at,
+        lead.c.stuck,
+        stage=stage,
+        status=status,
+        pipeline=pipeline,
+    ).limit(limit)
     return list(conn.execute(query).all())
 
 

@@ -1199,3 +1199,21 @@ def test_the_prefect_summary_and_table_artifacts_show_money_in_the_currency(
     assert all(row["Value"].startswith(("$", "-")) for row in table_rows(now))
     forecast = dict(artifact_tables(full))["report-forecast-b2b"]
     assert all(row["Forecast"].startswith("$") for row in table_rows(forecast))
+
+
+def test_lead_csv_export_lists_the_leads_of_leadflow_leads(engine: Engine, tmp_path: Path) -> None:
+    # One filter definition (queries.leads_filtered): the export and the list agree on which
+    # leads and in what order, for every filter.
+    from leadflow import queries
+    from leadflow.reporting.csvexport import EXPORTED_LEAD_COLUMNS, export_leads
+
+    filters: list[dict[str, str]] = [{}, {"pipeline": "b2b"}, {"status": "active"}]
+    for kw in [*filters, {"stage": "qualified"}]:
+        path = tmp_path / "leads.csv"
+        with engine.connect() as conn:
+            written = export_leads(conn, path, **kw)
+            listed = [r.email for r in queries.list_leads(conn, limit=10_000, **kw)]
+        with path.open(encoding="utf-8", newline="") as handle:
+            header, *rows = list(csv.reader(handle))
+        assert header == list(EXPORTED_LEAD_COLUMNS) and written == len(rows) == len(listed)
+        assert [r[0] for r in rows] == listed and listed

@@ -18,8 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
+from leadflow.queries import leads_filtered
 from leadflow.reporting.table import Cell, Column, Format, Table
 from models.tables import LEADS
 
@@ -81,8 +82,9 @@ def export_report(data: dict[str, Any], path: Path) -> None:
                 writer.writerow([])
 
 
-# The lead list's columns, in order: who, what they are, where they are in the pipeline.
-LEAD_COLUMNS = (
+# The columns of the lead list's CSV export, in order: who, what they are, where they are
+# in the pipeline (not mail.context.LEAD_COLUMNS, the lead fields an email template sees).
+EXPORTED_LEAD_COLUMNS = (
     "email",
     "first_name",
     "last_name",
@@ -116,21 +118,13 @@ def export_leads(
     """Every lead of the filter (highest score first, as ``leadflow leads``), fetched in
     batches of LEAD_BATCH rows; the number written. Text cells are neutralised: lead data
     comes from forms and imports."""
-    lead = LEADS
-    query = select(*(lead.c[name] for name in LEAD_COLUMNS)).order_by(
-        lead.c.score.desc(), lead.c.id
-    )
-    if stage:
-        query = query.where(lead.c.stage == stage)
-    if status:
-        query = query.where(lead.c.status == status)
-    if pipeline:
-        query = query.where(lead.c.pipeline == pipeline)
+    columns = (LEADS.c[name] for name in EXPORTED_LEAD_COLUMNS)
+    query = leads_filtered(*columns, stage=stage, status=status, pipeline=pipeline)
     count = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(LEAD_COLUMNS)
+        writer.writerow(EXPORTED_LEAD_COLUMNS)
         for row in conn.execution_options(yield_per=LEAD_BATCH).execute(query):
             writer.writerow([_plain(v) for v in row])
             count += 1
