@@ -30,9 +30,17 @@ class Runtime:
 
     @classmethod
     def open(
-        cls, settings: Settings, *, config_path: Path | None = None, migrate: bool = True
+        cls,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        migrate: bool = True,
+        check_templates: bool = True,
     ) -> Runtime:
-        loaded = load_config(config_path or settings.config, templates=settings.templates)
+        """``check_templates=False`` validates the config without its templates (``leadflow
+        studio``: a broken template is what it is there to show, not a reason to refuse)."""
+        templates = settings.templates if check_templates else None
+        loaded = load_config(config_path or settings.config, templates=templates)
         if settings.db_url == f"sqlite:///{settings.home / 'leadflow.db'}":
             settings.home.mkdir(parents=True, exist_ok=True)  # the default place: ours to make
         engine = open_database(settings.db_url, migrate=migrate)

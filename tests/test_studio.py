@@ -28,8 +28,10 @@ from starlette.testclient import TestClient
 
 from leadflow.app.preview import TEST_UNSUBSCRIBE_URL, preview_context
 from leadflow.app.studio import SendLimit, Studio, allowed_hosts, create_studio_app
+from leadflow.config import ConfigError
 from leadflow.mail.rendering import TemplateSet
 from leadflow.mail.sink import SmtpSink
+from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from leadflow.unsubscribe import link_for
 
@@ -311,6 +313,36 @@ def test_a_render_shows_the_renderers_compliance_errors(served: Served, welcome:
         generation = served.studio.generation
         (served.folder / "_nolink.html.j2").unlink()
         wait_for_generation(served, generation)
+
+
+def test_the_studio_opens_over_a_broken_template_that_runtime_open_refuses(
+    tmp_path: Path,
+) -> None:
+    """One way to open: ``Runtime.open(check_templates=False)``, the rest as every command."""
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    welcome = folder / "welcome.html.j2"
+    welcome.write_text(
+        welcome.read_text(encoding="utf-8").replace("{{ lead.first_name", "{{ lead.frist_name"),
+        encoding="utf-8",
+    )
+    settings = Settings(
+        home=tmp_path,
+        database_url=database_url(tmp_path),
+        config=DEFAULT_CONFIG,
+        templates=folder,
+        demo=True,
+    )
+    with pytest.raises(ConfigError, match="frist_name"):
+        Runtime.open(settings)
+    studio = Studio.open(settings, watch=False)
+    try:
+        shown = studio.render("welcome")
+        assert shown["subject"] is None
+        assert "unknown field lead.frist_name" in shown["problems"][0]["message"]
+        assert studio.render("revival")["problems"] == []
+    finally:
+        studio.close()
 
 
 def test_lists_the_variables_a_template_may_use_with_sample_values(served: Served) -> None:

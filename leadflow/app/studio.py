@@ -59,7 +59,6 @@ from leadflow.app.preview import (
     send_test_email,
 )
 from leadflow.app.studio_page import PAGE, SCRIPT, STYLE
-from leadflow.config import load_config
 from leadflow.mail.context import (
     LEAD_KEYS,
     MESSAGE_KEYS,
@@ -75,7 +74,6 @@ from leadflow.mail.rendering import (
 )
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.db import open_database
 
 POLL_SECONDS: Final = 0.05  # the fallback watcher's period: a save is seen within 50 ms
 TEST_PREFIX: Final = "[test] "
@@ -243,11 +241,7 @@ class Studio:
     def open(cls, settings: Settings, *, watch: bool = True) -> Studio:
         """The config is validated without its templates: a broken template is what the
         studio is for, so it shows it instead of refusing to start."""
-        loaded = load_config(settings.config)
-        if settings.db_url == f"sqlite:///{settings.home / 'leadflow.db'}":
-            settings.home.mkdir(parents=True, exist_ok=True)  # the default place, as Runtime
-        engine = open_database(settings.db_url)
-        return cls(Runtime(settings=settings, loaded=loaded, engine=engine), watch=watch)
+        return cls(Runtime.open(settings, check_templates=False), watch=watch)
 
     @property
     def watch_method(self) -> str:
