@@ -283,7 +283,7 @@ def by_stage(rows: list[dict[str, Any]], *keys: str) -> dict[str, tuple[Any, ...
 def test_funnel_counts_leads_per_stage_now_with_callbacks_and_closed(full: dict[str, Any]) -> None:
     b2b = section(full, "b2b")
     # lead: #7; prospect: #8; qualified: #3, #5; proposal: #4; won: #1, #9; lost: #2, #10.
-    assert by_stage(b2b["funnel"], "leads", "value") == {
+    assert by_stage(b2b["stages_now"], "leads", "value") == {
         "lead": (1, 1000.0),
         "prospect": (1, 1500.0),
         "qualified": (2, 6000.0),  # 2000 + 4000
@@ -301,7 +301,7 @@ def test_funnel_counts_leads_per_stage_now_with_callbacks_and_closed(full: dict[
         "closed": 2,
     }
     smb = section(full, "smb")
-    assert by_stage(smb["funnel"], "leads") == {
+    assert by_stage(smb["stages_now"], "leads") == {
         "prospect": (0,),
         "demo": (1,),
         "won": (1,),
@@ -677,7 +677,7 @@ def test_since_until_restrict_every_period_metric(engine: Engine, loaded: Loaded
     assert smb["outcomes"]["won"] == 1
     assert smb["sources"] == [{"source": "web", "leads": 1, "won": 1, "conversion_rate": 1.0}]
     # The snapshot (leads per stage now) does not depend on the period.
-    assert b2b["funnel"] == section(report(engine, loaded), "b2b")["funnel"]
+    assert b2b["stages_now"] == section(report(engine, loaded), "b2b")["stages_now"]
 
 
 def test_pipeline_filter_reports_one_pipeline_with_the_same_figures(

@@ -192,7 +192,7 @@ def test_funnel_counts_each_lead_at_the_furthest_stage_it_reached(b2b: dict[str,
     #   prospect: #3 (lost), #6, #9 (callback), #10, #11                5
     #   meeting: #2 (lost), #7, #8, #12 (skipped prospect: passed it)   4
     #   won: #1                                                         1
-    funnel = b2b["path_funnel"]
+    funnel = b2b["funnel"]
     assert funnel["cohort"] == 12
     assert [(r["stage"], r["reached"]) for r in funnel["stages"]] == [
         ("lead", 12),
@@ -215,7 +215,7 @@ def test_funnel_of_a_period_follows_the_leads_created_in_it(
 ) -> None:
     # Created from 5/1: #5 (lead), #6 #10 #11 (prospect), #7 #8 (meeting).
     (b2b,) = report(engine, loaded, since=when("5/1"))["pipelines"]
-    funnel = b2b["path_funnel"]
+    funnel = b2b["funnel"]
     assert funnel["cohort"] == 6
     assert [(r["reached"], r["to_next_rate"]) for r in funnel["stages"]] == [
         (6, 0.8333),  # 5/6

@@ -207,7 +207,7 @@ def _heard(rt: Any) -> str:
 
 def _print_funnel(console: Console, data: dict[str, Any]) -> None:
     for pipeline in data["pipelines"]:
-        funnel = pipeline["funnel"]
+        funnel = pipeline["stages_now"]
         widest = max([row["leads"] for row in funnel] + [1])
         table = Table("stage", "leads", "", title=f"Where the leads are now — {pipeline['name']}")
         for row in funnel:

@@ -8,7 +8,7 @@ Derived figures follow the usual sales definitions:
   ``probability`` when the YAML sets it, else its observed won / (won + lost), else 0;
 - win rate = won / (won + lost) over leads closed in the period; win/loss ratio = won / lost;
 - velocity = open opportunities * win rate * average deal size / mean sales cycle (per day);
-- funnel (``path_funnel``) = leads created in the period by the furthest stage of the main
+- funnel = leads created in the period by the furthest stage of the main
   path each reached; a stage's conversion = reached the next stage / reached this one;
 - forecast = Σ probability * deal value of open deals, in the month each is expected to
   close: ``until`` + what is left of the median time in its stage + the medians of the open
@@ -115,7 +115,7 @@ class _Facts:
         return found
 
     def section(self, p: Pipeline) -> dict[str, Any]:
-        funnel, leads, weighted, open_value = self._funnel(p)
+        stages_now, leads, weighted, open_value = self._stages_now(p)
         result, exact = self._outcomes(p)
         velocity = _velocity(leads["open"], *exact)
         return {
@@ -124,8 +124,8 @@ class _Facts:
             "leads": leads,
             "forecast": self._forecast(p),
             "at_risk": self._at_risk(p),
-            "path_funnel": self._path_funnel(p),
-            "funnel": funnel,
+            "funnel": self._funnel(p),
+            "stages_now": stages_now,
             "conversion": self._conversion(p),
             "time_in_stage": self._time_in_stage(p),
             "aging": self._aging(p),
@@ -142,7 +142,7 @@ class _Facts:
             "first_response": _hours(self.response.get(p.id)),
         }
 
-    def _funnel(self, p: Pipeline) -> tuple[list[dict[str, Any]], dict[str, int], float, float]:
+    def _stages_now(self, p: Pipeline) -> tuple[list[dict[str, Any]], dict[str, int], float, float]:
         in_stage: dict[str, int] = defaultdict(int)
         active_value: dict[str, float] = defaultdict(float)
         status: dict[str, int] = defaultdict(int)
@@ -156,7 +156,7 @@ class _Facts:
                     active_value[c.stage] += c.value
         kinds = {s.id: s.kind for s in p.stages}
         chance = self._chances(p)
-        funnel = [
+        stages_now = [
             {
                 "stage": s.id,
                 "name": s.display_name,
@@ -167,7 +167,7 @@ class _Facts:
             }
             for s in p.stages
         ]
-        funnel += [  # stages the data has but the config no longer declares
+        stages_now += [  # stages the data has but the config no longer declares
             {
                 "stage": sid,
                 "name": sid,
@@ -192,7 +192,7 @@ class _Facts:
             (chance[s.id][0] or 0.0) * active_value.get(s.id, 0.0) for s in sales.open_stages(p)
         )
         open_value = sum(active_value.get(s, 0.0) for s in open_ids)
-        return funnel, leads, weighted, open_value
+        return stages_now, leads, weighted, open_value
 
     def _chances(self, p: Pipeline) -> dict[str, tuple[float | None, str | None]]:
         """Each open stage's win probability and its source (``sales.stage_probability``)."""
@@ -201,7 +201,7 @@ class _Facts:
             for s in sales.open_stages(p)
         }
 
-    def _path_funnel(self, p: Pipeline) -> dict[str, Any]:
+    def _funnel(self, p: Pipeline) -> dict[str, Any]:
         counts = self.reached.get(p.id, {})
         path = sales.main_path(p)
         reached = [sum(n for k, n in counts.items() if k >= i) for i in range(len(path))]

@@ -41,8 +41,8 @@ Section = dict[str, Any]
 # Charts drawn above a table (by table key); they read the report's rows, not the table.
 CHARTS: dict[str, Callable[[Section, str | None], str]] = {
     "forecast": lambda p, currency: charts.forecast(p["forecast"]["months"], currency),
-    "funnel": lambda p, currency: charts.funnel(p["path_funnel"]["stages"]),
-    "stages": lambda p, currency: charts.stages(p["funnel"], p["leads"]["callback"]),
+    "funnel": lambda p, currency: charts.funnel(p["funnel"]["stages"]),
+    "stages": lambda p, currency: charts.stages(p["stages_now"], p["leads"]["callback"]),
     "aging": lambda p, currency: charts.aging(p["aging"]),
     "weekly": lambda p, currency: charts.weekly(p["weekly"]),
     "variants": lambda p, currency: charts.variants(p["variants"]),

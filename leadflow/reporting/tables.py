@@ -55,7 +55,7 @@ def headline(data: dict[str, Any]) -> str:
     several = len(data["pipelines"]) > 1
     for p in data["pipelines"]:
         stages = ", ".join(
-            f"{f['leads']:,} in {f['name']}" for f in p["funnel"] if f["kind"] == "open"
+            f"{f['leads']:,} in {f['name']}" for f in p["stages_now"] if f["kind"] == "open"
         )
         result = p["outcomes"]
         line = (
@@ -241,7 +241,7 @@ def at_risk(p: Section, currency: str | None = None) -> Table:
 
 
 def funnel(p: Section, currency: str | None = None) -> Table:
-    f = p["path_funnel"]
+    f = p["funnel"]
     return _table(
         "funnel",
         "Funnel (leads created in the period, by the furthest stage each reached)",
@@ -253,7 +253,9 @@ def funnel(p: Section, currency: str | None = None) -> Table:
 
 
 def stages(p: Section, currency: str | None = None) -> Table:
-    rows: list[list[Cell]] = [[f["name"], f["kind"], f["leads"], f["value"]] for f in p["funnel"]]
+    rows: list[list[Cell]] = [
+        [f["name"], f["kind"], f["leads"], f["value"]] for f in p["stages_now"]
+    ]
     rows.append(["Callback list", None, p["leads"]["callback"], None])
     return _table(
         "stages",
@@ -323,7 +325,7 @@ def aging(p: Section, currency: str | None = None) -> Table:
 
 
 def stuck(p: Section, currency: str | None = None) -> Table:
-    names = {f["stage"]: f["name"] for f in p["funnel"]}
+    names = {f["stage"]: f["name"] for f in p["stages_now"]}
     return _table(
         "stuck",
         f"Stuck leads (oldest first, up to {OLDEST_PER_STAGE} per stage)",
