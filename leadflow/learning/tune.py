@@ -1,12 +1,12 @@
 """How readily groups merge, chosen per history by cross-validation on the training rows only.
 
-Each ``Pruning`` in ``GRID`` is tried on ``REPEATS`` x ``FOLDS`` folds of the training rows
-(one repeat of a sample of ``CV_ROWS`` of them when there are more, so a million rows stay
-fast). Groups stay apart (the setting
-closest to the plain logistic regression the rules are held to) unless merging them more
-readily ranks the left-out folds better by more than one standard error of the paired
-per-fold differences (``SE_RULE``): on a few thousand rows a smaller gain is the luck of the
-split, and merging on luck is how a noise field's luckiest range of bins becomes a rule.
+Each ``Pruning`` in ``GRID`` is tried on ``FOLDS`` folds of the training rows (at most
+``CV_ROWS`` of them, so a million rows stay fast), ``REPEATS`` times over when they are few.
+Groups merge at half a standard error of their gap (the setting closest to the plain
+logistic regression the rules are held to) unless merging at a whole one ranks the left-out
+folds better by more than one standard error of the paired per-fold differences
+(``SE_RULE``): on a few thousand rows a smaller gain is the luck of the split, and merging
+on luck is how a noise field's luckiest range of bins becomes a rule.
 Folds come from the seed: the same history and seed give the same choice.
 
 No setting of ``GRID`` drops a rule for its z value: measured on synthetic histories of
@@ -34,6 +34,7 @@ from leadflow.learning.metrics import auc
 
 FOLDS = 4
 REPEATS = 3
+REPEAT_ROWS = 10_000  # fewer training rows than this: folds of under 2,500, cross-validated 3x
 CV_ROWS = 40_000
 SE_RULE = 1.0  # standard errors by which more merging must rank better to be chosen
 GRID = (Pruning(0.0, 0.5), Pruning(0.0, 1.0))  # the default first, then more merging
@@ -64,13 +65,11 @@ def sample(
     fields: Sequence[Encoded], train: npt.NDArray[np.intp], y: npt.NDArray[np.bool_], seed: int
 ) -> tuple[list[Encoded], npt.NDArray[np.bool_], npt.NDArray[np.intp]]:
     """The fields and outcomes of at most ``CV_ROWS`` training rows, and each one's fold in
-    each repeat: ``REPEATS`` of them when the training rows are fewer (a small history's
-    folds are noisy), one for a sample of ``CV_ROWS`` (its folds are not, and a million
-    rows stay fast)."""
+    each repeat: ``REPEATS`` of them below ``REPEAT_ROWS`` training rows (folds of a few
+    hundred rows are noisy), else one (larger folds are not, and big histories stay fast)."""
     rng = np.random.default_rng([seed, 19])
-    sampled = len(train) > CV_ROWS
-    rows = np.sort(rng.permutation(train)[:CV_ROWS]) if sampled else train
-    repeats = 1 if sampled else REPEATS
+    rows = np.sort(rng.permutation(train)[:CV_ROWS]) if len(train) > CV_ROWS else train
+    repeats = REPEATS if len(train) < REPEAT_ROWS else 1
     folds = np.stack([rng.permutation(len(rows)) % FOLDS for _ in range(repeats)])
     return [replace(f, codes=f.codes[rows]) for f in fields], y[rows], folds
 
