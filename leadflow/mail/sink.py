@@ -65,7 +65,14 @@ class LocalSmtpServer(Resource):
         if self._controller is not None:
             raise RuntimeError(f"{self._label} is already running")
         controller = self._new_controller()
-        controller.start()
+        try:
+            controller.start()
+        except BaseException:
+            # aiosmtpd made an event loop for the server; a failed start (a port in use)
+            # leaves it, and its self-pipe sockets, open.
+            if not controller.loop.is_running() and not controller.loop.is_closed():
+                controller.loop.close()
+            raise
         self._controller = controller
 
     def close(self) -> None:
