@@ -129,7 +129,7 @@ td:first-child { font-family: ui-monospace, monospace; width: 40%; }
 SCRIPT: Final = r"""
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { template: null, lead: "", generation: null };
+const state = { template: null, lead: "", generation: null, renders: 0 };
 
 function say(text) { $("status").textContent = text; }
 
@@ -195,16 +195,19 @@ function showProblems(problems) {
 
 async function render(why) {
   if (state.template === null) return;
-  const started = performance.now();
+  const ticket = ++state.renders;  // only the latest request may paint: an older, slower
+  const started = performance.now();  // answer (the first template's) must not overwrite it
   const query = new URLSearchParams({ template: state.template });
   if (state.lead) query.set("lead", state.lead);
   let data;
   try {
     data = await getJSON("/api/render?" + query.toString());
   } catch (error) {
+    if (ticket !== state.renders) return;
     showProblems([{ file: state.template, line: 0, message: error.message, source: "" }]);
     return;
   }
+  if (ticket !== state.renders) return;
   state.generation = data.generation;
   $("subject").textContent = data.subject === null ? "(not rendered)" : data.subject;
   $("text").textContent = data.text === null ? "" : data.text;
