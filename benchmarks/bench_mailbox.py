@@ -360,11 +360,21 @@ def measure_click(work: Path, requests: int, tokens: int, repeat: int) -> dict[s
 
 
 def _row(
-    work: str, ours: list[float], base: list[float], fmt: str, value: float, op: str, target: float
+    work: str,
+    ours: list[float],
+    base: list[float],
+    fmt: str,
+    value: float,
+    op: str,
+    target: float | None,
 ) -> str:
+    """One table row; ``target`` None for a figure shown to explain another (no verdict)."""
+
     def cell(v: list[float]) -> str:
         return f"{fmt.format(statistics.median(v))} ({fmt.format(min(v))}-{fmt.format(max(v))})"
 
+    if target is None:
+        return f"| {work} | {cell(ours)} | {cell(base)} | {value:.2f} | (no target) |"
     met = value <= target if op == "<=" else value >= target
     verdict = "met" if met else "MISSED"
     return f"| {work} | {cell(ours)} | {cell(base)} | {value:.2f} | {op} {target} ({verdict}) |"
@@ -397,8 +407,9 @@ def main() -> None:
             rows.append(_row(work, ours, base, "{:.2f} s", value, "<=", SYNC_TARGET))
             ours, base = sync["sync_cpu_s"], sync["bare_fetch_cpu_s"]
             sync["cpu_ratio"] = value = ratio(statistics.median(ours), statistics.median(base))
+            # the issue's target is wall time; the CPU ratio explains it under load
             work = f"the same, CPU seconds (Dovecot's not counted), {args.messages:,} messages"
-            rows.append(_row(work, ours, base, "{:.2f} s", value, "<=", SYNC_TARGET))
+            rows.append(_row(work, ours, base, "{:.2f} s", value, "<=", None))
         if "click" in steps:
             click = result["click"] = measure_click(Path(tmp), args.requests, args.tokens, repeat)
             ours, base = click["click_per_s"], click["health_per_s"]
