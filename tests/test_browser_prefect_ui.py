@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import TEMPLATES, database_url
-from test_report import CONFIG, UNTIL, _fill
-
-from models.db import open_database
+from conftest import TEMPLATES
+from test_report import UNTIL, seeded_folder
 
 if TYPE_CHECKING:
     from browser import Chromium
@@ -58,14 +56,7 @@ def _api(base: str, path: str, body: dict[str, Any]) -> Any:
 def _run_report_flow(base: str, folder: Path) -> tuple[str, str]:
     """``leadflow run report`` against the UI's server over a seeded database: the id of its
     flow run and the summary line it printed (the one it logged)."""
-    url = database_url(folder)
-    engine = open_database(url)
-    try:
-        _fill(engine)
-    finally:
-        engine.dispose()
-    config = folder / "pipeline.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    url, config = seeded_folder(folder)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LEADFLOW_"))}
     env.update(
         PREFECT_API_URL=f"{base}/api",

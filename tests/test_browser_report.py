@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import TEMPLATES, database_url
-from test_report import CONFIG, UNTIL, _fill
-
-from models.db import open_database
+from conftest import TEMPLATES
+from test_report import UNTIL, seeded_folder
 
 if TYPE_CHECKING:
     from browser import Chromium
@@ -203,14 +201,7 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from leadflow.app.cli import main
 
     folder = tmp_path_factory.mktemp("browser-report")
-    url = database_url(folder)
-    engine = open_database(url)
-    try:
-        _fill(engine)
-    finally:
-        engine.dispose()
-    config = folder / "pipeline.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    url, config = seeded_folder(folder)
     page = folder / "report.html"
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {

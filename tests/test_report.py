@@ -240,6 +240,20 @@ def _fill(engine: Engine) -> None:
         )
 
 
+def seeded_folder(folder: Path) -> tuple[str, Path]:
+    """This module's history in a fresh database in ``folder``, and its config written beside
+    it, for tests that run the report as a command would: the database URL and the config."""
+    url = database_url(folder)
+    db = open_database(url)
+    try:
+        _fill(db)
+    finally:
+        db.dispose()
+    config = folder / "pipeline.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    return url, config
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     db = open_database(database_url(tmp_path_factory.mktemp("report")))  # a fresh database
