@@ -4,7 +4,7 @@ package needs no data files.
 The script never builds markup from data: every value from the API (template names, lead
 data, problems, the text part) is set with ``textContent``; the rendered HTML only goes into
 ``srcdoc`` of iframes with an empty ``sandbox`` attribute (no scripts, no forms, an opaque
-origin). The page itself allows only its own script (see ``studio._CSP``).
+origin). The page itself allows only its own script (see ``app.CSP``).
 """
 
 from __future__ import annotations
