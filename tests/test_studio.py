@@ -25,6 +25,7 @@ import uvicorn
 from conftest import DEFAULT_CONFIG, ROOT, T0, TEMPLATES, Cli, database_url, insert_lead
 from seeding import intake_lead
 from starlette.testclient import TestClient
+from test_rendering import EXPECTED_NAMES
 
 from leadflow.app.preview import TEST_UNSUBSCRIBE_URL, preview_context
 from leadflow.app.studio import SendLimit, Studio, allowed_hosts, create_studio_app
@@ -41,20 +42,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["browser"]  # the session's chromium (imported by pytest, not here)
 
-SHIPPED = [
-    "breakup",
-    "case_study",
-    "checkin_30d",
-    "checkin_90d",
-    "checkin_onboarding",
-    "followup_value",
-    "followup_value_b",
-    "meeting_followup",
-    "proposal_followup",
-    "renewal_reminder",
-    "revival",
-    "welcome",
-]
+SHIPPED = EXPECTED_NAMES  # the shipped templates, listed once in test_rendering
 WELCOME_SUBJECT = "Welcome, Dana: a quick hello from Acme Analytics Inc."
 
 

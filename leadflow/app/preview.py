@@ -1,6 +1,6 @@
 """``leadflow preview`` and ``send-test``: marketing sees an email before a lead does.
 
-``leadflow studio`` (app/studio.py) renders and sends through the same functions."""
+``leadflow studio`` (app/studio/) renders and sends through the same functions."""
 
 from __future__ import annotations
 
