@@ -95,6 +95,9 @@ class Lead(LeadBase, table=True):
         Index("ix_lead_report_source", "pipeline", "source", "created_at", "won_at"),
         Index("ix_lead_report_won", "pipeline", "won_at", "created_at", "deal_value"),
         Index("ix_lead_report_closed", "pipeline", "status", "closed_at"),
+        # owner first: `leads --owner`, a member's open leads (capacity), the leads of an
+        # inactive member and the unassigned ones (owner IS NULL), each an index range
+        Index("ix_lead_owner", "owner", "status", "pipeline", "stage"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -117,6 +120,7 @@ class Lead(LeadBase, table=True):
     cadence_done_at: datetime | None = None
     won_at: datetime | None = None
     closed_at: datetime | None = None
+    owner: str | None = Field(default=None, max_length=64)  # a team member's id
     created_at: datetime
     updated_at: datetime
 
@@ -182,6 +186,44 @@ class StageTransition(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     actor: str = Field(default="engine", max_length=100)
     config_hash: str | None = Field(default=None, max_length=64)
+
+
+class OwnerChange(SQLModel, table=True):
+    """Append-only history of who owns a lead, audited like a stage move: every assignment
+    (``kind``: rule, reassign, manual) with the owner before and after, why and by whom."""
+
+    __tablename__ = "owner_change"
+    __table_args__ = (
+        Index("ix_owner_change_lead_at", "lead_id", "at"),
+        Index("ix_owner_change_to_at", "to_owner", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    from_owner: str | None = Field(default=None, max_length=64)
+    to_owner: str | None = Field(default=None, max_length=64)
+    at: datetime
+    kind: str = Field(max_length=16)  # rule, reassign, manual
+    rule: int | None = None  # the assignment rule's index (kind rule or reassign)
+    group_id: str | None = Field(default=None, max_length=64)  # whose round robin picked
+    reason: str = Field(default="", max_length=500)
+    actor: str = Field(default="engine", max_length=100)
+    config_hash: str | None = Field(default=None, max_length=64)
+
+
+class RoundRobin(SQLModel, table=True):
+    """Each group's smooth weighted round robin, where the last pick left it: a member's
+    running ``current`` weight. Kept in the database so consecutive and overlapping runs
+    continue one sequence; rows are reset when the group's members or weights change."""
+
+    __tablename__ = "round_robin"
+
+    group_id: str = Field(primary_key=True, max_length=64)
+    member_id: str = Field(primary_key=True, max_length=64)
+    weight: int
+    current: int = Field(default=0, sa_type=BigInteger)
+    picks: int = Field(default=0, sa_type=BigInteger)  # since the last reset
+    updated_at: datetime
 
 
 class OutboundMessage(SQLModel, table=True):
@@ -333,6 +375,8 @@ __all__ = [
     "MAILBOX_CHECKPOINTS",
     "OPEN_MESSAGE_STATES",
     "OUTBOX",
+    "OWNER_CHANGES",
+    "ROUND_ROBIN",
     "RUNS",
     "SCORE_CHANGES",
     "SUPPRESSIONS",
@@ -348,6 +392,8 @@ __all__ = [
     "MailboxCheckpoint",
     "MessageStatus",
     "OutboundMessage",
+    "OwnerChange",
+    "RoundRobin",
     "RunRecord",
     "ScoreChange",
     "StageTransition",
@@ -370,6 +416,8 @@ SCORE_CHANGES = _table(ScoreChange)
 RUNS = _table(RunRecord)
 INBOUND = _table(InboundMessage)
 MAILBOX_CHECKPOINTS = _table(MailboxCheckpoint)
+OWNER_CHANGES = _table(OwnerChange)
+ROUND_ROBIN = _table(RoundRobin)
 
 
 class stay_order(FunctionElement[float]):  # lower case: used like a SQL function

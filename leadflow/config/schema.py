@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from leadflow.config.team import AssignmentRule, Team
+
 Identifier = Annotated[
     str,
     Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="lower_snake_case id"),
@@ -393,6 +395,8 @@ class PipelineConfig(Strict):
         default_factory=dict,
         description="Display labels of coded lead values for templates: field -> code -> label",
     )
+    team: Team = Field(default_factory=Team, description="Who works leads (docs/team.md)")
+    assignment: list[AssignmentRule] = Field(default_factory=list, description="First match wins")
     pipelines: list[Pipeline] = Field(min_length=1)
 
     def pipeline(self, pipeline_id: str) -> Pipeline | None:

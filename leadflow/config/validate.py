@@ -105,8 +105,14 @@ class _Checker:
         self.recycling()
         self.labels()
         self.currency()
+        self.team()
         self.template_checks()
         return self.issues
+
+    def team(self) -> None:
+        from leadflow.config.team_checks import check_team
+
+        check_team(self)
 
     def zones(self) -> None:
         if not is_valid_zone(self.config.timezone):

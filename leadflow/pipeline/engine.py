@@ -31,7 +31,8 @@ from leadflow.learning.runs import evaluation_figures
 from leadflow.listening.sync import SyncOutcome, sync_mailbox
 from leadflow.outbox.claim import claim_batch
 from leadflow.outbox.claim import due_condition as outbox_due
-from leadflow.pipeline import scoring, stages, stranded
+from leadflow.pipeline import owners, scoring, stages, stranded
+from leadflow.pipeline.assignment import AssignOutcome
 from leadflow.pipeline.batching import IdRange, id_ranges, one_range
 from leadflow.pipeline.config_change import (
     ConfigChange,
@@ -246,6 +247,15 @@ STEPS: dict[str, Step] = {
             stages.advance_batch,
             AdvanceOutcome,
         ),
+        Step(
+            "assign",
+            "assign owners",
+            "database",
+            once=lambda rt, now, _t: owners.assign_owners(rt, now=now),
+            dry=owners.assign_dry,
+            empty=AssignOutcome,
+            needed=owners.needed,
+        ),
         _sending("nurture", "cadence"),
         _sending("checkins", "checkin"),
         Step(
@@ -265,12 +275,23 @@ STEPS: dict[str, Step] = {
 }
 
 # Which steps each flow runs, in order. A changed config is applied before anything is
-# scored or moved; replies are read before anything is scored or sent.
-TICK = ("config", "intake", "mailbox", "score", "callbacks", "advance", "nurture", "checkins")
+# scored or moved; replies are read before anything is scored or sent; owners are assigned
+# once a new lead has its stage, before anything is sent.
+TICK = (
+    "config",
+    "intake",
+    "mailbox",
+    "score",
+    "callbacks",
+    "advance",
+    "assign",
+    "nurture",
+    "checkins",
+)
 FLOWS: dict[str, tuple[str, ...]] = {
     "intake": ("intake",),
     "score": ("config", "score"),
-    "advance": ("config", "advance"),
+    "advance": ("config", "advance", "assign"),
     "nurture": ("nurture",),
     "callbacks": ("callbacks",),
     "checkins": ("checkins",),

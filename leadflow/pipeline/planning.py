@@ -66,6 +66,7 @@ def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
         "score_changed": out.score.changed,
         "revived": out.callbacks.as_dict(),
         "advance": out.advance.as_dict(),
+        "assign": out.outcome("assign").as_dict() if "assign" in out.ran else None,
         "emails": dict(sorted(deliveries.templates.items())),
         "deferred": dict(deliveries.deferred),
         "cancelled": dict(deliveries.cancelled),
@@ -163,12 +164,27 @@ def _render_tick(sim: dict[str, Any], console: Console) -> None:
         f"recycled to the callback list: {sim['advance']['recycled']}, flagged stuck: "
         f"{sim['advance']['flagged']}"
     )
+    if sim["assign"] is not None:
+        _render_assign(sim["assign"], console)
     emails = Table("template", "emails", title="Emails that would go out")
     for template, n in sim["emails"].items():
         emails.add_row(template, str(n))
     console.print(emails)
     for reason, n in sim["deferred"].items():
         console.print(f"deferred ({reason}): {n}")
+
+
+def _render_assign(assign: dict[str, Any], console: Console) -> None:
+    """Who would get which leads (``leadflow.pipeline.assignment``)."""
+    owners = Table("owner", "leads", "examples", title="Owners assigned")
+    for o in assign["owners"]:
+        owners.add_row(o["owner"], str(o["count"]), ", ".join(o["examples"]))
+    console.print(owners)
+    if assign["reassigned"] or assign["waiting"]:
+        console.print(
+            f"reassigned from inactive members: {assign['reassigned']}, waiting for a member "
+            f"with room: {assign['waiting']}"
+        )
 
 
 def _render_diff(d: dict[str, Any], console: Console) -> None:

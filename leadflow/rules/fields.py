@@ -44,6 +44,7 @@ LEAD_COLUMNS: dict[str, FieldKind] = {
     "engagement_score": "float",
     "score": "float",
     "grade": "str",
+    "owner": "str",  # the id of the team member who owns the lead (docs/team.md)
 }
 DERIVED: dict[str, FieldKind] = {
     "days_in_stage": "float",
