@@ -23,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
+from models.bulk import execute_many
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -177,5 +179,5 @@ def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) ->
     if not rows:
         return 0
     module: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
-    result = conn.execute(module.insert(table).on_conflict_do_nothing(), rows)
-    return max(result.rowcount, 0)
+    statement = module.insert(table).on_conflict_do_nothing()
+    return execute_many(conn, statement, rows, key=("insert_ignore", table.name))

@@ -7,6 +7,7 @@ one and never sees an unchecked file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from leadflow.config.schema import PipelineConfig, Stage
@@ -46,8 +47,12 @@ class LoadedConfig:
         return self.hash[:12]
 
     def stage(self, pipeline_id: str, stage_id: str) -> Stage | None:
-        pipeline = self.config.pipeline(pipeline_id)
-        return pipeline.stage(stage_id) if pipeline else None
+        return self._stages.get((pipeline_id, stage_id))
+
+    @cached_property
+    def _stages(self) -> dict[tuple[str, str], Stage]:
+        """Every stage by (pipeline, stage) id: the engine asks per lead moved."""
+        return {(p.id, s.id): s for p in self.config.pipelines for s in p.stages}
 
     def template_names(self) -> set[str]:
         return {name for _path, name in template_refs(self.config)}

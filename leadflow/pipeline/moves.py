@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, bindparam, insert, literal, select, update
 
@@ -20,6 +21,7 @@ from leadflow.outbox.rows import outbox_row
 from leadflow.pipeline.business_time import SendWindow, next_window_start
 from leadflow.pipeline.cadence import step_due
 from leadflow.runtime import Runtime
+from models.bulk import execute_many
 from models.db import insert_ignore
 from models.tables import (
     CALLBACKS,
@@ -90,6 +92,8 @@ class MoveWriter:
         self.outbox: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
         self.outcome = AdvanceOutcome()
+        self._due_memo: dict[tuple[str, str | None, str], datetime] = {}
+        self._checkin_memo: dict[tuple[datetime, ZoneInfo], datetime] = {}
 
     def transition(
         self,
@@ -175,20 +179,36 @@ class MoveWriter:
     def _enroll(
         self, lead: Any, pipeline_id: str, stage_id: str, cadence_id: str, round_: int
     ) -> None:
-        cadence = self.rt.loaded.config.cadences[cadence_id]
-        first = cadence.steps[0]
-        tz = self.rt.send_zone(cadence_id, lead.timezone, pipeline_id)
-        due = step_due(
-            self.now,
-            first,
-            window=self.rt.send_windows[cadence_id],
-            tz=tz,
-            holidays=self.rt.holidays,
-        )
+        first = self.rt.loaded.config.cadences[cadence_id].steps[0]
+        due = self._first_due(cadence_id, lead.timezone, pipeline_id)
         self.outbox.append(
             self._outbox_row(lead, cadence_id, first.id, round_, stage_id, "cadence", due)
         )
         self.outcome.enrolled += 1
+
+    def _first_due(self, cadence_id: str, lead_zone: str | None, pipeline_id: str) -> datetime:
+        """When a cadence's first step is due for leads entering now in a zone: the same for
+        every lead of a batch in that zone, so it is worked out once per zone."""
+        key = (cadence_id, lead_zone, pipeline_id)
+        due = self._due_memo.get(key)
+        if due is None:
+            due = self._due_memo[key] = step_due(
+                self.now,
+                self.rt.loaded.config.cadences[cadence_id].steps[0],
+                window=self.rt.send_windows[cadence_id],
+                tz=self.rt.send_zone(cadence_id, lead_zone, pipeline_id),
+                holidays=self.rt.holidays,
+            )
+        return due
+
+    def _checkin_due(self, after: datetime, tz: ZoneInfo) -> datetime:
+        key = (after, tz)
+        due = self._checkin_memo.get(key)
+        if due is None:
+            due = self._checkin_memo[key] = next_window_start(
+                after, CHECKIN_WINDOW, tz=tz, holidays=self.rt.holidays
+            )
+        return due
 
     def _outbox_row(
         self, lead: Any, cadence: str, step: str, round_: int, stage: str, kind: str, due: datetime
@@ -211,12 +231,7 @@ class MoveWriter:
         plan = self.rt.loaded.config.checkins[plan_id]
         tz = self.rt.zone(lead.timezone, pipeline_id)
         for checkin in plan.checkins:
-            due = next_window_start(
-                self.now + timedelta(days=checkin.after_days),
-                CHECKIN_WINDOW,
-                tz=tz,
-                holidays=self.rt.holidays,
-            )
+            due = self._checkin_due(self.now + timedelta(days=checkin.after_days), tz)
             self.outbox.append(
                 self._outbox_row(lead, plan_id, checkin.id, round_, stage_id, "checkin", due)
             )
@@ -350,11 +365,10 @@ class MoveWriter:
         for keys, rows in by_shape.items():
             columns: dict[str, Any] = {k: bindparam(k) for k in keys if k != "b_id"}
             columns["updated_at"] = literal(self.now, lead.c.updated_at.type)
-            conn.execute(update(lead).where(lead.c.id == bindparam("b_id")).values(columns), rows)
-        if self.transitions:
-            conn.execute(insert(TRANSITIONS), self.transitions)
-        if self.callbacks:
-            conn.execute(insert(CALLBACKS), self.callbacks)
+            statement = update(lead).where(lead.c.id == bindparam("b_id")).values(columns)
+            execute_many(conn, statement, rows, key=("moves.lead", keys))
+        execute_many(conn, insert(TRANSITIONS), self.transitions, key="moves.transition")
+        execute_many(conn, insert(CALLBACKS), self.callbacks, key="moves.callback")
         insert_ignore(conn, outbox, self.outbox)
 
 

@@ -22,7 +22,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Stage
 from leadflow.pipeline.batching import IdRange
-from leadflow.pipeline.moves import REEVALUATE_AFTER, AdvanceOutcome, MoveWriter, load_rows
+from leadflow.pipeline.moves import (
+    LEAD_ROW_COLUMNS,
+    REEVALUATE_AFTER,
+    AdvanceOutcome,
+    MoveWriter,
+    load_rows,
+)
 from leadflow.rules.fields import TIME_DEPENDENT, LeadSql
 from leadflow.runtime import Runtime
 from models.tables import (
@@ -108,10 +114,17 @@ def plan_batch(
     conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
 ) -> list[Decision]:
     """What the engine would do to the due leads in ``id_range`` (read-only)."""
+    return [decision for decision, _row in _decide(conn, rt, id_range, now=now)]
+
+
+def _decide(
+    conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
+) -> list[tuple[Decision, Any]]:
+    """Each due lead's decision with the row a move needs, in one query."""
     lead = LEADS
     sql = LeadSql(dialect=conn.dialect.name, now=now, attributes=rt.loaded.config.intake.attributes)
     decision, actions = _decision_case(rt, sql)
-    query = select(lead.c.id, lead.c.email, lead.c.pipeline, lead.c.stage, decision).where(
+    query = select(*[lead.c[c] for c in LEAD_ROW_COLUMNS], decision.label("decision")).where(
         _due_in_range(id_range, now)
     )
     if conn.dialect.name == "postgresql":
@@ -119,11 +132,12 @@ def plan_batch(
         # move a lead: rows another transaction is deciding are skipped, and they are no
         # longer due once it commits. (SQLite writers are serialised by BEGIN IMMEDIATE.)
         query = query.with_for_update(skip_locked=True, of=lead)
-    rows = conn.execute(query).all()
     out = []
-    for row_id, email, pipeline, stage, index in rows:
+    for row in conn.execute(query).all():
+        index = row.decision
         action, target = actions[index] if index >= 0 else ("", None)
-        out.append(Decision(row_id, email, pipeline, stage, action, target, index))
+        decided = Decision(row.id, row.email, row.pipeline, row.stage, action, target, index)
+        out.append((decided, row))
     return out
 
 
@@ -159,15 +173,14 @@ def advance_batch(
     conn: Connection, rt: Runtime, id_range: IdRange, *, now: datetime
 ) -> AdvanceOutcome:
     """Apply the stage engine to the due leads in ``id_range``; call inside a transaction."""
-    decisions = plan_batch(conn, rt, id_range, now=now)
+    decided = _decide(conn, rt, id_range, now=now)
     writer = MoveWriter(conn, rt, now)
-    writer.outcome.examined = len(decisions)
-    if not decisions:
+    writer.outcome.examined = len(decided)
+    if not decided:
         return writer.outcome
-    rows = load_rows(conn, [d.lead_id for d in decisions])
     reschedule: list[dict[str, Any]] = []
-    for d in decisions:
-        unmoved = _apply(writer, d, rows[d.lead_id])
+    for d, row in decided:
+        unmoved = _apply(writer, d, row)
         if unmoved is not None:
             reschedule.append(unmoved)
     writer.lead_updates.extend(reschedule)

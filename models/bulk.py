@@ -1,0 +1,147 @@
+"""Many rows through one prepared statement, without SQLAlchemy's per-row work.
+
+``conn.execute(statement, rows)`` re-runs SQLAlchemy's generic parameter machinery for every
+row (bind names, type processors, dict building): for a batch of stage moves that was more
+time than SQLite's own ``executemany`` of the same rows. On SQLite ``execute_many`` compiles
+the statement once per shape, takes each column's bind processor from its type (so values are
+stored exactly as SQLAlchemy stores them: ``UTCDateTime``, JSON, enums) and hands the driver
+plain tuples. Processed values are remembered: a batch's timestamps are mostly the same few
+instants. Fixed column defaults are filled in once. Anything else (a default made per row by
+a callable, PostgreSQL, whose driver path is already set-based) goes through
+``conn.execute`` unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+_Getter = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    getters: tuple[_Getter, ...]
+
+
+_CACHE: dict[tuple[Hashable, str, tuple[str, ...]], _Prepared | None] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_KEPT = 64
+
+
+def execute_many(
+    conn: Connection,
+    statement: Executable,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    key: Hashable,
+) -> int:
+    """Run ``statement`` once per row (all rows have the same keys); the rows affected.
+
+    ``key`` names the statement's shape (same SQL for the same key and row keys), so it is
+    compiled once per process, not per call.
+    """
+    if not rows:
+        return 0
+    names = tuple(rows[0])
+    prepared = _prepared(conn.dialect, statement, key, names) if _fast(conn) else None
+    if prepared is None:
+        return max(conn.execute(statement, list(rows)).rowcount, 0)
+    getters = prepared.getters
+    params = [tuple([get(row) for get in getters]) for row in rows]
+    result = conn.exec_driver_sql(prepared.sql, params)
+    return max(result.rowcount, 0)
+
+
+def _fast(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite" and conn.dialect.paramstyle == "qmark"
+
+
+def _prepared(
+    dialect: Dialect, statement: Executable, key: Hashable, names: tuple[str, ...]
+) -> _Prepared | None:
+    cache_key = (key, dialect.name, names)
+    with _CACHE_LOCK:
+        if cache_key in _CACHE:
+            return _CACHE[cache_key]
+    prepared = _prepare(dialect, statement, names)
+    with _CACHE_LOCK:
+        while len(_CACHE) >= _CACHE_KEPT:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[cache_key] = prepared
+    return prepared
+
+
+def _prepare(dialect: Dialect, statement: Executable, names: tuple[str, ...]) -> _Prepared | None:
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))  # type: ignore[attr-defined]
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.positiontup is None:
+        return None
+    defaults = _scalar_defaults(compiled)
+    if defaults is None:
+        return None  # a Python-side default made per row (a callable): SQLAlchemy's job
+    wanted = set(names)
+    getters: list[_Getter] = []
+    for bind_name in compiled.positiontup:
+        bind = compiled.binds[bind_name]
+        processor = bind.type._cached_bind_processor(dialect)
+        if bind.key in wanted:
+            getters.append(_from_row(bind.key, processor))
+        elif bind.key in defaults:
+            value = defaults[bind.key]
+            getters.append(_constant(processor(value) if processor else value))
+        elif bind.callable is None and bind.value is not None:
+            getters.append(_constant(processor(bind.value) if processor else bind.value))
+        else:
+            return None
+    if any(b.expanding for b in compiled.binds.values()):
+        return None
+    return _Prepared(compiled.string, tuple(getters))
+
+
+def _scalar_defaults(compiled: SQLCompiler) -> dict[str, Any] | None:
+    """The fixed Python-side defaults of the columns a row leaves out (None: one is not)."""
+    out: dict[str, Any] = {}
+    for column in compiled.insert_prefetch:
+        if column.default is None or not column.default.is_scalar:
+            return None
+        out[column.key] = column.default.arg  # type: ignore[attr-defined]
+    for column in compiled.update_prefetch:
+        if column.onupdate is None or not column.onupdate.is_scalar:
+            return None
+        out[column.key] = column.onupdate.arg  # type: ignore[attr-defined]
+    return out
+
+
+def _constant(value: Any) -> _Getter:
+    return lambda _row: value
+
+
+def _from_row(name: str, processor: Callable[[Any], Any] | None) -> _Getter:
+    if processor is None:
+        return lambda row: row[name]
+    seen: dict[tuple[type, Any], Any] = {}  # by type too: True == 1, but not in JSON
+
+    def get(row: Mapping[str, Any]) -> Any:
+        value = row[name]
+        memo = (type(value), value)
+        try:
+            return seen[memo]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable (a JSON dict): processed every time
+            return processor(value)
+        out = seen[memo] = processor(value)
+        if len(seen) > 4096:
+            seen.clear()
+        return out
+
+    return get
