@@ -12,6 +12,11 @@ is a Monday, outside the outbound send window, so delivery plans and finds nothi
 right after (nothing due any more) and with the raw indexed queries that find the due leads;
 then a tick with a tenth as many due leads (in every stage) shows how the cost scales.
 
+Own SQL: every statement the due tick sent SQLite (SQL and parameters as sent, commits
+included) is recorded and replayed with raw ``sqlite3`` on a copy of the database as it was
+before the tick. That is what the database alone spends on the work the tick asks of it (most
+of it writing rows and their index entries); the tick over it is the cost of what is ours.
+
 Foundation: an idle tick over ``--foundation-leads`` leads (nothing due) against the same
 "what is due" questions asked with raw ``sqlite3`` on the same indexes: the score, stage,
 callback, stale-claim and two outbox queries a tick asks.
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -32,6 +39,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import event
 
 from benchmarks.common import (
     CONFIG,
@@ -135,16 +144,51 @@ def _idle_ticks(rt: Any, repeat: int) -> list[float]:
     return times
 
 
-def _measured_tick(rt: Any, now: datetime) -> dict[str, Any]:
+def _record_sql(db: Any, into: list[tuple[str, Any, bool]]) -> Callable[[], None]:
+    """Append every statement the engine sends SQLite (as sent: SQL text and processed
+    parameters) and every COMMIT/ROLLBACK to ``into``; returns the function that stops it."""
+
+    def on_execute(
+        _c: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, executemany: bool
+    ) -> None:
+        into.append((sql, params, executemany))
+
+    def on_commit(_conn: Any) -> None:
+        into.append(("COMMIT", None, False))
+
+    def on_rollback(_conn: Any) -> None:
+        into.append(("ROLLBACK", None, False))
+
+    hooks = (
+        ("before_cursor_execute", on_execute),
+        ("commit", on_commit),
+        ("rollback", on_rollback),
+    )
+    for name, fn in hooks:
+        event.listen(db, name, fn)
+
+    def stop() -> None:
+        for name, fn in hooks:
+            event.remove(db, name, fn)
+
+    return stop
+
+
+def _measured_tick(rt: Any, now: datetime, record: Path | None = None) -> dict[str, Any]:
     from leadflow.mail.transport import MemoryTransport
     from leadflow.pipeline import engine
 
     memory = MemoryTransport()
     spent: dict[str, float] = {}
     runner = _TimedRunner(engine.InlineRunner(rt, lambda: memory), spent)
+    statements: list[tuple[str, Any, bool]] = []
+    stop = _record_sql(rt.engine, statements) if record else lambda: None
     started = time.perf_counter()
     out = engine.run(rt, "tick", now=now, runner=runner)
     seconds = time.perf_counter() - started
+    stop()
+    if record:
+        record.write_bytes(pickle.dumps(statements))
     return {
         "seconds": round(seconds, 3),
         "steps_s": {name: round(s, 3) for name, s in spent.items()},
@@ -157,11 +201,12 @@ def _measured_tick(rt: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def due_tick_phase(path: str, repeat: int, due_every: int) -> dict[str, Any]:
-    """A tick with due work; idle ticks at the same instant (nothing left to do); then, still
-    at that instant, a tick with a tenth as many other leads due, all over the pipeline."""
+def due_tick_phase(path: str, repeat: int, due_every: int, record: str) -> dict[str, Any]:
+    """A tick with due work (its SQL recorded into ``record``); idle ticks at the same instant
+    (nothing left to do); then, still at that instant, a tick with a tenth as many other leads
+    due, all over the pipeline."""
     rt = _runtime(path)
-    first = _measured_tick(rt, NOW)
+    first = _measured_tick(rt, NOW, Path(record))
     idle = _idle_ticks(rt, repeat)
     with rt.engine.begin() as conn:  # not timed: make leads that were not due so now
         conn.exec_driver_sql(
@@ -171,6 +216,44 @@ def due_tick_phase(path: str, repeat: int, due_every: int) -> dict[str, Any]:
     tenth = _measured_tick(rt, NOW)  # those moved by the first tick are due only at NOW + 1 s
     rt.close()
     return {**first, "idle_after_s": round(statistics.median(idle), 4), "tenth": tenth}
+
+
+def replay_phase(path: str, record: str) -> dict[str, Any]:
+    """The due tick's own SQL, replayed with raw ``sqlite3`` on a copy of the database as it
+    was before the tick (same pragmas, same transactions): what the database alone spends on
+    the work the tick asks of it. The tick over this is the cost of everything that is ours."""
+    from models.db import _sqlite_pragmas
+
+    statements = pickle.loads(Path(record).read_bytes())
+    conn = sqlite3.connect(path, isolation_level=None)
+    _sqlite_pragmas(conn, None)
+    writes = 0.0
+    spent: dict[str, float] = {}
+    started = time.perf_counter()
+    for sql, params, many in statements:
+        if sql in ("COMMIT", "ROLLBACK"):
+            if conn.in_transaction:
+                conn.execute(sql)
+            continue
+        began = time.perf_counter()
+        if many:
+            conn.executemany(sql, params)
+        else:
+            conn.execute(sql, params or ()).fetchall()
+        took = time.perf_counter() - began
+        head = " ".join(sql.split())[:60]
+        spent[head] = spent.get(head, 0.0) + took
+        if not sql.lstrip().upper().startswith(("SELECT", "WITH", "BEGIN", "PRAGMA")):
+            writes += took
+    seconds = time.perf_counter() - started
+    conn.close()
+    slowest = sorted(spent.items(), key=lambda kv: -kv[1])[:6]
+    return {
+        "seconds": seconds,
+        "writes_s": writes,
+        "statements": len(statements),
+        "slowest": {head: round(s, 3) for head, s in slowest},
+    }
 
 
 def raw_phase(path: str, repeat: int, only: str | None = None) -> dict[str, Any]:
@@ -227,8 +310,13 @@ def main() -> None:
             ),
         )
         raw = run_phase(raw_phase, str(big), args.repeat)
-        due = run_phase(due_tick_phase, str(big), args.repeat, due_every)
+        before = workdir / "before-tick.db"
+        shutil.copyfile(big, before)
+        record = workdir / "tick-sql.pickle"
+        due = run_phase(due_tick_phase, str(big), args.repeat, due_every, str(record))
         big.unlink()
+        replay = run_phase(replay_phase, str(before), str(record))
+        before.unlink()
         small = workdir / "foundation.db"
         build_database(
             small,
@@ -261,6 +349,14 @@ def main() -> None:
         "raw_find_due": raw,
         "due_vs_idle": ratio(due["seconds"], due["idle_after_s"]),
         "due_vs_raw_find": ratio(due["seconds"], find_due_s),
+        "own_sql_replayed_s": round(replay["seconds"], 3),
+        "own_sql_writes_s": round(replay["writes_s"], 3),
+        "own_sql_statements": replay["statements"],
+        "own_sql_slowest_s": replay["slowest"],
+        "due_vs_own_sql": ratio(due["seconds"], replay["seconds"]),
+        "overhead_ms_per_due_lead": round(
+            1000 * (due["seconds"] - replay["seconds"]) / max(due_leads, 1), 3
+        ),
         "foundation": {
             "leads": args.foundation_leads,
             "idle_tick_s": round(foundation["idle_tick_s"], 4),
@@ -279,7 +375,9 @@ def main() -> None:
         f"{tenth['examined']:,} due: {tenth['seconds']:.2f} s) vs idle tick "
         f"{due['idle_after_s'] * 1000:.1f} ms ({result['due_vs_idle']:.0f}x) vs raw indexed "
         f"queries finding the due leads {find_due_s * 1000:.1f} ms "
-        f"({result['due_vs_raw_find']:.0f}x); foundation: idle tick over "
+        f"({result['due_vs_raw_find']:.0f}x) vs the tick's own SQL replayed with raw sqlite3 "
+        f"{replay['seconds']:.2f} s ({result['due_vs_own_sql']:.2f}x; ours "
+        f"{result['overhead_ms_per_due_lead']:.3f} ms per due lead); foundation: idle tick over "
         f"{args.foundation_leads:,} leads {foundation['idle_tick_s'] * 1000:.1f} ms vs the "
         f"same six raw SQLite queries {idle_raw_s * 1000:.2f} ms = "
         f"{result['foundation']['ratio']:.0f}x; idle at {args.leads:,} / idle at "
