@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Index
 
 from leadflow.config import load_config
-from leadflow.reporting import flow, messaging, outcomes, snapshot
+from leadflow.reporting import flow, messaging, outcomes, sales, snapshot
 from leadflow.reporting.build import build_report
 from models.db import make_engine, open_database
 from models.tables import EVENTS, LEADS, OUTBOX, TRANSITIONS
@@ -168,7 +168,7 @@ def timed_queries() -> Iterator[dict[str, float]]:
 
         return wrapper
 
-    for module in (flow, messaging, outcomes, snapshot):
+    for module in (flow, messaging, outcomes, sales, snapshot):
         short = module.__name__.rsplit(".", 1)[1]
         for name, fn in list(vars(module).items()):
             if inspect.isfunction(fn) and fn.__module__ == module.__name__ and name[0] != "_":

@@ -29,12 +29,12 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     func,
     literal,
     not_,
     or_,
     select,
+    union,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -65,18 +65,20 @@ def furthest_reached(
     furthest stage each entered by ``until``; a lead with no such move is at index 0.
 
     Over all history every lead is in the cohort, so the furthest stage is taken per lead
-    from the transitions alone, in ``ix_transition_lead_at`` order (no sort), then joined to
-    the leads; over a period the period's leads come first and each looks up its moves.
+    from the transitions alone, in ``ix_transition_lead_at`` order (no sort; the index covers
+    pipeline and stage too), then joined to the leads; over a period the period's leads come
+    first and each looks up its moves.
     """
     lead, t = LEADS, TRANSITIONS
-    whens = [
-        (and_(t.c.pipeline == p.id, t.c.to_stage == s.id), literal(i))
+    # Simple CASEs (pipeline, then stage: one comparison per WHEN, not two) for every move.
+    index_in = {
+        p.id: case({s.id: literal(i) for i, s in enumerate(main_path(p))}, value=t.c.to_stage)
         for p in pipelines
-        for i, s in enumerate(main_path(p))
-    ]
-    if not whens:
+        if main_path(p)
+    }
+    if not index_in:
         return {}
-    furthest = func.max(case(*whens, else_=None))
+    furthest = func.max(case(index_in, value=t.c.pipeline))
     cohort = [scope.within(lead.c.created_at), lead.c.pipeline.in_([p.id for p in pipelines])]
     if scope.since is None:
         moves = (
@@ -234,15 +236,13 @@ def at_risk(
     age, sla, over_sla = snapshot.sla_rule(scope, [pipeline])
     usual = snapshot.per_stage(usual_days)
     cutoff = until - timedelta(days=idle_days)
-    lively = or_(
-        exists().where(
-            event.c.lead_id == lead.c.id, event.c.occurred_at > cutoff, event.c.occurred_at <= until
-        ),
-        exists().where(
-            outbox.c.lead_id == lead.c.id, outbox.c.sent_at > cutoff, outbox.c.sent_at <= until
-        ),
-        lead.c.stage_entered_at > cutoff,
+    # The leads with an event or a sent email in the idle window, found once from the window's
+    # rows (``ix_event_occurred``, ``ix_outbox_sent``), not looked up per open deal.
+    recent = union(
+        select(event.c.lead_id).where(event.c.occurred_at > cutoff, event.c.occurred_at <= until),
+        select(outbox.c.lead_id).where(outbox.c.sent_at > cutoff, outbox.c.sent_at <= until),
     )
+    lively = or_(lead.c.stage_entered_at > cutoff, lead.c.id.in_(recent))
     flags: dict[str, ColumnElement[bool]] = {
         "over_sla": over_sla,
         "over_usual": age > usual,
@@ -250,24 +250,49 @@ def at_risk(
         "idle": not_(lively),
         "overdue": lead.c.next_action_at < until - OVERDUE_GRACE,
     }
-    where = [
-        lead.c.status == LeadStatus.ACTIVE,
-        _in_open_stage([pipeline]),
-        or_(*flags.values()),
-    ]
+    # Each open deal's age, SLA, usual days and activity computed once (``OFFSET 0`` keeps the
+    # subquery from being flattened back into one copy of each expression per flag), then
+    # the flags compared from its columns.
+    deal = (
+        select(
+            lead.c.id,
+            lead.c.deal_value,
+            age.label("age"),
+            sla.label("sla"),
+            usual.label("usual"),
+            lead.c.stuck,
+            case((lively, 1), else_=0).label("lively"),
+            lead.c.next_action_at,
+        )
+        .where(lead.c.status == LeadStatus.ACTIVE, _in_open_stage([pipeline]))
+        .offset(0)
+        .subquery()
+    )
+    marks: dict[str, ColumnElement[bool]] = {
+        "over_sla": deal.c.age >= deal.c.sla,
+        "over_usual": deal.c.age > deal.c.usual,
+        "flagged": deal.c.stuck,
+        "idle": deal.c.lively == 0,
+        "overdue": deal.c.next_action_at < until - OVERDUE_GRACE,
+    }
+    at_risk_deal = or_(*marks.values())
     totals = conn.execute(
         select(
             func.count(),
-            func.coalesce(func.sum(lead.c.deal_value), 0.0),
-            *[func.sum(case((flag, 1), else_=0)) for flag in flags.values()],
-        ).where(*where)
+            func.coalesce(func.sum(deal.c.deal_value), 0.0),
+            *[func.sum(case((mark, 1), else_=0)) for mark in marks.values()],
+        ).where(at_risk_deal)
     ).one()
     # Largest first, then longest in stage; NULLS LAST spelled out: SQLite puts NULLs last
     # in a descending order, PostgreSQL first (SQLite >= 3.30 reads NULLS LAST).
-    order = (lead.c.deal_value.desc().nulls_last(), age.desc().nulls_last(), lead.c.id)
     largest = (
-        select(lead.c.id).where(*where).order_by(*order).limit(AT_RISK_SHOWN).scalar_subquery()
+        select(deal.c.id)
+        .where(at_risk_deal)
+        .order_by(deal.c.deal_value.desc().nulls_last(), deal.c.age.desc().nulls_last(), deal.c.id)
+        .limit(AT_RISK_SHOWN)
+        .scalar_subquery()
     )
+    order = (lead.c.deal_value.desc().nulls_last(), age.desc().nulls_last(), lead.c.id)
     last_event = (
         select(func.max(event.c.occurred_at))
         .where(event.c.lead_id == lead.c.id, event.c.occurred_at <= until)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Float, Row, and_, case, cast, func, literal, null, or_, select
+from sqlalchemy import Connection, Float, Row, case, cast, func, literal, null, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.config.schema import Pipeline
@@ -61,12 +61,17 @@ def per_stage(days: Mapping[tuple[str, str], float | None]) -> ColumnElement[Any
     """A CASE giving each (pipeline, stage) its number of days; NULL where it has none (a
     typed NULL: PostgreSQL cannot type a bare parameter used as a column and compared)."""
     lead = LEADS
-    whens = [
-        (and_(lead.c.pipeline == p, lead.c.stage == s), literal(float(d)))
-        for (p, s), d in sorted(days.items())
-        if d is not None
-    ]
-    return case(*whens, else_=None) if whens else cast(null(), Float)
+    known: dict[str, dict[str, Any]] = {}
+    for (p, s), d in sorted(days.items()):
+        if d is not None:
+            known.setdefault(p, {})[s] = literal(float(d))
+    if not known:
+        return cast(null(), Float)
+    # Simple CASEs, pipeline then stage: one comparison per WHEN, per lead.
+    return case(
+        {p: case(stages, value=lead.c.stage) for p, stages in known.items()},
+        value=lead.c.pipeline,
+    )
 
 
 def sla_rule(
