@@ -7,16 +7,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.logging import get_logger
 from prefect.runtime import flow_run
 
 from flows.context import reload, runtime
 from flows.tasks import PrefectRunner
+from leadflow.alerts import steps as alerts
+from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.pipeline import engine
 from leadflow.pipeline.run_record import record_run
 from leadflow.pipeline.summaries import tick_markdown
@@ -170,3 +174,32 @@ FLOWS = {
     "learn": learn_flow,
     "tick": tick_flow,
 }
+
+
+def _alert_failure(
+    flow: Flow[[str | None], dict[str, Any]], flow_run: FlowRun, state: State[Any]
+) -> None:
+    """Every flow's ``on_failure`` and ``on_crashed`` hook: the ``flow_failed`` alert, raised
+    once per flow run and sent on the channels the YAML names (``leadflow/alerts/``). A hook
+    never raises: what kept the alert from going out is logged instead."""
+    try:
+        rt = runtime()
+        alerts.flow_failed(
+            rt,
+            flow=flow.name,
+            run_id=str(flow_run.id),
+            run_name=flow_run.name,
+            state=state.name or state.type.value,
+            message=state.message or "",
+            now=utcnow(),
+            transport=smtp_transport_factory(rt),
+        )
+    except Exception as exc:
+        get_logger("leadflow.alerts").error(
+            "no alert for the failed flow run %s: %s: %s", flow_run.name, type(exc).__name__, exc
+        )
+
+
+for _flow in FLOWS.values():
+    _flow.on_failure(_alert_failure)
+    _flow.on_crashed(_alert_failure)

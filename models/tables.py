@@ -367,7 +367,73 @@ class RunRecord(SQLModel, table=True):
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class Alert(SQLModel, table=True):
+    """Something ops or sales were told about, once: ``(kind, subject, period)`` is unique, so
+    overlapping runs and retries raise it once (``leadflow/alerts/``). ``lead_id`` and
+    ``since`` repeat the key in columns the "not alerted yet" queries join on."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject", "period", name="uq_alert_key"),
+        Index("ix_alert_kind_lead_since", "kind", "lead_id", "since"),
+        Index("ix_alert_raised", "raised_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)  # flow_failed, sla_flagged, sending_guard
+    subject: str = Field(max_length=200)  # what it is about: a flow run, a lead, sending
+    period: str = Field(max_length=100)  # which occurrence: a stage entry, a pause
+    title: str = Field(max_length=500)
+    detail: str = Field(default="", max_length=2000)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    lead_id: int | None = None
+    since: datetime | None = None
+    raised_at: datetime
+
+
+class AlertDelivery(SQLModel, table=True):
+    """One alert to one channel: pending, claimed (``sending``) before the request is made,
+    then sent or failed (retried while ``attempts`` allow). A claim a crash left is never
+    resent: the alert may have arrived."""
+
+    __tablename__ = "alert_delivery"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel", name="uq_alert_delivery"),
+        Index("ix_alert_delivery_status_due", "status", "due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id")
+    channel: str = Field(max_length=64)
+    status: str = Field(default="pending", max_length=16)  # pending sending sent failed
+    attempts: int = 0
+    due_at: datetime
+    claim_token: str | None = Field(default=None, max_length=64)
+    claimed_at: datetime | None = None
+    sent_at: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+
+
+class SendingPause(SQLModel, table=True):
+    """Sending is paused while a row has ``active`` true; ``active`` is NULL once resumed,
+    and unique, so at most one pause holds. The rows are the history (who, why, figures)."""
+
+    __tablename__ = "sending_pause"
+
+    id: int | None = Field(default=None, primary_key=True)
+    active: bool | None = Field(default=True, sa_column_kwargs={"unique": True})
+    paused_at: datetime
+    paused_by: str = Field(max_length=100)  # "guard" or a person
+    reason: str = Field(max_length=500)
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    resumed_at: datetime | None = None
+    resumed_by: str | None = Field(default=None, max_length=100)
+    resume_reason: str | None = Field(default=None, max_length=500)
+
+
 __all__ = [
+    "ALERTS",
+    "ALERT_DELIVERIES",
     "CALLBACKS",
     "EVENTS",
     "INBOUND",
@@ -379,8 +445,11 @@ __all__ = [
     "ROUND_ROBIN",
     "RUNS",
     "SCORE_CHANGES",
+    "SENDING_PAUSES",
     "SUPPRESSIONS",
     "TRANSITIONS",
+    "Alert",
+    "AlertDelivery",
     "Callback",
     "Event",
     "InboundMessage",
@@ -396,6 +465,7 @@ __all__ = [
     "RoundRobin",
     "RunRecord",
     "ScoreChange",
+    "SendingPause",
     "StageTransition",
     "Suppression",
 ]
@@ -416,6 +486,9 @@ SCORE_CHANGES = _table(ScoreChange)
 RUNS = _table(RunRecord)
 INBOUND = _table(InboundMessage)
 MAILBOX_CHECKPOINTS = _table(MailboxCheckpoint)
+ALERTS = _table(Alert)
+ALERT_DELIVERIES = _table(AlertDelivery)
+SENDING_PAUSES = _table(SendingPause)
 OWNER_CHANGES = _table(OwnerChange)
 ROUND_ROBIN = _table(RoundRobin)
 

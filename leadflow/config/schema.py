@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from leadflow.config.alerts import Alerts
 from leadflow.config.team import AssignmentRule, Team
 
 Identifier = Annotated[
@@ -397,6 +398,7 @@ class PipelineConfig(Strict):
     )
     team: Team = Field(default_factory=Team, description="Who works leads (docs/team.md)")
     assignment: list[AssignmentRule] = Field(default_factory=list, description="First match wins")
+    alerts: Alerts | None = Field(default=None, description="Alert channels (docs/alerts.md)")
     pipelines: list[Pipeline] = Field(min_length=1)
 
     def pipeline(self, pipeline_id: str) -> Pipeline | None:

@@ -15,6 +15,7 @@ from typing import Any
 from croniter import croniter
 from pydantic import ValidationError
 
+from leadflow.config.alerts import alert_issues
 from leadflow.config.loaded import CompiledExit, LoadedConfig, template_refs
 from leadflow.config.schema import FLOWS, Pipeline, PipelineConfig, Stage
 from leadflow.config.schema_errors import schema_issues
@@ -106,6 +107,7 @@ class _Checker:
         self.labels()
         self.currency()
         self.team()
+        self.issues += alert_issues(self.doc, self.config.alerts)
         self.template_checks()
         return self.issues
 

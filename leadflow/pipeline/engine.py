@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from leadflow.alerts import steps as alerts
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.delivery.session import DeliverySession, reconcile_stale
 from leadflow.delivery.smtp import TransportFactory
@@ -72,7 +73,9 @@ def deliver_due(
     ``DeliverySession`` (one SMTP pool and building helper for all of them). Each batch is
     claimed and recorded by itself, so a retry after a failure sends only unclaimed rows."""
     unknown = reconcile_stale(rt, now=now)
-    ranges = outbox_ranges(rt, now=now, kind=kind)
+    with rt.engine.connect() as conn:  # a sending pause (leadflow/alerts/guard.py) holds
+        paused = alerts.sending_paused(conn)
+    ranges = [] if paused else outbox_ranges(rt, now=now, kind=kind)
     out = DeliveryOutcome()
     if ranges:
         with DeliverySession(rt, now=now, transport=transport) as session:
@@ -184,6 +187,8 @@ def _claim_only(conn: Connection, rt: Runtime, *, now: datetime, kind: str) -> D
     """A dry run's delivery: the claims a run would make (caps, windows, suppression), no
     message built or sent."""
     out = DeliveryOutcome()
+    if alerts.sending_paused(conn):
+        return out
     for id_range in one_range(conn, OUTBOX.c.id, outbox_due(now, kind)):
         claim = claim_batch(conn, rt, id_range, now=now, kind=kind)
         out.count_claim(claim)
@@ -256,6 +261,15 @@ STEPS: dict[str, Step] = {
             empty=AssignOutcome,
             needed=owners.needed,
         ),
+        Step(
+            "guard",
+            "check sending guard",
+            "database",
+            once=lambda rt, now, t: alerts.guard_step(rt, now=now, transport=t),
+            dry=lambda conn, rt, now: alerts.check_guard(conn, rt, now=now),
+            empty=alerts.GuardOutcome,
+            needed=alerts.configured,
+        ),
         _sending("nurture", "cadence"),
         _sending("checkins", "checkin"),
         Step(
@@ -271,12 +285,22 @@ STEPS: dict[str, Step] = {
             once=lambda rt, now, _t: _reading(rt, _report, now),
             dry=_report,
         ),
+        Step(
+            "alerts",
+            "send alerts",
+            "database",
+            once=lambda rt, now, t: alerts.alerts_step(rt, now=now, transport=t),
+            dry=alerts.alerts_dry,
+            empty=alerts.AlertsOutcome,
+            needed=alerts.configured,
+        ),
     )
 }
 
 # Which steps each flow runs, in order. A changed config is applied before anything is
 # scored or moved; replies are read before anything is scored or sent; owners are assigned
-# once a new lead has its stage, before anything is sent.
+# once a new lead has its stage, before anything is sent; the sending guard is judged before
+# anything is sent; alerts go last (deals the SLA flagged in this run).
 TICK = (
     "config",
     "intake",
@@ -285,16 +309,18 @@ TICK = (
     "callbacks",
     "advance",
     "assign",
+    "guard",
     "nurture",
     "checkins",
+    "alerts",
 )
 FLOWS: dict[str, tuple[str, ...]] = {
     "intake": ("intake",),
     "score": ("config", "score"),
-    "advance": ("config", "advance", "assign"),
-    "nurture": ("nurture",),
+    "advance": ("config", "advance", "assign", "alerts"),
+    "nurture": ("guard", "nurture"),
     "callbacks": ("callbacks",),
-    "checkins": ("checkins",),
+    "checkins": ("guard", "checkins"),
     "report": ("report",),
     "mailbox": ("mailbox",),
     "learn": ("learn",),

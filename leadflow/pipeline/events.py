@@ -32,13 +32,20 @@ KNOWN_EVENTS = frozenset(
         "unsubscribed",
         "bounced",
         "soft_bounced",
+        # a spam complaint (a feedback-loop report, posted to /events): suppresses the address
+        # and counts against the sending guard (leadflow/alerts/guard.py)
+        "complained",
         # opens and clicks by link scanners and mail proxies: kept as evidence, never counted
         # as engagement (leadflow/listening/tracking.py says which rules decide)
         "machine_opened",
         "machine_clicked",
     }
 )
-SUPPRESSING_EVENTS = {"unsubscribed": "unsubscribed", "bounced": "bounced"}
+SUPPRESSING_EVENTS = {
+    "unsubscribed": "unsubscribed",
+    "bounced": "bounced",
+    "complained": "complained",
+}
 
 
 @dataclass(frozen=True)

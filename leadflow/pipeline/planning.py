@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import Connection
 
+from leadflow.alerts import plan as alerts_plan
 from leadflow.delivery.outcome import DeliveryOutcome
 from leadflow.pipeline import engine
 from leadflow.pipeline.batching import IdRange, one_range
@@ -70,6 +71,7 @@ def simulate(rt: Runtime, *, now: datetime) -> dict[str, Any]:
         "emails": dict(sorted(deliveries.templates.items())),
         "deferred": dict(deliveries.deferred),
         "cancelled": dict(deliveries.cancelled),
+        "alerts": alerts_plan.plan_section(rt, out),
     }
 
 
@@ -123,6 +125,7 @@ def render_plan(result: dict[str, Any], console: Console) -> None:
     )
     _render_config_change(sim["config_change"], console)
     _render_tick(sim, console)
+    alerts_plan.render(sim["alerts"], console)
     if "diff" in result:
         _render_diff(result["diff"], console)
 

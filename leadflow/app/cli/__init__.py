@@ -23,6 +23,7 @@ from leadflow.app.cli import (
     outbox,
     report,
     running,
+    sending,
     serve,
     templates,
 )
@@ -44,6 +45,7 @@ for group in (config, intake, leads, running, templates, report, learning, serve
 app.add_typer(db.commands, name="db")
 app.add_typer(outbox.commands, name="outbox")
 app.add_typer(mailbox.commands, name="mailbox")
+app.add_typer(sending.commands, name="sending")
 app.add_typer(learning.score, name="score")
 
 

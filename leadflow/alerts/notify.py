@@ -1,0 +1,183 @@
+"""One message per channel and kind: composed from the claimed alerts, then posted or mailed.
+
+========  ================================================================================
+channel   what is sent
+========  ================================================================================
+webhook   POST, ``Content-Type: application/json``: ``{"source": "leadflow", "event",
+          "title", "text", "alerts": [{"subject", "title", "detail", "data", "raised_at"}]}``
+slack     POST ``{"text": "*title*\\n• line ..."}`` (Slack incoming webhooks)
+email     a plain-text email from the YAML sender to ``to``, through the SMTP settings
+========  ================================================================================
+
+URLs come from the environment variable the channel names (``url_env``) at send time; an
+unset one fails that delivery with a message naming the variable. Errors name the channel
+and the host, never the URL (a webhook URL is a secret: its path is the credential).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+from leadflow.config.alerts import EmailChannel, SlackChannel, WebhookChannel
+from leadflow.config.schema import Sender
+from leadflow.delivery.smtp import TransportFactory
+from leadflow.eventloop import run_async
+from leadflow.mail.transport import Outcome, Outgoing
+
+LISTED = 20  # alerts listed in one message; the rest are counted
+_PLURAL = {
+    "sla_flagged": "deals over their stage SLA",
+    "flow_failed": "failed flow runs",
+    "sending_guard": "sending pauses",
+}
+
+
+class NotifyError(RuntimeError):
+    """A delivery failed; the message is safe to log and store (no URL, no secret)."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    event: str
+    title: str
+    lines: list[str]
+    alerts: list[dict[str, Any]]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def compose(event: str, alerts: Sequence[Any]) -> Notice:
+    """The message for claimed alerts of one kind (``store.Claimed``)."""
+    if len(alerts) == 1:
+        title = alerts[0].title
+        lines = [alerts[0].detail] if alerts[0].detail else []
+    else:
+        title = f"{len(alerts)} {_PLURAL.get(event, event)}"
+        lines = [f"{a.title}" + (f": {a.detail}" if a.detail else "") for a in alerts[:LISTED]]
+        if len(alerts) > LISTED:
+            lines.append(f"and {len(alerts) - LISTED} more")
+    body = [
+        {
+            "subject": a.subject,
+            "title": a.title,
+            "detail": a.detail,
+            "data": a.data,
+            "raised_at": a.raised_at.isoformat(),
+        }
+        for a in alerts
+    ]
+    return Notice(event, title, lines, body)
+
+
+def channel_url(name: str, channel: WebhookChannel | SlackChannel, env: Mapping[str, str]) -> str:
+    url = env.get(channel.url_env, "").strip()
+    if not url:
+        raise NotifyError(f"channel '{name}': {channel.url_env} is not set")
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise NotifyError(f"channel '{name}': {channel.url_env} is not an http(s) URL")
+    return url
+
+
+def post_json(name: str, url: str, body: dict[str, Any], timeout: float) -> None:
+    """POST ``body``; a non-2xx answer, a refused connection or a timeout is a NotifyError."""
+    host = urlsplit(url).hostname
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked: http(s) only
+        url,
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json", "User-Agent": "leadflow-alerts"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise NotifyError(f"channel '{name}': {host} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NotifyError(f"channel '{name}': {host} unreachable ({reason})") from None
+
+
+def webhook_body(notice: Notice) -> dict[str, Any]:
+    return {
+        "source": "leadflow",
+        "event": notice.event,
+        "title": notice.title,
+        "text": notice.text,
+        "alerts": notice.alerts,
+    }
+
+
+def slack_body(notice: Notice) -> dict[str, Any]:
+    return {"text": "\n".join([f"*{notice.title}*", *(f"• {line}" for line in notice.lines)])}
+
+
+def email_message(
+    channel: EmailChannel, notice: Notice, sender: Sender, now: datetime
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = formataddr((sender.from_name, sender.from_email))
+    message["To"] = ", ".join(channel.to)
+    message["Subject"] = f"{channel.subject_prefix} {notice.title}".strip()
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid("alert", domain=sender.from_email.rsplit("@", 1)[1])
+    message.set_content(notice.text + "\n" if notice.lines else notice.title + "\n")
+    return message
+
+
+def send_email(
+    name: str,
+    channel: EmailChannel,
+    notice: Notice,
+    *,
+    sender: Sender,
+    transport: TransportFactory,
+    now: datetime,
+) -> None:
+    """One email to every address of the channel, through the project's SMTP transport."""
+    message = email_message(channel, notice, sender, now)
+    items = [
+        Outgoing(key=f"alert-{n}", sender=sender.from_email, recipient=to, message=message)
+        for n, to in enumerate(channel.to)
+    ]
+
+    async def send() -> list[Any]:
+        async with transport() as smtp:
+            return list(await smtp.send_batch(items))
+
+    results = run_async(send())
+    refused = [
+        f"{item.recipient}: {r.outcome} {r.code or ''} {r.detail}".strip()
+        for item, r in zip(items, results, strict=True)
+        if r.outcome != Outcome.SENT
+    ]
+    if refused:
+        raise NotifyError(f"channel '{name}': " + "; ".join(refused)[:500])
+
+
+def send(
+    name: str,
+    channel: WebhookChannel | SlackChannel | EmailChannel,
+    notice: Notice,
+    *,
+    sender: Sender,
+    transport: TransportFactory,
+    env: Mapping[str, str],
+    now: datetime,
+) -> None:
+    if isinstance(channel, EmailChannel):
+        send_email(name, channel, notice, sender=sender, transport=transport, now=now)
+        return
+    url = channel_url(name, channel, env)
+    body = slack_body(notice) if isinstance(channel, SlackChannel) else webhook_body(notice)
+    post_json(name, url, body, channel.timeout_seconds)

@@ -1,0 +1,496 @@
+"""Alerts: declared in the YAML, received once by a real HTTP receiver and the SMTP sink, for a
+failed flow run, a deal its SLA flagged, and the sending guard that pauses sending."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    DEFAULT_CONFIG,
+    T0,
+    TEMPLATES,
+    cli_environment,
+    insert_lead,
+    run_in_threads,
+    run_leadflow,
+)
+from seeding import enrolled_lead, intake_lead, step_row
+from sqlalchemy import func, insert, select
+
+from leadflow.alerts import steps
+from leadflow.config import ConfigError, load_config
+from leadflow.delivery.smtp import smtp_transport_factory
+from leadflow.mail.sink import SmtpSink
+from leadflow.mail.transport import MemoryTransport
+from leadflow.pipeline import engine
+from leadflow.pipeline.planning import plan_tick
+from leadflow.runtime import Runtime
+from leadflow.settings import Settings
+from models.db import session_scope
+from models.tables import ALERT_DELIVERIES, ALERTS, EVENTS, OUTBOX, SENDING_PAUSES
+
+HOOK_ENV = "ALERT_TEST_WEBHOOK"
+SLACK_ENV = "ALERT_TEST_SLACK"
+MANAGERS = "sales-lead@acme-analytics.example"
+ALERTS_YAML = f"""
+alerts:
+  channels:
+    ops: {{type: webhook, url_env: {HOOK_ENV}}}
+    sales: {{type: slack, url_env: {SLACK_ENV}}}
+    managers: {{type: email, to: [{MANAGERS}]}}
+  events:
+    flow_failed: [ops]
+    sla_flagged: [sales, managers]
+    sending_guard: [ops, managers]
+  sending_guard: {{last_sends: 1000, min_sends: 100}}
+"""
+
+
+# --- a real HTTP receiver on loopback ---------------------------------------------------------
+
+
+class Receiver:
+    """An HTTP server in a thread that keeps every POST (path, headers, JSON body) and answers
+    ``status``."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                receiver.requests.append(
+                    {
+                        "path": self.path,
+                        "type": self.headers["Content-Type"],
+                        "body": json.loads(self.rfile.read(length)),
+                    }
+                )
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    with Receiver() as found:
+        monkeypatch.setenv(HOOK_ENV, found.url("/hooks/ops-secret-token"))
+        monkeypatch.setenv(SLACK_ENV, found.url("/services/T000/B000/slack-secret"))
+        yield found
+
+
+@pytest.fixture
+def alert_settings(settings: Settings, tmp_path: Path) -> Settings:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + ALERTS_YAML, encoding="utf-8")
+    return settings.model_copy(update={"config": config})
+
+
+@pytest.fixture
+def art(alert_settings: Settings, receiver: Receiver) -> Iterator[Runtime]:
+    """A runtime whose config declares the alerts above (the receiver's URLs in the env)."""
+    runtime = Runtime.open(alert_settings)
+    yield runtime
+    runtime.close()
+
+
+def _count(rt: Runtime, table: Any, *where: Any) -> int:
+    with rt.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+
+
+# --- the YAML ---------------------------------------------------------------------------------
+
+
+def _issues(extra: str) -> list[str]:
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8") + extra
+    try:
+        loaded = load_config(Path("pipeline.yaml"), templates=TEMPLATES, text=text)
+    except ConfigError as exc:
+        return [f"{i.severity}: {i.path}: {i.message}" for i in exc.issues]
+    return [f"{i.severity}: {i.path}: {i.message}" for i in loaded.warnings]
+
+
+def test_unknown_events_and_undefined_channels_are_errors_with_a_suggestion() -> None:
+    assert _issues(
+        "alerts:\n  channels:\n    ops: {type: email, to: [ops@acme.example]}\n"
+        "  events:\n    flow_faild: [ops]\n    sla_flagged: [opps]\n    tasks_overdue: [ops]\n"
+    ) == [
+        "error: alerts.events.flow_faild: unknown alert event 'flow_faild' (did you mean "
+        "'flow_failed'?); known: flow_failed, sla_flagged, sending_guard",
+        "error: alerts.events.sla_flagged[0]: channel 'opps' is not defined under "
+        "alerts.channels (did you mean 'ops'?)",
+        "error: alerts.events.tasks_overdue: 'tasks_overdue' alerts are not available yet: "
+        "tasks are not built yet",
+    ]
+
+
+def test_a_url_in_the_yaml_is_refused_and_an_unset_variable_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    literal = (
+        "alerts:\n  channels:\n    ops: {type: slack, url_env: 'https://hooks.slack.com/x'}\n"
+        "  events: {flow_failed: [ops]}\n"
+    )
+    assert _issues(literal) == [
+        "error: alerts.channels.ops.slack.url_env: url_env names an environment "
+        "variable such as LEADFLOW_ALERT_WEBHOOK, not 'https://hooks.slack.com/x' (a URL is "
+        "a secret: keep it out of this file)"
+    ]
+    monkeypatch.delenv("ALERT_UNSET_HOOK", raising=False)
+    unset = (
+        "alerts:\n  channels:\n    ops: {type: webhook, url_env: ALERT_UNSET_HOOK}\n"
+        "    spare: {type: email, to: [ops@acme.example]}\n  events: {flow_failed: [ops]}\n"
+    )
+    alert_warnings = [w for w in _issues(unset) if "alerts" in w]
+    assert alert_warnings == [
+        "warning: alerts.channels.ops.url_env: ALERT_UNSET_HOOK is not set in this "
+        "environment: alerts to 'ops' fail unless it is set where the flows run",
+        "warning: alerts.channels.spare: channel 'spare' is defined but no event is sent to it",
+    ]
+
+
+# --- a deal flagged by its SLA ----------------------------------------------------------------
+
+
+def _stale_deal(rt: Runtime, email_address: str, *, days: int) -> int:
+    """A lead in stage negotiation (SLA: flag after 45 days) for ``days`` days, due now."""
+    return insert_lead(
+        rt.engine,
+        intake_lead(
+            email_address,
+            now=T0,
+            pipeline="b2b",
+            stage="negotiation",
+            stage_entered_at=T0 - timedelta(days=days),
+            company="Globex",
+        ),
+    )
+
+
+def test_a_deal_flagged_by_its_sla_is_alerted_once_on_slack_and_by_email(
+    art: Runtime, receiver: Receiver
+) -> None:
+    _stale_deal(art, "late@globex.example", days=46)
+    _stale_deal(art, "fine@globex.example", days=10)
+    with SmtpSink() as sink:
+        live = Runtime(
+            settings=art.settings.model_copy(update={"smtp_port": sink.port}),
+            loaded=art.loaded,
+            engine=art.engine,
+        )
+        first = engine.tick(live, now=T0, transport=smtp_transport_factory(live))
+        second = engine.tick(
+            live, now=T0 + timedelta(hours=1), transport=smtp_transport_factory(live)
+        )
+        to_managers = [m for m in sink.messages if MANAGERS in m.recipients]
+    assert first.as_dict()["advance"]["flagged"] == 1
+    assert first.as_dict()["alerts"]["summary"] == "raised sla_flagged 1, sent 2"
+    assert second.as_dict()["alerts"]["summary"] == ""
+    assert [r["path"] for r in receiver.requests] == ["/services/T000/B000/slack-secret"]
+    assert receiver.requests[0]["body"] == {
+        "text": "*late@globex.example (Globex) over the SLA of Negotiation*\n"
+        "• 46 days in stage 'negotiation' of pipeline 'b2b' (SLA 45 days)"
+    }
+    assert len(to_managers) == 1
+    message = email.message_from_bytes(to_managers[0].data, policy=email.policy.default)
+    assert (
+        message["Subject"] == "[leadflow] late@globex.example (Globex) over the SLA of Negotiation"
+    )
+    assert message["From"] == "Ada Byron <ada@acme-analytics.example>"
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert body.get_content().splitlines() == [
+        "46 days in stage 'negotiation' of pipeline 'b2b' (SLA 45 days)"
+    ]
+    assert _count(art, ALERTS) == 1
+    assert _count(art, ALERT_DELIVERIES, ALERT_DELIVERIES.c.status == "sent") == 2
+
+
+def test_plan_shows_the_alerts_it_would_raise_and_sends_nothing(
+    art: Runtime, receiver: Receiver
+) -> None:
+    _stale_deal(art, "late@globex.example", days=46)
+    plan = plan_tick(art, now=T0)["current"]["alerts"]
+    assert plan["events"] == {
+        "flow_failed": ["ops"],
+        "sla_flagged": ["sales", "managers"],
+        "sending_guard": ["ops", "managers"],
+    }
+    assert plan["channels"] == {
+        "ops": f"webhook (${HOOK_ENV})",
+        "sales": f"slack (${SLACK_ENV})",
+        "managers": MANAGERS,
+    }
+    assert plan["would_raise"] == {"sla_flagged": 1}
+    assert plan["would_send"] == {"sla_flagged": ["sales", "managers"]}
+    assert receiver.requests == []
+    assert _count(art, ALERTS) == 0
+
+
+def test_overlapping_deliveries_send_each_alert_once(art: Runtime, receiver: Receiver) -> None:
+    """Two runs claiming the same due deliveries at once: each goes out once."""
+    for n in range(3):
+        _stale_deal(art, f"late{n}@globex.example", days=50)
+    engine.run(art, "advance", now=T0, runner=engine.InlineRunner(art, lambda: MemoryTransport()))
+    assert _count(art, ALERT_DELIVERIES, ALERT_DELIVERIES.c.status == "sent") == 6
+    with session_scope(art.engine) as session:
+        session.connection().execute(
+            ALERT_DELIVERIES.update().values(status="pending", claim_token=None)
+        )
+    receiver.requests.clear()
+    memory = MemoryTransport()
+    outcomes: list[steps.AlertsOutcome] = []
+    run_in_threads(
+        lambda: outcomes.append(steps.deliver_pending(art, now=T0, transport=lambda: memory)),
+        2,
+    )
+    assert sorted(o.sent for o in outcomes) == [0, 6]
+    assert len(receiver.requests) == 1  # one Slack message listing the three deals
+    assert receiver.requests[0]["body"]["text"].startswith("*3 deals over their stage SLA*\n")
+    assert [m.recipient for m in memory.sent] == [MANAGERS]
+
+
+# --- failures: a channel down, a variable unset -----------------------------------------------
+
+
+def test_a_channel_that_fails_is_retried_later_and_named_without_its_url(
+    art: Runtime, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stale_deal(art, "late@globex.example", days=46)
+    monkeypatch.delenv(SLACK_ENV)
+    memory = MemoryTransport()
+    first = engine.tick(art, now=T0, transport=lambda: memory)
+    assert first.as_dict()["alerts"]["summary"] == (
+        f"raised sla_flagged 1, sent 1, failed 1 (channel 'sales': {SLACK_ENV} is not set)"
+    )
+    receiver.status = 500
+    monkeypatch.setenv(SLACK_ENV, receiver.url("/services/secret-path"))
+    soon = engine.tick(art, now=T0 + timedelta(minutes=1), transport=lambda: memory)
+    assert soon.as_dict()["alerts"]["summary"] == ""  # not due again yet (5 minutes)
+    later = engine.tick(art, now=T0 + timedelta(minutes=6), transport=lambda: memory)
+    summary = later.as_dict()["alerts"]["summary"]
+    assert summary == "failed 1 (channel 'sales': 127.0.0.1 answered HTTP 500)"
+    assert "secret" not in summary
+    receiver.status = 200
+    last = engine.tick(art, now=T0 + timedelta(hours=1), transport=lambda: memory)
+    assert last.as_dict()["alerts"]["summary"] == "sent 1"
+    assert len(receiver.requests) == 2  # the refused one and the delivered one
+    assert [m.recipient for m in memory.sent] == [MANAGERS]
+
+
+# --- the sending guard ------------------------------------------------------------------------
+
+
+def _sends(rt: Runtime, *, total: int, bounced: int, complained: int = 0) -> None:
+    """``total`` sends to one lead over the day before T0, ``bounced`` of them bounced at
+    SMTP time and ``complained`` reported as spam by a feedback loop (events naming them)."""
+    lead_id = insert_lead(rt.engine, intake_lead("many@example.com", now=T0 - timedelta(days=2)))
+    rows = []
+    for n in range(total):
+        at = T0 - timedelta(days=1) + timedelta(seconds=n)
+        row = step_row(lead_id, "many@example.com", f"s{n}", due=at, now=at)
+        row.update(
+            status="bounced" if n < bounced else "sent",
+            claimed_at=at,
+            sent_at=None if n < bounced else at,
+            attempts=1,
+        )
+        rows.append(row)
+    with session_scope(rt.engine) as session:
+        conn = session.connection()
+        conn.execute(insert(OUTBOX), rows)
+        ids = conn.execute(select(OUTBOX.c.id).order_by(OUTBOX.c.id.desc())).scalars().all()
+        if not complained:
+            return
+        conn.execute(
+            insert(EVENTS),
+            [
+                {
+                    "lead_id": lead_id,
+                    "type": "complained",
+                    "occurred_at": T0,
+                    "data": {},
+                    "message_id": ids[n],
+                }
+                for n in range(complained)
+            ],
+        )
+
+
+def _due_email(rt: Runtime) -> int:
+    """One cadence email due at T0 to a lead of its own."""
+    lead_id = insert_lead(rt.engine, enrolled_lead("next@example.com", now=T0 - timedelta(days=3)))
+    with session_scope(rt.engine) as session:
+        row = step_row(lead_id, "next@example.com", "intro", due=T0, now=T0 - timedelta(days=3))
+        return int(
+            session.connection().execute(insert(OUTBOX).returning(OUTBOX.c.id), row).scalar_one()
+        )
+
+
+def _status(rt: Runtime, row_id: int) -> str:
+    with rt.engine.connect() as conn:
+        return str(conn.execute(select(OUTBOX.c.status).where(OUTBOX.c.id == row_id)).scalar())
+
+
+def test_the_guard_pauses_at_51_bounces_in_1000_sends_and_alerts_once(
+    art: Runtime,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    _sends(art, total=1000, bounced=51)
+    waiting = _due_email(art)
+    memory = MemoryTransport()
+    runner = engine.InlineRunner(art, lambda: memory)
+    first = engine.run(art, "nurture", now=T0, runner=runner).as_dict()
+    again = engine.run(art, "nurture", now=T0 + timedelta(minutes=30), runner=runner).as_dict()
+    reason = "bounce rate 5.1% over the last 1000 sends (limit 5%)"
+    assert first["guard"]["summary"] == f"sending paused: {reason}"
+    assert again["guard"]["summary"] == f"sending paused: {reason}"
+    assert first["nurture"]["claimed"] == again["nurture"]["claimed"] == 0
+    assert _status(art, waiting) == "pending"
+    assert [r["body"]["event"] for r in receiver.requests] == ["sending_guard"]
+    assert receiver.requests[0]["path"] == "/hooks/ops-secret-token"
+    assert receiver.requests[0]["type"] == "application/json"
+    assert receiver.requests[0]["body"]["title"] == f"Sending paused: {reason}"
+    assert [m.recipient for m in memory.sent] == [MANAGERS]
+    assert _count(art, SENDING_PAUSES, SENDING_PAUSES.c.active.is_(True)) == 1
+
+    cli_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", art.settings.db_url)
+    assert run_leadflow(monkeypatch, capsys, "sending", "status")[1].startswith(
+        f"sending paused since {T0:%Y-%m-%d %H:%M} UTC by guard: {reason}\n"
+    )
+    code, out, _ = run_leadflow(
+        monkeypatch,
+        capsys,
+        "sending",
+        "resume",
+        "--reason",
+        "list cleaned",
+        "--now",
+        (T0 + timedelta(minutes=45)).isoformat(),
+    )
+    assert (code, out) == (0, f"sending resumed (pause 1: {reason})\n")
+    # the window now starts after the resume: the 1,000 sends before it no longer count
+    after = engine.run(art, "nurture", now=T0 + timedelta(hours=1), runner=runner).as_dict()
+    assert after["guard"]["summary"] == ""
+    assert after["guard"]["figures"]["sends"] == 0
+    assert after["nurture"]["sent"] == 1
+    assert _status(art, waiting) == "sent"
+    assert len(receiver.requests) == 1
+
+
+def test_the_guard_does_not_pause_at_49_bounces_in_1000_sends(
+    art: Runtime, receiver: Receiver
+) -> None:
+    _sends(art, total=1000, bounced=49)
+    waiting = _due_email(art)
+    runner = engine.InlineRunner(art, lambda: MemoryTransport())
+    out = engine.run(art, "nurture", now=T0, runner=runner).as_dict()
+    assert out["guard"]["summary"] == ""
+    assert out["guard"]["figures"]["bounce_percent"] == 4.9
+    assert _status(art, waiting) == "sent"
+    assert receiver.requests == []
+
+
+def test_complaints_above_three_in_a_thousand_pause_sending(
+    art: Runtime, receiver: Receiver
+) -> None:
+    _sends(art, total=1000, bounced=0, complained=4)
+    runner = engine.InlineRunner(art, lambda: MemoryTransport())
+    out = engine.run(art, "nurture", now=T0, runner=runner).as_dict()
+    assert out["guard"]["summary"] == (
+        "sending paused: complaint rate 0.4% over the last 1000 sends (limit 0.3%)"
+    )
+
+
+def test_resume_without_a_pause_fails_and_needs_a_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cli_environment(monkeypatch, tmp_path)
+    assert run_leadflow(monkeypatch, capsys, "sending", "resume", "--reason", "x") == (
+        1,
+        "",
+        "error: sending is not paused\n",
+    )
+    assert run_leadflow(monkeypatch, capsys, "sending", "pause", "--reason", " ")[0] == 1
+    assert run_leadflow(monkeypatch, capsys, "sending", "pause", "--reason", "DNS change")[1] == (
+        "sending paused: DNS change\n"
+    )
+    assert (
+        run_leadflow(monkeypatch, capsys, "sending", "status", "--json")[1].count('"paused": true')
+        == 1
+    )
+
+
+# --- a failed flow run (a real Prefect flow run) ----------------------------------------------
+
+
+@pytest.mark.flow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_failing_flow_run_produces_exactly_one_alert(
+    alert_settings: Settings, receiver: Receiver
+) -> None:
+    import flows  # noqa: F401
+    from flows.context import runtime, use_settings
+    from flows.pipeline import FLOWS
+    from flows.runner import quick_flows
+
+    use_settings(alert_settings)
+    with quick_flows():
+        state = FLOWS["tick"](now="yesterday-ish", return_state=True)
+    assert state.is_failed()
+    run_id = state.state_details.flow_run_id
+    assert [r["path"] for r in receiver.requests] == ["/hooks/ops-secret-token"]
+    body = receiver.requests[0]["body"]
+    assert body["event"] == "flow_failed"
+    assert body["title"] == "Flow run 'tick @ yesterday-ish' failed"
+    assert body["alerts"][0]["data"]["flow_run_id"] == str(run_id)
+    assert "yesterday-ish" in body["text"]
+    # the hook again for the same run (a retry, on_crashed after on_failure): nothing more
+    rt = runtime()
+    again = steps.flow_failed(
+        rt,
+        flow="tick",
+        run_id=str(run_id),
+        run_name="tick @ yesterday-ish",
+        state="Failed",
+        message="",
+        now=datetime.now(T0.tzinfo),
+        transport=lambda: MemoryTransport(),
+    )
+    assert again.raised == {} and again.sent == 0
+    assert len(receiver.requests) == 1
+    assert _count(rt, ALERTS, ALERTS.c.kind == "flow_failed") == 1
