@@ -12,6 +12,7 @@ from models.tables import (
     EVENTS,
     LEADS,
     OUTBOX,
+    OWNER_CHANGES,
     SCORE_CHANGES,
     TRANSITIONS,
     LeadStatus,
@@ -29,6 +30,7 @@ def leads_filtered(
     stage: str | None = None,
     status: str | None = None,
     pipeline: str | None = None,
+    owner: str | None = None,
 ) -> Select[Any]:
     """``columns`` of the leads of a filter (each given one must match), highest score first:
     the one definition of ``leadflow leads``' list and its CSV export."""
@@ -40,6 +42,8 @@ def leads_filtered(
         query = query.where(lead.c.status == status)
     if pipeline:
         query = query.where(lead.c.pipeline == pipeline)
+    if owner:
+        query = query.where(lead.c.owner == owner)
     return query
 
 
@@ -49,6 +53,7 @@ def list_leads(
     stage: str | None = None,
     status: str | None = None,
     pipeline: str | None = None,
+    owner: str | None = None,
     limit: int = 50,
 ) -> list[Any]:
     lead = LEADS
@@ -63,9 +68,11 @@ def list_leads(
         lead.c.grade,
         lead.c.stage_entered_at,
         lead.c.stuck,
+        lead.c.owner,
         stage=stage,
         status=status,
         pipeline=pipeline,
+        owner=owner,
     ).limit(limit)
     return list(conn.execute(query).all())
 
@@ -84,6 +91,20 @@ def transitions(conn: Connection, lead_id: int) -> list[Any]:
     t = TRANSITIONS
     return list(
         conn.execute(select(t).where(t.c.lead_id == lead_id).order_by(t.c.at, t.c.id)).all()
+    )
+
+
+def owner_changes(conn: Connection, lead_id: int) -> list[Any]:
+    """Who owned the lead when, and why (``owner_change``), oldest first."""
+    o = OWNER_CHANGES
+    return list(
+        conn.execute(select(o).where(o.c.lead_id == lead_id).order_by(o.c.at, o.c.id)).all()
+    )
+
+
+def has_owner(conn: Connection, owner: str) -> bool:
+    return (
+        conn.execute(select(LEADS.c.id).where(LEADS.c.owner == owner).limit(1)).first() is not None
     )
 
 

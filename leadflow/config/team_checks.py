@@ -61,8 +61,8 @@ def check_team(checker: Checker) -> None:
     _owner_in_rules(checker)
 
 
-def _warn(checker: Checker, path: Path_, message: str) -> None:
-    checker.issues.append(checker.doc.issue(path, message, severity="warning"))
+def _warn(checker: Checker, path: Path_, message: str, *, key: bool = False) -> None:
+    checker.issues.append(checker.doc.issue(path, message, key=key, severity="warning"))
 
 
 def _members(checker: Checker) -> None:
@@ -140,6 +140,7 @@ def _assignment(checker: Checker) -> None:
             ("assignment",),
             "no rule without 'when': leads that match no rule stay without an owner (and are "
             "looked at again every tick)",
+            key=True,
         )
 
 

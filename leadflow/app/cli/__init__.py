@@ -25,6 +25,7 @@ from leadflow.app.cli import (
     running,
     sending,
     serve,
+    team,
     templates,
 )
 from leadflow.app.cli.common import Invalid, err, styled
@@ -40,7 +41,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # a group added without a name puts its commands at the top level
-for group in (config, intake, leads, running, templates, report, learning, serve):
+for group in (config, intake, leads, team, running, templates, report, learning, serve):
     app.add_typer(group.commands)
 app.add_typer(db.commands, name="db")
 app.add_typer(outbox.commands, name="outbox")

@@ -1,5 +1,5 @@
-"""The lead commands: ``show`` one lead, list ``leads`` and ``callbacks``, ``move`` a lead by
-hand, ``suppress`` an address."""
+"""The lead commands: ``show`` one lead (with its owner), list ``leads`` (``--owner``) and
+``callbacks``, ``move`` a lead by hand, ``suppress`` an address."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def show(
         scores = queries.score_history(conn, lead.id)
         mails = queries.messages(conn, lead.id)
         evts = queries.events(conn, lead.id)
+        owners = queries.owner_changes(conn, lead.id)
+        member = rt.loaded.config.team.member(lead.owner) if lead.owner else None
     if as_json:
         emit_json(
             {
@@ -56,10 +58,12 @@ def show(
                 "score_history": [queries.row_dict(r) for r in scores],
                 "messages": [queries.row_dict(r) for r in mails],
                 "events": [queries.row_dict(r) for r in evts],
+                "owner_changes": [queries.row_dict(r) for r in owners],
             }
         )
         return
     _print_score(lead, contributions, scores, when)
+    _print_owner(lead.owner, member, owners)
     _print_history(history, mails)
 
 
@@ -102,6 +106,22 @@ def _print_score(lead: Any, contributions: list[Any], scores: list[Any], when: d
         out.print(sh)
 
 
+def _print_owner(owner: str | None, member: Any, changes: list[Any]) -> None:
+    """Who owns the lead, and every owner change with why and by whom."""
+    if owner is None:
+        out.print("owner: nobody yet")
+    else:
+        who = f" ({member.name}{'' if member.active else ', inactive'})" if member else ""
+        out.print(f"owner: {owner}{who}")
+    if changes:
+        table = Table("at", "from", "to", "kind", "reason", "by", title="Owner history")
+        for c in changes:
+            table.add_row(
+                str(c.at)[:16], c.from_owner or "-", c.to_owner or "-", c.kind, c.reason, c.actor
+            )
+        out.print(table)
+
+
 def _print_history(history: list[Any], mails: list[Any]) -> None:
     """The lead's stage history and its emails."""
     th = Table("at", "from", "to", "kind", "reason", "by", title="Stage history")
@@ -133,6 +153,7 @@ def leads(
     stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
     status: Annotated[str | None, typer.Option(help="active, callback or closed.")] = None,
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this team member's leads.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     csv: Annotated[
         Path | None,
@@ -153,21 +174,30 @@ def leads(
         fail(f"unknown status '{status}'{hint}; one of {', '.join(statuses)}")
     if csv is not None and as_json:
         fail("--csv and --json: choose one")
+    if csv is not None and owner is not None:
+        fail("--owner does not filter --csv yet; list with --json instead")
     if csv is not None:
         check_writable(csv, "--csv")
     with runtime(config) as rt, rt.engine.connect() as conn:
         stages = sorted({st.id for p in rt.loaded.config.pipelines for st in p.stages})
         if stage is not None and stage not in stages:
             fail(f"unknown stage '{stage}'{did_you_mean(stage, stages)}")
+        members = [m.id for m in rt.loaded.config.team.members]
+        if owner is not None and owner not in members and not queries.has_owner(conn, owner):
+            fail(f"no team member or owner '{owner}'{did_you_mean(owner, members)}")
         if csv is not None:
             written = export_leads(conn, csv, stage=stage, status=status, pipeline=pipeline)
             out.print(f"{written} lead{'' if written == 1 else 's'} written to {csv}")
             return
-        rows = queries.list_leads(conn, stage=stage, status=status, pipeline=pipeline, limit=limit)
+        rows = queries.list_leads(
+            conn, stage=stage, status=status, pipeline=pipeline, owner=owner, limit=limit
+        )
     if as_json:
         emit_json([queries.row_dict(r) for r in rows])
         return
-    table = Table("email", "company", "stage", "status", "score", "grade", "in stage since")
+    table = Table(
+        "email", "company", "stage", "status", "score", "grade", "owner", "in stage since"
+    )
     for r in rows:
         table.add_row(
             r.email,
@@ -176,6 +206,7 @@ def leads(
             r.status,
             f"{r.score:g}",
             r.grade or "-",
+            r.owner or "-",
             str(r.stage_entered_at)[:10],
         )
     out.print(table)
