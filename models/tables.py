@@ -91,6 +91,7 @@ class Lead(LeadBase, table=True):
             "stage_entered_at",
             "stuck",
             "deal_value",
+            "next_action_at",  # deals at risk: the open deals read from the index alone
         ),
         Index("ix_lead_report_source", "pipeline", "source", "created_at", "won_at"),
         Index("ix_lead_report_won", "pipeline", "won_at", "created_at", "deal_value"),
@@ -146,8 +147,9 @@ class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (
         Index("ix_event_lead_type_at", "lead_id", "type", "occurred_at"),
-        Index("ix_event_type_at", "type", "occurred_at"),
+        Index("ix_event_type_at", "type", "occurred_at", "lead_id"),  # report: who replied
         Index("ix_event_message", "message_id", "type", "occurred_at"),  # report: per message
+        Index("ix_event_occurred", "occurred_at", "lead_id"),  # report: recent activity
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -169,7 +171,8 @@ class StageTransition(SQLModel, table=True):
 
     __tablename__ = "stage_transition"
     __table_args__ = (
-        Index("ix_transition_lead_at", "lead_id", "at"),
+        # lead_id, at: a lead's history; pipeline, to_stage: the report's furthest stage per lead.
+        Index("ix_transition_lead_at", "lead_id", "at", "pipeline", "to_stage"),
         Index("ix_transition_to_at", "to_stage", "at"),
         # The report's stays and flows: covering, and in GROUP BY order (no sort).
         Index("ix_transition_stay", "pipeline", "from_stage", "to_stage", "at", "from_entered_at"),
@@ -236,6 +239,7 @@ class OutboundMessage(SQLModel, table=True):
         Index("ix_outbox_lead_status", "lead_id", "status"),
         Index("ix_outbox_claimed_at", "claimed_at"),  # today's sends, for the daily caps
         Index("ix_outbox_lead_sent", "lead_id", "sent_at"),  # report: a lead's first email
+        Index("ix_outbox_sent", "sent_at", "lead_id"),  # report: recent activity
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -141,7 +141,7 @@ def test_open_database_upgrades_a_0001_database_and_backfills_stay_starts(
 
     db = open_database(empty_url)
     try:
-        assert current_revision(db) == head_revision() == "0007"
+        assert current_revision(db) == head_revision() == "0008"
         assert _stay_starts(db) == [(1, None), (2, None), (3, T0)]
     finally:
         db.dispose()

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, String, event, literal, select, union
 from sqlmodel import Session
 
 from leadflow.config import LoadedConfig, load_config
-from leadflow.reporting import flow
+from leadflow.reporting import flow, sales
 from leadflow.reporting.build import build_report
 from leadflow.reporting.console import BARS, render_report
 from leadflow.reporting.csvexport import export_csv
@@ -1024,6 +1024,37 @@ def test_time_in_stage_walks_the_stay_length_index(engine: Engine) -> None:
     for plan in plans:
         assert "COVERING INDEX ix_transition_stay_days" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+def test_deals_at_risk_read_open_deals_and_recent_activity_from_indexes_alone(
+    engine: Engine, loaded: LoadedConfig
+) -> None:
+    """The pass over the open deals reads ``ix_lead_report_stage`` alone (it covers
+    ``next_action_at``), and the leads active in the idle window come from the window's rows
+    of ``ix_event_occurred`` and ``ix_outbox_sent``, not from one seek per open deal."""
+    b2b = loaded.config.pipeline("b2b")
+    assert b2b is not None
+    plans = _plans(engine, lambda conn, scope: sales.at_risk(conn, scope, b2b, {}, 14))
+    totals, shown = plans  # the shown deals' last activity: two seeks for each of the 20
+    for plan in (totals, shown):
+        assert "SEARCH lead USING COVERING INDEX ix_lead_report_stage" in plan, plan
+        assert "SEARCH event USING COVERING INDEX ix_event_occurred" in plan, plan
+        assert "SEARCH outbound_message USING COVERING INDEX ix_outbox_sent" in plan, plan
+    assert "CORRELATED" not in totals, totals
+
+
+def test_funnel_over_all_history_reads_moves_from_the_lead_history_index_alone(
+    engine: Engine, loaded: LoadedConfig
+) -> None:
+    """Each lead's furthest stage is taken from ``ix_transition_lead_at`` in its order (it
+    covers pipeline and stage), never from the transition rows, and then seeks its lead by
+    id (no temporary index over the grouped moves)."""
+    pipelines = list(loaded.config.pipelines)
+    plans = _plans(engine, lambda conn, scope: sales.furthest_reached(conn, scope, pipelines))
+    (plan,) = [p for p in plans if "stage_transition" in p]
+    assert "SCAN stage_transition USING COVERING INDEX ix_transition_lead_at" in plan, plan
+    assert "SEARCH lead USING INTEGER PRIMARY KEY" in plan, plan
+    assert "AUTOMATIC" not in plan, plan
 
 
 # --- money (issue 20): the config's currency, formatted where people read amounts -------------

@@ -20,10 +20,12 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from leadflow.config import LoadedConfig, load_config
+from leadflow.reporting import sales
 from leadflow.reporting.build import build_report
 from leadflow.reporting.console import render_report
 from leadflow.reporting.markdown import artifact_tables, table_rows
 from leadflow.reporting.page import write_html
+from leadflow.reporting.sqlfn import Scope
 from leadflow.reporting.tables import at_risk, pipeline_tables
 from models.db import open_database, session_scope
 from models.tables import Event, Lead, OutboundMessage, StageTransition
@@ -223,6 +225,40 @@ def test_funnel_of_a_period_follows_the_leads_created_in_it(
         (2, 0.0),  # 0/2
         (0, None),
     ]
+
+
+def test_funnel_counts_a_lead_with_no_move_yet_at_the_first_stage(
+    tmp_path: Path, loaded: LoadedConfig
+) -> None:
+    """A lead with no stage move by ``until`` (no history, or only a later move) is in the
+    cohort at index 0, over all history (moves grouped first, then joined to their leads)
+    and over a period (each lead looks up its moves) alike."""
+    db = open_database(database_url(tmp_path))
+    with session_scope(db) as session:
+        for lead_id, moves in ((1, "lead 5/1, meeting 5/3"), (2, ""), (3, "prospect 7/1")):
+            session.add(
+                Lead(
+                    id=lead_id,
+                    email=f"{lead_id}@x.test",
+                    pipeline="b2b",
+                    stage="lead",
+                    created_at=when("5/2"),
+                    updated_at=when("5/2"),
+                )
+            )
+            session.flush()
+            session.add_all(
+                StageTransition(lead_id=lead_id, pipeline="b2b", to_stage=to, at=at, kind="rule")
+                for to, at in (_moves(moves) if moves else [])
+            )
+    b2b = loaded.config.pipelines
+    try:
+        with db.connect() as conn:
+            for since in (None, when("5/1")):
+                scope = Scope(conn.dialect.name, since, UNTIL, None)
+                assert sales.furthest_reached(conn, scope, b2b) == {"b2b": {0: 2, 2: 1}}
+    finally:
+        db.dispose()
 
 
 def test_leads_per_stage_now_keep_lost_and_the_callback_list(b2b: dict[str, Any]) -> None:

@@ -66,8 +66,8 @@ def furthest_reached(
 
     Over all history every lead is in the cohort, so the furthest stage is taken per lead
     from the transitions alone, in ``ix_transition_lead_at`` order (no sort; the index covers
-    pipeline and stage too), then joined to the leads; over a period the period's leads come
-    first and each looks up its moves.
+    pipeline and stage too), then each looks up its lead; over a period the period's leads
+    come first and each looks up its moves.
     """
     lead, t = LEADS, TRANSITIONS
     # Simple CASEs (pipeline, then stage: one comparison per WHEN, not two) for every move.
@@ -80,6 +80,7 @@ def furthest_reached(
         return {}
     furthest = func.max(case(index_in, value=t.c.pipeline))
     cohort = [scope.within(lead.c.created_at), lead.c.pipeline.in_([p.id for p in pipelines])]
+    everyone: dict[str, int] = {}
     if scope.since is None:
         moves = (
             select(t.c.lead_id, furthest.label("furthest"))
@@ -87,12 +88,21 @@ def furthest_reached(
             .group_by(t.c.lead_id)
             .subquery()
         )
+        # The grouped moves drive the join, each seeking its lead by id (``+ 0`` keeps SQLite
+        # from building a temporary index over a million grouped rows to join the other
+        # way); the cohort's leads with no move by ``until`` are the ones left over.
         query = (
             select(lead.c.pipeline, moves.c.furthest, func.count())
-            .select_from(lead.outerjoin(moves, moves.c.lead_id == lead.c.id))
+            .select_from(moves.join(lead, lead.c.id == moves.c.lead_id + 0))
             .where(*cohort)
             .group_by(lead.c.pipeline, moves.c.furthest)
         )
+        everyone = {
+            str(pipeline): int(count)
+            for pipeline, count in conn.execute(
+                select(lead.c.pipeline, func.count()).where(*cohort).group_by(lead.c.pipeline)
+            ).all()
+        }
     else:
         per_lead = (
             select(lead.c.pipeline.label("pipeline"), furthest.label("furthest"))
@@ -108,6 +118,11 @@ def furthest_reached(
     for pipeline, index, count in conn.execute(query).all():
         at = found.setdefault(str(pipeline), {})
         at[int(index or 0)] = at.get(int(index or 0), 0) + int(count)
+    for pipeline, count in everyone.items():  # no move at all: index 0
+        at = found.setdefault(pipeline, {})
+        unmoved = count - sum(at.values())
+        if unmoved:
+            at[0] = at.get(0, 0) + unmoved
     return found
 
 
