@@ -52,7 +52,11 @@ _Origin = tuple[int, bool]
 
 def fold_rows(state: LeadState | None, leads: list[NormalizedLead]) -> Fold:
     """Apply the merge rules of the module docstring to one email's rows."""
-    values: dict[str, Any] = dict.fromkeys(DATA_FIELDS) if state is None else dict(state.values)
+    if state is None and len(leads) == 1:  # a new lead from one row (most of an import)
+        values: dict[str, Any] = dict.fromkeys(DATA_FIELDS)
+        values.update(leads[0].fields)
+        return Fold(values, dict(leads[0].attributes), True, ["created"])
+    values = dict.fromkeys(DATA_FIELDS) if state is None else dict(state.values)
     attributes: dict[str, Any] = {} if state is None else dict(state.attributes)
     field_origin: dict[str, _Origin] = {}
     attribute_origin: dict[str, _Origin] = {}

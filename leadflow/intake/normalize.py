@@ -35,6 +35,7 @@ from leadflow.pipeline.business_time import is_valid_zone
 
 TIMESTAMP_COLUMNS = frozenset({"updated_at", "last_modified"})
 _TARGET_CACHE = 10_000
+_CELL_CACHE = 4_096  # distinct cells remembered per column, then forgotten (flat memory)
 
 
 # Every attribute (a declared one or a column kept as one) has the same limits, whatever the
@@ -79,6 +80,24 @@ class Rejected:
 Target = tuple[Literal["field", "attribute", "dne", "timestamp"], str]
 
 
+# A cell's outcome in its column: (cleaned value, None for a blank; verdict; converted value or
+# message). Verdicts:
+_VALUE, _SKIP, _ERROR, _WARN = range(4)
+_Outcome = tuple[str | None, int, Any]
+
+
+class _Column:
+    """A column's target and the outcomes of the distinct cells seen in it."""
+
+    __slots__ = ("cells", "email", "plain", "target")
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.email = target == ("field", "email")  # every address differs: nothing to remember
+        self.plain = target[0] == "field" and not self.email  # a lead field but the address
+        self.cells: dict[str, _Outcome] = {}
+
+
 @dataclass(slots=True)
 class _Draft:
     fields: dict[str, Any] = field(default_factory=dict)
@@ -92,7 +111,9 @@ class _Draft:
 
 
 class Normalizer:
-    """``normalize`` with column resolution cached per column name (one per import)."""
+    """``normalize`` for one import: each column's target is resolved once, and what a cell
+    comes to (cleaned, converted, or the reason it cannot be) is worked out once per distinct
+    cell text of its column (``_Column``); a row then only assembles those outcomes."""
 
     def __init__(
         self, intake: Intake, *, default_timezone: str, default_source: str | None = None
@@ -104,33 +125,55 @@ class Normalizer:
         self.default_source = default_source or intake.default_source
         self._mapping_folded = {key.strip().casefold(): v for key, v in intake.mapping.items()}
         self._dne = {name.strip().casefold() for name in intake.do_not_email_columns}
-        self._targets: dict[tuple[str, int], Target] = {}
+        self._columns: dict[tuple[str, int], _Column] = {}
 
     def normalize(self, raw: RawRow) -> NormalizedLead | Rejected:
         if raw.error is not None:
             return Rejected(raw.number, "row", raw.error)
         draft = _Draft(warnings=list(raw.warnings))
+        structured = raw.structured
+        columns, fields, origin = self._columns, draft.fields, draft.origin
         for position, (column, cell) in enumerate(raw.data.items(), start=1):
-            value = clean(cell)
-            if value is None:
+            if cell is None:
                 continue
-            target = self.target(column, position)
-            kind = raw.structured.get(column)
-            if kind is not None and target[0] == "field":
+            plan = columns.get((column, position)) or self._column(column, position)
+            if plan.email:
+                value = clean(cell)
+                if value is None:
+                    continue
+                outcome: _Outcome = (value, _VALUE, value)
+            else:
+                found = plan.cells.get(cell)
+                if found is None:
+                    if len(plan.cells) >= _CELL_CACHE:
+                        plan.cells.clear()  # ever-new values must not grow memory
+                    found = plan.cells[cell] = self._outcome(plan.target, cell)
+                outcome = found
+                if outcome[0] is None:
+                    continue  # blank
+            kind, name = plan.target
+            if structured and kind == "field" and column in structured:
                 # {"first_name": {"x": 1}}: JSON text is fine in an attribute, never as a field
-                draft.error = draft.error or (target[1], f"expected one value, not a JSON {kind}")
-                continue
-            self._take(draft, target, column, value)
+                what = structured[column]
+                draft.error = draft.error or (name, f"expected one value, not a JSON {what}")
+            elif plan.plain and outcome[1] == _VALUE and name not in fields:
+                fields[name] = outcome[2]  # the common case of _take_field, inline
+                origin[name] = column
+            else:
+                self._take(draft, plan.target, column, outcome)
         return self._finish(raw.number, draft)
 
     def target(self, column: str, position: int) -> Target:
         """Where a column's values go; see the module docstring for the order."""
+        return self._column(column, position).target
+
+    def _column(self, column: str, position: int) -> _Column:
         key = (column, position)
-        found = self._targets.get(key)
+        found = self._columns.get(key)
         if found is None:
-            if len(self._targets) >= _TARGET_CACHE:
-                self._targets.clear()  # JSON Lines with ever-new keys must not grow memory
-            found = self._targets[key] = self._resolve(column, position)
+            if len(self._columns) >= _TARGET_CACHE:
+                self._columns.clear()  # JSON Lines with ever-new keys must not grow memory
+            found = self._columns[key] = _Column(self._resolve(column, position))
         return found
 
     def _resolve(self, column: str, position: int) -> Target:
@@ -142,44 +185,86 @@ class Normalizer:
             return ("dne", name)
         return _name_target(mapped or name, position)
 
-    def _take(self, draft: _Draft, target: Target, column: str, value: str) -> None:
+    def _outcome(self, target: Target, cell: str) -> _Outcome:
+        """What ``cell`` comes to in ``target``, whatever the row (pure, so it is remembered):
+        (cleaned value or None for a blank, verdict, the value or message)."""
+        value = clean(cell)
+        if value is None:
+            return (None, _SKIP, None)
         kind, name = target
         if kind == "dne":
-            flag = parse_bool(value, strict=False)
-            if flag is None:
+            return (value, _VALUE, parse_bool(value, strict=False))
+        if kind == "timestamp":
+            try:
+                return (value, _VALUE, parse_datetime(value))
+            except InvalidValue as exc:
+                return (value, _ERROR, str(exc))
+        if kind == "field":
+            return (value, *self._field_outcome(name, value))
+        return (value, *self._attribute_outcome(name, value))
+
+    def _field_outcome(self, name: str, value: str) -> tuple[int, Any]:
+        if name == "timezone" and not is_valid_zone(single_line(value)):
+            return (
+                _WARN,
+                f"time zone {quote(value)} is not an IANA zone; using {self.default_timezone}",
+            )
+        try:
+            converted = convert_field(name, value)
+        except InvalidValue as exc:
+            return (_ERROR, (name, str(exc)))
+        return (_SKIP, None) if converted == "" else (_VALUE, converted)  # "": only controls
+
+    def _attribute_outcome(self, key: str, value: str) -> tuple[int, Any]:
+        if len(value) > MAX_ATTRIBUTE_CHARS or len(key) > MAX_ATTRIBUTE_KEY:
+            what = "name" if len(key) > MAX_ATTRIBUTE_KEY else "value"
+            limit = MAX_ATTRIBUTE_KEY if what == "name" else MAX_ATTRIBUTE_CHARS
+            return (
+                _ERROR,
+                (key[:MAX_ATTRIBUTE_KEY], f"attribute {what} too long (max {limit:,} characters)"),
+            )
+        try:
+            converted = convert_value(self.intake.attributes.get(key, "str"), value)
+        except InvalidValue as exc:
+            return (_ERROR, (key, str(exc)))
+        return (_SKIP, None) if converted == "" else (_VALUE, converted)
+
+    def _take(self, draft: _Draft, target: Target, column: str, outcome: _Outcome) -> None:
+        value, verdict, payload = outcome
+        kind, name = target
+        if value is None:
+            return  # a blank (callers skip them already)
+        if kind == "dne":
+            if payload is None:
                 draft.warnings.append(
                     f"column {column!r}: {quote(value)} is not yes/no; treated as do-not-email"
                 )
-            draft.do_not_email = draft.do_not_email or flag is not False
+            draft.do_not_email = draft.do_not_email or payload is not False
         elif kind == "timestamp":
-            try:
-                draft.timestamp = parse_datetime(value)
-            except InvalidValue as exc:
-                draft.warnings.append(f"column {column!r} ignored: {exc}")
+            if verdict == _ERROR:
+                draft.warnings.append(f"column {column!r} ignored: {payload}")
+            else:
+                draft.timestamp = payload
         elif kind == "field" and name == "email":
             if draft.email_value is None:
                 draft.email_value = value
             elif value.casefold() != draft.email_value.casefold():
                 self._take_attribute(draft, _spare_key(column, name), value)
         elif kind == "field":
-            self._take_field(draft, name, column, value)
+            self._take_field(draft, name, column, value, verdict, payload)
         else:
-            self._take_attribute(draft, name, value)
+            self._keep_attribute(draft, name, verdict, payload)
 
-    def _take_field(self, draft: _Draft, name: str, column: str, value: str) -> None:
-        if name == "timezone" and not is_valid_zone(single_line(value)):
-            draft.warnings.append(
-                f"time zone {quote(value)} is not an IANA zone; using {self.default_timezone}"
-            )
+    def _take_field(
+        self, draft: _Draft, name: str, column: str, value: str, verdict: int, converted: Any
+    ) -> None:
+        if verdict == _WARN:
+            draft.warnings.append(converted)
+        elif verdict == _ERROR:
+            draft.error = draft.error or converted
+        elif verdict == _SKIP:
             return
-        try:
-            converted = convert_field(name, value)
-        except InvalidValue as exc:
-            draft.error = draft.error or (name, str(exc))
-            return
-        if converted == "":
-            return  # nothing but control characters
-        if name not in draft.fields:
+        elif name not in draft.fields:
             draft.fields[name] = converted
             draft.origin[name] = column
         elif draft.fields[name] != converted:
@@ -192,22 +277,14 @@ class Normalizer:
             self._take_attribute(draft, key, value)
 
     def _take_attribute(self, draft: _Draft, key: str, value: str) -> None:
-        if len(value) > MAX_ATTRIBUTE_CHARS or len(key) > MAX_ATTRIBUTE_KEY:
-            what = "name" if len(key) > MAX_ATTRIBUTE_KEY else "value"
-            limit = MAX_ATTRIBUTE_KEY if what == "name" else MAX_ATTRIBUTE_CHARS
-            draft.error = draft.error or (
-                key[:MAX_ATTRIBUTE_KEY],
-                f"attribute {what} too long (max {limit:,} characters)",
-            )
+        self._keep_attribute(draft, key, *self._attribute_outcome(key, value))
+
+    def _keep_attribute(self, draft: _Draft, key: str, verdict: int, converted: Any) -> None:
+        if verdict == _ERROR:
+            draft.error = draft.error or converted
+        elif verdict == _SKIP:
             return
-        try:
-            converted = convert_value(self.intake.attributes.get(key, "str"), value)
-        except InvalidValue as exc:
-            draft.error = draft.error or (key, str(exc))
-            return
-        if converted == "":
-            return
-        if key not in draft.attributes:
+        elif key not in draft.attributes:
             draft.attributes[key] = converted
         elif draft.attributes[key] != converted:
             draft.warnings.append(f"attribute {key} given twice; kept the first value")

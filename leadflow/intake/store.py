@@ -23,10 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from leadflow.config.schema import Intake
+from leadflow.intake.bulk import Same, Values, insert_columns
 from leadflow.intake.merge import DATA_FIELDS, Fold, LeadState, fold_rows
 from leadflow.intake.normalize import NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
@@ -35,6 +37,18 @@ from models.db import WRITE
 from models.tables import LEADS, SUPPRESSIONS, LeadStatus
 
 SUPPRESSION_REASON = "do_not_email"
+# What a new lead starts with besides its values and ``now`` (the columns' own defaults)
+NEW_LEAD: dict[str, Any] = {
+    "status": LeadStatus.ACTIVE.value,
+    "pipeline": None,
+    "stage": None,
+    **{
+        column.name: column.default.arg
+        for column in LEADS.c
+        if isinstance(column.default, ScalarElementColumnDefault)
+        and column.name not in ("status", "email")
+    },
+}
 IN_CHUNK = 5000  # bound parameters per IN (...): far below SQLite's and PostgreSQL's limits
 ATTEMPTS = 3  # a batch racing another importer on a new email is retried from a fresh read
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -192,10 +206,11 @@ def _write_batch(
             summary.rejected += 1
             summary.rejects.append(result)
         else:
-            summary.warnings.extend(f"row {result.row}: {text}" for text in result.warnings)
+            if result.warnings:
+                summary.warnings.extend(f"row {result.row}: {text}" for text in result.warnings)
             groups.setdefault(result.email, []).append(result)
     stored = _load_states(conn, sorted(groups))
-    inserts: list[dict[str, Any]] = []
+    inserts: list[tuple[str, Fold]] = []
     updates: list[dict[str, Any]] = []
     for email, leads in groups.items():
         state = stored.get(email)
@@ -204,11 +219,11 @@ def _write_batch(
         summary.updated += fold.outcome.count("updated")
         summary.unchanged += fold.outcome.count("unchanged")
         if state is None:
-            inserts.append(_insert_row(email, fold, now))
+            inserts.append((email, fold))
         elif fold.changed:
             updates.append(_update_row(state, fold, now))
     if inserts:
-        conn.execute(insert(LEADS), inserts)
+        insert_columns(conn, LEADS, _insert_columns(inserts, now))
     if updates:
         conn.execute(update(LEADS).where(LEADS.c.id == bindparam("b_id")), updates)
     summary.suppressed = _suppress(conn, results, now)
@@ -254,19 +269,19 @@ def _due(current: datetime | None, now: datetime) -> datetime:
     return now if current is None or current > now else current
 
 
-def _insert_row(email: str, fold: Fold, now: datetime) -> dict[str, Any]:
-    return {
-        **fold.values,
-        "email": email,
-        "attributes": fold.attributes,
-        "status": LeadStatus.ACTIVE.value,
-        "pipeline": None,
-        "stage": None,
-        "created_at": now,
-        "updated_at": now,
-        "rescore_at": now,
-        "next_action_at": now,
+def _insert_columns(inserts: list[tuple[str, Fold]], now: datetime) -> dict[str, Values]:
+    """New leads as columns: their values, then what every new lead starts with."""
+    folds = [fold for _email, fold in inserts]
+    columns: dict[str, Values] = {
+        name: [fold.values[name] for fold in folds] for name in DATA_FIELDS
     }
+    columns["email"] = [email for email, _fold in inserts]
+    columns["attributes"] = [fold.attributes for fold in folds]
+    for name, value in NEW_LEAD.items():
+        columns[name] = Same(value)
+    for name in ("created_at", "updated_at", "rescore_at", "next_action_at"):
+        columns[name] = Same(now)
+    return columns
 
 
 def _update_row(state: LeadState, fold: Fold, now: datetime) -> dict[str, Any]:
