@@ -46,6 +46,9 @@ test: lint typecheck unit unit-postgres
 bench: install
 	scripts/with-dovecot $(BIN)/python -m benchmarks
 
+# Prefect's server and UI on var/prefect (the database the temporary servers use too). While it
+# runs, `leadflow run` finds it at http://127.0.0.1:4200/api and uses it instead of starting a
+# temporary server; with another UI_PORT, set PREFECT_API_URL (or LEADFLOW_PREFECT_UI_URL).
 # Prefect makes its home folder but not the folders above it: var/ is not in a fresh clone.
 UI_PORT ?= 4200
 ui: install

@@ -13,6 +13,7 @@ from uuid import UUID
 from prefect import Flow
 from prefect.futures import PrefectFuture
 from prefect.settings import (
+    PREFECT_API_URL,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     get_current_settings,
     temporary_settings,
@@ -21,6 +22,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.context import use_settings
 from flows.pipeline import FLOWS
+from flows.server import Server
 from leadflow.settings import Settings
 
 P = ParamSpec("P")
@@ -51,6 +53,24 @@ def where_runs_go() -> tuple[str, str]:
         )
     ui = get_current_settings().ui_url
     return (f"Prefect: runs go to the server at {url}", f"Prefect UI: {ui or url}")
+
+
+@contextmanager
+def sending_to(server: Server) -> Iterator[None]:
+    """This process's flow runs go to ``server`` (``flows.server.chosen_server``): a configured
+    one as Prefect reads it; the ``make ui`` server or the temporary one by its URL, once it
+    answers. When Prefect's settings name a server that ``chosen_server`` could not see
+    before Prefect was imported (a ``.env`` or ``prefect.toml``), that one wins and the
+    temporary server is stopped unused."""
+    configured = api_url()
+    if server.kind == "configured" or configured is not None:
+        server.stop()
+        server.kind, server.api_url = "configured", configured
+        yield
+        return
+    server.wait_until_ready()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
 
 
 def uses_sqlite(settings: Settings) -> bool:

@@ -1,7 +1,10 @@
 """Everything one run needs, built once: settings, the database, the validated config.
 
 Opening a runtime validates the config (and templates) before the database is touched, so a
-bad file changes nothing.
+bad file changes nothing. The engine's modules (SQLAlchemy, the validator, templates,
+holidays) are imported when a runtime is opened, not when this module is: every command of
+the CLI names ``Runtime``, and ``leadflow --help`` or ``leadflow run`` must not wait for them
+before it can start anything.
 """
 
 from __future__ import annotations
@@ -9,16 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
-
-from leadflow.config import LoadedConfig, load_config
-from leadflow.mail.rendering import TemplateSet
-from leadflow.pipeline.business_time import HolidayCalendar, SendWindow, resolve_zone
-from leadflow.pipeline.cadence import window_of
 from leadflow.settings import Settings
-from models.db import open_database
+
+if TYPE_CHECKING:  # imported where used: ``import leadflow.runtime`` stays light for the CLI
+    from sqlalchemy import Engine
+
+    from leadflow.config import LoadedConfig
+    from leadflow.mail.rendering import TemplateSet
+    from leadflow.pipeline.business_time import HolidayCalendar, SendWindow
 
 
 @dataclass
@@ -39,6 +43,9 @@ class Runtime:
     ) -> Runtime:
         """``check_templates=False`` validates the config without its templates (``leadflow
         studio``: a broken template is what it is there to show, not a reason to refuse)."""
+        from leadflow.config import load_config
+        from models.db import open_database
+
         templates = settings.templates if check_templates else None
         loaded = load_config(config_path or settings.config, templates=templates)
         if settings.db_url == f"sqlite:///{settings.home / 'leadflow.db'}":
@@ -52,6 +59,8 @@ class Runtime:
 
     @cached_property
     def holidays(self) -> HolidayCalendar:
+        from leadflow.pipeline.business_time import HolidayCalendar
+
         spec = self.loaded.config.holidays
         return HolidayCalendar(spec.country, spec.subdivision, spec.extra)
 
@@ -60,6 +69,8 @@ class Runtime:
         key = f"{name}|{pipeline_id}"
         found = self._zones.get(key)
         if found is None:
+            from leadflow.pipeline.business_time import resolve_zone
+
             pipeline = self.loaded.config.pipeline(pipeline_id) if pipeline_id else None
             default = (pipeline.timezone if pipeline else None) or self.loaded.config.timezone
             found = resolve_zone(name, default)
@@ -80,6 +91,8 @@ class Runtime:
     def send_windows(self) -> dict[str, SendWindow]:
         """Each cadence's send window, worked out once per runtime (claims and records ask
         for it per message)."""
+        from leadflow.pipeline.cadence import window_of
+
         return {cid: window_of(c.window) for cid, c in self.loaded.config.cadences.items()}
 
     @cached_property
@@ -89,6 +102,8 @@ class Runtime:
     @cached_property
     def templates(self) -> TemplateSet:
         """Compiled once per runtime (per flow run), not per email."""
+        from leadflow.mail.rendering import TemplateSet
+
         return TemplateSet(self.settings.templates)
 
     def close(self) -> None:

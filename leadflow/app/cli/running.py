@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 import typer
 
@@ -21,9 +22,8 @@ from leadflow.app.cli.common import (
     settings_for,
     styled,
 )
-from leadflow.config import load_config
 from leadflow.runtime import Runtime
-from leadflow.settings import load_settings
+from leadflow.settings import Settings, load_settings
 
 commands = typer.Typer()
 
@@ -48,17 +48,35 @@ def run(
     settings = settings_for(config)
     settings.require_real_secret()  # before anything starts or commits: links are signed
     Runtime.open(settings).close()  # a bad config or database fails before Prefect starts
-    from flows.runner import run_flows
+    results = _run_on_a_server(names, when, settings, show=not as_json)
     from leadflow.pipeline.run_outcome import one_line
 
-    with _progress(show=not as_json) as on_step:
-        results = run_flows(names, now=when, settings=settings, settle=True, on_step=on_step)
     if as_json:
         emit_json(results)
         return
     for name, result in results.items():  # the line each flow run logged to the Prefect UI
         line = f" at {when.isoformat(timespec='seconds')}: {one_line(result)}"
         out.print(styled((name, "bold"), line), soft_wrap=True)
+
+
+def _run_on_a_server(
+    names: list[str], when: datetime, settings: Settings, *, show: bool
+) -> dict[str, Any]:
+    """The flows run on a configured Prefect server, else on the `make ui` one, else on a
+    temporary one started before Prefect is imported, so that it starts while this process
+    imports Prefect and the flows (``flows/server.py``). A terminal is told which."""
+    from flows.server import ServerUnavailable, chosen_server
+
+    try:
+        with chosen_server() as server, _progress(show=show) as on_step:
+            from flows.runner import run_flows, sending_to
+
+            with sending_to(server):  # a temporary server: once it answers
+                if show and err.is_terminal:
+                    err.print(styled(server.describe()))  # a URL as text, not highlighted
+                return run_flows(names, now=when, settings=settings, settle=True, on_step=on_step)
+    except ServerUnavailable as exc:
+        fail(str(exc))
 
 
 @contextmanager
@@ -88,6 +106,8 @@ def plan(
     try:
         proposed = None
         if config is not None:
+            from leadflow.config import load_config
+
             proposed = Runtime(
                 settings=settings,
                 loaded=load_config(config, templates=settings.templates),
