@@ -19,13 +19,15 @@ from prefect.runtime import flow_run
 
 from flows.context import reload, runtime
 from flows.tasks import PrefectRunner
-from leadflow.alerts import steps as alerts
+from leadflow.alerts.outlet import Outlet, flow_failed, from_files
+from leadflow.config import ConfigError
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.pipeline import engine
 from leadflow.pipeline.run_record import record_run
 from leadflow.pipeline.summaries import tick_markdown
 from leadflow.reporting.markdown import artifact_tables, report_markdown, table_rows
 from leadflow.reporting.page import write_html
+from leadflow.settings import load_settings
 from leadflow.timeutil import parse_instant, utcnow
 
 
@@ -180,24 +182,40 @@ def _alert_failure(
     flow: Flow[[str | None], dict[str, Any]], flow_run: FlowRun, state: State[Any]
 ) -> None:
     """Every flow's ``on_failure`` and ``on_crashed`` hook: the ``flow_failed`` alert, raised
-    once per flow run and sent on the channels the YAML names (``leadflow/alerts/``). A hook
-    never raises: what kept the alert from going out is logged instead."""
+    once per flow run and sent on the channels the YAML names (``leadflow/alerts/``). A config
+    that fails validation still routes it by its own ``alerts:`` and ``sender:`` sections. A
+    hook never raises: what kept the alert from going out is logged instead."""
+    logger = get_logger("leadflow.alerts")
+    fallback = None
     try:
-        rt = runtime()
-        alerts.flow_failed(
-            rt,
+        try:
+            rt = runtime()
+            outlet, transport = Outlet.of(rt), smtp_transport_factory(rt)
+        except ConfigError:
+            fallback = from_files(load_settings())
+            if fallback is None:
+                logger.error(
+                    "no alert for the failed flow run %s: no valid alerts: section", flow_run.name
+                )
+                return
+            outlet, transport = fallback
+        flow_failed(
+            outlet,
             flow=flow.name,
             run_id=str(flow_run.id),
             run_name=flow_run.name,
             state=state.name or state.type.value,
             message=state.message or "",
             now=utcnow(),
-            transport=smtp_transport_factory(rt),
+            transport=transport,
         )
     except Exception as exc:
-        get_logger("leadflow.alerts").error(
+        logger.error(
             "no alert for the failed flow run %s: %s: %s", flow_run.name, type(exc).__name__, exc
         )
+    finally:
+        if fallback is not None:
+            fallback[0].engine.dispose()
 
 
 for _flow in FLOWS.values():

@@ -26,7 +26,7 @@ from conftest import (
 from seeding import enrolled_lead, intake_lead, step_row
 from sqlalchemy import func, insert, select
 
-from leadflow.alerts import steps
+from leadflow.alerts.outlet import AlertsOutcome, Outlet, deliver_pending, flow_failed
 from leadflow.config import ConfigError, load_config
 from leadflow.delivery.smtp import smtp_transport_factory
 from leadflow.mail.sink import SmtpSink
@@ -35,7 +35,7 @@ from leadflow.pipeline import engine
 from leadflow.pipeline.planning import plan_tick
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
-from models.db import session_scope
+from models.db import open_database, session_scope
 from models.tables import ALERT_DELIVERIES, ALERTS, EVENTS, OUTBOX, SENDING_PAUSES
 
 HOOK_ENV = "ALERT_TEST_WEBHOOK"
@@ -269,9 +269,9 @@ def test_overlapping_deliveries_send_each_alert_once(art: Runtime, receiver: Rec
         )
     receiver.requests.clear()
     memory = MemoryTransport()
-    outcomes: list[steps.AlertsOutcome] = []
+    outcomes: list[AlertsOutcome] = []
     run_in_threads(
-        lambda: outcomes.append(steps.deliver_pending(art, now=T0, transport=lambda: memory)),
+        lambda: outcomes.append(deliver_pending(Outlet.of(art), now=T0, transport=lambda: memory)),
         2,
     )
     assert sorted(o.sent for o in outcomes) == [0, 6]
@@ -481,8 +481,8 @@ def test_a_failing_flow_run_produces_exactly_one_alert(
     assert "yesterday-ish" in body["text"]
     # the hook again for the same run (a retry, on_crashed after on_failure): nothing more
     rt = runtime()
-    again = steps.flow_failed(
-        rt,
+    again = flow_failed(
+        Outlet.of(rt),
         flow="tick",
         run_id=str(run_id),
         run_name="tick @ yesterday-ish",
@@ -494,3 +494,34 @@ def test_a_failing_flow_run_produces_exactly_one_alert(
     assert again.raised == {} and again.sent == 0
     assert len(receiver.requests) == 1
     assert _count(rt, ALERTS, ALERTS.c.kind == "flow_failed") == 1
+
+
+@pytest.mark.flow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_failing_on_an_invalid_config_is_alerted_through_its_alerts_section(
+    alert_settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual failure after an edit: the file no longer validates, so there is no runtime;
+    its own ``alerts:`` and ``sender:`` sections, valid by themselves, still route the alert."""
+    import flows  # noqa: F401
+    from flows.context import use_settings
+    from flows.pipeline import FLOWS
+    from flows.runner import quick_flows
+
+    text = alert_settings.config.read_text(encoding="utf-8")
+    alert_settings.config.write_text(
+        text.replace("timezone: America/New_York #", "timezone: Mars/Olympus_Mons #", 1),
+        encoding="utf-8",
+    )
+    open_database(alert_settings.db_url).dispose()  # the database the last good run left
+    monkeypatch.setenv("LEADFLOW_CONFIG", str(alert_settings.config))
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", alert_settings.db_url)
+    use_settings(alert_settings)
+    with quick_flows():
+        state = FLOWS["score"](now=T0.isoformat(), return_state=True)
+    assert state.is_failed()
+    assert len(receiver.requests) == 1
+    body = receiver.requests[0]["body"]
+    assert body["event"] == "flow_failed"
+    assert body["title"] == f"Flow run 'score @ {T0.isoformat()}' failed"
+    assert "unknown time zone 'Mars/Olympus_Mons'" in body["text"]

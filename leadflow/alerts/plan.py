@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +22,11 @@ def plan_section(rt: Runtime, out: RunOutcome) -> dict[str, Any] | None:
     fired = out.outcome("alerts").as_dict() if "alerts" in out.ran else {}
     return {
         "channels": {
-            name: (", ".join(c.to) if c.type == "email" else f"{c.type} (${c.url_env})")
+            name: (
+                ", ".join(c.to)
+                if c.type == "email"
+                else f"{c.type} (${c.url_env}{'' if os.environ.get(c.url_env) else ', unset here'})"
+            )
             for name, c in cfg.channels.items()
         },
         "events": {event: list(names) for event, names in cfg.events.items()},
