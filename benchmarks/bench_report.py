@@ -1,6 +1,7 @@
-"""Benchmark ``build_report`` on a large SQLite database against one raw aggregate query.
+"""Benchmark ``build_report`` on a large database against one raw aggregate query.
 
     python -m benchmarks.bench_report [--leads N] [--transitions M] [--db PATH]
+                                      [--postgres [--database-url URL]]
 
 The database gets the application's schema (Alembic migrations), then is filled with
 ``INSERT ... SELECT`` from recursive CTEs (secondary indexes are dropped during the load and
@@ -9,6 +10,13 @@ configured B2B pipeline, one outbox message and one event. The baseline, timed i
 run, is ``SELECT to_stage, count(*) FROM stage_transition GROUP BY to_stage``. Output: one
 JSON line, then one line for people. Wall times are what a user waits; CPU times (SQLite runs
 in-process) are steadier on a shared machine; per-function times show which query dominates.
+
+``--postgres`` then fills PostgreSQL with the same rows (``generate_series``, the same
+timestamps; ``VACUUM ANALYZE`` after the load, so index-only scans and plans are what a
+settled database gets) and measures it the same way, CPU being this process's plus the
+server backend's (read from /proc, so the server must run on this machine). The server is
+``--database-url``, else ``LEADFLOW_TEST_DATABASE_URL``, else a throwaway one started by
+``scripts/with-postgres``. A last line prints both side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +24,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -26,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Index
+from sqlalchemy import Connection, Index, text
 
 from leadflow.config import load_config
 from leadflow.reporting import flow, messaging, outcomes, sales, snapshot
@@ -152,19 +163,20 @@ def build_database(path: Path, leads: int, transitions: int) -> dict[str, int]:
 
 
 @contextmanager
-def timed_queries() -> Iterator[dict[str, float]]:
+def timed_queries(clock: Callable[[], float] = time.process_time) -> Iterator[dict[str, float]]:
     """Wrap every query function of the reporting modules (``build_report`` calls them through
-    their modules, so it picks the wrappers up) and collect CPU seconds per function."""
+    their modules, so it picks the wrappers up) and collect CPU seconds (``clock``) per
+    function."""
     spent: dict[str, float] = defaultdict(float)
     originals: list[tuple[Any, str, Callable[..., Any]]] = []
 
     def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.process_time()
+            t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[label] += time.process_time() - t0
+                spent[label] += clock() - t0
 
         return wrapper
 
@@ -181,12 +193,202 @@ def timed_queries() -> Iterator[dict[str, float]]:
             setattr(module, name, fn)
 
 
+def _pg_entered(step: str) -> str:
+    """PostgreSQL: the moment lead ``i`` entered the stage of ``step`` (``_entered``'s)."""
+    return (
+        f"{_PG_CREATED} + ({step}) * (1 + i % 7) * interval '1 day' + ({step}) * interval '1 hour'"
+    )
+
+
+_PG_CREATED = (
+    f"(timestamptz '{BASE} 00:00:00+00' + ((i * 37) % 450) * interval '1 day' "
+    "+ (i % 24) * interval '1 hour')"
+)
+
+
+def _pg_stage(step: str, last: str) -> str:
+    return _stage(step, last).replace(f"min({step}, ", f"least({step}, ")
+
+
+def fill_postgres(conn: Connection, leads: int, transitions: int) -> dict[str, int]:
+    """The rows ``fill`` writes, written by PostgreSQL (the same values and timestamps)."""
+    per = max(1, transitions // leads)
+    total = min(transitions, leads * per)
+    last = per - 1
+    moved = f"{_PG_CREATED} + {last} * (1 + i % 7) * interval '1 day'"
+    sent = f"{_PG_CREATED} + interval '1 day 9 hours'"
+    seq = "FROM generate_series(1, :n) AS i"
+    conn.execute(
+        text(
+            "INSERT INTO lead (id, email, company, source, deal_value, attributes, status, "
+            "pipeline, stage, stage_entered_at, round, recycle_count, stuck, fit_score, "
+            "engagement_score, score, won_at, closed_at, created_at, updated_at) "
+            "SELECT i, 'lead' || i || '@bench.test', 'Company ' || (i % 5000), "
+            "CASE i % 4 WHEN 0 THEN 'web' WHEN 1 THEN 'referral' WHEN 2 THEN 'event' END, "
+            "(i % 50) * 500.0, '{}', "
+            f"CASE WHEN i % 10 = 1 THEN 'closed' WHEN i % 10 = 2 AND {last} = 2 THEN 'callback' "
+            "ELSE 'active' END, 'b2b', "
+            f"{_pg_stage(str(last), str(last))}, {moved}, 0, 0, i % 13 = 0, 0, 0, 0, "
+            f"CASE i % 10 WHEN 0 THEN {moved} END, CASE i % 10 WHEN 1 THEN {moved} END, "
+            f"{_PG_CREATED}, {_PG_CREATED} {seq}"
+        ),
+        {"n": leads},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO stage_transition (lead_id, pipeline, from_stage, from_entered_at, "
+            "to_stage, at, kind, reason, actor) "
+            "SELECT i, 'b2b', from_stage, "
+            f"CASE WHEN from_stage IS NOT NULL THEN {_pg_entered('s - 1')} END, "
+            f"{_pg_stage('s', str(last))}, {_pg_entered('s')}, "
+            "CASE s WHEN 0 THEN 'intake' ELSE 'rule' END, '', 'bench' "
+            "FROM (SELECT i, s, CASE WHEN s > 0 THEN "
+            f"{_pg_stage('s - 1', str(last))} END AS from_stage "
+            "FROM (SELECT j / :per + 1 AS i, j % :per AS s "
+            "FROM generate_series(0, :last) AS j) AS steps) AS moves"
+        ),
+        {"per": per, "last": total - 1},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO outbound_message (id, lead_id, cadence, step, round, kind, template, "
+            "variant, to_email, status, due_at, sent_at, attempts, created_at, updated_at) "
+            "SELECT i, i, 'outbound', 'intro', 0, 'cadence', "
+            "CASE i % 3 WHEN 0 THEN 'welcome' ELSE 'followup_value' END, "
+            "CASE i % 3 WHEN 1 THEN 'a' WHEN 2 THEN 'b' END, 'lead' || i || '@bench.test', "
+            "CASE i % 20 WHEN 0 THEN 'bounced' WHEN 1 THEN 'pending' ELSE 'sent' END, "
+            f"{sent}, CASE WHEN i % 20 > 1 THEN {sent} END, 1, {sent}, {sent} {seq}"
+        ),
+        {"n": leads},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO event (lead_id, type, occurred_at, data, message_id) "
+            "SELECT i, CASE i % 5 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked' "
+            "WHEN 2 THEN 'replied' WHEN 3 THEN 'email_opened' ELSE 'unsubscribed' END, "
+            f"{sent} + (i % 72) * interval '1 hour', '{{}}', i {seq}"
+        ),
+        {"n": leads},
+    )
+    for table in ("lead", "outbound_message"):  # ids were given: move the sequences on
+        conn.execute(
+            text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), :n)"), {"n": leads}
+        )
+    return {"leads": leads, "transitions": total, "messages": leads, "events": leads}
+
+
+def build_postgres(url: str, leads: int, transitions: int) -> dict[str, int]:
+    engine = open_database(url)
+    indexes: list[Index] = [i for t in (LEADS, TRANSITIONS, OUTBOX, EVENTS) for i in t.indexes]
+    with engine.begin() as conn:
+        for table in ("event", "outbound_message", "stage_transition", "lead"):
+            conn.execute(text(f"TRUNCATE {table} CASCADE"))
+        for index in indexes:
+            index.drop(conn)
+        counts = fill_postgres(conn, leads, transitions)
+        for index in indexes:
+            index.create(conn)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+    return counts
+
+
+def _backend_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def measure(url: str, counts: dict[str, int]) -> dict[str, Any]:
+    """Time the baseline (best of three) and one ``build_report`` on the filled database."""
+    loaded = load_config(ROOT / "config" / "pipeline.yaml")
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        if counts["leads"] < 0:  # a reused database: count what it holds
+            for key, table in TABLES.items():
+                counts[key] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+        clock = time.process_time
+        if conn.dialect.name == "postgresql":  # the work is the server backend's
+            backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+            def clock() -> float:
+                return time.process_time() + _backend_cpu(backend)
+
+        version = conn.exec_driver_sql(
+            "SELECT sqlite_version()" if conn.dialect.name == "sqlite" else "SHOW server_version"
+        ).scalar_one()
+        runs = []
+        for _ in range(3):  # the baseline is cheap: keep its best of three
+            t0, cpu0 = time.perf_counter(), clock()
+            conn.exec_driver_sql(BASELINE).all()
+            runs.append((time.perf_counter() - t0, clock() - cpu0))
+        baseline_s, baseline_cpu_s = min(runs)
+        with timed_queries(clock) as spent:
+            t0, cpu0 = time.perf_counter(), clock()
+            data = build_report(conn, loaded, since=None, until=UNTIL, pipeline=None)
+            report_s, report_cpu_s = time.perf_counter() - t0, clock() - cpu0
+    engine.dispose()
+    queries = dict(sorted(((k, round(v, 3)) for k, v in spent.items()), key=lambda kv: -kv[1]))
+    return {
+        "benchmark": "report",
+        "database": engine.dialect.name,
+        **counts,
+        "version": str(version),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "build_report_s": round(report_s, 3),
+        "build_report_cpu_s": round(report_cpu_s, 3),
+        "baseline_s": round(baseline_s, 3),
+        "baseline_cpu_s": round(baseline_cpu_s, 3),
+        "ratio": round(report_s / baseline_s, 1) if baseline_s else None,
+        "cpu_ratio": round(report_cpu_s / baseline_cpu_s, 1) if baseline_cpu_s else None,
+        "queries_cpu_s": queries,
+        "open_leads": data["pipelines"][0]["leads"]["open"],
+        # a few figures, to see both databases hold the same rows
+        "funnel": [r["reached"] for r in data["pipelines"][0]["funnel"]["stages"]],
+        "at_risk": data["pipelines"][0]["at_risk"]["count"],
+    }
+
+
+def _people(r: dict[str, Any]) -> str:
+    slowest = next(iter(r["queries_cpu_s"].items()), ("none", 0.0))
+    return (
+        f"{r['database']}: build_report {r['build_report_s']:.2f} s "
+        f"({r['build_report_cpu_s']:.2f} s CPU) vs baseline GROUP BY to_stage "
+        f"{r['baseline_s']:.2f} s ({r['baseline_cpu_s']:.2f} s CPU): x{r['ratio']} wall, "
+        f"x{r['cpu_ratio']} CPU over {r['leads']:,} leads and {r['transitions']:,} transitions "
+        f"(load {r['load_average'][0]}); slowest query {slowest[0]} ({slowest[1]:.2f} s CPU)"
+    )
+
+
+def side_by_side(results: list[dict[str, Any]]) -> str:
+    names = sorted({q for r in results for q in r["queries_cpu_s"]}, key=lambda q: q)
+    head = f"{'CPU s':<32}" + "".join(f"{r['database']:>12}" for r in results)
+    lines = [head]
+    rows = [("build_report", "build_report_cpu_s"), ("baseline", "baseline_cpu_s")]
+    for label, key in rows:
+        lines.append(f"{label:<32}" + "".join(f"{r[key]:>12.3f}" for r in results))
+    lines.append(f"{'ratio (CPU)':<32}" + "".join(f"{r['cpu_ratio']:>12}" for r in results))
+    lines.append(f"{'ratio (wall)':<32}" + "".join(f"{r['ratio']:>12}" for r in results))
+    for q in names:
+        if any(r["queries_cpu_s"].get(q, 0) >= 0.01 for r in results):
+            cells = "".join(f"{r['queries_cpu_s'].get(q, 0.0):>12.3f}" for r in results)
+            lines.append(f"  {q:<30}{cells}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--transitions", type=int, default=5_000_000)
-    parser.add_argument("--db", type=Path, help="Reuse or keep this database file.")
+    parser.add_argument("--db", type=Path, help="Reuse or keep this SQLite database file.")
+    parser.add_argument("--postgres", action="store_true", help="Also measure PostgreSQL.")
+    parser.add_argument("--database-url", help="The PostgreSQL server for --postgres.")
     args = parser.parse_args(argv)
+    server = args.database_url or os.environ.get("LEADFLOW_TEST_DATABASE_URL")
+    if args.postgres and not server:  # start a throwaway server and run again under it
+        command = [str(ROOT / "scripts" / "with-postgres"), sys.executable, "-m"]
+        command += ["benchmarks.bench_report", *(sys.argv[1:] if argv is None else argv)]
+        raise SystemExit(subprocess.run(command, cwd=ROOT, check=False).returncode)
     workdir = None
     if args.db is None:
         workdir = tempfile.TemporaryDirectory(prefix="bench-report-")
@@ -200,48 +402,19 @@ def main(argv: list[str] | None = None) -> None:
     else:
         counts = build_database(path, args.leads, args.transitions)
     load_s = time.perf_counter() - t0
-    loaded = load_config(ROOT / "config" / "pipeline.yaml")
-    engine = make_engine(f"sqlite:///{path}")
-    with engine.connect() as conn:
-        if counts["leads"] < 0:  # a reused database: count what it holds
-            for key, table in TABLES.items():
-                counts[key] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
-        runs = []
-        for _ in range(3):  # the baseline is cheap: keep its best of three
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            conn.exec_driver_sql(BASELINE).all()
-            runs.append((time.perf_counter() - t0, time.process_time() - cpu0))
-        baseline_s, baseline_cpu_s = min(runs)
-        with timed_queries() as spent:
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            data = build_report(conn, loaded, since=None, until=UNTIL, pipeline=None)
-            report_s, report_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    engine.dispose()
-    queries = dict(sorted(((k, round(v, 3)) for k, v in spent.items()), key=lambda kv: -kv[1]))
-    slowest = next(iter(queries.items()), ("none", 0.0))
-    result = {
-        "benchmark": "report",
-        **counts,
-        "sqlite": sqlite3.sqlite_version,
-        "load_s": round(load_s, 2),
-        "build_report_s": round(report_s, 3),
-        "build_report_cpu_s": round(report_cpu_s, 3),
-        "baseline_s": round(baseline_s, 3),
-        "baseline_cpu_s": round(baseline_cpu_s, 3),
-        "ratio": round(report_s / baseline_s, 1) if baseline_s else None,
-        "cpu_ratio": round(report_cpu_s / baseline_cpu_s, 1) if baseline_cpu_s else None,
-        "queries_cpu_s": queries,
-        "open_leads": data["pipelines"][0]["leads"]["open"],
-    }
-    print(json.dumps(result))
-    print(
-        f"build_report {report_s:.2f} s vs baseline GROUP BY to_stage {baseline_s:.2f} s "
-        f"(x{result['ratio']}) over {counts['leads']:,} leads and "
-        f"{counts['transitions']:,} transitions; slowest query {slowest[0]} "
-        f"({slowest[1]:.2f} s CPU of {report_cpu_s:.2f})"
-    )
+    results = [{**measure(f"sqlite:///{path}", counts), "load_s": round(load_s, 2)}]
     if workdir is not None:
         workdir.cleanup()
+    print(json.dumps(results[0]), flush=True)
+    print(_people(results[0]), flush=True)
+    if args.postgres and server:
+        t0 = time.perf_counter()
+        counts = build_postgres(server, args.leads, args.transitions)
+        load_s = time.perf_counter() - t0
+        results.append({**measure(server, counts), "load_s": round(load_s, 2)})
+        print(json.dumps(results[1]), flush=True)
+        print(_people(results[1]))
+        print(side_by_side(results))
 
 
 if __name__ == "__main__":
