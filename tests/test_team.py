@@ -261,6 +261,24 @@ def test_an_inactive_member_gets_no_leads_and_their_open_leads_are_reassigned_wi
     assert "ben" not in [r.to_owner for r in audit(team_rt)][6:]
 
 
+def test_new_weights_restart_the_group_rotation_from_zero(team_rt: Runtime) -> None:
+    add_leads(team_rt, 4)
+    tick(team_rt, 0)
+    team_rt.loaded = team_config(
+        (BASE + TEAM).replace("{member: ana, weight: 3}, {member: ben, weight: 2}", "ben, ana")
+    )
+    add_leads(team_rt, 3, day=1, start=4)
+    tick(team_rt, 1)
+    assert [r.to_owner for r in audit(team_rt)] == [*PERIOD[:4], "ben", "ana", "carla"]
+    with team_rt.engine.connect() as conn:
+        rows = conn.execute(
+            select(ROUND_ROBIN.c.member_id, ROUND_ROBIN.c.weight, ROUND_ROBIN.c.picks)
+            .where(ROUND_ROBIN.c.group_id == "ae")
+            .order_by(ROUND_ROBIN.c.member_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [("ana", 1, 1), ("ben", 1, 1), ("carla", 1, 1)]
+
+
 def test_a_member_removed_from_the_team_loses_their_open_leads_too(team_rt: Runtime) -> None:
     add_leads(team_rt, 2)
     tick(team_rt, 0)

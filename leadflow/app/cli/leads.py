@@ -48,7 +48,8 @@ def show(
         mails = queries.messages(conn, lead.id)
         evts = queries.events(conn, lead.id)
         owners = queries.owner_changes(conn, lead.id)
-        member = rt.loaded.config.team.member(lead.owner) if lead.owner else None
+        team = rt.loaded.config.team
+        member = team.member(lead.owner) if lead.owner else None
     if as_json:
         emit_json(
             {
@@ -63,7 +64,8 @@ def show(
         )
         return
     _print_score(lead, contributions, scores, when)
-    _print_owner(lead.owner, member, owners)
+    if team.members or lead.owner or owners:  # one sender and no team: nothing to say
+        _print_owner(lead.owner, member, owners)
     _print_history(history, mails)
 
 
