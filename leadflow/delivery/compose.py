@@ -1,28 +1,90 @@
 """One claimed row made ready to send: rendered (sandboxed Jinja), tracked links signed,
 built straight to wire bytes.
 
-Pure apart from reading templates, and light to import (no database, no SMTP client): a
-helper process builds with the same ``Composer``, made from the same picklable parts.
+Pure apart from reading templates, and light to import (no database, no SMTP client, no
+pydantic): a helper process builds with the same ``Composer``, made from its ``ComposeParts``
+(plain values, so unpickling them imports no config or settings code either).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from leadflow.config.schema import Sender, Tracking
 from leadflow.listening.tracking import rewrite_html
-from leadflow.mail.context import NO_LABELS, Labels, lead_context, message_context, sender_context
+from leadflow.mail.context import (
+    NO_LABELS,
+    Labels,
+    SenderFields,
+    lead_context,
+    message_context,
+    sender_context,
+)
 from leadflow.mail.message import build_wire, make_message_id
 from leadflow.mail.rendering import RenderedEmail, TemplateRenderError, TemplateSet
 from leadflow.mail.transport import Outgoing
 from leadflow.outbox.claimed import Claimed
-from leadflow.settings import Settings
 from leadflow.unsubscribe import link_for
 
 if TYPE_CHECKING:
     from leadflow.runtime import Runtime
+
+
+class SigningSettings(Protocol):
+    """What building needs of ``leadflow.settings.Settings``."""
+
+    @property
+    def public_url(self) -> str: ...
+    def require_real_secret(self) -> str: ...
+
+
+class SenderOptions(SenderFields, Protocol):
+    """What building needs of the config's ``sender`` (``config.schema.Sender``)."""
+
+    @property
+    def unsubscribe_mailto(self) -> str | None: ...
+
+
+class TrackingOptions(Protocol):
+    """What building needs of the config's ``tracking`` (``config.schema.Tracking``)."""
+
+    @property
+    def clicks(self) -> bool: ...
+    @property
+    def opens(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ComposeParts:
+    """A ``Composer`` as plain values, what a helper process is sent to make the same one:
+    the signing key (already checked) and public URL, the sender, the tracking switches, the
+    templates folder, the run's instant and the labels. It stands for the settings, the
+    sender and the tracking alike (it has what each protocol asks for)."""
+
+    templates: Path
+    now: datetime
+    secret: str
+    public_url: str
+    from_name: str
+    from_email: str
+    reply_to: str | None
+    company: str | None
+    postal_address: str | None
+    unsubscribe_mailto: str | None
+    clicks: bool
+    opens: bool
+    labels: Labels
+
+    def require_real_secret(self) -> str:
+        return self.secret
+
+    def composer(self) -> Composer:
+        """The composer these parts describe, over a new ``TemplateSet`` of the folder."""
+        return Composer(
+            self, self, self, TemplateSet(self.templates), now=self.now, labels=self.labels
+        )
 
 
 @dataclass(frozen=True)
@@ -37,13 +99,13 @@ class Composed:
 class Composer:
     """Renders and builds the message of each claimed row of one run (pure, no I/O but
     templates). What is the same for every row (sender, secret, domain) is looked up once.
-    It is made of picklable parts, so a helper process can make the same one."""
+    ``parts()`` describes it in plain values, so a helper process can make the same one."""
 
     def __init__(
         self,
-        settings: Settings,
-        sender: Sender,
-        tracking: Tracking,
+        settings: SigningSettings,
+        sender: SenderOptions,
+        tracking: TrackingOptions,
         templates: TemplateSet,
         *,
         now: datetime,
@@ -61,6 +123,24 @@ class Composer:
         self._public_url = settings.public_url
         self._domain = sender.from_email.rsplit("@", 1)[-1]
         self._sender_context = sender_context(sender)
+
+    def parts(self) -> ComposeParts:
+        sender, tracking = self.sender, self.tracking
+        return ComposeParts(
+            templates=Path(self.templates.directory),
+            now=self.now,
+            secret=self._secret,
+            public_url=self._public_url,
+            from_name=sender.from_name,
+            from_email=sender.from_email,
+            reply_to=sender.reply_to,
+            company=sender.company,
+            postal_address=sender.postal_address,
+            unsubscribe_mailto=sender.unsubscribe_mailto,
+            clicks=tracking.clicks,
+            opens=tracking.opens,
+            labels={field: dict(codes) for field, codes in self.labels.items()},
+        )
 
     @classmethod
     def for_run(cls, rt: Runtime, *, now: datetime) -> Composer:
