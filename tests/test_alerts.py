@@ -284,7 +284,11 @@ def test_overlapping_deliveries_send_each_alert_once(art: Runtime, receiver: Rec
 
 
 def test_a_channel_that_fails_is_retried_later_and_named_without_its_url(
-    art: Runtime, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    art: Runtime,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     _stale_deal(art, "late@globex.example", days=46)
     monkeypatch.delenv(SLACK_ENV)
@@ -293,6 +297,14 @@ def test_a_channel_that_fails_is_retried_later_and_named_without_its_url(
     assert first.as_dict()["alerts"]["summary"] == (
         f"raised sla_flagged 1, sent 1, failed 1 (channel 'sales': {SLACK_ENV} is not set)"
     )
+    cli_environment(monkeypatch, tmp_path)
+    monkeypatch.setenv("LEADFLOW_DATABASE_URL", art.settings.db_url)
+    code, out, _ = run_leadflow(monkeypatch, capsys, "alerts", "--json")
+    assert code == 0
+    assert [(r["kind"], r["channel"], r["status"], r["last_error"]) for r in json.loads(out)] == [
+        ("sla_flagged", "managers", "sent", None),
+        ("sla_flagged", "sales", "failed", f"channel 'sales': {SLACK_ENV} is not set"),
+    ]
     receiver.status = 500
     monkeypatch.setenv(SLACK_ENV, receiver.url("/services/secret-path"))
     soon = engine.tick(art, now=T0 + timedelta(minutes=1), transport=lambda: memory)

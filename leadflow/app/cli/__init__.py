@@ -14,6 +14,7 @@ import sys
 import typer
 
 from leadflow.app.cli import (
+    alerts,
     config,
     db,
     intake,
@@ -41,7 +42,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # a group added without a name puts its commands at the top level
-for group in (config, intake, leads, team, running, templates, report, learning, serve):
+for group in (config, intake, leads, team, running, templates, report, learning, serve, alerts):
     app.add_typer(group.commands)
 app.add_typer(db.commands, name="db")
 app.add_typer(outbox.commands, name="outbox")
