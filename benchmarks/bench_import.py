@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_import [--rows 100000] [--repeat 3] [--memory-rows 1000000]
                                       [--batch-size 2000] [--workdir DIR]
+                                      [--database-url postgresql+psycopg://...]
 
 The file: a CRM export of ``--rows`` synthetic leads (``leadflow.app.sample_data``), nine
 columns (E-mail, First Name, Last Name, Company, Job Title, Employees, Country, Time Zone,
@@ -21,6 +22,10 @@ Each run is its own process, the import and its baseline interleaved ``--repeat`
 figures are medians (wall and CPU seconds; on a busy machine the CPU ratio is the steadier
 one). Memory: the growth of the import process's peak RSS over its RSS once the runtime was
 open, at ``--rows`` and at ``--memory-rows`` rows (0 skips it): it must not grow with the file.
+
+PostgreSQL: with ``--database-url`` or ``LEADFLOW_TEST_DATABASE_URL`` (e.g. under
+``scripts/with-postgres``) the import and a raw psycopg ``executemany`` baseline run there too,
+a fresh database each, compared by wall time.
 
 Output: one JSON line, then lines for people.
 """
@@ -50,6 +55,7 @@ from benchmarks.common import (
 )
 
 NOW = "2026-11-03T14:30:00+00:00"
+SERVER_ENV = "LEADFLOW_TEST_DATABASE_URL"
 TARGET = 5.0
 FLAT_MEMORY_SLACK_MIB = 16.0  # allowed difference in peak growth between the two sizes
 COLUMNS = (
@@ -84,18 +90,22 @@ def _fresh(path: Path) -> None:
 
 
 def import_phase(export: str, database: str, batch_size: int) -> dict[str, Any]:
-    """``leadflow import`` of ``export`` into a fresh ``database`` file."""
+    """``leadflow import`` of ``export`` into a fresh database: a SQLite file (made here) or
+    a PostgreSQL URL (an empty database, migrated here)."""
     from datetime import datetime
 
     from leadflow.app.cli.intake import run_import
     from leadflow.runtime import Runtime
     from leadflow.settings import Settings
 
-    path = Path(database)
-    _fresh(path)
+    if database.startswith("postgresql"):
+        url = database
+    else:
+        _fresh(Path(database))
+        url = sqlite_url(Path(database))
     settings = Settings(
-        home=path.parent,
-        database_url=sqlite_url(path),
+        home=Path(export).parent,
+        database_url=url,
         config=CONFIG,
         templates=TEMPLATES,
         demo=True,
@@ -142,6 +152,66 @@ def baseline_phase(imported: str, database: str, batch_size: int) -> dict[str, A
     return {"seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "rows": len(rows)}
 
 
+def pg_baseline_phase(imported: str, database: str, batch_size: int) -> dict[str, Any]:
+    """``baseline_phase`` on PostgreSQL: raw psycopg ``executemany`` (libpq pipeline) of the
+    rows ``imported`` holds into the empty, migrated ``database``."""
+    from sqlalchemy import create_engine
+
+    from models.db import open_database
+
+    source = create_engine(imported)
+    with source.connect() as conn:
+        columns = conn.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'lead' ORDER BY ordinal_position"
+        ).scalars()
+        names = [str(name) for name in columns if name != "id"]
+        listed = ", ".join(names)
+        selected = listed.replace("attributes", "attributes::text")
+        rows = conn.exec_driver_sql(f"SELECT {selected} FROM lead ORDER BY id").fetchall()
+    source.dispose()
+    target = open_database(database)
+    marks = ", ".join("%s::json" if name == "attributes" else "%s" for name in names)
+    statement = f"INSERT INTO lead ({listed}) VALUES ({marks})"
+    raw = target.raw_connection()
+    cursor = raw.cursor()
+    cpu, started = time.process_time(), time.perf_counter()
+    for first in range(0, len(rows), batch_size):
+        cursor.executemany(statement, [tuple(row) for row in rows[first : first + batch_size]])
+        raw.commit()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    raw.close()
+    target.dispose()
+    return {"seconds": round(seconds, 3), "cpu_s": round(cpu, 3), "rows": len(rows)}
+
+
+def measure_postgres(server: str, export: Path, repeat: int, batch_size: int) -> dict[str, Any]:
+    """The import and its baseline on PostgreSQL (wall time: the server's work is not in this
+    process's CPU time), a fresh database for every run."""
+    from benchmarks.bench_scaling import Databases
+
+    databases = Databases(server)
+    imports: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    try:
+        for _ in range(repeat):
+            imported = databases.url(databases.create("import_import"))
+            imports.append(run_phase(import_phase, str(export), imported, batch_size))
+            fresh = databases.url(databases.create("import_baseline"))
+            baselines.append(run_phase(pg_baseline_phase, imported, fresh, batch_size))
+        version = databases.server_version()
+    finally:
+        databases.close()
+    import_s, baseline_s = _median(imports, "seconds"), _median(baselines, "seconds")
+    return {
+        "server_version": version,
+        "import_s": import_s,
+        "baseline_s": baseline_s,
+        "ratio": ratio(import_s, baseline_s),
+        "runs": {"import": imports, "baseline": baselines},
+    }
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(run[key] for run in runs), 3)
 
@@ -155,6 +225,11 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(SERVER_ENV),
+        help=f"a PostgreSQL server to measure on as well (default: ${SERVER_ENV}; unset: skip)",
+    )
     args = parser.parse_args()
     repeat = max(1, args.repeat)
     load = os.getloadavg()
@@ -177,6 +252,11 @@ def main() -> None:
                     args.batch_size,
                 )
             )
+        postgres = (
+            measure_postgres(args.database_url, export, repeat, args.batch_size)
+            if args.database_url
+            else None
+        )
         large: dict[str, Any] | None = None
         if args.memory_rows:
             big = work / f"export-{args.memory_rows}.csv"
@@ -210,6 +290,7 @@ def main() -> None:
         "import_peak_growth_mib": growth,
         "memory_flat": flat if large is not None else None,
         "runs": {"import": imports, "baseline": baselines, "memory": large},
+        "postgresql": postgres,
     }
     print(json.dumps(result))
     verdict = "within" if result["cpu_ratio"] <= TARGET else "MISSES"
@@ -225,6 +306,12 @@ def main() -> None:
         f"import peak memory growth: {memory}"
         + ("" if large is None else " (flat)" if flat else " (GROWS)")
     )
+    if postgres is not None:
+        print(
+            f"PostgreSQL {postgres['server_version']}: import {postgres['import_s']:.2f} s vs raw "
+            f"psycopg executemany of the same rows {postgres['baseline_s']:.2f} s = "
+            f"{postgres['ratio']:.2f}x wall"
+        )
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
                 # The reader resumes at the next line, so one bad record costs one row only.
                 yield RawRow(number, {}, error=f"unreadable record: {exc}")
                 continue
-            if not any(cell.strip() for cell in cells):
+            if not any(map(str.strip, cells)):
                 continue  # blank line or ";;;;" filler: nothing to import, number still counts
             yield RawRow(
                 number, _cells_to_data(header, cells), _replacement_warning(cells, encoding)
@@ -154,6 +154,8 @@ def _read_csv(path: Path) -> Iterator[RawRow]:
 
 
 def _cells_to_data(header: list[str], cells: list[str]) -> dict[str, str | None]:
+    if len(cells) == len(header):
+        return dict(zip(header, cells, strict=True))  # the usual row: one cell per column
     data: dict[str, str | None] = dict.fromkeys(header)
     for position, cell in enumerate(cells, start=1):
         if position <= len(header):
