@@ -70,7 +70,14 @@ def sending_to(server: Server) -> Iterator[None]:
         return
     server.wait_until_ready()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield
+        try:
+            yield
+        finally:  # what is still queued reaches the server before a temporary one stops
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5, at_exit=False)
+            EventsWorker.drain_all(timeout=5, at_exit=False)
 
 
 def uses_sqlite(settings: Settings) -> bool:
