@@ -3,13 +3,13 @@
 An alert per lead per stage entry: its period is the stage and the instant the lead entered
 it, so a lead that leaves and comes back to the stage, and is late again, is alerted again;
 every tick after the first sees the alert (``ix_alert_kind_lead_since``) and raises nothing.
-The read is one statement per flagging stage, over that stage's leads
-(``ix_lead_pipeline_stage``).
+The read is one statement per flagging stage, over the stage's leads that entered it at least
+``max_days`` ago (a range of ``ix_lead_report_stage``, which holds ``stuck`` too).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, exists, not_, select
 
@@ -37,8 +37,9 @@ def flagged(conn: Connection, loaded: LoadedConfig, *, now: datetime) -> list[Al
                     lead.pipeline == pipeline.id,
                     lead.stage == stage.id,
                     lead.status == LeadStatus.ACTIVE,
+                    # a flagged lead is past the SLA: only the late end of the stage is read
+                    lead.stage_entered_at <= now - timedelta(days=stage.sla.max_days),
                     lead.stuck.is_(True),
-                    lead.stage_entered_at.is_not(None),
                     not_(told),
                 )
                 .order_by(lead.id)
