@@ -14,7 +14,8 @@ in-process) are steadier on a shared machine; per-function times show which quer
 ``--postgres`` then fills PostgreSQL with the same rows (``generate_series``, the same
 timestamps; ``VACUUM ANALYZE`` after the load, so index-only scans and plans are what a
 settled database gets) and measures it the same way, CPU being this process's plus the
-server backend's (read from /proc, so the server must run on this machine). The server is
+whole server's (backend and parallel workers, read from /proc, so the server must run on this
+machine; its background processes count too). The server is
 ``--database-url``, else ``LEADFLOW_TEST_DATABASE_URL``, else a throwaway one started by
 ``scripts/with-postgres``. A last line prints both side by side.
 """
@@ -39,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Index, text
 
+from benchmarks.bench_scaling import postgres_cpu_s
 from leadflow.config import load_config
 from leadflow.reporting import flow, messaging, outcomes, sales, snapshot
 from leadflow.reporting.build import build_report
@@ -294,9 +296,8 @@ def build_postgres(url: str, leads: int, transitions: int) -> dict[str, int]:
     return counts
 
 
-def _backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+def _postmaster(backend: int) -> int:
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def measure(url: str, counts: dict[str, int]) -> dict[str, Any]:
@@ -308,11 +309,12 @@ def measure(url: str, counts: dict[str, int]) -> dict[str, Any]:
             for key, table in TABLES.items():
                 counts[key] = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
         clock = time.process_time
-        if conn.dialect.name == "postgresql":  # the work is the server backend's
+        if conn.dialect.name == "postgresql":  # the work is the server's: backend, workers
             backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            server = _postmaster(backend)
 
             def clock() -> float:
-                return time.process_time() + _backend_cpu(backend)
+                return time.process_time() + (postgres_cpu_s(server) or 0.0)
 
         version = conn.exec_driver_sql(
             "SELECT sqlite_version()" if conn.dialect.name == "sqlite" else "SHOW server_version"

@@ -1,8 +1,10 @@
 """Portable SQL pieces: the report period, day arithmetic, ISO weeks and percentiles.
 
 SQLite stores timestamps as naive UTC text and PostgreSQL as timestamptz, so every date
-computation goes through these helpers; percentiles use ``ROW_NUMBER``/``COUNT`` windows
-because neither ``percentile_cont`` nor ``median`` exists on both databases.
+computation goes through these helpers. Percentiles are exact on both: PostgreSQL's
+``percentile_cont``, and on SQLite (which has neither it nor ``median``) the values at the
+two nearest ranks, read with ``ROW_NUMBER``/``COUNT`` windows or index walks, interpolated
+linearly the same way.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def distributions(
     """
     sub = source.subquery()
     part = [sub.c[k] for k in keys]
+    if conn.dialect.name == "postgresql":
+        return _percentile_cont(conn, part, sub.c.v, [])
     # One ordering for all three windows, so the database sorts the values only once.
     ranked = sa_select(
         *part,
@@ -150,6 +154,8 @@ def distributions_in_order(
     end is nearer (the p90 from the top), so no row is sorted and about 0.6 of each group is
     read. Without such an index the figures are the same, only slower.
     """
+    if conn.dialect.name == "postgresql":
+        return _percentile_cont(conn, keys, value, where)
     width = len(keys)
     stats = conn.execute(
         sa_select(*keys, func.count(), func.avg(value)).where(*where).group_by(*keys)
@@ -175,6 +181,34 @@ def distributions_in_order(
             count, mean, _pick(values, count, MEDIAN), _pick(values, count, P90)
         )
     return found
+
+
+def _percentile_cont(
+    conn: Connection,
+    keys: Sequence[ColumnElement[Any]],
+    value: ColumnElement[Any],
+    where: Sequence[ColumnElement[bool]],
+) -> dict[tuple[Any, ...], Distribution]:
+    """PostgreSQL: count, mean and ``percentile_cont`` (the same linear interpolation between
+    the two nearest ranks) per group, in one GROUP BY."""
+    v = cast(value, Float)
+    rows = conn.execute(
+        sa_select(
+            *keys,
+            func.count(),
+            func.avg(v),
+            *[func.percentile_cont(float(q)).within_group(v) for q in (MEDIAN, P90)],
+        )
+        .where(*where)
+        .group_by(*keys)
+    ).all()
+    width = len(keys)
+    return {
+        tuple(r[:width]): Distribution(
+            int(r[width]), float(r[width + 1]), float(r[width + 2]), float(r[width + 3])
+        )
+        for r in rows
+    }
 
 
 def _ranks(count: int, q: Fraction) -> tuple[int, int]:
