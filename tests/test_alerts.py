@@ -537,3 +537,35 @@ def test_a_run_failing_on_an_invalid_config_is_alerted_through_its_alerts_sectio
     assert body["event"] == "flow_failed"
     assert body["title"] == f"Flow run 'score @ {T0.isoformat()}' failed"
     assert "unknown time zone 'Mars/Olympus_Mons'" in body["text"]
+
+
+def test_plan_says_sending_would_pause_and_claims_nothing_and_changes_nothing(
+    art: Runtime, receiver: Receiver
+) -> None:
+    _sends(art, total=1000, bounced=51)
+    _due_email(art)
+    plan = plan_tick(art, now=T0)["current"]
+    assert plan["alerts"]["guard"]["reason"] == (
+        "bounce rate 5.1% over the last 1000 sends (limit 5%)"
+    )
+    assert plan["emails"] == {}
+    assert _count(art, SENDING_PAUSES) == 0
+    assert receiver.requests == []
+
+
+def test_a_pause_set_by_hand_holds_without_an_alerts_section(quick_rt: Runtime) -> None:
+    """No ``alerts:``: the guard does not run, but a pause a person set still stops sending."""
+    from leadflow.alerts import guard
+
+    waiting = _due_email(quick_rt)
+    with session_scope(quick_rt.engine) as session:
+        guard.pause(session.connection(), reason="DKIM rotation", by="ops", now=T0)
+    memory = MemoryTransport()
+    out = engine.tick(quick_rt, now=T0, transport=lambda: memory).as_dict()
+    assert "guard" not in out and "alerts" not in out
+    assert out["nurture"]["claimed"] == 0
+    assert _status(quick_rt, waiting) == "pending"
+    with session_scope(quick_rt.engine) as session:
+        guard.resume(session.connection(), reason="done", by="ops", now=T0)
+    engine.tick(quick_rt, now=T0 + timedelta(minutes=5), transport=lambda: memory)
+    assert _status(quick_rt, waiting) == "sent"
