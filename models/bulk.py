@@ -47,7 +47,8 @@ def execute_many(
     """Run ``statement`` once per row (all rows have the same keys); the rows affected.
 
     ``key`` names the statement's shape (same SQL for the same key and row keys), so it is
-    compiled once per process, not per call.
+    compiled once per process, not per call. Every value must come from the rows: a statement
+    with a value bound into it is run by ``conn.execute``.
     """
     if not rows:
         return 0
@@ -98,9 +99,9 @@ def _prepare(dialect: Dialect, statement: Executable, names: tuple[str, ...]) ->
         elif bind.key in defaults:
             value = defaults[bind.key]
             getters.append(_constant(processor(value) if processor else value))
-        elif bind.callable is None and bind.value is not None:
-            getters.append(_constant(processor(bind.value) if processor else bind.value))
         else:
+            # a value bound into the statement (``literal(now)``) differs from call to call
+            # under the same key: never cached, so such a statement takes the normal path
             return None
     if any(b.expanding for b in compiled.binds.values()):
         return None

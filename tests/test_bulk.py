@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, literal, update
+from sqlalchemy import Engine, bindparam, insert, literal, select, update
 from sqlmodel import SQLModel
 
 from models import bulk
@@ -58,17 +58,18 @@ def test_bulk_insert_and_update_store_what_sqlalchemy_stores(tmp_path: Path) -> 
     plain, fast = _database(tmp_path / "plain.db"), _database(tmp_path / "fast.db")
     rows = _rows()
     changes = [
-        {"b_id": i + 1, "stage": f"s{i % 3}", "next_action_at": T0 + timedelta(days=i % 2)}
+        {
+            "b_id": i + 1,
+            "stage": f"s{i % 3}",
+            "next_action_at": T0 + timedelta(days=i % 2),
+            "updated_at": T0 + timedelta(hours=1),
+        }
         for i in range(0, 300, 2)
     ]
     statement = (
         update(LEADS)
         .where(LEADS.c.id == bindparam("b_id"))
-        .values(
-            stage=bindparam("stage"),
-            next_action_at=bindparam("next_action_at"),
-            updated_at=literal(T0 + timedelta(hours=1), LEADS.c.updated_at.type),
-        )
+        .values({k: bindparam(k) for k in ("stage", "next_action_at", "updated_at")})
     )
     with plain.begin() as conn:
         conn.execute(insert(LEADS), rows)
@@ -95,3 +96,23 @@ def test_bulk_with_no_rows_does_nothing(tmp_path: Path) -> None:
     with engine.begin() as conn:
         assert execute_many(conn, insert(LEADS), [], key="test.empty") == 0
     assert _stored(engine) == []
+
+
+def test_a_value_bound_into_the_statement_is_never_reused_by_a_later_call(tmp_path: Path) -> None:
+    """``literal(now)`` differs per call under one key: each call stores its own value."""
+    engine = _database(tmp_path / "literal.db")
+    with engine.begin() as conn:
+        conn.execute(insert(LEADS), _rows()[:4])
+    for day in (1, 2):
+        stamp = T0 + timedelta(days=day)
+        statement = (
+            update(LEADS)
+            .where(LEADS.c.id == bindparam("b_id"))
+            .values(stage=bindparam("stage"), updated_at=literal(stamp, LEADS.c.updated_at.type))
+        )
+        with engine.begin() as conn:
+            rows = [{"b_id": 1, "stage": f"day{day}"}, {"b_id": 2, "stage": f"day{day}"}]
+            assert execute_many(conn, statement, rows, key="test.literal") == 2
+        with engine.connect() as conn:
+            stored = conn.execute(select(LEADS.c.updated_at).where(LEADS.c.id <= 2)).scalars()
+            assert set(stored) == {stamp}

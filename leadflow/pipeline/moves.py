@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from leadflow.outbox.rows import outbox_row
 from leadflow.pipeline.business_time import SendWindow, next_window_start
@@ -361,10 +361,10 @@ class MoveWriter:
         self._drop_cadences_already_run()
         by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for values in self.lead_updates:
+            values["updated_at"] = self.now
             by_shape.setdefault(tuple(sorted(values)), []).append(values)
         for keys, rows in by_shape.items():
             columns: dict[str, Any] = {k: bindparam(k) for k in keys if k != "b_id"}
-            columns["updated_at"] = literal(self.now, lead.c.updated_at.type)
             statement = update(lead).where(lead.c.id == bindparam("b_id")).values(columns)
             execute_many(conn, statement, rows, key=("moves.lead", keys))
         execute_many(conn, insert(TRANSITIONS), self.transitions, key="moves.transition")
