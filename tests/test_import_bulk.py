@@ -3,7 +3,9 @@
 * ``bulk.insert_columns`` (one prepared INSERT per batch, values converted a column at a time)
   stores exactly what SQLAlchemy's own ``insert()`` stores, on SQLite and PostgreSQL;
 * a ``Normalizer`` that remembers what each distinct cell of a column came to normalizes
-  every row exactly as a fresh one would, whatever rows came before.
+  every row exactly as a fresh one would, whatever rows came before;
+* ``fold_rows``'s shortcuts for an address with one row (new, or holding nothing new) fold
+  exactly as the merge rules do.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select
 
 from leadflow.config.schema import Intake
-from leadflow.intake import Normalizer, RawRow, normalize
+from leadflow.intake import NormalizedLead, Normalizer, RawRow, normalize
 from leadflow.intake.bulk import Same, insert_columns
+from leadflow.intake.merge import DATA_FIELDS, LeadState, fold_by_rules, fold_rows
 from models.db import open_database
 from models.tables import LEADS
 
@@ -168,3 +171,56 @@ def test_a_normalizer_normalizes_each_row_as_a_fresh_one_would(
     for number, record in enumerate(rows, start=1):
         raw = RawRow(number, record)
         assert shared.normalize(raw) == normalize(raw, INTAKE, default_timezone=NEW_YORK)
+
+
+# few values per field, so that stored and incoming values often coincide
+FIELD_VALUES: dict[str, list[Any]] = {
+    "first_name": ["Ada", "Grace", " ", None],
+    "company_size": [12, 1200, None],
+    "deal_value": [12.0, 12, None],  # 12.0 is not 12: another type is another value
+    "authority": [True, False, 1, None],
+    "timezone": [NEW_YORK, "Europe/Berlin", None],
+    "source": ["import", "web", None],
+}
+ATTRIBUTE_VALUES: list[Any] = ["team", "enterprise", 3, "3", True]
+
+
+@st.composite
+def stored_leads(draw: st.DrawFn) -> LeadState | None:
+    if draw(st.booleans()):
+        return None
+    values = dict.fromkeys(DATA_FIELDS)
+    values.update({name: draw(st.sampled_from(pool)) for name, pool in FIELD_VALUES.items()})
+    attributes = draw(
+        st.dictionaries(st.sampled_from(["plan", "visits"]), st.sampled_from(ATTRIBUTE_VALUES))
+    )
+    return LeadState(1, values, attributes, "active", NOW, NOW, NOW)
+
+
+@st.composite
+def incoming_rows(draw: st.DrawFn) -> NormalizedLead:
+    fields = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                name: st.sampled_from([v for v in pool if v is not None])
+                for name, pool in FIELD_VALUES.items()
+            },
+        )
+    )
+    defaults = frozenset(draw(st.sets(st.sampled_from(sorted(fields) or ["source"]))))
+    attributes = draw(
+        st.dictionaries(st.sampled_from(["plan", "visits"]), st.sampled_from(ATTRIBUTE_VALUES))
+    )
+    stamped = draw(st.sampled_from([None, NOW - timedelta(days=1), NOW, NOW + timedelta(days=1)]))
+    return NormalizedLead(
+        "a@example.com", fields, attributes, False, [], 1, defaults & set(fields), stamped
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(stored_leads(), incoming_rows())
+def test_one_rows_fold_is_the_merge_rules_fold(
+    state: LeadState | None, lead: NormalizedLead
+) -> None:
+    assert fold_rows(state, [lead]) == fold_by_rules(state, [lead])
