@@ -12,6 +12,7 @@ Formula-like cells (``=HYPERLINK(...)``) are data: stored verbatim, escaped only
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -295,7 +296,8 @@ class Normalizer:
         try:
             email = normalize_email(draft.email_value)
         except InvalidValue as exc:
-            return Rejected(row, "email", str(exc))
+            # a file's bad addresses mostly share a few reasons: one copy of each is kept
+            return Rejected(row, "email", sys.intern(str(exc)))
         if draft.error is not None:
             return Rejected(row, *draft.error, email=email, do_not_email=draft.do_not_email)
         defaults: set[str] = set()
