@@ -84,6 +84,7 @@ ENGINE_FIELDS = frozenset(
         "days_in_stage",
         "days_since_created",
         "cadence_done",
+        "owner",  # who works the lead (docs/team.md), not what the lead is
     }
 )
 
