@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
@@ -42,7 +43,10 @@ class _Prepared:
     processors: Mapping[str, _Processor]
 
 
-_PREPARED: dict[tuple[str, str, tuple[str, ...]], _Prepared | None] = {}
+# per dialect object (its paramstyle and JSON serializer are its own), then table and columns
+_PREPARED: WeakKeyDictionary[Dialect, dict[tuple[Table, tuple[str, ...]], _Prepared | None]] = (
+    WeakKeyDictionary()
+)
 
 
 def insert_columns(conn: Connection, table: Table, columns: Mapping[str, Values]) -> int:
@@ -70,10 +74,11 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, Values]
 
 
 def _prepare(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Prepared | None:
-    key = (table.name, dialect.name, names)
-    if key not in _PREPARED:
-        _PREPARED[key] = _compile(table, names, dialect)
-    return _PREPARED[key]
+    prepared = _PREPARED.setdefault(dialect, {})
+    key = (table, names)
+    if key not in prepared:
+        prepared[key] = _compile(table, names, dialect)
+    return prepared[key]
 
 
 def _compile(table: Table, names: tuple[str, ...], dialect: Dialect) -> _Prepared | None:
