@@ -76,8 +76,8 @@ def flows(conn: Connection, scope: Scope) -> list[Flow]:
 def time_in_stage(conn: Connection, scope: Scope) -> dict[tuple[str | None, str], Distribution]:
     """Days from entering a stage to the next move, for stays that ended in the period.
 
-    Read in length order from ``ix_transition_stay_days`` (on SQLite its key is the value
-    itself; on PostgreSQL the interval, with the value breaking ties exactly as a sort would).
+    On SQLite read in length order from ``ix_transition_stay_days`` (its key is the value
+    itself); on PostgreSQL one GROUP BY with ``percentile_cont``.
     """
     t = TRANSITIONS
     days = days_between(scope.dialect, t.c.at, t.c.from_entered_at)
