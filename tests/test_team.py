@@ -371,6 +371,12 @@ def test_assign_by_hand_is_audited_and_shown(cli: Cli, tmp_path: Path) -> None:
     assert audit_actor(config, "lead1@corp1.example") == "maria"
     code, out, _ = cli("leads", "--config", str(config))
     assert "carla" in out
+    code, out, _ = cli("team", "--json", "--config", str(config))
+    assert [(m["id"], m["open_leads"], m["groups"]) for m in json.loads(out)] == [
+        ("ana", 1, {"ae": 3}),
+        ("ben", 0, {"ae": 2}),
+        ("carla", 1, {"ae": 1, "europe": 1}),
+    ]
 
 
 def audit_actor(config: Path, email: str) -> str:
