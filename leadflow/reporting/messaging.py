@@ -31,9 +31,10 @@ ENGAGEMENT = {
 def variant_results(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """Sent, bounced and engaged messages per (pipeline, template, variant).
 
-    One pass over the sent messages: each message's engagement is one seek on
-    ``ix_event_message`` returning a bit per kind it had (``OFFSET 0`` keeps that a subquery
-    run once per message), then the bits are summed per group.
+    One pass over the sent messages: each message's engagement is a bit per kind it had (on
+    SQLite one seek on ``ix_event_message`` per message, ``OFFSET 0`` keeping that a subquery
+    run once per message; on PostgreSQL the events grouped per message once and hash-joined),
+    then the bits are summed per group.
     """
     sent = _sent_messages(scope)
 
@@ -75,11 +76,23 @@ def _sent_messages(scope: Scope) -> Subquery:
         func.max(case((event.c.type == kind, _BIT[name]), else_=0))
         for name, kind in ENGAGEMENT.items()
     ]
-    seen = (
-        select(reduce(operator.add, bits))
-        .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
-        .scalar_subquery()
-    )
+    messages = msg.join(lead, lead.c.id == msg.c.lead_id)
+    seen: ColumnElement[Any]
+    if scope.dialect == "postgresql":  # one hashed pass over the events, joined by hash
+        engaged = (
+            select(event.c.message_id, reduce(operator.add, bits).label("seen"))
+            .where(event.c.message_id.is_not(None), event.c.occurred_at <= scope.until)
+            .group_by(event.c.message_id)
+            .subquery()
+        )
+        messages = messages.outerjoin(engaged, engaged.c.message_id == msg.c.id)
+        seen = func.coalesce(engaged.c.seen, 0)
+    else:  # SQLite: one ix_event_message seek per message (no hash join to use)
+        seen = (
+            select(reduce(operator.add, bits))
+            .where(event.c.message_id == msg.c.id, event.c.occurred_at <= scope.until)
+            .scalar_subquery()
+        )
     return (
         select(
             lead.c.pipeline,
@@ -88,7 +101,7 @@ def _sent_messages(scope: Scope) -> Subquery:
             (msg.c.status == MessageStatus.BOUNCED).label("refused"),
             seen.label("seen"),
         )
-        .select_from(msg.join(lead, lead.c.id == msg.c.lead_id))
+        .select_from(messages)
         .where(
             or_(msg.c.sent_at.is_not(None), msg.c.status == MessageStatus.BOUNCED),
             scope.within(func.coalesce(msg.c.sent_at, msg.c.updated_at)),
