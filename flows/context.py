@@ -29,6 +29,13 @@ def use_settings(settings: Settings) -> None:
         _settings = settings
 
 
+def current_settings() -> Settings:
+    """The settings this process runs with: the ones ``use_settings`` set (the CLI's
+    ``--config``, another database), else those of the environment (``load_settings``)."""
+    with _lock:
+        return _settings if _settings is not None else load_settings()
+
+
 def runtime() -> Runtime:
     """The process's runtime, opened (config validated, migrations applied) on first use."""
     global _current, _settings

@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging import get_logger
 from prefect.runtime import flow_run
 
-from flows.context import reload, runtime
+from flows.context import current_settings, reload, runtime
 from flows.tasks import PrefectRunner
 from leadflow.alerts.outlet import Outlet, flow_failed, from_files
 from leadflow.config import ConfigError
@@ -27,7 +27,6 @@ from leadflow.pipeline.run_record import record_run
 from leadflow.pipeline.summaries import tick_markdown
 from leadflow.reporting.markdown import artifact_tables, report_markdown, table_rows
 from leadflow.reporting.page import write_html
-from leadflow.settings import load_settings
 from leadflow.timeutil import parse_instant, utcnow
 
 
@@ -192,7 +191,7 @@ def _alert_failure(
             rt = runtime()
             outlet, transport = Outlet.of(rt), smtp_transport_factory(rt)
         except ConfigError:
-            fallback = from_files(load_settings())
+            fallback = from_files(current_settings())
             if fallback is None:
                 logger.error(
                     "no alert for the failed flow run %s: no valid alerts: section", flow_run.name

@@ -64,10 +64,18 @@ class Receiver:
 
     def __init__(self, status: int = 204) -> None:
         self.status = status
+        self.location: str | None = None  # a Location header sent with the answer
         self.requests: list[dict[str, Any]] = []
+        self.gets: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                receiver.gets.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 receiver.requests.append(
@@ -78,6 +86,8 @@ class Receiver:
                     }
                 )
                 self.send_response(receiver.status)
+                if receiver.location is not None:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -125,7 +135,7 @@ def art(alert_settings: Settings, receiver: Receiver) -> Iterator[Runtime]:
 
 def _count(rt: Runtime, table: Any, *where: Any) -> int:
     with rt.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar())
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 # --- the YAML ---------------------------------------------------------------------------------
@@ -526,8 +536,10 @@ def test_a_run_failing_on_an_invalid_config_is_alerted_through_its_alerts_sectio
         encoding="utf-8",
     )
     open_database(alert_settings.db_url).dispose()  # the database the last good run left
-    monkeypatch.setenv("LEADFLOW_CONFIG", str(alert_settings.config))
-    monkeypatch.setenv("LEADFLOW_DATABASE_URL", alert_settings.db_url)
+    # the environment names another config and no database: the hook must use the settings
+    # the process runs with (``use_settings``, as the CLI's --config does), not load_settings
+    monkeypatch.setenv("LEADFLOW_CONFIG", str(DEFAULT_CONFIG))
+    monkeypatch.delenv("LEADFLOW_DATABASE_URL", raising=False)
     use_settings(alert_settings)
     with quick_flows():
         state = FLOWS["score"](now=T0.isoformat(), return_state=True)
@@ -569,3 +581,267 @@ def test_a_pause_set_by_hand_holds_without_an_alerts_section(quick_rt: Runtime) 
         guard.resume(session.connection(), reason="done", by="ops", now=T0)
     engine.tick(quick_rt, now=T0 + timedelta(minutes=5), transport=lambda: memory)
     assert _status(quick_rt, waiting) == "sent"
+
+
+# --- the reviewer's cases: redirects, slow answers, refused recipients, escaping, periods -----
+
+
+def test_a_webhook_that_redirects_is_a_failure_and_nothing_follows_it(
+    art: Runtime, receiver: Receiver
+) -> None:
+    """urllib would follow a 302 with a bodyless GET to any host and count its 200 as sent."""
+    with Receiver() as elsewhere:
+        receiver.status = 302
+        receiver.location = elsewhere.url("/internal/admin")
+        with session_scope(art.engine) as session:
+            raise_guard_alert(session.connection(), art)
+        out = deliver_pending(Outlet.of(art), now=T0, transport=lambda: MemoryTransport())
+        assert elsewhere.gets == [] and elsewhere.requests == []
+    assert out.errors == ["channel 'ops': 127.0.0.1 answered HTTP 302"]
+    assert len(receiver.requests) == 1
+    with art.engine.connect() as conn:
+        rows = conn.execute(
+            select(ALERT_DELIVERIES.c.channel, ALERT_DELIVERIES.c.status).order_by(
+                ALERT_DELIVERIES.c.channel
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [("managers", "sent"), ("ops", "failed")]
+
+
+def raise_guard_alert(conn: Any, rt: Runtime, *, title: str = "Sending paused: test") -> None:
+    from leadflow.alerts import store
+
+    cfg = rt.loaded.config.alerts
+    assert cfg is not None
+    store.raise_alerts(
+        conn,
+        [store.AlertIn(kind="sending_guard", subject="sending", period="pause:1", title=title)],
+        cfg.routes,
+        now=T0,
+    )
+
+
+class TrickleServer:
+    """A raw HTTP server on loopback: ``flood`` answers 200 with an endless body at full
+    speed; otherwise it sends a header line every 0.2 s and never ends its headers (each
+    socket read succeeds, so only an overall deadline stops the client)."""
+
+    def __init__(self, *, flood: bool) -> None:
+        import socket
+
+        self.flood = flood
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                conn.recv(65536)
+                try:
+                    if self.flood:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                        while not self.stop.is_set():
+                            conn.sendall(b"x" * 65536)
+                    else:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                        while not self.stop.wait(0.2):
+                            conn.sendall(b"X-Slow: yes\r\n")
+                except OSError:  # the client hung up
+                    pass
+
+    def __enter__(self) -> TrickleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_a_webhook_answer_is_read_up_to_a_cap_and_the_request_has_one_deadline() -> None:
+    import time
+
+    from leadflow.alerts import notify
+
+    with TrickleServer(flood=True) as flood:
+        started = time.monotonic()
+        notify.post_json("ops", flood.url(), {"x": 1}, timeout=5)  # a 200: sent
+        assert time.monotonic() - started < 3
+    with TrickleServer(flood=False) as slow:
+        started = time.monotonic()
+        with pytest.raises(notify.NotifyError) as caught:
+            notify.post_json("ops", slow.url(), {"x": 1}, timeout=1)
+        assert time.monotonic() - started < 2.5
+    assert str(caught.value) == "channel 'ops': 127.0.0.1 gave no full answer within 1 s"
+
+
+def test_an_email_some_recipients_refuse_is_sent_once_to_those_who_accepted(
+    quick_rt: Runtime,
+) -> None:
+    from smtp_faults import FaultSmtpServer
+
+    from leadflow.alerts import store
+    from leadflow.config.alerts import Alerts
+    from leadflow.mail.transport import SmtpTransport
+
+    cfg = Alerts.model_validate(
+        {
+            "channels": {
+                "managers": {"type": "email", "to": ["ok@example.com", "code550@example.com"]}
+            },
+            "events": {"flow_failed": ["managers"]},
+        }
+    )
+    outlet = Outlet(quick_rt.engine, cfg, quick_rt.loaded.config.sender)
+    with session_scope(quick_rt.engine) as session:
+        store.raise_alerts(
+            session.connection(),
+            [store.AlertIn(kind="flow_failed", subject="flow_run:1", period="run", title="t")],
+            cfg.routes,
+            now=T0,
+        )
+    with FaultSmtpServer() as server:
+        first = deliver_pending(outlet, now=T0, transport=lambda: SmtpTransport(server.config()))
+        later = deliver_pending(
+            outlet, now=T0 + timedelta(hours=2), transport=lambda: SmtpTransport(server.config())
+        )
+        received = [r for m in server.messages for r in m.recipients]
+    assert (first.sent, first.failed, later.sent, later.failed) == (1, 0, 0, 0)
+    assert received == ["ok@example.com"]
+    with quick_rt.engine.connect() as conn:
+        status, error = conn.execute(
+            select(ALERT_DELIVERIES.c.status, ALERT_DELIVERIES.c.last_error)
+        ).one()
+    assert status == "sent"
+    assert error.startswith("channel 'managers': refused by code550@example.com: bounced 550")
+
+
+def test_lead_data_in_a_slack_message_can_neither_ping_nor_link(
+    art: Runtime, receiver: Receiver
+) -> None:
+    insert_lead(
+        art.engine,
+        intake_lead(
+            "x@evil.example",
+            now=T0,
+            pipeline="b2b",
+            stage="negotiation",
+            stage_entered_at=T0 - timedelta(days=46),
+            company="<!channel> <https://evil.example|Invoice> & co",
+        ),
+    )
+    engine.tick(art, now=T0, transport=lambda: MemoryTransport())
+    [slack] = [r for r in receiver.requests if r["path"].startswith("/services/")]
+    assert slack["body"]["text"] == (
+        "*x@evil.example (&lt;!channel&gt; &lt;https://evil.example|Invoice&gt; &amp; co) "
+        "over the SLA of Negotiation*\n"
+        "• 46 days in stage 'negotiation' of pipeline 'b2b' (SLA 45 days)"
+    )
+
+
+def test_long_periods_that_differ_only_in_their_timestamp_are_two_alerts(
+    quick_rt: Runtime,
+) -> None:
+    """The SLA period with 64-character pipeline and stage ids: 162 characters, the
+    timestamp at its end; a re-entry into the stage is a new alert."""
+    from leadflow.alerts import store
+
+    def period(at: datetime) -> str:
+        return f"{'p' * 64}/{'s' * 64}@{at.isoformat()}"
+
+    alerts = [
+        store.AlertIn(kind="sla_flagged", subject="lead:1", period=period(at), title="late")
+        for at in (T0 + timedelta(microseconds=1), T0 + timedelta(days=3, microseconds=1))
+    ]
+    assert len(alerts[0].period) == 162
+    with session_scope(quick_rt.engine) as session:
+        conn = session.connection()
+        assert store.raise_alerts(conn, alerts[:1], lambda kind: [], now=T0) == 1
+        assert store.raise_alerts(conn, alerts, lambda kind: [], now=T0) == 1
+        stored = conn.execute(select(ALERTS.c.period).order_by(ALERTS.c.id)).scalars().all()
+    assert [len(p) for p in stored] == [100, 100]
+    assert all(p.startswith(f"{'p' * 64}/") for p in stored)
+    assert stored[0] != stored[1]
+
+
+def test_an_empty_alerts_section_runs_the_guard_and_records_its_alert_for_no_channel(
+    quick_rt: Runtime,
+) -> None:
+    """``alerts: {}``: the guard with its defaults; its alert needs no channel."""
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8") + "alerts: {}\n"
+    loaded = load_config(Path("pipeline.yaml"), templates=TEMPLATES, text=text)
+    assert [str(w) for w in loaded.warnings] == []
+    rt = Runtime(settings=quick_rt.settings, loaded=loaded, engine=quick_rt.engine)
+    _sends(rt, total=500, bounced=26)  # the defaults: the last 500 sends, 5%
+    waiting = _due_email(rt)
+    out = engine.tick(rt, now=T0, transport=lambda: MemoryTransport()).as_dict()
+    assert out["guard"]["summary"] == (
+        "sending paused: bounce rate 5.2% over the last 500 sends (limit 5%)"
+    )
+    assert out["nurture"]["claimed"] == 0
+    assert _status(quick_rt, waiting) == "pending"
+    assert _count(quick_rt, ALERTS, ALERTS.c.kind == "sending_guard") == 1
+    assert _count(quick_rt, ALERT_DELIVERIES) == 0  # no channel: recorded, sent nowhere
+
+
+def test_a_pause_set_during_a_run_stops_the_batches_after_it(quick_rt: Runtime) -> None:
+    """The delivery step read no pause and planned its batches; a pause set then (by hand,
+    or by another run's guard) is read again by each batch's claim, which claims nothing."""
+    from leadflow.alerts import guard
+    from leadflow.delivery.session import DeliverySession
+
+    rows = []
+    for n in range(3):
+        address = f"lead{n}@example.com"
+        lead_id = insert_lead(quick_rt.engine, enrolled_lead(address, now=T0 - timedelta(days=3)))
+        rows.append(step_row(lead_id, address, "intro", due=T0, now=T0 - timedelta(days=3)))
+    with session_scope(quick_rt.engine) as session:
+        session.connection().execute(insert(OUTBOX), rows)
+    rt = Runtime(
+        settings=quick_rt.settings.model_copy(update={"batch_size": 1}),
+        loaded=quick_rt.loaded,
+        engine=quick_rt.engine,
+    )
+    ranges = engine.outbox_ranges(rt, now=T0, kind="cadence")
+    assert len(ranges) == 3
+    with session_scope(rt.engine) as session:
+        guard.pause(session.connection(), reason="DKIM rotation", by="ops", now=T0)
+    memory = MemoryTransport()
+    with DeliverySession(rt, now=T0, transport=lambda: memory) as delivery:
+        out = delivery.deliver(ranges, kind="cadence")
+    assert out.as_dict()["claimed"] == 0
+    assert memory.sent == []
+    assert _count(rt, OUTBOX, OUTBOX.c.status == "pending") == 3
+
+
+def test_recent_limits_alerts_not_rows_and_pending_counts(art: Runtime) -> None:
+    from leadflow.alerts import store
+
+    with session_scope(art.engine) as session:
+        conn = session.connection()
+        for n in range(3):  # sla_flagged goes to two channels: two rows per alert
+            store.raise_alerts(
+                conn,
+                [store.AlertIn(kind="sla_flagged", subject=f"lead:{n}", period="p", title="t")],
+                art.loaded.config.alerts.routes if art.loaded.config.alerts else lambda k: [],
+                now=T0,
+            )
+        rows = store.recent(conn, limit=2)
+        assert store.pending_count(conn, now=T0) == 6
+    assert [(r["id"], r["channel"]) for r in rows] == [
+        (3, "managers"),
+        (3, "sales"),
+        (2, "managers"),
+        (2, "sales"),
+    ]

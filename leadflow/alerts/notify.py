@@ -12,11 +12,20 @@ email     a plain-text email from the YAML sender to ``to``, through the SMTP se
 URLs come from the environment variable the channel names (``url_env``) at send time; an
 unset one fails that delivery with a message naming the variable. Errors name the channel
 and the host, never the URL (a webhook URL is a secret: its path is the credential).
+
+A POST never follows a redirect (urllib would turn a 301/302/303 into a bodyless GET to any
+host, and its 200 would count as delivered): a 3xx is a failure, ``answered HTTP 302``. The
+answer's body is read up to ``MAX_ANSWER`` bytes, and the whole request (connect, send,
+answer) has ``timeout_seconds`` in all, not per socket operation. An email to several
+addresses is sent when any of them accepted it: the refused ones are named in the delivery's
+``last_error`` and never retried, so nobody who accepted gets it twice.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -34,6 +43,7 @@ from leadflow.eventloop import run_async
 from leadflow.mail.transport import Outcome, Outgoing
 
 LISTED = 20  # alerts listed in one message; the rest are counted
+MAX_ANSWER = 64 * 1024  # bytes of a webhook's answer read (and dropped)
 _PLURAL = {
     "sla_flagged": "deals over their stage SLA",
     "flow_failed": "failed flow runs",
@@ -89,8 +99,23 @@ def channel_url(name: str, channel: WebhookChannel | SlackChannel, env: Mapping[
     return url
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: the 3xx answer becomes an ``HTTPError`` (a failed delivery)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _timed_out(name: str, host: str | None, timeout: float) -> NotifyError:
+    return NotifyError(f"channel '{name}': {host} gave no full answer within {timeout:g} s")
+
+
 def post_json(name: str, url: str, body: dict[str, Any], timeout: float) -> None:
-    """POST ``body``; a non-2xx answer, a refused connection or a timeout is a NotifyError."""
+    """POST ``body``; a non-2xx answer (a redirect too), a refused connection or no full
+    answer within ``timeout`` seconds in all is a NotifyError."""
     host = urlsplit(url).hostname
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked: http(s) only
         url,
@@ -98,14 +123,38 @@ def post_json(name: str, url: str, body: dict[str, Any], timeout: float) -> None
         headers={"Content-Type": "application/json", "User-Agent": "leadflow-alerts"},
         method="POST",
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            response.read()
-    except urllib.error.HTTPError as exc:
-        raise NotifyError(f"channel '{name}': {host} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise NotifyError(f"channel '{name}': {host} unreachable ({reason})") from None
+    deadline = time.monotonic() + timeout
+    failure: list[NotifyError] = []
+
+    def attempt() -> None:
+        try:
+            with _OPENER.open(request, timeout=timeout) as response:
+                read = 0
+                while read < MAX_ANSWER:  # the answer is dropped: a few chunks at most
+                    if time.monotonic() > deadline:
+                        failure.append(_timed_out(name, host, timeout))
+                        return
+                    chunk = response.read1(min(8192, MAX_ANSWER - read))
+                    if not chunk:
+                        break
+                    read += len(chunk)
+        except urllib.error.HTTPError as exc:
+            failure.append(NotifyError(f"channel '{name}': {host} answered HTTP {exc.code}"))
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            failure.append(NotifyError(f"channel '{name}': {host} unreachable ({reason})"))
+        except Exception as exc:  # a malformed answer (http.client.HTTPException, ...)
+            failure.append(NotifyError(f"channel '{name}': {host}: {type(exc).__name__}"))
+
+    # the request runs in a daemon thread so that the whole of it has one deadline; a
+    # server still trickling its answer then is left to the thread's socket timeout
+    worker = threading.Thread(target=attempt, name="leadflow-alert-post", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        raise _timed_out(name, host, timeout)
+    if failure:
+        raise failure[0]
 
 
 def webhook_body(notice: Notice) -> dict[str, Any]:
@@ -118,8 +167,16 @@ def webhook_body(notice: Notice) -> dict[str, Any]:
     }
 
 
+def slack_escape(text: str) -> str:
+    """Slack's control characters as its entities: lead data (an email, a company) can then
+    neither ping (``<!channel>``) nor render as a link (``<https://evil|Invoice>``)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_body(notice: Notice) -> dict[str, Any]:
-    return {"text": "\n".join([f"*{notice.title}*", *(f"• {line}" for line in notice.lines)])}
+    lines = [f"*{slack_escape(notice.title)}*"]
+    lines += [f"• {slack_escape(line)}" for line in notice.lines]
+    return {"text": "\n".join(lines)}
 
 
 def email_message(
@@ -143,8 +200,9 @@ def send_email(
     sender: Sender,
     transport: TransportFactory,
     now: datetime,
-) -> None:
-    """One email to every address of the channel, through the project's SMTP transport."""
+) -> str | None:
+    """One email to every address of the channel, through the project's SMTP transport; the
+    addresses that refused it when others accepted it (a NotifyError when none did)."""
     message = email_message(channel, notice, sender, now)
     items = [
         Outgoing(key=f"alert-{n}", sender=sender.from_email, recipient=to, message=message)
@@ -161,8 +219,12 @@ def send_email(
         for item, r in zip(items, results, strict=True)
         if r.outcome != Outcome.SENT
     ]
-    if refused:
-        raise NotifyError(f"channel '{name}': " + "; ".join(refused)[:500])
+    if not refused:
+        return None
+    told = f"channel '{name}': refused by " + "; ".join(refused)[:500]
+    if len(refused) == len(items):
+        raise NotifyError(told)
+    return told
 
 
 def send(
@@ -174,10 +236,12 @@ def send(
     transport: TransportFactory,
     env: Mapping[str, str],
     now: datetime,
-) -> None:
+) -> str | None:
+    """Send ``notice`` on the channel: None, or what part of it was refused (an email some of
+    whose addresses refused it; the delivery is sent all the same)."""
     if isinstance(channel, EmailChannel):
-        send_email(name, channel, notice, sender=sender, transport=transport, now=now)
-        return
+        return send_email(name, channel, notice, sender=sender, transport=transport, now=now)
     url = channel_url(name, channel, env)
     body = slack_body(notice) if isinstance(channel, SlackChannel) else webhook_body(notice)
     post_json(name, url, body, channel.timeout_seconds)
+    return None

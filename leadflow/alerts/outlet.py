@@ -73,11 +73,6 @@ class Outlet:
     def of(cls, rt: Runtime) -> Outlet:
         return cls(rt.engine, rt.loaded.config.alerts, rt.loaded.config.sender)
 
-    @property
-    def routes(self) -> dict[str, list[str]]:
-        found = self.alerts.events if self.alerts is not None else {}
-        return {kind: list(names) for kind, names in found.items()}
-
 
 def from_files(settings: Settings) -> tuple[Outlet, TransportFactory] | None:
     """An outlet from the config file's ``alerts:`` and ``sender:`` alone (None when either is
@@ -123,9 +118,9 @@ def deliver_pending(
         groups[(item.channel, item.kind)].append(item)
     out = AlertsOutcome()
     for (name, kind), items in groups.items():
-        error = _send(outlet, cfg, name, kind, items, now=now, transport=transport, env=env)
+        error, note = _send(outlet, cfg, name, kind, items, now=now, transport=transport, env=env)
         with session_scope(outlet.engine) as session:
-            store.record(session.connection(), items, error, now=now)
+            store.record(session.connection(), items, error, now=now, note=note)
         if error is None:
             out.sent += len(items)
         else:
@@ -144,12 +139,13 @@ def _send(
     now: datetime,
     transport: TransportFactory,
     env: Mapping[str, str] | None,
-) -> str | None:
+) -> tuple[str | None, str | None]:
+    """Why the message failed, or None; and what part of it was refused when it was sent."""
     channel = cfg.channels.get(name)
     if channel is None:
-        return f"channel '{name}' is no longer defined"
+        return f"channel '{name}' is no longer defined", None
     try:
-        notify.send(
+        note = notify.send(
             name,
             channel,
             notify.compose(kind, items),
@@ -159,10 +155,10 @@ def _send(
             now=now,
         )
     except notify.NotifyError as exc:
-        return str(exc)
+        return str(exc), None
     except Exception as exc:  # an alert must never stop the run: recorded, retried
-        return f"channel '{name}': {type(exc).__name__}"
-    return None
+        return f"channel '{name}': {type(exc).__name__}", None
+    return None, note
 
 
 def flow_failed(
@@ -188,7 +184,7 @@ def flow_failed(
         data={"flow": flow, "flow_run_id": run_id, "flow_run": run_name, "state": state},
     )
     with session_scope(outlet.engine) as session:
-        new = store.raise_alerts(session.connection(), [alert], outlet.routes, now=now)
+        new = store.raise_alerts(session.connection(), [alert], outlet.alerts.routes, now=now)
     out = deliver_pending(outlet, now=now, transport=transport)
     if new:
         out.raised["flow_failed"] += new

@@ -39,7 +39,13 @@ def plan_section(rt: Runtime, out: RunOutcome) -> dict[str, Any] | None:
 
 def render(section: dict[str, Any] | None, console: Console) -> None:
     if section is None:
-        console.print("alerts: none configured (no alerts: section)")
+        console.print(
+            Text(
+                "alerts: none configured (no alerts: section): the sending guard does not "
+                "run; 'alerts: {}' runs it with its defaults",
+                style="yellow",
+            )
+        )
         return
     table = Table("event", "channels", title="Alerts")
     for event, names in section["events"].items():

@@ -2,7 +2,10 @@
 
 ``guard``: a pause that holds is reported; otherwise the window's rates are judged and, over
 a limit, sending is paused and a ``sending_guard`` alert raised and delivered at once (the
-delivery steps right after it then claim nothing). ``alerts``: deals the SLA flagged are
+delivery steps right after it then claim nothing). It runs when the config has an ``alerts:``
+section (``configured``; ``alerts: {}`` is enough: the guard's defaults, its alert recorded
+and sent to no channel); without one only a pause set by hand holds (docs/alerts.md says
+why). ``alerts``: deals the SLA flagged are
 raised, then every due delivery is sent (``outlet.deliver_pending``). Each raise is
 exactly-once (``store``); a channel that fails does not stop the run, it is retried on the
 next run (``store.BACKOFF``) and named in the summary.
@@ -65,16 +68,13 @@ class GuardOutcome:
 
 
 def configured(rt: Runtime) -> bool:
+    """Whether the guard and alerts steps run: the config has an ``alerts:`` section."""
     return rt.loaded.config.alerts is not None
 
 
 def _alerts(rt: Runtime) -> Alerts:
     found = rt.loaded.config.alerts
     return found if found is not None else Alerts()
-
-
-def _routes(cfg: Alerts) -> dict[str, list[str]]:
-    return {kind: list(names) for kind, names in cfg.events.items()}
 
 
 # --- the guard ------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def check_guard(conn: Connection, rt: Runtime, *, now: datetime) -> GuardOutcome
         detail=RESUME_HINT,
         data=found.as_dict(),
     )
-    store.raise_alerts(conn, [alert], _routes(cfg), now=now)
+    store.raise_alerts(conn, [alert], cfg.routes, now=now)
     return GuardOutcome(paused=why, new_pause=True, figures=found.as_dict())
 
 
@@ -131,7 +131,7 @@ def alerts_step(rt: Runtime, *, now: datetime, transport: TransportFactory) -> A
         new = store.raise_alerts(
             session.connection(),
             sla.flagged(session.connection(), rt.loaded, now=now),
-            _routes(cfg),
+            cfg.routes,
             now=now,
         )
     out = deliver_pending(Outlet.of(rt), now=now, transport=transport)

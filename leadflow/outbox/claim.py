@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Row, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from leadflow.alerts.guard import active_pause
 from leadflow.mail.context import LEAD_COLUMNS
 from leadflow.outbox.caps import DailyCaps
 from leadflow.outbox.claimed import Claimed, ClaimOutcome
@@ -93,9 +94,14 @@ def claim_batch(
 
     Call inside a transaction and commit before sending. Every row looked at leaves the due
     set (claimed, deferred, cancelled or suppressed), so calling again takes the next ones.
+    While sending is paused (``leadflow/alerts/guard.py``) nothing is looked at or claimed:
+    the pause is read in the claim's own transaction, so one set during a run stops the
+    batches after it.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK)))
+    if active_pause(conn) is not None:  # sending paused (by hand or a guard) mid-run
+        return ClaimOutcome(token=uuid.uuid4().hex)
     rows = _select_due(conn, id_range, now=now, kind=kind, limit=limit)
     result = ClaimOutcome(token=uuid.uuid4().hex, examined=len(rows))
     caps = DailyCaps.today(conn, rt.loaded.config, now)
