@@ -11,7 +11,7 @@ run, is ``SELECT to_stage, count(*) FROM stage_transition GROUP BY to_stage``. O
 JSON line, then one line for people. Wall times are what a user waits; CPU times (SQLite runs
 in-process) are steadier on a shared machine; per-function times show which query dominates.
 
-``--postgres`` then fills PostgreSQL with the same rows (``generate_series``, the same
+``--postgres`` then fills PostgreSQL with the same rows (``report_postgres``: the same
 timestamps; ``VACUUM ANALYZE`` after the load, so index-only scans and plans are what a
 settled database gets) and measures it the same way, CPU being this process's plus the
 whole server's (backend and parallel workers, read from /proc, so the server must run on this
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Index, text
+from sqlalchemy import Index
 
 from benchmarks.bench_scaling import postgres_cpu_s
 from leadflow.config import load_config
@@ -195,107 +195,6 @@ def timed_queries(clock: Callable[[], float] = time.process_time) -> Iterator[di
             setattr(module, name, fn)
 
 
-def _pg_entered(step: str) -> str:
-    """PostgreSQL: the moment lead ``i`` entered the stage of ``step`` (``_entered``'s)."""
-    return (
-        f"{_PG_CREATED} + ({step}) * (1 + i % 7) * interval '1 day' + ({step}) * interval '1 hour'"
-    )
-
-
-_PG_CREATED = (
-    f"(timestamptz '{BASE} 00:00:00+00' + ((i * 37) % 450) * interval '1 day' "
-    "+ (i % 24) * interval '1 hour')"
-)
-
-
-def _pg_stage(step: str, last: str) -> str:
-    return _stage(step, last).replace(f"min({step}, ", f"least({step}, ")
-
-
-def fill_postgres(conn: Connection, leads: int, transitions: int) -> dict[str, int]:
-    """The rows ``fill`` writes, written by PostgreSQL (the same values and timestamps)."""
-    per = max(1, transitions // leads)
-    total = min(transitions, leads * per)
-    last = per - 1
-    moved = f"{_PG_CREATED} + {last} * (1 + i % 7) * interval '1 day'"
-    sent = f"{_PG_CREATED} + interval '1 day 9 hours'"
-    seq = "FROM generate_series(1, :n) AS i"
-    conn.execute(
-        text(
-            "INSERT INTO lead (id, email, company, source, deal_value, attributes, status, "
-            "pipeline, stage, stage_entered_at, round, recycle_count, stuck, fit_score, "
-            "engagement_score, score, won_at, closed_at, created_at, updated_at) "
-            "SELECT i, 'lead' || i || '@bench.test', 'Company ' || (i % 5000), "
-            "CASE i % 4 WHEN 0 THEN 'web' WHEN 1 THEN 'referral' WHEN 2 THEN 'event' END, "
-            "(i % 50) * 500.0, '{}', "
-            f"CASE WHEN i % 10 = 1 THEN 'closed' WHEN i % 10 = 2 AND {last} = 2 THEN 'callback' "
-            "ELSE 'active' END, 'b2b', "
-            f"{_pg_stage(str(last), str(last))}, {moved}, 0, 0, i % 13 = 0, 0, 0, 0, "
-            f"CASE i % 10 WHEN 0 THEN {moved} END, CASE i % 10 WHEN 1 THEN {moved} END, "
-            f"{_PG_CREATED}, {_PG_CREATED} {seq}"
-        ),
-        {"n": leads},
-    )
-    conn.execute(
-        text(
-            "INSERT INTO stage_transition (lead_id, pipeline, from_stage, from_entered_at, "
-            "to_stage, at, kind, reason, actor) "
-            "SELECT i, 'b2b', from_stage, "
-            f"CASE WHEN from_stage IS NOT NULL THEN {_pg_entered('s - 1')} END, "
-            f"{_pg_stage('s', str(last))}, {_pg_entered('s')}, "
-            "CASE s WHEN 0 THEN 'intake' ELSE 'rule' END, '', 'bench' "
-            "FROM (SELECT i, s, CASE WHEN s > 0 THEN "
-            f"{_pg_stage('s - 1', str(last))} END AS from_stage "
-            "FROM (SELECT j / :per + 1 AS i, j % :per AS s "
-            "FROM generate_series(0, :last) AS j) AS steps) AS moves"
-        ),
-        {"per": per, "last": total - 1},
-    )
-    conn.execute(
-        text(
-            "INSERT INTO outbound_message (id, lead_id, cadence, step, round, kind, template, "
-            "variant, to_email, status, due_at, sent_at, attempts, created_at, updated_at) "
-            "SELECT i, i, 'outbound', 'intro', 0, 'cadence', "
-            "CASE i % 3 WHEN 0 THEN 'welcome' ELSE 'followup_value' END, "
-            "CASE i % 3 WHEN 1 THEN 'a' WHEN 2 THEN 'b' END, 'lead' || i || '@bench.test', "
-            "CASE i % 20 WHEN 0 THEN 'bounced' WHEN 1 THEN 'pending' ELSE 'sent' END, "
-            f"{sent}, CASE WHEN i % 20 > 1 THEN {sent} END, 1, {sent}, {sent} {seq}"
-        ),
-        {"n": leads},
-    )
-    conn.execute(
-        text(
-            "INSERT INTO event (lead_id, type, occurred_at, data, message_id) "
-            "SELECT i, CASE i % 5 WHEN 0 THEN 'email_opened' WHEN 1 THEN 'email_clicked' "
-            "WHEN 2 THEN 'replied' WHEN 3 THEN 'email_opened' ELSE 'unsubscribed' END, "
-            f"{sent} + (i % 72) * interval '1 hour', '{{}}', i {seq}"
-        ),
-        {"n": leads},
-    )
-    for table in ("lead", "outbound_message"):  # ids were given: move the sequences on
-        conn.execute(
-            text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), :n)"), {"n": leads}
-        )
-    return {"leads": leads, "transitions": total, "messages": leads, "events": leads}
-
-
-def build_postgres(url: str, leads: int, transitions: int) -> dict[str, int]:
-    engine = open_database(url)
-    indexes: list[Index] = [i for t in (LEADS, TRANSITIONS, OUTBOX, EVENTS) for i in t.indexes]
-    with engine.begin() as conn:
-        for table in ("event", "outbound_message", "stage_transition", "lead"):
-            conn.execute(text(f"TRUNCATE {table} CASCADE"))
-        for index in indexes:
-            index.drop(conn)
-        counts = fill_postgres(conn, leads, transitions)
-        for index in indexes:
-            index.create(conn)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE"))
-    engine.dispose()
-    return counts
-
-
 def _postmaster(backend: int) -> int:
     return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -410,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(results[0]), flush=True)
     print(_people(results[0]), flush=True)
     if args.postgres and server:
+        from benchmarks.report_postgres import build_postgres  # it imports this module
+
         t0 = time.perf_counter()
         counts = build_postgres(server, args.leads, args.transitions)
         load_s = time.perf_counter() - t0
