@@ -37,6 +37,7 @@ from leadflow.pipeline.business_time import is_valid_zone
 TIMESTAMP_COLUMNS = frozenset({"updated_at", "last_modified"})
 _TARGET_CACHE = 10_000
 _CELL_CACHE = 4_096  # distinct cells remembered per column, then forgotten (flat memory)
+_CACHED_CELL_CHARS = 256  # longer cells (notes, hostile 100 KiB fields) are worked out each time
 
 
 # Every attribute (a declared one or a column kept as one) has the same limits, whatever the
@@ -146,9 +147,11 @@ class Normalizer:
             else:
                 found = plan.cells.get(cell)
                 if found is None:
-                    if len(plan.cells) >= _CELL_CACHE:
-                        plan.cells.clear()  # ever-new values must not grow memory
-                    found = plan.cells[cell] = self._outcome(plan.target, cell)
+                    found = self._outcome(plan.target, cell)
+                    if isinstance(cell, str) and len(cell) <= _CACHED_CELL_CHARS:
+                        if len(plan.cells) >= _CELL_CACHE:
+                            plan.cells.clear()  # ever-new values must not grow memory
+                        plan.cells[cell] = found
                 outcome = found
                 if outcome[0] is None:
                     continue  # blank

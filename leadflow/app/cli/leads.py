@@ -197,20 +197,21 @@ def leads(
     if as_json:
         emit_json([queries.row_dict(r) for r in rows])
         return
-    table = Table(
-        "email", "company", "stage", "status", "score", "grade", "owner", "in stage since"
-    )
+    # one sender and no team (the usual single-user set-up): no owner column, as in show
+    with_owner = bool(members) or any(r.owner for r in rows)
+    headers = ["email", "company", "stage", "status", "score", "grade"]
+    table = Table(*headers, *(["owner"] if with_owner else []), "in stage since")
     for r in rows:
-        table.add_row(
+        cells = [
             r.email,
             r.company or "-",
             (r.stage or "-") + (" ⚑" if r.stuck else ""),
             r.status,
             f"{r.score:g}",
             r.grade or "-",
-            r.owner or "-",
-            str(r.stage_entered_at)[:10],
-        )
+        ]
+        owner_cell = [r.owner or "-"] if with_owner else []
+        table.add_row(*cells, *owner_cell, str(r.stage_entered_at)[:10])
     out.print(table)
 
 
