@@ -78,7 +78,8 @@ LEADS: dict[int, tuple[float | None, str]] = {
 # fmt: on
 NEXT_ACTION = {5: "6/16", 8: "6/12", 10: "6/14 12:00"}  # #8 3 days late; #10 within the grace
 FLAGGED = {7}  # the engine flagged #7 when its meeting SLA ran out
-OWNERS = {11: "Grace Hopper"}
+OWNERS = {11: "Grace Hopper"}  # an owner a CRM export left in the attributes
+TEAM_OWNERS = {8: "ana"}  # a team member the assign step gave the lead (lead.owner)
 SENT = {7: "5/20", 11: "5/29"}  # an email sent to the lead
 EVENTS = [(6, "email_opened", "6/10"), (11, "email_opened", "5/25"), (11, "replied", "6/20")]
 
@@ -112,6 +113,7 @@ def _fill(engine: Engine) -> None:
                 stuck=lead_id in FLAGGED,
                 next_action_at=when(NEXT_ACTION[lead_id]) if lead_id in NEXT_ACTION else None,
                 attributes={"owner": OWNERS[lead_id]} if lead_id in OWNERS else {},
+                owner=TEAM_OWNERS.get(lead_id),
                 created_at=moves[0][1],
                 updated_at=entered,
             )
@@ -385,7 +387,7 @@ def test_at_risk_lists_stuck_idle_and_overdue_deals_by_value_with_reasons(
             "16",
             "no activity for 16 days",
         ],
-        ["8@x.test", "Co 8", "-", "Meeting", "$6,000", "5", "next step 3 days overdue"],
+        ["8@x.test", "Co 8", "ana", "Meeting", "$6,000", "5", "next step 3 days overdue"],
         ["6@x.test", "Co 6", "-", "Prospect", "$4,000", "43", "longer than usual (25 days)"],
     ]
 

@@ -322,7 +322,7 @@ def at_risk(
         select(
             lead.c.email,
             lead.c.company,
-            lead.c.attributes["owner"].as_string().label("owner"),
+            func.coalesce(lead.c.owner, lead.c.attributes["owner"].as_string()).label("owner"),
             lead.c.stage,
             lead.c.deal_value,
             age.label("age"),
