@@ -1,5 +1,8 @@
 """Many rows through one prepared statement, without SQLAlchemy's per-row work.
 
+Two ways in, one idea: ``execute_many`` runs any statement over row dicts (stage moves, outbox
+rows), ``insert_columns`` inserts rows given a column at a time (an import's new leads).
+
 ``conn.execute(statement, rows)`` re-runs SQLAlchemy's generic parameter machinery for every
 row (bind names, type processors, dict building): for a batch of stage moves that was more
 time than SQLite's own ``executemany`` of the same rows. On SQLite ``execute_many`` compiles
@@ -17,8 +20,9 @@ import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -93,7 +97,7 @@ def _prepare(dialect: Dialect, statement: Executable, names: tuple[str, ...]) ->
     getters: list[_Getter] = []
     for bind_name in compiled.positiontup:
         bind = compiled.binds[bind_name]
-        processor = bind.type._cached_bind_processor(dialect)
+        processor = _processor(bind.type, dialect)
         if bind.key in wanted:
             getters.append(_from_row(bind.key, processor))
         elif bind.key in defaults:
@@ -106,6 +110,12 @@ def _prepare(dialect: Dialect, statement: Executable, names: tuple[str, ...]) ->
     if any(b.expanding for b in compiled.binds.values()):
         return None
     return _Prepared(compiled.string, tuple(getters))
+
+
+def _processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy does to a value of this type before the driver sees it."""
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return processor
 
 
 def _scalar_defaults(compiled: SQLCompiler) -> dict[str, Any] | None:
@@ -146,3 +156,102 @@ def _from_row(name: str, processor: Callable[[Any], Any] | None) -> _Getter:
         return out
 
     return get
+
+
+# --- a column at a time: ``insert_columns`` -------------------------------------------------
+#
+# ``insert()`` is compiled once per (dialect, table, columns); each column's values go through
+# that column's own bind processor, a value the same for every row (``Same``) only once; the
+# driver gets one ``executemany`` (also on PostgreSQL). A statement whose compiled parameters
+# are not exactly the columns given (a default SQLAlchemy would add) is run through
+# ``conn.execute`` instead, which is correct if slower.
+
+_Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Same:
+    """One value for every row of a column."""
+
+    value: Any
+
+
+Values = Sequence[Any] | Same
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedInsert:
+    sql: str
+    order: tuple[str, ...]  # the columns in the statement's parameter order
+    positional: bool
+    processors: Mapping[str, _Processor]
+
+
+# per dialect object (its paramstyle and JSON serializer are its own), then table and columns
+_INSERTS: WeakKeyDictionary[
+    Dialect, dict[tuple[Table, tuple[str, ...]], _PreparedInsert | None]
+] = WeakKeyDictionary()
+
+
+def insert_columns(conn: Connection, table: Table, columns: Mapping[str, Values]) -> int:
+    """INSERT one row per position of the ``columns`` lists (all the same length); returns
+    how many rows were written."""
+    lengths = {len(values) for values in columns.values() if not isinstance(values, Same)}
+    if len(lengths) != 1:
+        raise ValueError("insert_columns needs at least one list, all of one length")
+    count = lengths.pop()
+    if count == 0:
+        return 0
+    prepared = _prepare_insert(table, tuple(columns), conn.dialect)
+    if prepared is None:
+        conn.execute(insert(table), _as_dicts(columns, count))
+        return count
+    processors = prepared.processors
+    converted = [_convert(columns[name], processors[name], count) for name in prepared.order]
+    rows = list(zip(*converted, strict=True))
+    if prepared.positional:
+        conn.exec_driver_sql(prepared.sql, rows)
+    else:
+        order = prepared.order
+        conn.exec_driver_sql(prepared.sql, [dict(zip(order, row, strict=True)) for row in rows])
+    return count
+
+
+def _prepare_insert(
+    table: Table, names: tuple[str, ...], dialect: Dialect
+) -> _PreparedInsert | None:
+    prepared = _INSERTS.setdefault(dialect, {})
+    key = (table, names)
+    if key not in prepared:
+        prepared[key] = _compile(table, names, dialect)
+    return prepared[key]
+
+
+def _compile(table: Table, names: tuple[str, ...], dialect: Dialect) -> _PreparedInsert | None:
+    # inline: no RETURNING of the new ids (PostgreSQL), which nothing here reads
+    statement = insert(table).inline().values({name: bindparam(name) for name in names})
+    compiled = statement.compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
+    if sorted(order) != sorted(names) or compiled.effective_returning:
+        return None  # SQLAlchemy would add something of its own: let it
+    processors = {name: _processor(table.c[name].type, dialect) for name in names}
+    return _PreparedInsert(compiled.string, order, compiled.positional, processors)
+
+
+def _convert(values: Values, processor: _Processor, count: int) -> Sequence[Any]:
+    if isinstance(values, Same):
+        value = values.value if processor is None else processor(values.value)
+        return [value] * count
+    if processor is None:
+        return values
+    return [processor(value) for value in values]
+
+
+def _as_dicts(columns: Mapping[str, Values], count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            name: values.value if isinstance(values, Same) else values[index]
+            for name, values in columns.items()
+        }
+        for index in range(count)
+    ]

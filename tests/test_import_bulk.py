@@ -23,8 +23,8 @@ from sqlalchemy import Engine, insert, select
 
 from leadflow.config.schema import Intake
 from leadflow.intake import NormalizedLead, Normalizer, RawRow, normalize
-from leadflow.intake.bulk import Same, insert_columns
 from leadflow.intake.merge import DATA_FIELDS, LeadState, fold_by_rules, fold_rows
+from models.bulk import Same, insert_columns
 from models.db import open_database
 from models.tables import LEADS
 
@@ -89,7 +89,7 @@ def test_bulk_insert_stores_exactly_what_sqlalchemys_insert_stores(engine: Engin
     with engine.begin() as conn:
         conn.execute(insert(LEADS), [lead_values("core@example.com")])
         bulk = lead_values("bulk@example.com")
-        columns = {name: [value] for name, value in bulk.items()}
+        columns: dict[str, Any] = {name: [value] for name, value in bulk.items()}
         columns["created_at"] = Same(bulk["created_at"])  # one value for all rows
         written = insert_columns(conn, LEADS, columns)
     assert written == 1

@@ -28,11 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from leadflow.config.schema import Intake
-from leadflow.intake.bulk import Same, Values, insert_columns
 from leadflow.intake.merge import DATA_FIELDS, Fold, LeadState, fold_rows
 from leadflow.intake.normalize import NormalizedLead, Normalizer, Rejected
 from leadflow.intake.readers import RawRow, read_rows
 from leadflow.pipeline.suppression import suppress_many
+from models.bulk import Same, Values, insert_columns
 from models.db import WRITE
 from models.tables import LEADS, SUPPRESSIONS, LeadStatus
 
