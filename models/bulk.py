@@ -36,7 +36,10 @@ class _Prepared:
     getters: tuple[_Getter, ...]
 
 
-_CACHE: dict[tuple[Hashable, str, tuple[str, ...]], _Prepared | None] = {}
+# per dialect object (its paramstyle and JSON serializer are its own), then key and row keys
+_CACHE: WeakKeyDictionary[Dialect, dict[tuple[Hashable, tuple[str, ...]], _Prepared | None]] = (
+    WeakKeyDictionary()
+)
 _CACHE_LOCK = threading.Lock()
 _CACHE_KEPT = 64
 
@@ -73,15 +76,16 @@ def _fast(conn: Connection) -> bool:
 def _prepared(
     dialect: Dialect, statement: Executable, key: Hashable, names: tuple[str, ...]
 ) -> _Prepared | None:
-    cache_key = (key, dialect.name, names)
+    cache_key = (key, names)
     with _CACHE_LOCK:
-        if cache_key in _CACHE:
-            return _CACHE[cache_key]
+        cache = _CACHE.setdefault(dialect, {})
+        if cache_key in cache:
+            return cache[cache_key]
     prepared = _prepare(dialect, statement, names)
     with _CACHE_LOCK:
-        while len(_CACHE) >= _CACHE_KEPT:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[cache_key] = prepared
+        while len(cache) >= _CACHE_KEPT:
+            cache.pop(next(iter(cache)))
+        cache[cache_key] = prepared
     return prepared
 
 

@@ -78,9 +78,9 @@ def test_bulk_insert_and_update_store_what_sqlalchemy_stores(tmp_path: Path) -> 
         inserted = execute_many(conn, insert(LEADS), rows, key="test.insert")
         updated = execute_many(conn, statement, changes, key="test.update")
     assert (inserted, updated, updated_plain) == (300, 150, 150)
-    prepared = bulk._CACHE  # the fast path was taken, not the fallback to conn.execute
-    assert prepared[("test.insert", "sqlite", tuple(rows[0]))] is not None
-    assert prepared[("test.update", "sqlite", tuple(changes[0]))] is not None
+    prepared = bulk._CACHE[fast.dialect]  # the fast path was taken, not conn.execute
+    assert prepared[("test.insert", tuple(rows[0]))] is not None
+    assert prepared[("test.update", tuple(changes[0]))] is not None
     assert _stored(fast) == _stored(plain)
     # a second call with the same key reuses the prepared statement and stays exact
     with fast.begin() as conn:
