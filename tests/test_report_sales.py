@@ -79,7 +79,8 @@ LEADS: dict[int, tuple[float | None, str]] = {
 NEXT_ACTION = {5: "6/16", 8: "6/12", 10: "6/14 12:00"}  # #8 3 days late; #10 within the grace
 FLAGGED = {7}  # the engine flagged #7 when its meeting SLA ran out
 OWNERS = {11: "Grace Hopper"}  # an owner a CRM export left in the attributes
-TEAM_OWNERS = {8: "ana"}  # a team member the assign step gave the lead (lead.owner)
+# team members the assign step gave the leads (lead.owner)
+TEAM_OWNERS = {1: "ana", 2: "ana", 8: "ana", 3: "ben", 7: "ben", 12: "ben"}
 SENT = {7: "5/20", 11: "5/29"}  # an email sent to the lead
 EVENTS = [(6, "email_opened", "6/10"), (11, "email_opened", "5/25"), (11, "replied", "6/20")]
 
@@ -372,7 +373,7 @@ def test_at_risk_lists_stuck_idle_and_overdue_deals_by_value_with_reasons(
         [
             "7@x.test",
             "Co 7",
-            "-",
+            "ben",
             "Meeting",
             "$10,000",
             "14",
@@ -427,7 +428,8 @@ def test_idle_days_is_a_report_option(engine: Engine, loaded: LoadedConfig) -> N
 
 def test_forecast_and_at_risk_come_first_in_every_form(b2b: dict[str, Any], tmp_path: Path) -> None:
     keys = [t.key for t in pipeline_tables(b2b, "USD")]
-    assert keys[:6] == ["figures", "forecast", "forecast_basis", "at_risk", "funnel", "stages"]
+    assert keys[:5] == ["figures", "forecast", "forecast_basis", "at_risk", "leaderboard"]
+    assert keys[5:7] == ["funnel", "stages"]
     data: dict[str, Any] = {"period": {"since": None, "until": UNTIL.isoformat()}}
     data |= {"currency": "USD", "pipelines": [b2b], "unassigned_leads": 0}
     console = Console(record=True, width=200, file=io.StringIO())
@@ -501,3 +503,42 @@ def test_at_risk_order_is_the_same_on_every_database(
         ("1@x.test", None),
         ("4@x.test", 14.0),  # no value: last, however long in stage
     ]
+
+
+def test_leaderboard_counts_each_owners_leads_by_hand(b2b: dict[str, Any]) -> None:
+    # ana: #1 won 3/23 (created 3/1, $1,000), #2 lost 4/3, #8 open in meeting.
+    # ben: #3 lost 3/27, #12 lost 5/4, #7 open in meeting and flagged stuck.
+    # #11's owner is only an attribute from a CRM export: not a team member, not listed.
+    assert b2b["leaderboard"] == [
+        {
+            "owner": "ana",
+            "open": 1,
+            "new": 3,
+            "won": 1,
+            "won_value": 1000.0,
+            "lost": 1,
+            "win_rate": 0.5,
+            "days_to_win": 22.0,
+            "stuck": 0,
+        },
+        {
+            "owner": "ben",
+            "open": 1,
+            "new": 3,
+            "won": 0,
+            "won_value": 0.0,
+            "lost": 2,
+            "win_rate": 0.0,
+            "days_to_win": None,
+            "stuck": 1,
+        },
+    ]
+    assert shown(b2b, "leaderboard") == [
+        ["ana", "1", "3", "1", "$1,000", "1", "50.0%", "22", "0"],
+        ["ben", "1", "3", "0", "$0", "2", "0.0%", "-", "1"],
+    ]
+
+
+def test_a_report_without_owners_has_no_leaderboard(b2b: dict[str, Any]) -> None:
+    keys = [t.key for t in pipeline_tables({**b2b, "leaderboard": []}, "USD")]
+    assert "leaderboard" not in keys and "at_risk" in keys

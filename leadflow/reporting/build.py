@@ -22,6 +22,7 @@ from leadflow.reporting import (
     forecast,
     messaging,
     outcomes,
+    owners,
     sales,
     snapshot,
     stages,
@@ -90,6 +91,7 @@ class _Facts:
         self.variants = messaging.variant_results(conn, scope)
         self.response = messaging.first_response(conn, scope)
         self.reached = sales.furthest_reached(conn, scope, pipelines)
+        self.owners = owners.leaderboard(conn, scope)
         history = Scope(scope.dialect, None, scope.until, scope.pipeline)
         self.history_stays = (
             self.stays if scope.since is None else flow.time_in_stage(conn, history)
@@ -125,6 +127,7 @@ class _Facts:
                 p, self.history_stays, chances, self.deal_groups, self.scope.until
             ),
             "at_risk": forecast.at_risk(p, self.risk[p.id], self.idle_days),
+            "leaderboard": self.owners.get(p.id, []),
             "funnel": stages.funnel(p, self.reached.get(p.id, {})),
             "stages_now": stages_now,
             "conversion": stages.conversion(p, self.flows),

@@ -70,7 +70,8 @@ def headline(data: dict[str, Any]) -> str:
 def pipeline_tables(p: Section, currency: str | None = None) -> list[Table]:
     """Every table of one pipeline, in the order both the terminal and the page show them;
     amounts in ``currency`` (the report's ``currency``; None: plain numbers)."""
-    return [make(p, currency) for make in TABLES]
+    tables = [make(p, currency) for make in TABLES]
+    return [t for t in tables if t.rows or t.key not in OPTIONAL]
 
 
 def _table(
@@ -240,6 +241,46 @@ def at_risk(p: Section, currency: str | None = None) -> Table:
     )
 
 
+def leaderboard(p: Section, currency: str | None = None) -> Table:
+    """The owners of the pipeline's leads (no team, no rows: the table is left out)."""
+    return _table(
+        "leaderboard",
+        "Team leaderboard (won value first)",
+        [
+            ("Owner", TEXT),
+            ("Open", NUMBER),
+            ("New", NUMBER),
+            ("Won", NUMBER),
+            ("Won value", MONEY),
+            ("Lost", NUMBER),
+            ("Win rate", PERCENT),
+            ("Days to win", DAYS),
+            ("Stuck", NUMBER),
+        ],
+        [
+            [
+                o["owner"],
+                o["open"],
+                o["new"],
+                o["won"],
+                o["won_value"],
+                o["lost"],
+                o["win_rate"],
+                o["days_to_win"],
+                o["stuck"],
+            ]
+            for o in p.get("leaderboard", [])
+        ],
+        "Open: active and not won. New, won, lost: in the period. Win rate: won / (won + lost). "
+        "Days to win: from created to won, the mean of the period's wins. Leads nobody owns "
+        "are left out.",
+        currency=currency,
+    )
+
+
+OPTIONAL = frozenset({"leaderboard"})  # left out when empty (a report without a team)
+
+
 def funnel(p: Section, currency: str | None = None) -> Table:
     f = p["funnel"]
     return _table(
@@ -397,6 +438,7 @@ TABLES: tuple[Callable[[Section, str | None], Table], ...] = (
     forecast,
     forecast_basis,
     at_risk,
+    leaderboard,
     funnel,
     stages,
     conversion,
