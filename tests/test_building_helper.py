@@ -66,6 +66,7 @@ def test_a_composer_made_from_its_parts_builds_the_same_bytes(rt: Runtime) -> No
     parts = run.parts()
     again = pickle.loads(pickle.dumps(parts))
     assert isinstance(again, ComposeParts) and again == parts
+    assert parts.secret not in repr(parts)  # the signing key never reaches a log
     made = again.composer()
     items = [claimed(n, name) for n, name in enumerate(rt.templates.names(), start=1)]
     items.append(claimed(99, "welcome", email="two words@example.com"))

@@ -8,7 +8,7 @@ pydantic): a helper process builds with the same ``Composer``, made from its ``C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -65,7 +65,7 @@ class ComposeParts:
 
     templates: Path
     now: datetime
-    secret: str
+    secret: str = field(repr=False)  # the link-signing key: never in a log or traceback
     public_url: str
     from_name: str
     from_email: str

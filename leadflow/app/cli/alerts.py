@@ -14,7 +14,7 @@ commands = typer.Typer()
 
 @commands.command("alerts")
 def alerts(
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Rows shown.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Alerts shown.")] = 50,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
 ) -> None:
