@@ -53,6 +53,14 @@ def fail(message: str) -> NoReturn:
     raise Invalid(message)
 
 
+def require_reason(reason: str, kept: str = "in the audit trail") -> str:
+    """An audited command's ``--reason``, on one line; a blank one is refused."""
+    text = " ".join(reason.split())
+    if not text:
+        fail(f"--reason must say why (it is kept {kept})")
+    return text
+
+
 def settings_for(config: Path | None = None) -> Settings:
     """The environment's settings, with ``--config`` in place of LEADFLOW_CONFIG if given
     (templates are then found from that file's folder)."""

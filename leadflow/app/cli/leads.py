@@ -20,6 +20,7 @@ from leadflow.app.cli.common import (
     fail,
     instant,
     out,
+    require_reason,
     runtime,
     styled,
 )
@@ -230,8 +231,7 @@ def move(
     from models.db import session_scope
 
     when = instant(now)
-    if not " ".join(reason.split()):
-        fail("--reason must say why (it is kept in the audit trail)")
+    require_reason(reason)
     with runtime(config) as rt, session_scope(rt.engine) as session:
         conn = session.connection()
         lead = find_lead(conn, email)

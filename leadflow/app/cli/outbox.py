@@ -16,9 +16,9 @@ from leadflow.app.cli.common import (
     ReasonOpt,
     emit_json,
     err,
-    fail,
     instant,
     out,
+    require_reason,
     runtime,
 )
 
@@ -62,8 +62,7 @@ def _decide(
     from models.db import session_scope
 
     when = instant(now)
-    if not " ".join(reason.split()):
-        fail("--reason must say why (it is kept in the audit trail)")
+    require_reason(reason)
     with runtime(config) as rt, session_scope(rt.engine) as session:
         outcome = decide(
             session.connection(),

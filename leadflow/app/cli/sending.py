@@ -16,6 +16,7 @@ from leadflow.app.cli.common import (
     fail,
     instant,
     out,
+    require_reason,
     runtime,
 )
 
@@ -23,13 +24,6 @@ commands = typer.Typer(
     help="The sending pause: status, resume after fixing the cause, or pause by hand.",
     no_args_is_help=True,
 )
-
-
-def _reason(reason: str) -> str:
-    text = " ".join(reason.split())
-    if not text:
-        fail("--reason must say why (it is kept with the pause)")
-    return text
 
 
 @commands.command("status")
@@ -70,7 +64,7 @@ def sending_resume(reason: ReasonOpt, now: NowOpt = None, config: ConfigOpt = No
     from leadflow.alerts import guard
     from models.db import session_scope
 
-    why = _reason(reason)
+    why = require_reason(reason, "with the pause")
     with runtime(config) as rt, session_scope(rt.engine) as session:
         held = guard.resume(
             session.connection(), reason=why, by=getpass.getuser(), now=instant(now)
@@ -86,7 +80,7 @@ def sending_pause(reason: ReasonOpt, now: NowOpt = None, config: ConfigOpt = Non
     from leadflow.alerts import guard
     from models.db import session_scope
 
-    why = _reason(reason)
+    why = require_reason(reason, "with the pause")
     with runtime(config) as rt, session_scope(rt.engine) as session:
         held = guard.pause(session.connection(), reason=why, by=getpass.getuser(), now=instant(now))
     if held is None:

@@ -18,6 +18,7 @@ from leadflow.app.cli.common import (
     fail,
     instant,
     out,
+    require_reason,
     runtime,
 )
 
@@ -42,8 +43,7 @@ def assign(
     from models.db import session_scope
 
     when = instant(now)
-    if not " ".join(reason.split()):
-        fail("--reason must say why (it is kept in the audit trail)")
+    require_reason(reason)
     who = actor if actor is not None else getpass.getuser()
     if not who.strip():
         fail("--actor must name who is assigning")
