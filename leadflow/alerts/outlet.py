@@ -23,8 +23,8 @@ from sqlalchemy import Engine
 from leadflow.alerts import notify, store
 from leadflow.config.alerts import Alerts
 from leadflow.config.schema import Sender
-from leadflow.delivery.smtp import TransportFactory
-from leadflow.mail.transport import SmtpConfig, SmtpTransport, Transport
+from leadflow.delivery.smtp import TransportFactory, smtp_config
+from leadflow.mail.transport import SmtpTransport, Transport
 from leadflow.runtime import Runtime
 from leadflow.settings import Settings
 from models.db import open_database, session_scope
@@ -87,17 +87,7 @@ def from_files(settings: Settings) -> tuple[Outlet, TransportFactory] | None:
     s = settings
 
     def transport() -> Transport:
-        password = s.smtp_password.get_secret_value() if s.smtp_password else None
-        return SmtpTransport(
-            SmtpConfig(
-                host=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=password,
-                tls=s.smtp_tls,
-                timeout=s.smtp_timeout,
-            )
-        )
+        return SmtpTransport(smtp_config(s))
 
     return Outlet(open_database(s.db_url, migrate=False), cfg, sender), transport
 
